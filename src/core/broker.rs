@@ -1,0 +1,229 @@
+//! The subscription tables: which sessions are subscribed to which topics.
+//!
+//! Generic over `H`, the handle the transport uses to reach a session (its outbound
+//! queue), so that publishing walks one table and needs no second lookup per recipient.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
+
+use super::SessionId;
+
+#[derive(Debug)]
+pub(crate) struct Broker<H> {
+    topics: HashMap<Arc<str>, HashMap<SessionId, H>>,
+    sessions: HashMap<SessionId, HashSet<Arc<str>>>,
+}
+
+impl<H> Default for Broker<H> {
+    fn default() -> Self {
+        Self {
+            topics: HashMap::new(),
+            sessions: HashMap::new(),
+        }
+    }
+}
+
+impl<H> Broker<H> {
+    /// Subscribes; `false` if the session already was.
+    pub(crate) fn subscribe(&mut self, topic: &str, session: &SessionId, handle: H) -> bool {
+        let topics = self.sessions.entry(session.clone()).or_default();
+        if topics.contains(topic) {
+            return false;
+        }
+        let key: Arc<str> = match self.topics.get_key_value(topic) {
+            Some((k, _)) => k.clone(),
+            None => topic.into(),
+        };
+        topics.insert(key.clone());
+        self.topics
+            .entry(key)
+            .or_default()
+            .insert(session.clone(), handle);
+        true
+    }
+
+    /// Unsubscribes; `false` if the session was not subscribed.
+    pub(crate) fn unsubscribe(&mut self, topic: &str, session: &SessionId) -> bool {
+        let Some(topics) = self.sessions.get_mut(session) else {
+            return false;
+        };
+        if !topics.remove(topic) {
+            return false;
+        }
+        if topics.is_empty() {
+            self.sessions.remove(session);
+        }
+        self.remove_from_topic(topic, session);
+        true
+    }
+
+    fn remove_from_topic(&mut self, topic: &str, session: &SessionId) {
+        if let Some(subs) = self.topics.get_mut(topic) {
+            subs.remove(session);
+            if subs.is_empty() {
+                self.topics.remove(topic);
+            }
+        }
+    }
+
+    /// Removes every subscription of a session and returns the topics it had, sorted.
+    pub(crate) fn remove_session(&mut self, session: &SessionId) -> Vec<Arc<str>> {
+        let mut topics: Vec<Arc<str>> = self
+            .sessions
+            .remove(session)
+            .map(|t| t.into_iter().collect())
+            .unwrap_or_default();
+        topics.sort();
+        for topic in &topics {
+            self.remove_from_topic(topic, session);
+        }
+        topics
+    }
+
+    pub(crate) fn is_subscribed(&self, topic: &str, session: &SessionId) -> bool {
+        self.topics
+            .get(topic)
+            .is_some_and(|subs| subs.contains_key(session))
+    }
+
+    /// The sessions subscribed to `topic`.
+    pub(crate) fn subscribers(&self, topic: &str) -> impl Iterator<Item = &SessionId> {
+        self.topics.get(topic).into_iter().flat_map(|s| s.keys())
+    }
+
+    /// The topics a session is subscribed to.
+    pub(crate) fn topics_of(&self, session: &SessionId) -> impl Iterator<Item = &Arc<str>> {
+        self.sessions.get(session).into_iter().flatten()
+    }
+
+    /// Calls `deliver` for every subscriber of `topic` that is in `eligible` (when given)
+    /// and not in `exclude`. Returns how many were called.
+    pub(crate) fn for_each_recipient(
+        &self,
+        topic: &str,
+        exclude: &[SessionId],
+        eligible: Option<&[SessionId]>,
+        mut deliver: impl FnMut(&SessionId, &H),
+    ) -> usize {
+        let Some(subs) = self.topics.get(topic) else {
+            return 0;
+        };
+        let excluded = Excluded::new(exclude);
+        let mut count = 0;
+        match eligible {
+            Some(eligible) => {
+                let mut seen = HashSet::new();
+                for id in eligible {
+                    if let Some((id, h)) = subs.get_key_value(id)
+                        && !excluded.contains(id)
+                        && seen.insert(id)
+                    {
+                        deliver(id, h);
+                        count += 1;
+                    }
+                }
+            }
+            None => {
+                for (id, h) in subs {
+                    if !excluded.contains(id) {
+                        deliver(id, h);
+                        count += 1;
+                    }
+                }
+            }
+        }
+        count
+    }
+
+    pub(crate) fn topic_count(&self) -> usize {
+        self.topics.len()
+    }
+
+    pub(crate) fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+}
+
+/// An exclude list: a linear scan while short, a set when long.
+enum Excluded<'a> {
+    Few(&'a [SessionId]),
+    Many(HashSet<&'a str>),
+}
+
+impl<'a> Excluded<'a> {
+    fn new(list: &'a [SessionId]) -> Self {
+        if list.len() <= 8 {
+            Self::Few(list)
+        } else {
+            Self::Many(list.iter().map(SessionId::as_str).collect())
+        }
+    }
+
+    fn contains(&self, id: &SessionId) -> bool {
+        match self {
+            Self::Few(list) => list.contains(id),
+            Self::Many(set) => set.contains(id.as_str()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(n: usize) -> Vec<SessionId> {
+        (0..n).map(|i| SessionId::from(format!("s{i}"))).collect()
+    }
+
+    fn recipients(
+        b: &Broker<usize>,
+        topic: &str,
+        ex: &[SessionId],
+        el: Option<&[SessionId]>,
+    ) -> Vec<usize> {
+        let mut got = vec![];
+        b.for_each_recipient(topic, ex, el, |_, h| got.push(*h));
+        got.sort_unstable();
+        got
+    }
+
+    #[test]
+    fn subscribe_is_idempotent_and_tables_empty_out() {
+        let s = ids(2);
+        let mut b = Broker::default();
+        assert!(b.subscribe("t", &s[0], 0));
+        assert!(!b.subscribe("t", &s[0], 0));
+        assert!(b.subscribe("t", &s[1], 1));
+        assert!(b.subscribe("u", &s[0], 0));
+        assert!(b.is_subscribed("t", &s[1]));
+        assert!(!b.unsubscribe("nope", &s[0]));
+        assert!(b.unsubscribe("t", &s[1]));
+        assert!(!b.unsubscribe("t", &s[1]));
+        assert_eq!(
+            b.remove_session(&s[0]),
+            vec![Arc::<str>::from("t"), Arc::from("u")]
+        );
+        assert_eq!(b.topic_count(), 0);
+        assert_eq!(b.session_count(), 0);
+    }
+
+    #[test]
+    fn exclude_and_eligible_intersect() {
+        let s = ids(20);
+        let mut b = Broker::default();
+        for (i, id) in s.iter().enumerate().take(4) {
+            b.subscribe("t", id, i);
+        }
+        assert_eq!(recipients(&b, "t", &[], None), vec![0, 1, 2, 3]);
+        assert_eq!(recipients(&b, "t", &s[..1], None), vec![1, 2, 3]);
+        let eligible = [s[1].clone(), s[2].clone(), s[9].clone(), s[1].clone()];
+        assert_eq!(recipients(&b, "t", &[], Some(&eligible)), vec![1, 2]);
+        assert_eq!(recipients(&b, "t", &s[2..3], Some(&eligible)), vec![1]);
+        assert_eq!(recipients(&b, "t", &[], Some(&[])), Vec::<usize>::new());
+        // A long exclude list takes the set path.
+        assert_eq!(recipients(&b, "t", &s[1..15], None), vec![0]);
+        assert_eq!(recipients(&b, "nobody", &[], None), Vec::<usize>::new());
+    }
+}

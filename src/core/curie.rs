@@ -1,0 +1,109 @@
+//! Per-session CURIE prefixes (`[1, prefix, uri]`).
+//!
+//! A CURIE `p:rest` expands to `uri(p) + rest`, splitting at the **first** colon, so
+//! `p:a:b` becomes `uri + "a:b"` (clj-wamp kept only `uri + "a"`: we fix that). A string
+//! whose part before the first colon is not a known prefix passes unchanged, so full
+//! URIs such as `http://…` stay as they are unless a client defines a prefix named
+//! `http`.
+//!
+//! ```
+//! use tower_wamp::core::curie::Prefixes;
+//!
+//! let mut p = Prefixes::default();
+//! p.insert("calc", "http://example.com/calc#");
+//! assert_eq!(p.resolve("calc:add"), "http://example.com/calc#add");
+//! assert_eq!(p.resolve("calc:a:b"), "http://example.com/calc#a:b");
+//! assert_eq!(p.resolve("other:x"), "other:x");
+//! ```
+
+use std::{borrow::Cow, collections::HashMap};
+
+/// How many prefixes one session may define; later definitions of new names are ignored.
+pub const MAX_PREFIXES: usize = 1024;
+
+/// The CURIE prefixes one session has defined.
+#[derive(Debug, Clone, Default)]
+pub struct Prefixes {
+    map: HashMap<String, String>,
+}
+
+impl Prefixes {
+    /// Defines or redefines `prefix`. Returns `false` (and changes nothing) when the
+    /// session already has [`MAX_PREFIXES`] other prefixes.
+    pub fn insert(&mut self, prefix: impl Into<String>, uri: impl Into<String>) -> bool {
+        let prefix = prefix.into();
+        if self.map.len() >= MAX_PREFIXES && !self.map.contains_key(&prefix) {
+            return false;
+        }
+        self.map.insert(prefix, uri.into());
+        true
+    }
+
+    /// Expands a CURIE; anything that is not one is returned unchanged.
+    #[must_use]
+    pub fn resolve<'a>(&self, curie: &'a str) -> Cow<'a, str> {
+        if self.map.is_empty() {
+            return Cow::Borrowed(curie);
+        }
+        match curie.split_once(':') {
+            Some((prefix, rest)) if !prefix.is_empty() => match self.map.get(prefix) {
+                Some(uri) => {
+                    let mut full = String::with_capacity(uri.len() + rest.len());
+                    full.push_str(uri);
+                    full.push_str(rest);
+                    Cow::Owned(full)
+                }
+                None => Cow::Borrowed(curie),
+            },
+            _ => Cow::Borrowed(curie),
+        }
+    }
+
+    /// How many prefixes are defined.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether no prefix is defined.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn later_prefix_overrides() {
+        let mut p = Prefixes::default();
+        p.insert("ev", "http://a/");
+        p.insert("ev", "http://b/");
+        assert_eq!(p.resolve("ev:x"), "http://b/x");
+    }
+
+    #[test]
+    fn edge_cases() {
+        let mut p = Prefixes::default();
+        p.insert("ev", "http://a/e#");
+        assert_eq!(p.resolve("ev:"), "http://a/e#");
+        assert_eq!(p.resolve("ev"), "ev", "no colon: not a CURIE");
+        assert_eq!(p.resolve(":x"), ":x", "empty prefix never expands");
+        assert_eq!(p.resolve("http://x/y"), "http://x/y");
+        p.insert("http", "https://evil/");
+        assert_eq!(p.resolve("http://x/y"), "https://evil///x/y");
+    }
+
+    #[test]
+    fn prefix_count_is_bounded() {
+        let mut p = Prefixes::default();
+        for i in 0..MAX_PREFIXES {
+            assert!(p.insert(format!("p{i}"), "u"));
+        }
+        assert!(!p.insert("one-more", "u"));
+        assert!(p.insert("p0", "redefined"), "redefining stays allowed");
+        assert_eq!(p.len(), MAX_PREFIXES);
+    }
+}

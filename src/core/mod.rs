@@ -1,0 +1,19 @@
+//! The sans-IO core: the WAMP vocabulary, the v1 wire codec, CURIE resolution, topic
+//! patterns, session ids and the subscription tables.
+//!
+//! Nothing in this module touches tokio, hyper or axum: every function here is plain
+//! data in, plain data out, and is unit-tested without a runtime. The transport
+//! ([`crate::WampLayer`] and the socket task) drives it.
+//!
+//! The vocabulary ([`Message`], [`RpcError`], [`SessionId`]) is version-neutral in shape;
+//! [`codec::v1`] is the WAMP v1 JSON codec on top of it.
+
+pub mod codec;
+pub mod curie;
+mod id;
+mod message;
+pub(crate) mod broker;
+pub(crate) mod pattern;
+
+pub use id::{SessionId, random_token};
+pub use message::{Exclude, Message, RpcError, error_uri};

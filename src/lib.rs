@@ -1,0 +1,3 @@
+//! tower-wamp
+pub mod core;
+pub use crate::core::RpcError;
