@@ -1,3 +1,29 @@
-//! tower-wamp
+#![doc = include_str!("../docs/crate.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 pub mod core;
-pub use crate::core::RpcError;
+pub mod extract;
+mod handler;
+mod hub;
+mod layer;
+mod origin;
+mod router;
+mod session;
+mod socket;
+
+pub use crate::core::{RpcError, SessionId};
+pub use extract::{
+    Args, Call, CallId, Extension, FromCall, FromRef, Procedure, State, UpgradeRequest,
+};
+pub use handler::{IntoCallResult, RpcHandler};
+pub use hub::Wamp;
+pub use layer::{NotUpgrade, WampFuture, WampLayer, WampService};
+pub use origin::{OriginPolicy, OriginRejection};
+pub use router::{
+    BrokerFunction, CallInfo, CallReply, Publication, PublishRule, SubscribePredicateFn,
+    SubscribeRule, Topic, WampRouter,
+};
+pub use session::{CloseReason, SendError, Session};
+
+#[doc(hidden)]
+pub use handler::{Fallible, Plain};

@@ -141,6 +141,7 @@ impl<H> Broker<H> {
         self.topics.len()
     }
 
+    #[cfg(test)]
     pub(crate) fn session_count(&self) -> usize {
         self.sessions.len()
     }

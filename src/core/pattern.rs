@@ -36,7 +36,7 @@ impl Pattern {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 struct Node {
     /// Sorted by byte, binary-searched.
     children: Vec<(u8, u32)>,
@@ -44,7 +44,7 @@ struct Node {
 }
 
 /// Maps topics to values by exact URI or longest prefix.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct PatternTable<T> {
     exact: HashMap<String, usize>,
     trie: Vec<Node>,

@@ -1,0 +1,372 @@
+//! Extractors: how an RPC handler's arguments are taken from the incoming call.
+//!
+//! A handler is an `async fn` whose arguments all implement [`FromCall`]. Built in:
+//!
+//! | extractor | what it gives |
+//! |---|---|
+//! | [`Args<T>`] | the positional arguments, deserialized into `T` (a tuple, a `Vec`, a struct from a sequence) |
+//! | [`Session`] | the calling session: its id, a way to send it events |
+//! | [`Procedure`] | the procedure URI, CURIE already resolved |
+//! | [`CallId`] | the client's call id |
+//! | [`State<T>`](State) | shared state, `T: FromRef<S>`: the same state type as your axum app |
+//! | [`Extension<T>`](Extension) | a value an upstream tower layer put into the upgrade request's extensions |
+//! | [`HeaderMap`](http::HeaderMap) | the upgrade request's headers |
+//! | [`UpgradeRequest`] | all the HTTP parts of the upgrade request |
+//! | [`Wamp`] | the server handle |
+//! | `Option<T>` | `T` if it extracts, else `None` |
+//!
+//! Write your own by implementing [`FromCall`]:
+//!
+//! ```
+//! use tower_wamp::{Call, FromCall, RpcError};
+//!
+//! /// The caller's user name, set by an upstream login layer.
+//! struct User(String);
+//!
+//! impl<S: Sync> FromCall<S> for User {
+//!     type Rejection = RpcError;
+//!     async fn from_call(call: &Call, _state: &S) -> Result<Self, RpcError> {
+//!         call.parts()
+//!             .headers
+//!             .get("x-user")
+//!             .and_then(|v| v.to_str().ok())
+//!             .map(|u| User(u.to_owned()))
+//!             .ok_or_else(RpcError::unauthorized)
+//!     }
+//! }
+//! ```
+
+use std::{fmt, future::Future, sync::Arc};
+
+pub use axum::extract::{Extension, FromRef, State};
+use http::{HeaderMap, request::Parts};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::{RpcError, Session, Wamp, core::SessionId, hub::Hub};
+
+/// An incoming CALL as handlers see it: the call id, the resolved procedure URI, the
+/// arguments, the calling session and the HTTP parts of the upgrade request.
+///
+/// Build one yourself to test a handler without a socket:
+///
+/// ```
+/// use tower_wamp::Call;
+/// use serde_json::json;
+///
+/// let call = Call::new("http://example.com/api#add", vec![json!(1), json!(2)])
+///     .with_call_id("c1")
+///     .with_header("x-user", "ada");
+/// assert_eq!(call.args(), &[json!(1), json!(2)]);
+/// assert_eq!(call.parts().headers["x-user"], "ada");
+/// ```
+pub struct Call {
+    pub(crate) call_id: String,
+    pub(crate) procedure: String,
+    pub(crate) args: Value,
+    pub(crate) session: Session,
+    pub(crate) parts: Arc<Parts>,
+    pub(crate) hub: Option<Arc<Hub>>,
+}
+
+fn empty_parts() -> Arc<Parts> {
+    Arc::new(http::Request::new(()).into_parts().0)
+}
+
+impl Call {
+    /// A call of `procedure` with `args` from a detached session with a random id.
+    pub fn new(procedure: impl Into<String>, args: Vec<Value>) -> Self {
+        Self {
+            call_id: "call".into(),
+            procedure: procedure.into(),
+            args: Value::Array(args),
+            session: Session::detached(SessionId::random()),
+            parts: empty_parts(),
+            hub: None,
+        }
+    }
+
+    pub(crate) fn from_wire(
+        call_id: String,
+        procedure: String,
+        args: Vec<Value>,
+        session: Session,
+        parts: Arc<Parts>,
+    ) -> Self {
+        Self {
+            call_id,
+            procedure,
+            args: Value::Array(args),
+            session,
+            parts,
+            hub: None,
+        }
+    }
+
+    /// Sets the call id.
+    #[must_use]
+    pub fn with_call_id(mut self, call_id: impl Into<String>) -> Self {
+        self.call_id = call_id.into();
+        self
+    }
+
+    /// Sets the calling session.
+    #[must_use]
+    pub fn with_session(mut self, session: Session) -> Self {
+        self.session = session;
+        self
+    }
+
+    /// Sets the HTTP parts of the upgrade request.
+    #[must_use]
+    pub fn with_parts(mut self, parts: Parts) -> Self {
+        self.parts = Arc::new(parts);
+        self
+    }
+
+    /// Adds a header to the upgrade request's parts.
+    ///
+    /// # Panics
+    /// If the name or value is not a valid HTTP header.
+    #[must_use]
+    pub fn with_header(mut self, name: &'static str, value: &str) -> Self {
+        parts_mut(&mut self.parts)
+            .headers
+            .insert(name, value.parse().expect("a valid header value"));
+        self
+    }
+
+    /// Adds an extension to the upgrade request's parts, as an upstream layer would.
+    #[must_use]
+    pub fn with_extension<T: Clone + Send + Sync + 'static>(mut self, value: T) -> Self {
+        parts_mut(&mut self.parts).extensions.insert(value);
+        self
+    }
+
+    /// The client's call id.
+    #[must_use]
+    pub fn call_id(&self) -> &str {
+        &self.call_id
+    }
+
+    /// The procedure URI (CURIEs resolved).
+    #[must_use]
+    pub fn procedure(&self) -> &str {
+        &self.procedure
+    }
+
+    /// The positional arguments.
+    #[must_use]
+    pub fn args(&self) -> &[Value] {
+        match &self.args {
+            Value::Array(a) => a,
+            _ => &[],
+        }
+    }
+
+    /// Replaces the arguments (for a `before_call` hook).
+    pub fn set_args(&mut self, args: Vec<Value>) {
+        self.args = Value::Array(args);
+    }
+
+    /// The calling session.
+    #[must_use]
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    /// The HTTP parts of the upgrade request.
+    #[must_use]
+    pub fn parts(&self) -> &Parts {
+        &self.parts
+    }
+}
+
+/// `Arc::make_mut` for `Parts`, which is not `Clone`.
+fn parts_mut(parts: &mut Arc<Parts>) -> &mut Parts {
+    if Arc::get_mut(parts).is_none() {
+        let mut fresh = http::Request::new(()).into_parts().0;
+        fresh.method = parts.method.clone();
+        fresh.uri = parts.uri.clone();
+        fresh.version = parts.version;
+        fresh.headers = parts.headers.clone();
+        fresh.extensions = parts.extensions.clone();
+        *parts = Arc::new(fresh);
+    }
+    Arc::get_mut(parts).expect("just made unique")
+}
+
+impl fmt::Debug for Call {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Call")
+            .field("call_id", &self.call_id)
+            .field("procedure", &self.procedure)
+            .field("args", &self.args)
+            .field("session", &self.session.id())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Types that can be taken from an incoming call: the arguments of an RPC handler.
+///
+/// `S` is the router's state type. A failed extraction answers the call with the
+/// rejection as a CALLERROR; the handler does not run.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be used as an argument of a WAMP RPC handler",
+    label = "not a WAMP call extractor",
+    note = "every argument must implement `FromCall<S>`: `Args<T>`, `Session`, `Procedure`, `CallId`, `State<T>`, `Extension<T>`, `HeaderMap`, `UpgradeRequest`, `Wamp`, `Option<T>`, or your own type"
+)]
+pub trait FromCall<S>: Sized {
+    /// The error sent back when extraction fails.
+    type Rejection: Into<RpcError>;
+
+    /// Extracts `Self` from the call.
+    fn from_call(
+        call: &Call,
+        state: &S,
+    ) -> impl Future<Output = Result<Self, Self::Rejection>> + Send;
+}
+
+/// The positional arguments of the call, deserialized into `T`.
+///
+/// A tuple takes exactly that many arguments; `Vec<T>` takes any number. Arguments that do
+/// not deserialize get a CALLERROR `http://api.wamp.ws/error#invalid-argument` whose
+/// description names the problem.
+///
+/// ```
+/// use tower_wamp::{Args, Call, WampRouter};
+/// use tower::ServiceExt;
+/// use serde_json::json;
+///
+/// async fn add(Args((a, b)): Args<(i64, i64)>) -> i64 { a + b }
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let router = WampRouter::new().rpc("http://example.com/add", add);
+/// let reply = router.oneshot(Call::new("http://example.com/add", vec![json!(2), json!(3)])).await.unwrap();
+/// assert_eq!(reply.result(), Some(&json!(5)));
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct Args<T>(pub T);
+
+impl<S: Sync, T: DeserializeOwned + Send> FromCall<S> for Args<T> {
+    type Rejection = RpcError;
+
+    async fn from_call(call: &Call, _state: &S) -> Result<Self, RpcError> {
+        T::deserialize(&call.args)
+            .map(Args)
+            .map_err(|e| RpcError::invalid_argument(format!("invalid arguments: {e}")))
+    }
+}
+
+impl<S: Sync> FromCall<S> for Session {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_call(call: &Call, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(call.session.clone())
+    }
+}
+
+/// The procedure URI of the call, with CURIEs resolved.
+///
+/// ```
+/// use tower_wamp::Procedure;
+/// async fn whoami(Procedure(uri): Procedure) -> String { uri }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Procedure(pub String);
+
+impl<S: Sync> FromCall<S> for Procedure {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_call(call: &Call, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(call.procedure.clone()))
+    }
+}
+
+/// The client's id for this call.
+///
+/// ```
+/// use tower_wamp::CallId;
+/// async fn echo_id(CallId(id): CallId) -> String { id }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallId(pub String);
+
+impl<S: Sync> FromCall<S> for CallId {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_call(call: &Call, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(call.call_id.clone()))
+    }
+}
+
+impl<S: Sync, T: FromRef<S> + Send> FromCall<S> for State<T> {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_call(_call: &Call, state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(T::from_ref(state)))
+    }
+}
+
+impl<S: Sync, T: Clone + Send + Sync + 'static> FromCall<S> for Extension<T> {
+    type Rejection = RpcError;
+
+    async fn from_call(call: &Call, _state: &S) -> Result<Self, RpcError> {
+        call.parts
+            .extensions
+            .get::<T>()
+            .cloned()
+            .map(Extension)
+            .ok_or_else(|| {
+                tracing::error!(
+                    extension = std::any::type_name::<T>(),
+                    "missing request extension: is the layer that adds it in front of the WAMP layer?"
+                );
+                RpcError::internal("missing request extension")
+            })
+    }
+}
+
+impl<S: Sync> FromCall<S> for HeaderMap {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_call(call: &Call, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(call.parts.headers.clone())
+    }
+}
+
+/// All HTTP parts (method, URI, headers, extensions) of the WebSocket upgrade request.
+///
+/// ```
+/// use tower_wamp::UpgradeRequest;
+/// async fn path(UpgradeRequest(parts): UpgradeRequest) -> String { parts.uri.path().to_owned() }
+/// ```
+#[derive(Debug, Clone)]
+pub struct UpgradeRequest(pub Arc<Parts>);
+
+impl<S: Sync> FromCall<S> for UpgradeRequest {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_call(call: &Call, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(call.parts.clone()))
+    }
+}
+
+impl<S: Sync> FromCall<S> for Wamp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_call(call: &Call, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self {
+            hub: call.hub.clone().unwrap_or_default(),
+        })
+    }
+}
+
+impl<S: Sync, T: FromCall<S> + Send> FromCall<S> for Option<T> {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_call(call: &Call, state: &S) -> Result<Self, Self::Rejection> {
+        Ok(T::from_call(call, state).await.ok())
+    }
+}

@@ -1,0 +1,227 @@
+//! Shared runtime tables (open sessions, subscriptions) and the public server handle.
+
+use std::{
+    collections::HashMap,
+    fmt,
+    sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard},
+};
+
+use serde::Serialize;
+
+use crate::{
+    core::{SessionId, broker::Broker},
+    session::{Frame, Outbox, SendError, event_frame},
+};
+
+#[derive(Debug, Default)]
+pub(crate) struct Hub {
+    sessions: RwLock<HashMap<SessionId, Outbox>>,
+    broker: RwLock<Broker<Outbox>>,
+}
+
+fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Hub {
+    pub(crate) fn add_session(&self, id: SessionId, outbox: Outbox) {
+        write(&self.sessions).insert(id, outbox);
+    }
+
+    pub(crate) fn remove_session(&self, id: &SessionId) {
+        write(&self.sessions).remove(id);
+    }
+
+    pub(crate) fn session_count(&self) -> usize {
+        read(&self.sessions).len()
+    }
+
+    pub(crate) fn outbox(&self, id: &SessionId) -> Option<Outbox> {
+        read(&self.sessions).get(id).cloned()
+    }
+
+    pub(crate) fn subscribe(&self, topic: &str, id: &SessionId, outbox: Outbox) -> bool {
+        write(&self.broker).subscribe(topic, id, outbox)
+    }
+
+    pub(crate) fn unsubscribe(&self, topic: &str, id: &SessionId) -> bool {
+        write(&self.broker).unsubscribe(topic, id)
+    }
+
+    pub(crate) fn is_subscribed(&self, topic: &str, id: &SessionId) -> bool {
+        read(&self.broker).is_subscribed(topic, id)
+    }
+
+    pub(crate) fn remove_subscriptions(&self, id: &SessionId) -> Vec<Arc<str>> {
+        write(&self.broker).remove_session(id)
+    }
+
+    /// Queues one shared frame for every recipient; returns how many got it.
+    pub(crate) fn deliver(
+        &self,
+        topic: &str,
+        frame: &Frame,
+        exclude: &[SessionId],
+        eligible: Option<&[SessionId]>,
+    ) -> usize {
+        let mut delivered = 0;
+        read(&self.broker).for_each_recipient(topic, exclude, eligible, |_, outbox| {
+            if outbox.push(frame.clone()).is_ok() {
+                delivered += 1;
+            }
+        });
+        delivered
+    }
+}
+
+/// The server-side handle: send events, manage subscriptions and sessions from anywhere
+/// (an axum HTTP handler, a background task, a WAMP handler through the `Wamp`
+/// extractor).
+///
+/// Cheap to clone. Events sent through it skip the topic rules and hooks, as clj-wamp's
+/// `send-event!`, `broadcast-event!` and `emit-event!` did.
+///
+/// ```
+/// use tower_wamp::{WampRouter, Topic};
+///
+/// let router = WampRouter::new().topic("http://example.com/news", Topic::new());
+/// let wamp = router.handle();
+/// // Nobody is connected yet, so nobody receives it.
+/// assert_eq!(wamp.publish("http://example.com/news", &"hello").unwrap(), 0);
+/// assert!(wamp.sessions().is_empty());
+/// ```
+#[derive(Clone, Default)]
+pub struct Wamp {
+    pub(crate) hub: Arc<Hub>,
+}
+
+impl fmt::Debug for Wamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Wamp")
+            .field("sessions", &self.hub.session_count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Wamp {
+    /// Sends `[8, topic, event]` to every subscriber of `topic`. Returns how many sessions
+    /// it was queued for.
+    ///
+    /// # Errors
+    /// [`SendError::Serialize`] if `event` does not serialize to JSON.
+    pub fn publish(&self, topic: &str, event: &impl Serialize) -> Result<usize, SendError> {
+        Ok(self.hub.deliver(topic, &event_frame(topic, event)?, &[], None))
+    }
+
+    /// Sends to every subscriber of `topic` except the sessions in `exclude`.
+    ///
+    /// # Errors
+    /// [`SendError::Serialize`] if `event` does not serialize to JSON.
+    pub fn publish_excluding(
+        &self,
+        topic: &str,
+        event: &impl Serialize,
+        exclude: &[SessionId],
+    ) -> Result<usize, SendError> {
+        Ok(self
+            .hub
+            .deliver(topic, &event_frame(topic, event)?, exclude, None))
+    }
+
+    /// Sends only to those subscribers of `topic` that are in `eligible`.
+    ///
+    /// # Errors
+    /// [`SendError::Serialize`] if `event` does not serialize to JSON.
+    pub fn publish_to(
+        &self,
+        topic: &str,
+        event: &impl Serialize,
+        eligible: &[SessionId],
+    ) -> Result<usize, SendError> {
+        Ok(self
+            .hub
+            .deliver(topic, &event_frame(topic, event)?, &[], Some(eligible)))
+    }
+
+    /// Sends `[8, topic, event]` to one session, subscribed or not.
+    ///
+    /// # Errors
+    /// [`SendError::NoSuchSession`] if no open session has this id, or another
+    /// [`SendError`] if the send fails.
+    pub fn send(
+        &self,
+        session: &SessionId,
+        topic: &str,
+        event: &impl Serialize,
+    ) -> Result<(), SendError> {
+        let outbox = self.hub.outbox(session).ok_or(SendError::NoSuchSession)?;
+        outbox.push(event_frame(topic, event)?)
+    }
+
+    /// Subscribes an open session to `topic`, bypassing the topic rules and hooks.
+    /// Returns `false` if the session is not open or was already subscribed.
+    pub fn subscribe(&self, session: &SessionId, topic: &str) -> bool {
+        match self.hub.outbox(session) {
+            Some(outbox) => self.hub.subscribe(topic, session, outbox),
+            None => false,
+        }
+    }
+
+    /// Unsubscribes a session from `topic` (no hooks). Returns `false` if it was not
+    /// subscribed.
+    pub fn unsubscribe(&self, session: &SessionId, topic: &str) -> bool {
+        self.hub.unsubscribe(topic, session)
+    }
+
+    /// The sessions subscribed to `topic`, sorted.
+    #[must_use]
+    pub fn subscribers(&self, topic: &str) -> Vec<SessionId> {
+        let mut ids: Vec<SessionId> = read(&self.hub.broker)
+            .subscribers(topic)
+            .cloned()
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// The topics a session is subscribed to, sorted.
+    #[must_use]
+    pub fn topics_of(&self, session: &SessionId) -> Vec<String> {
+        let mut topics: Vec<String> = read(&self.hub.broker)
+            .topics_of(session)
+            .map(|t| t.to_string())
+            .collect();
+        topics.sort();
+        topics
+    }
+
+    /// The ids of all open sessions, sorted.
+    #[must_use]
+    pub fn sessions(&self) -> Vec<SessionId> {
+        let mut ids: Vec<SessionId> = read(&self.hub.sessions).keys().cloned().collect();
+        ids.sort();
+        ids
+    }
+
+    /// How many topics have at least one subscriber.
+    #[must_use]
+    pub fn topic_count(&self) -> usize {
+        read(&self.hub.broker).topic_count()
+    }
+
+    /// Closes a session (1000, after its queued frames). Returns `false` if no open
+    /// session has this id.
+    pub fn close(&self, session: &SessionId) -> bool {
+        match self.hub.outbox(session) {
+            Some(outbox) => {
+                outbox.close(1000, "closed by the server", true);
+                true
+            }
+            None => false,
+        }
+    }
+}

@@ -1,0 +1,312 @@
+//! The tower `Layer` and `Service`: the handshake (Origin, subprotocol, upgrade) in front
+//! of the socket task.
+
+use std::{
+    convert::Infallible,
+    fmt,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use axum::{
+    extract::{FromRequestParts, ws::WebSocketUpgrade},
+    response::{IntoResponse, Response},
+};
+use futures_util::{
+    FutureExt as _, TryFutureExt as _,
+    future::{Either, MapOk, Ready, ready},
+};
+use http::{HeaderMap, HeaderValue, Request, StatusCode, header};
+use tower::{Layer, Service};
+
+use crate::{OriginPolicy, Wamp, WampRouter, core::codec::v1::SUBPROTOCOL, router::Inner};
+
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) origin: OriginPolicy,
+    pub(crate) server_ident: String,
+    pub(crate) read_buffer_size: usize,
+    pub(crate) max_message_size: usize,
+    pub(crate) queue_capacity: usize,
+    pub(crate) close_on_protocol_violation: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            origin: OriginPolicy::default(),
+            server_ident: concat!("tower-wamp/", env!("CARGO_PKG_VERSION")).to_owned(),
+            read_buffer_size: 4096,
+            max_message_size: 1 << 20,
+            queue_capacity: 1024,
+            close_on_protocol_violation: false,
+        }
+    }
+}
+
+/// The WAMP v1 endpoint as a tower [`Layer`].
+///
+/// The service it makes answers WebSocket upgrade requests itself (Origin check,
+/// subprotocol `wamp`, upgrade, then the WAMP session) and passes every other request
+/// to the inner service unchanged.
+///
+/// ```no_run
+/// use axum::{Router, routing::get};
+/// use tower_wamp::{Args, WampLayer, WampRouter};
+///
+/// async fn add(Args(n): Args<Vec<f64>>) -> f64 { n.iter().sum() }
+///
+/// # #[tokio::main] async fn main() {
+/// let wamp = WampLayer::new(WampRouter::new().rpc("http://example.com/api#add", add));
+/// let app = Router::new()
+///     // Upgrades on /ws go to WAMP; a plain GET gets this handler's answer.
+///     .route("/ws", get(|| async { "WAMP endpoint: connect with a WebSocket" }))
+///     .route_layer(wamp);
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await.unwrap();
+/// axum::serve(listener, app).await.unwrap();
+/// # }
+/// ```
+///
+/// Security defaults: same-origin Origin check ([`OriginPolicy`]), unguessable session
+/// ids, 1 MiB maximum message size, bounded outbound queue (a client that does not
+/// read is disconnected with 1008 rather than buffered without end), 4 KiB read buffer.
+#[derive(Clone)]
+pub struct WampLayer {
+    router: Arc<Inner<()>>,
+    config: Arc<Config>,
+}
+
+impl fmt::Debug for WampLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WampLayer")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WampLayer {
+    /// A layer serving this router with the default settings.
+    #[must_use]
+    pub fn new(router: WampRouter) -> Self {
+        Self {
+            router: router.core(),
+            config: Arc::new(Config::default()),
+        }
+    }
+
+    fn config_mut(&mut self) -> &mut Config {
+        Arc::make_mut(&mut self.config)
+    }
+
+    /// Which `Origin`s may connect (default: same-origin, missing `Origin` allowed).
+    #[must_use]
+    pub fn allowed_origins(mut self, policy: OriginPolicy) -> Self {
+        self.config_mut().origin = policy;
+        self
+    }
+
+    /// The server ident sent in WELCOME (default `tower-wamp/<version>`).
+    #[must_use]
+    pub fn server_ident(mut self, ident: impl Into<String>) -> Self {
+        self.config_mut().server_ident = ident.into();
+        self
+    }
+
+    /// The WebSocket read buffer per connection (default 4 KiB; tungstenite's own default
+    /// of 128 KiB costs that much memory per idle connection).
+    #[must_use]
+    pub fn read_buffer_size(mut self, bytes: usize) -> Self {
+        self.config_mut().read_buffer_size = bytes;
+        self
+    }
+
+    /// The largest incoming message and frame (default 1 MiB). A larger one closes the
+    /// connection with 1009.
+    #[must_use]
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.config_mut().max_message_size = bytes;
+        self
+    }
+
+    /// How many frames may wait in a session's outbound queue (default 1024). A session
+    /// whose queue is full is a slow consumer and is closed with 1008.
+    #[must_use]
+    pub fn outbound_queue_capacity(mut self, frames: usize) -> Self {
+        self.config_mut().queue_capacity = frames.max(1);
+        self
+    }
+
+    /// Close the connection (1002, or 1003 for binary frames) on frames that are not
+    /// WAMP v1, instead of logging and ignoring them (the default, as clj-wamp did).
+    #[must_use]
+    pub fn close_on_protocol_violation(mut self, yes: bool) -> Self {
+        self.config_mut().close_on_protocol_violation = yes;
+        self
+    }
+
+    /// The server handle (the same as [`WampRouter::handle`]).
+    #[must_use]
+    pub fn handle(&self) -> Wamp {
+        self.router.wamp().clone()
+    }
+
+    /// A standalone service: non-upgrade requests get `400 Bad Request` with a body
+    /// that says why. Mount it with `Router::route_service`.
+    ///
+    /// ```
+    /// use axum::Router;
+    /// use tower_wamp::{WampLayer, WampRouter};
+    ///
+    /// let app: Router = Router::new().route_service("/ws", WampLayer::new(WampRouter::new()).into_service());
+    /// ```
+    #[must_use]
+    pub fn into_service(self) -> WampService<NotUpgrade> {
+        WampService {
+            inner: NotUpgrade,
+            layer: self,
+        }
+    }
+
+    fn upgrade<B>(&self, req: Request<B>) -> Response {
+        let (mut parts, _body) = req.into_parts();
+        if let Err(rejection) = self.config.origin.check(&parts.headers) {
+            tracing::warn!(%rejection, "WebSocket handshake refused");
+            return (StatusCode::FORBIDDEN, rejection.to_string()).into_response();
+        }
+        let Some(protocol) = offered_wamp(&parts.headers) else {
+            tracing::warn!("WebSocket handshake without the `wamp` subprotocol refused");
+            return (
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "this endpoint speaks WAMP v1: offer the WebSocket subprotocol `{SUBPROTOCOL}` \
+                     (Sec-WebSocket-Protocol); supported subprotocols: {SUBPROTOCOL}"
+                ),
+            )
+                .into_response();
+        };
+        let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).now_or_never() {
+            Some(Ok(upgrade)) => upgrade,
+            Some(Err(rejection)) => return rejection.into_response(),
+            None => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        };
+        let config = self.config.clone();
+        let mut upgrade = upgrade
+            .read_buffer_size(config.read_buffer_size)
+            .max_message_size(config.max_message_size)
+            .max_frame_size(config.max_message_size);
+        upgrade.set_selected_protocol(protocol);
+        let router = self.router.clone();
+        let parts = Arc::new(parts);
+        upgrade
+            .on_failed_upgrade(|e| tracing::warn!(error = %e, "WebSocket upgrade failed"))
+            .on_upgrade(move |socket| crate::socket::run(socket, router, config, parts))
+    }
+}
+
+/// The `wamp` entry of `Sec-WebSocket-Protocol` (a comma list, compared without case, spaces
+/// tolerated), as the client spelled it.
+fn offered_wamp(headers: &HeaderMap) -> Option<HeaderValue> {
+    headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .find(|p| p.eq_ignore_ascii_case(SUBPROTOCOL))
+        .and_then(|p| HeaderValue::from_str(p).ok())
+}
+
+fn is_websocket_upgrade<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get_all(header::UPGRADE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim().eq_ignore_ascii_case("websocket"))
+}
+
+impl<S> Layer<S> for WampLayer {
+    type Service = WampService<S>;
+
+    fn layer(&self, inner: S) -> WampService<S> {
+        WampService {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The service made by [`WampLayer`]: WebSocket upgrades become WAMP sessions, other
+/// requests go to `S`.
+#[derive(Clone)]
+pub struct WampService<S> {
+    inner: S,
+    layer: WampLayer,
+}
+
+impl<S> fmt::Debug for WampService<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WampService")
+            .field("layer", &self.layer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> WampService<S> {
+    /// The server handle.
+    #[must_use]
+    pub fn handle(&self) -> Wamp {
+        self.layer.handle()
+    }
+}
+
+/// The future of [`WampService`].
+pub type WampFuture<F, R, E> =
+    Either<MapOk<F, fn(R) -> Response>, Ready<Result<Response, E>>>;
+
+impl<S, B> Service<Request<B>> for WampService<S>
+where
+    S: Service<Request<B>>,
+    S::Response: IntoResponse,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = WampFuture<S::Future, S::Response, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        if is_websocket_upgrade(&req) {
+            Either::Right(ready(Ok(self.layer.upgrade(req))))
+        } else {
+            let into: fn(S::Response) -> Response = IntoResponse::into_response;
+            Either::Left(self.inner.call(req).map_ok(into))
+        }
+    }
+}
+
+/// The inner service of the standalone [`WampLayer::into_service`]: answers every
+/// request that is not a WebSocket upgrade with `400 Bad Request`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NotUpgrade;
+
+impl<B> Service<Request<B>> for NotUpgrade {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Ready<Result<Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _req: Request<B>) -> Self::Future {
+        ready(Ok((
+            StatusCode::BAD_REQUEST,
+            "not a WebSocket upgrade request: this endpoint speaks WAMP v1 over WebSocket \
+             (subprotocol `wamp`)",
+        )
+            .into_response()))
+    }
+}

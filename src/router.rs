@@ -1,0 +1,804 @@
+//! The handler router: procedures, topic rules and hooks.
+
+use std::{
+    any::Any,
+    collections::HashMap,
+    convert::Infallible,
+    fmt,
+    future::Future,
+    panic::AssertUnwindSafe,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use futures_util::FutureExt as _;
+use serde_json::Value;
+
+use crate::{
+    Call, RpcError, Session, Wamp,
+    core::{
+        Exclude, SessionId,
+        pattern::{Pattern, PatternTable},
+    },
+    handler::{BoxFuture, RpcHandler},
+    session::{CloseReason, Frame},
+};
+
+type ErasedRpc<S> = Arc<dyn Fn(Call, S) -> BoxFuture<Result<Value, RpcError>> + Send + Sync>;
+type SubscribePredicate = Arc<dyn Fn(Session, String) -> BoxFuture<bool> + Send + Sync>;
+type BrokerFn = Arc<dyn Fn(Session, Publication) -> BoxFuture<Option<Publication>> + Send + Sync>;
+type BeforeCall = Arc<dyn Fn(Call) -> BoxFuture<Result<Call, RpcError>> + Send + Sync>;
+
+/// A publication on its way to subscribers: what a broker function sees and may rewrite.
+///
+/// `exclude` is already normalised: `excludeMe = true` (or the router's default for the
+/// three-element PUBLISH) puts the publisher in it. Recipients are the subscribers of
+/// `topic` that are in `eligible` (when it is `Some`) and not in `exclude`.
+///
+/// ```
+/// use tower_wamp::Publication;
+/// use serde_json::json;
+///
+/// let p = Publication::new("http://example.com/chat", json!("hi"));
+/// assert!(p.exclude.is_empty() && p.eligible.is_none());
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Publication {
+    /// The full topic URI; a broker may rewrite it.
+    pub topic: String,
+    /// The event payload.
+    pub event: Value,
+    /// Sessions that must not receive it.
+    pub exclude: Vec<SessionId>,
+    /// When `Some`, only these sessions may receive it.
+    pub eligible: Option<Vec<SessionId>>,
+}
+
+impl Publication {
+    /// A publication to every subscriber.
+    pub fn new(topic: impl Into<String>, event: Value) -> Self {
+        Self {
+            topic: topic.into(),
+            event,
+            exclude: Vec::new(),
+            eligible: None,
+        }
+    }
+}
+
+/// Who may subscribe to a topic.
+#[derive(Clone)]
+#[non_exhaustive]
+pub enum SubscribeRule {
+    /// Anyone.
+    Allow,
+    /// No one (SUBSCRIBE is ignored: WAMP v1 has no error for it).
+    Deny,
+    /// Those for whom the async predicate `(session, topic)` answers `true`.
+    Predicate(SubscribePredicateFn),
+}
+
+/// Who may publish to a topic.
+#[derive(Clone)]
+#[non_exhaustive]
+pub enum PublishRule {
+    /// Anyone; the event passes as it is.
+    Allow,
+    /// No one (PUBLISH is dropped).
+    Deny,
+    /// A broker function that may rewrite the publication, or deny it with `None`.
+    Broker(BrokerFunction),
+}
+
+/// An async subscribe predicate (see [`Topic::subscribe_if`]).
+#[derive(Clone)]
+pub struct SubscribePredicateFn(SubscribePredicate);
+
+/// An async broker function (see [`Topic::broker`]).
+#[derive(Clone)]
+pub struct BrokerFunction(BrokerFn);
+
+impl fmt::Debug for SubscribeRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Allow => "Allow",
+            Self::Deny => "Deny",
+            Self::Predicate(_) => "Predicate(..)",
+        })
+    }
+}
+
+impl fmt::Debug for PublishRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Allow => "Allow",
+            Self::Deny => "Deny",
+            Self::Broker(_) => "Broker(..)",
+        })
+    }
+}
+
+impl fmt::Debug for SubscribePredicateFn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SubscribePredicateFn")
+    }
+}
+
+impl fmt::Debug for BrokerFunction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("BrokerFunction")
+    }
+}
+
+/// The rules of one topic pattern: who may subscribe and who may publish.
+///
+/// ```
+/// use tower_wamp::{Publication, Session, Topic, WampRouter};
+///
+/// let router = WampRouter::new()
+///     // Anyone may subscribe and publish.
+///     .topic("http://example.com/event#open", Topic::new())
+///     // Every topic under this prefix, subscribe only.
+///     .topic("http://example.com/event#news.*", Topic::subscribe_only())
+///     // Subscribers are vetted; events are rewritten by a broker function.
+///     .topic(
+///         "http://example.com/event#chat",
+///         Topic::new()
+///             .subscribe_if(|session: Session, _topic: String| async move { !session.id().as_str().is_empty() })
+///             .broker(|_session: Session, mut p: Publication| async move {
+///                 p.event = serde_json::json!({ "said": p.event });
+///                 Some(p)
+///             }),
+///     );
+/// ```
+#[derive(Debug, Clone)]
+pub struct Topic {
+    subscribe: SubscribeRule,
+    publish: PublishRule,
+}
+
+impl Default for Topic {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Topic {
+    /// Anyone may subscribe and publish.
+    #[must_use]
+    pub fn new() -> Self {
+        Self {
+            subscribe: SubscribeRule::Allow,
+            publish: PublishRule::Allow,
+        }
+    }
+
+    /// Subscribing allowed, publishing denied.
+    #[must_use]
+    pub fn subscribe_only() -> Self {
+        Self::new().deny_publish()
+    }
+
+    /// Publishing allowed, subscribing denied.
+    #[must_use]
+    pub fn publish_only() -> Self {
+        Self::new().deny_subscribe()
+    }
+
+    /// Denies subscribing.
+    #[must_use]
+    pub fn deny_subscribe(mut self) -> Self {
+        self.subscribe = SubscribeRule::Deny;
+        self
+    }
+
+    /// Denies publishing.
+    #[must_use]
+    pub fn deny_publish(mut self) -> Self {
+        self.publish = PublishRule::Deny;
+        self
+    }
+
+    /// Sets the subscribe rule.
+    #[must_use]
+    pub fn with_subscribe_rule(mut self, rule: SubscribeRule) -> Self {
+        self.subscribe = rule;
+        self
+    }
+
+    /// Sets the publish rule.
+    #[must_use]
+    pub fn with_publish_rule(mut self, rule: PublishRule) -> Self {
+        self.publish = rule;
+        self
+    }
+
+    /// Allows a subscription when the async predicate `(session, topic)` returns `true`.
+    /// A predicate that panics denies.
+    #[must_use]
+    pub fn subscribe_if<F, Fut>(mut self, predicate: F) -> Self
+    where
+        F: Fn(Session, String) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = bool> + Send + 'static,
+    {
+        self.subscribe = SubscribeRule::Predicate(SubscribePredicateFn(Arc::new(
+            move |s, t| Box::pin(predicate(s, t)),
+        )));
+        self
+    }
+
+    /// Routes publications through an async broker function `(publisher, publication)`
+    /// that returns the publication to deliver (possibly rewritten: event, topic, exclude,
+    /// eligible) or `None` to deny it. A broker that panics denies.
+    #[must_use]
+    pub fn broker<F, Fut>(mut self, broker: F) -> Self
+    where
+        F: Fn(Session, Publication) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Option<Publication>> + Send + 'static,
+    {
+        self.publish =
+            PublishRule::Broker(BrokerFunction(Arc::new(move |s, p| Box::pin(broker(s, p)))));
+        self
+    }
+
+    /// The subscribe rule.
+    #[must_use]
+    pub fn subscribe_rule(&self) -> &SubscribeRule {
+        &self.subscribe
+    }
+
+    /// The publish rule.
+    #[must_use]
+    pub fn publish_rule(&self) -> &PublishRule {
+        &self.publish
+    }
+}
+
+/// What the after-call hooks see of a call.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct CallInfo {
+    /// The calling session.
+    pub session_id: SessionId,
+    /// The procedure URI (resolved).
+    pub procedure: String,
+    /// The client's call id.
+    pub call_id: String,
+}
+
+/// The router's answer to a call.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum CallReply {
+    /// A CALLRESULT with this result.
+    Result(Value),
+    /// A CALLERROR.
+    Error(RpcError),
+    /// An after-hook suppressed the reply: nothing is sent.
+    Suppressed,
+}
+
+impl CallReply {
+    /// The result, if this is a CALLRESULT.
+    #[must_use]
+    pub fn result(&self) -> Option<&Value> {
+        match self {
+            Self::Result(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// The error, if this is a CALLERROR.
+    #[must_use]
+    pub fn error(&self) -> Option<&RpcError> {
+        match self {
+            Self::Error(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Default)]
+struct Hooks {
+    on_open: Option<Arc<dyn Fn(&Session) + Send + Sync>>,
+    on_close: Option<Arc<dyn Fn(&Session, &CloseReason) + Send + Sync>>,
+    on_unsubscribe: Option<Arc<dyn Fn(&Session, &str) + Send + Sync>>,
+    after_subscribe: Option<Arc<dyn Fn(&Session, &str) + Send + Sync>>,
+    after_publish: Option<Arc<dyn Fn(&Session, &Publication) + Send + Sync>>,
+    before_call: Option<BeforeCall>,
+    after_call_success: Option<Arc<dyn Fn(&CallInfo, Value) -> Option<Value> + Send + Sync>>,
+    after_call_error: Option<Arc<dyn Fn(&CallInfo, RpcError) -> Option<RpcError> + Send + Sync>>,
+}
+
+pub(crate) struct Inner<S> {
+    procedures: HashMap<String, ErasedRpc<S>>,
+    topics: PatternTable<Topic>,
+    hooks: Hooks,
+    publisher_receives_own_events: bool,
+    wamp: Wamp,
+}
+
+impl<S> Clone for Inner<S> {
+    fn clone(&self) -> Self {
+        Self {
+            procedures: self.procedures.clone(),
+            topics: self.topics.clone(),
+            hooks: self.hooks.clone(),
+            publisher_receives_own_events: self.publisher_receives_own_events,
+            wamp: self.wamp.clone(),
+        }
+    }
+}
+
+/// The WAMP handler router: procedures, topic rules and hooks, plus the shared state
+/// handlers extract with [`State`](crate::State).
+///
+/// Build it with builder methods, hand it to [`WampLayer::new`](crate::WampLayer::new),
+/// and keep [`handle`](Self::handle) to publish from elsewhere. It is itself a
+/// `tower::Service<Call>`, so handlers can be tested without a socket:
+///
+/// ```
+/// use tower_wamp::{Args, Call, RpcError, WampRouter};
+/// use tower::ServiceExt;
+/// use serde_json::json;
+///
+/// async fn div(Args((a, b)): Args<(f64, f64)>) -> Result<f64, RpcError> {
+///     if b == 0.0 { Err(RpcError::new("http://example.com/error#div0", "division by zero")) } else { Ok(a / b) }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let router = WampRouter::new().rpc("http://example.com/api#div", div);
+/// let ok = router.clone().oneshot(Call::new("http://example.com/api#div", vec![json!(6), json!(3)])).await.unwrap();
+/// assert_eq!(ok.result(), Some(&json!(2.0)));
+/// let err = router.oneshot(Call::new("http://example.com/api#div", vec![json!(1), json!(0)])).await.unwrap();
+/// assert_eq!(err.error().unwrap().description(), "division by zero");
+/// # }
+/// ```
+pub struct WampRouter<S = ()> {
+    inner: Arc<Inner<S>>,
+}
+
+impl<S> Clone for WampRouter<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<S> fmt::Debug for WampRouter<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut procedures: Vec<&String> = self.inner.procedures.keys().collect();
+        procedures.sort();
+        f.debug_struct("WampRouter")
+            .field("procedures", &procedures)
+            .field("topics", &self.inner.topics.values().count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Clone + Send + Sync + 'static> Default for WampRouter<S> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<S: Clone + Send + Sync + 'static> WampRouter<S> {
+    /// An empty router.
+    #[must_use]
+    pub fn new() -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                procedures: HashMap::new(),
+                topics: PatternTable::default(),
+                hooks: Hooks::default(),
+                publisher_receives_own_events: true,
+                wamp: Wamp::default(),
+            }),
+        }
+    }
+
+    fn inner_mut(&mut self) -> &mut Inner<S> {
+        Arc::make_mut(&mut self.inner)
+    }
+
+    /// Registers a procedure under an exact URI (RPC lookup never matches prefixes).
+    ///
+    /// # Panics
+    /// If `uri` is empty or contains whitespace, or is already registered.
+    #[must_use]
+    pub fn rpc<H, T>(mut self, uri: &str, handler: H) -> Self
+    where
+        H: RpcHandler<T, S>,
+        T: 'static,
+    {
+        assert!(
+            !uri.is_empty() && !uri.chars().any(char::is_whitespace),
+            "procedure URI {uri:?} must be non-empty and contain no whitespace"
+        );
+        let erased: ErasedRpc<S> = Arc::new(move |call, state| handler.clone().call(call, state));
+        let previous = self.inner_mut().procedures.insert(uri.to_owned(), erased);
+        assert!(previous.is_none(), "procedure {uri:?} is registered twice");
+        self
+    }
+
+    /// Adds the rules for a topic pattern: an exact URI, a prefix ending in `*`, or `"*"`.
+    ///
+    /// Precedence: an exact pattern beats every prefix (so an exact topic that denies is
+    /// never opened by a wildcard), and the longest matching prefix beats shorter ones.
+    /// Topics matching no pattern are ignored. A later call with the same pattern replaces
+    /// the earlier rules.
+    ///
+    /// # Panics
+    /// If the pattern is empty, contains whitespace, or has a `*` anywhere but at the end.
+    #[must_use]
+    pub fn topic(mut self, pattern: &str, rules: Topic) -> Self {
+        let parsed = Pattern::parse(pattern).unwrap_or_else(|e| panic!("{e}"));
+        self.inner_mut().topics.insert(parsed, rules);
+        self
+    }
+
+    /// Whether the three-element `[7, topic, event]` delivers the event to the publisher
+    /// too (when it is subscribed). `true` by default, as in clj-wamp and the WAMP v1 spec;
+    /// Autobahn 0.8's routers and WAMP v2 use `false`.
+    #[must_use]
+    pub fn publisher_receives_own_events(mut self, yes: bool) -> Self {
+        self.inner_mut().publisher_receives_own_events = yes;
+        self
+    }
+
+    /// Called after WELCOME is sent.
+    #[must_use]
+    pub fn on_open(mut self, hook: impl Fn(&Session) + Send + Sync + 'static) -> Self {
+        self.inner_mut().hooks.on_open = Some(Arc::new(hook));
+        self
+    }
+
+    /// Called once when a session ends, however it ends, before its subscriptions are
+    /// removed (each removal then calls [`on_unsubscribe`](Self::on_unsubscribe)).
+    #[must_use]
+    pub fn on_close(
+        mut self,
+        hook: impl Fn(&Session, &CloseReason) + Send + Sync + 'static,
+    ) -> Self {
+        self.inner_mut().hooks.on_close = Some(Arc::new(hook));
+        self
+    }
+
+    /// Called when a subscription ends: an UNSUBSCRIBE of a subscribed topic, or, for each
+    /// topic, when the session closes.
+    #[must_use]
+    pub fn on_unsubscribe(mut self, hook: impl Fn(&Session, &str) + Send + Sync + 'static) -> Self {
+        self.inner_mut().hooks.on_unsubscribe = Some(Arc::new(hook));
+        self
+    }
+
+    /// Called after a SUBSCRIBE was allowed and recorded.
+    #[must_use]
+    pub fn after_subscribe(mut self, hook: impl Fn(&Session, &str) + Send + Sync + 'static) -> Self {
+        self.inner_mut().hooks.after_subscribe = Some(Arc::new(hook));
+        self
+    }
+
+    /// Called after an allowed PUBLISH was dispatched (even to nobody), with the
+    /// publication as delivered.
+    #[must_use]
+    pub fn after_publish(
+        mut self,
+        hook: impl Fn(&Session, &Publication) + Send + Sync + 'static,
+    ) -> Self {
+        self.inner_mut().hooks.after_publish = Some(Arc::new(hook));
+        self
+    }
+
+    /// Runs before every handler of a registered procedure (not for unknown ones): return
+    /// the call, possibly with rewritten arguments ([`Call::set_args`]), or an error that
+    /// the client receives as its CALLERROR; the handler then does not run.
+    #[must_use]
+    pub fn before_call<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: Fn(Call) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Call, RpcError>> + Send + 'static,
+    {
+        self.inner_mut().hooks.before_call = Some(Arc::new(move |c| Box::pin(hook(c))));
+        self
+    }
+
+    /// Runs after a successful call: return the result to send (possibly rewritten) or
+    /// `None` to send no reply.
+    #[must_use]
+    pub fn after_call_success(
+        mut self,
+        hook: impl Fn(&CallInfo, Value) -> Option<Value> + Send + Sync + 'static,
+    ) -> Self {
+        self.inner_mut().hooks.after_call_success = Some(Arc::new(hook));
+        self
+    }
+
+    /// Runs after a failed call (including unknown procedures): return the error to send
+    /// (possibly rewritten) or `None` to send no reply.
+    #[must_use]
+    pub fn after_call_error(
+        mut self,
+        hook: impl Fn(&CallInfo, RpcError) -> Option<RpcError> + Send + Sync + 'static,
+    ) -> Self {
+        self.inner_mut().hooks.after_call_error = Some(Arc::new(hook));
+        self
+    }
+
+    /// Provides the state that [`State`](crate::State) extracts, turning a
+    /// `WampRouter<S>` into a router that needs no more state.
+    ///
+    /// ```
+    /// use tower_wamp::{State, WampRouter};
+    ///
+    /// #[derive(Clone)]
+    /// struct AppState { greeting: String }
+    ///
+    /// async fn greet(State(s): State<AppState>) -> String { s.greeting }
+    ///
+    /// let router: WampRouter = WampRouter::<AppState>::new()
+    ///     .rpc("http://example.com/greet", greet)
+    ///     .with_state(AppState { greeting: "hi".into() });
+    /// ```
+    #[must_use]
+    pub fn with_state<S2: Clone + Send + Sync + 'static>(self, state: S) -> WampRouter<S2> {
+        let inner = Arc::unwrap_or_clone(self.inner);
+        let procedures = inner
+            .procedures
+            .into_iter()
+            .map(|(uri, h)| {
+                let state = state.clone();
+                let bound: ErasedRpc<S2> = Arc::new(move |call, _: S2| h(call, state.clone()));
+                (uri, bound)
+            })
+            .collect();
+        WampRouter {
+            inner: Arc::new(Inner {
+                procedures,
+                topics: inner.topics,
+                hooks: inner.hooks,
+                publisher_receives_own_events: inner.publisher_receives_own_events,
+                wamp: inner.wamp,
+            }),
+        }
+    }
+
+    /// The server handle of this router's sessions and subscriptions.
+    #[must_use]
+    pub fn handle(&self) -> Wamp {
+        self.inner.wamp.clone()
+    }
+}
+
+impl WampRouter<()> {
+    pub(crate) fn core(&self) -> Arc<Inner<()>> {
+        self.inner.clone()
+    }
+}
+
+/// Describes a caught panic payload.
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "handler panicked".to_owned()
+    }
+}
+
+/// Runs a synchronous hook, turning a panic into a logged error.
+fn guarded<R>(name: &str, f: impl FnOnce() -> R) -> Option<R> {
+    match std::panic::catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => Some(r),
+        Err(p) => {
+            tracing::error!(hook = name, panic = %panic_message(&*p), "hook panicked");
+            None
+        }
+    }
+}
+
+impl Inner<()> {
+    pub(crate) fn wamp(&self) -> &Wamp {
+        &self.wamp
+    }
+
+    /// The whole call pipeline: lookup, before hook, handler, after hooks.
+    pub(crate) async fn dispatch(&self, mut call: Call) -> CallReply {
+        call.hub = Some(self.wamp.hub.clone());
+        let info = CallInfo {
+            session_id: call.session.id().clone(),
+            procedure: call.procedure.clone(),
+            call_id: call.call_id.clone(),
+        };
+        let Some(handler) = self.procedures.get(&call.procedure) else {
+            tracing::debug!("unknown procedure");
+            return self.after_error(&info, RpcError::not_found());
+        };
+        if let Some(before) = &self.hooks.before_call {
+            match AssertUnwindSafe(before(call)).catch_unwind().await {
+                Ok(Ok(rewritten)) => call = rewritten,
+                Ok(Err(denied)) => return self.after_error(&info, denied),
+                Err(p) => {
+                    let msg = panic_message(&*p);
+                    tracing::error!(panic = %msg, "before_call hook panicked");
+                    return self.after_error(&info, RpcError::internal(msg));
+                }
+            }
+        }
+        match AssertUnwindSafe(handler(call, ())).catch_unwind().await {
+            Ok(Ok(result)) => match &self.hooks.after_call_success {
+                Some(hook) => match guarded("after_call_success", || hook(&info, result)) {
+                    Some(Some(result)) => CallReply::Result(result),
+                    Some(None) => CallReply::Suppressed,
+                    None => CallReply::Error(RpcError::internal("after_call_success hook panicked")),
+                },
+                None => CallReply::Result(result),
+            },
+            Ok(Err(error)) => self.after_error(&info, error),
+            Err(p) => {
+                let msg = panic_message(&*p);
+                tracing::error!(panic = %msg, "procedure panicked");
+                self.after_error(&info, RpcError::internal(msg))
+            }
+        }
+    }
+
+    fn after_error(&self, info: &CallInfo, error: RpcError) -> CallReply {
+        match &self.hooks.after_call_error {
+            Some(hook) => match guarded("after_call_error", || hook(info, error)) {
+                Some(Some(error)) => CallReply::Error(error),
+                Some(None) => CallReply::Suppressed,
+                None => CallReply::Error(RpcError::internal("after_call_error hook panicked")),
+            },
+            None => CallReply::Error(error),
+        }
+    }
+
+    pub(crate) fn opened(&self, session: &Session) {
+        if let Some(hook) = &self.hooks.on_open {
+            guarded("on_open", || hook(session));
+        }
+    }
+
+    /// Runs `on_close`, then removes every subscription with one `on_unsubscribe` each.
+    pub(crate) fn closed(&self, session: &Session, reason: &CloseReason) {
+        if let Some(hook) = &self.hooks.on_close {
+            guarded("on_close", || hook(session, reason));
+        }
+        let topics = self.wamp.hub.remove_subscriptions(session.id());
+        if let Some(hook) = &self.hooks.on_unsubscribe {
+            for topic in &topics {
+                guarded("on_unsubscribe", || hook(session, topic));
+            }
+        }
+        self.wamp.hub.remove_session(session.id());
+    }
+
+    pub(crate) async fn subscribe(&self, session: &Session, topic: String) {
+        let Some(outbox) = session.outbox() else {
+            return;
+        };
+        if self.wamp.hub.is_subscribed(&topic, session.id()) {
+            return;
+        }
+        let Some(rules) = self.topics.get(&topic) else {
+            tracing::debug!(%topic, "SUBSCRIBE to an unmapped topic ignored");
+            return;
+        };
+        let allowed = match &rules.subscribe {
+            SubscribeRule::Allow => true,
+            SubscribeRule::Deny => false,
+            SubscribeRule::Predicate(p) => {
+                match AssertUnwindSafe((p.0)(session.clone(), topic.clone()))
+                    .catch_unwind()
+                    .await
+                {
+                    Ok(allowed) => allowed,
+                    Err(p) => {
+                        tracing::error!(panic = %panic_message(&*p), "subscribe predicate panicked");
+                        false
+                    }
+                }
+            }
+        };
+        if !allowed {
+            tracing::debug!(%topic, "SUBSCRIBE denied");
+            return;
+        }
+        if self.wamp.hub.subscribe(&topic, session.id(), outbox.clone())
+            && let Some(hook) = &self.hooks.after_subscribe
+        {
+            guarded("after_subscribe", || hook(session, &topic));
+        }
+    }
+
+    pub(crate) fn unsubscribe(&self, session: &Session, topic: &str) {
+        if self.wamp.hub.unsubscribe(topic, session.id())
+            && let Some(hook) = &self.hooks.on_unsubscribe
+        {
+            guarded("on_unsubscribe", || hook(session, topic));
+        }
+    }
+
+    pub(crate) async fn publish(
+        &self,
+        session: &Session,
+        topic: String,
+        event: Value,
+        exclude: Exclude,
+        eligible: Option<Vec<SessionId>>,
+    ) {
+        let Some(rules) = self.topics.get(&topic) else {
+            tracing::debug!(%topic, "PUBLISH to an unmapped topic dropped");
+            return;
+        };
+        let exclude = match exclude {
+            Exclude::List(list) => list,
+            Exclude::ExcludeMe(true) => vec![session.id().clone()],
+            Exclude::ExcludeMe(false) => Vec::new(),
+            Exclude::Unspecified if self.publisher_receives_own_events => Vec::new(),
+            Exclude::Unspecified => vec![session.id().clone()],
+        };
+        let publication = Publication {
+            topic,
+            event,
+            exclude,
+            eligible,
+        };
+        let publication = match &rules.publish {
+            PublishRule::Allow => publication,
+            PublishRule::Deny => {
+                tracing::debug!(topic = %publication.topic, "PUBLISH denied");
+                return;
+            }
+            PublishRule::Broker(broker) => {
+                match AssertUnwindSafe((broker.0)(session.clone(), publication))
+                    .catch_unwind()
+                    .await
+                {
+                    Ok(Some(p)) => p,
+                    Ok(None) => {
+                        tracing::debug!("PUBLISH denied by the broker function");
+                        return;
+                    }
+                    Err(p) => {
+                        tracing::error!(panic = %panic_message(&*p), "broker function panicked");
+                        return;
+                    }
+                }
+            }
+        };
+        let frame = Frame::from(crate::core::codec::v1::encode_event(
+            &publication.topic,
+            &publication.event,
+        ));
+        let delivered = self.wamp.hub.deliver(
+            &publication.topic,
+            &frame,
+            &publication.exclude,
+            publication.eligible.as_deref(),
+        );
+        tracing::trace!(topic = %publication.topic, delivered, "event dispatched");
+        if let Some(hook) = &self.hooks.after_publish {
+            guarded("after_publish", || hook(session, &publication));
+        }
+    }
+}
+
+impl tower::Service<Call> for WampRouter<()> {
+    type Response = CallReply;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<CallReply, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, call: Call) -> Self::Future {
+        let inner = self.inner.clone();
+        Box::pin(async move { Ok(inner.dispatch(call).await) })
+    }
+}
