@@ -1,0 +1,77 @@
+//! The demo's WAMP application: clj-wamp's README example, ported. Shared by the demo
+//! binary and the interop tests, so the tests exercise exactly what the demo serves.
+
+use serde_json::{Number, Value, json};
+use tower_wamp::{Args, OriginPolicy, Publication, RpcError, Session, Topic, WampLayer, WampRouter};
+
+/// `http://clj-wamp-example/api#` + name.
+pub fn rpc_url(name: &str) -> String {
+    format!("http://clj-wamp-example/api#{name}")
+}
+
+/// `http://clj-wamp-example/event#` + name.
+pub fn evt_url(name: &str) -> String {
+    format!("http://clj-wamp-example/event#{name}")
+}
+
+/// The sum of the arguments, which must all be numbers (integers stay integers).
+pub async fn add(Args(numbers): Args<Vec<Number>>) -> Result<Value, RpcError> {
+    if let Some(ints) = numbers.iter().map(Number::as_i64).collect::<Option<Vec<i64>>>() {
+        return ints
+            .into_iter()
+            .try_fold(0i64, i64::checked_add)
+            .map(Value::from)
+            .ok_or_else(|| RpcError::invalid_argument("integer overflow"));
+    }
+    let sum: f64 = numbers.iter().filter_map(Number::as_f64).sum();
+    Ok(json!(sum))
+}
+
+/// Returns its argument.
+pub async fn echo(Args((value,)): Args<(Value,)>) -> Value {
+    value
+}
+
+/// Chat messages must be non-empty text; the broker stamps them with the sender.
+async fn chat_broker(session: Session, mut publication: Publication) -> Option<Publication> {
+    let text = match &publication.event {
+        Value::String(s) => s.clone(),
+        Value::Object(o) => o.get("message")?.as_str()?.to_owned(),
+        _ => return None,
+    };
+    if text.trim().is_empty() {
+        return None;
+    }
+    publication.event = json!({ "from": session.id(), "message": text });
+    Some(publication)
+}
+
+/// Everyone may join the chat; the predicate is where an application would check.
+async fn chat_subscribe(session: Session, topic: String) -> bool {
+    tracing::info!(session = %session.id(), %topic, "joined the chat");
+    true
+}
+
+/// The demo's router.
+pub fn router() -> WampRouter {
+    WampRouter::new()
+        .rpc(&rpc_url("add"), add)
+        .rpc(&rpc_url("echo"), echo)
+        .topic(
+            &evt_url("chat"),
+            Topic::new().subscribe_if(chat_subscribe).broker(chat_broker),
+        )
+        .topic(&evt_url("prefix*"), Topic::new())
+        .topic(&evt_url("sub-only"), Topic::subscribe_only())
+        .topic(&evt_url("pub-only"), Topic::publish_only())
+        .on_open(|s| tracing::info!(session = %s.id(), "opened"))
+        .on_close(|s, reason| tracing::info!(session = %s.id(), ?reason, "closed"))
+}
+
+/// The demo's layer: origins `http(s)://localhost` and `127.0.0.1` on any port.
+pub fn layer() -> WampLayer {
+    WampLayer::new(router()).allowed_origins(
+        OriginPolicy::regex(r"https?://(localhost|127\.0\.0\.1)(:\d+)?")
+            .expect("a valid origin regex"),
+    )
+}

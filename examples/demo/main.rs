@@ -1,0 +1,47 @@
+//! The tower-wamp demo server: clj-wamp's example app on `ws://127.0.0.1:8080/ws`.
+//!
+//! ```text
+//! cargo run --example demo                       # 127.0.0.1:8080
+//! cargo run --example demo -- --addr 127.0.0.1:9000
+//! WAMP_DEMO_ADDR=127.0.0.1:9000 cargo run --example demo
+//! ```
+
+mod app;
+
+use axum::{Router, routing::get};
+use tracing_subscriber::EnvFilter;
+
+const PAGE: &str = "tower-wamp demo: WAMP v1 endpoint at /ws (subprotocol `wamp`).\n\
+Procedures: http://clj-wamp-example/api#add, #echo\n\
+Topics: http://clj-wamp-example/event#chat, #prefix*, #sub-only, #pub-only\n";
+
+fn address() -> String {
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        if arg == "--addr" {
+            return args.next().expect("--addr needs a value, e.g. 127.0.0.1:8080");
+        }
+        if let Some(addr) = arg.strip_prefix("--addr=") {
+            return addr.to_owned();
+        }
+    }
+    std::env::var("WAMP_DEMO_ADDR").unwrap_or_else(|_| "127.0.0.1:8080".to_owned())
+}
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    let app = Router::new()
+        .route("/", get(|| async { PAGE }))
+        .route_service("/ws", app::layer().into_service());
+    let addr = address();
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .unwrap_or_else(|e| panic!("cannot listen on {addr}: {e}"));
+    tracing::info!("tower-wamp demo on ws://{}/ws", listener.local_addr().unwrap());
+    axum::serve(listener, app).await.expect("server error");
+}
