@@ -70,7 +70,12 @@ pub fn router() -> WampRouter {
 
 /// The demo's layer: origins `http(s)://localhost` and `127.0.0.1` on any port.
 pub fn layer() -> WampLayer {
-    WampLayer::new(router()).allowed_origins(
+    layer_for(router())
+}
+
+/// [`layer`] around a given router (tests keep the router's handle).
+pub fn layer_for(router: WampRouter) -> WampLayer {
+    WampLayer::new(router).allowed_origins(
         OriginPolicy::regex(r"https?://(localhost|127\.0\.0\.1)(:\d+)?")
             .expect("a valid origin regex"),
     )
