@@ -76,7 +76,7 @@ impl<T: Serialize, E: Into<RpcError>> IntoCallResult<Fallible> for Result<T, E> 
 /// async fn whoami(session: Session) -> String { session.id().to_string() }
 /// async fn fails() -> Result<(), RpcError> { Err(RpcError::new("http://example.com/error#nope", "nope")) }
 ///
-/// let router = WampRouter::new()
+/// let router: WampRouter = WampRouter::new()
 ///     .rpc("http://example.com/api#add", add)
 ///     .rpc("http://example.com/api#whoami", whoami)
 ///     .rpc("http://example.com/api#fails", fails)
@@ -89,7 +89,11 @@ impl<T: Serialize, E: Into<RpcError>> IntoCallResult<Fallible> for Result<T, E> 
 )]
 pub trait RpcHandler<T, S>: Clone + Send + Sync + Sized + 'static {
     /// Runs the handler on a call.
-    fn call(self, call: Call, state: S) -> Pin<Box<dyn Future<Output = Result<Value, RpcError>> + Send>>;
+    fn call(
+        self,
+        call: Call,
+        state: S,
+    ) -> Pin<Box<dyn Future<Output = Result<Value, RpcError>> + Send>>;
 }
 
 macro_rules! impl_rpc_handler {

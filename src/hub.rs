@@ -88,7 +88,7 @@ impl Hub {
 /// ```
 /// use tower_wamp::{WampRouter, Topic};
 ///
-/// let router = WampRouter::new().topic("http://example.com/news", Topic::new());
+/// let router: WampRouter = WampRouter::new().topic("http://example.com/news", Topic::new());
 /// let wamp = router.handle();
 /// // Nobody is connected yet, so nobody receives it.
 /// assert_eq!(wamp.publish("http://example.com/news", &"hello").unwrap(), 0);
@@ -114,7 +114,9 @@ impl Wamp {
     /// # Errors
     /// [`SendError::Serialize`] if `event` does not serialize to JSON.
     pub fn publish(&self, topic: &str, event: &impl Serialize) -> Result<usize, SendError> {
-        Ok(self.hub.deliver(topic, &event_frame(topic, event)?, &[], None))
+        Ok(self
+            .hub
+            .deliver(topic, &event_frame(topic, event)?, &[], None))
     }
 
     /// Sends to every subscriber of `topic` except the sessions in `exclude`.
@@ -180,10 +182,7 @@ impl Wamp {
     /// The sessions subscribed to `topic`, sorted.
     #[must_use]
     pub fn subscribers(&self, topic: &str) -> Vec<SessionId> {
-        let mut ids: Vec<SessionId> = read(&self.hub.broker)
-            .subscribers(topic)
-            .cloned()
-            .collect();
+        let mut ids: Vec<SessionId> = read(&self.hub.broker).subscribers(topic).cloned().collect();
         ids.sort();
         ids
     }

@@ -261,8 +261,7 @@ impl<S> WampService<S> {
 }
 
 /// The future of [`WampService`].
-pub type WampFuture<F, R, E> =
-    Either<MapOk<F, fn(R) -> Response>, Ready<Result<Response, E>>>;
+pub type WampFuture<F, R, E> = Either<MapOk<F, fn(R) -> Response>, Ready<Result<Response, E>>>;
 
 impl<S, B> Service<Request<B>> for WampService<S>
 where

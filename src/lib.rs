@@ -27,3 +27,8 @@ pub use session::{CloseReason, SendError, Session};
 
 #[doc(hidden)]
 pub use handler::{Fallible, Plain};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -28,6 +28,12 @@ type ErasedRpc<S> = Arc<dyn Fn(Call, S) -> BoxFuture<Result<Value, RpcError>> + 
 type SubscribePredicate = Arc<dyn Fn(Session, String) -> BoxFuture<bool> + Send + Sync>;
 type BrokerFn = Arc<dyn Fn(Session, Publication) -> BoxFuture<Option<Publication>> + Send + Sync>;
 type BeforeCall = Arc<dyn Fn(Call) -> BoxFuture<Result<Call, RpcError>> + Send + Sync>;
+type SessionHook = Arc<dyn Fn(&Session) + Send + Sync>;
+type CloseHook = Arc<dyn Fn(&Session, &CloseReason) + Send + Sync>;
+type TopicHook = Arc<dyn Fn(&Session, &str) + Send + Sync>;
+type PublishHook = Arc<dyn Fn(&Session, &Publication) + Send + Sync>;
+type SuccessHook = Arc<dyn Fn(&CallInfo, Value) -> Option<Value> + Send + Sync>;
+type ErrorHook = Arc<dyn Fn(&CallInfo, RpcError) -> Option<RpcError> + Send + Sync>;
 
 /// A publication on its way to subscribers: what a broker function sees and may rewrite.
 ///
@@ -136,7 +142,7 @@ impl fmt::Debug for BrokerFunction {
 /// ```
 /// use tower_wamp::{Publication, Session, Topic, WampRouter};
 ///
-/// let router = WampRouter::new()
+/// let router: WampRouter = WampRouter::new()
 ///     // Anyone may subscribe and publish.
 ///     .topic("http://example.com/event#open", Topic::new())
 ///     // Every topic under this prefix, subscribe only.
@@ -222,9 +228,9 @@ impl Topic {
         F: Fn(Session, String) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = bool> + Send + 'static,
     {
-        self.subscribe = SubscribeRule::Predicate(SubscribePredicateFn(Arc::new(
-            move |s, t| Box::pin(predicate(s, t)),
-        )));
+        self.subscribe = SubscribeRule::Predicate(SubscribePredicateFn(Arc::new(move |s, t| {
+            Box::pin(predicate(s, t))
+        })));
         self
     }
 
@@ -301,14 +307,14 @@ impl CallReply {
 
 #[derive(Clone, Default)]
 struct Hooks {
-    on_open: Option<Arc<dyn Fn(&Session) + Send + Sync>>,
-    on_close: Option<Arc<dyn Fn(&Session, &CloseReason) + Send + Sync>>,
-    on_unsubscribe: Option<Arc<dyn Fn(&Session, &str) + Send + Sync>>,
-    after_subscribe: Option<Arc<dyn Fn(&Session, &str) + Send + Sync>>,
-    after_publish: Option<Arc<dyn Fn(&Session, &Publication) + Send + Sync>>,
+    on_open: Option<SessionHook>,
+    on_close: Option<CloseHook>,
+    on_unsubscribe: Option<TopicHook>,
+    after_subscribe: Option<TopicHook>,
+    after_publish: Option<PublishHook>,
     before_call: Option<BeforeCall>,
-    after_call_success: Option<Arc<dyn Fn(&CallInfo, Value) -> Option<Value> + Send + Sync>>,
-    after_call_error: Option<Arc<dyn Fn(&CallInfo, RpcError) -> Option<RpcError> + Send + Sync>>,
+    after_call_success: Option<SuccessHook>,
+    after_call_error: Option<ErrorHook>,
 }
 
 pub(crate) struct Inner<S> {
@@ -476,7 +482,10 @@ impl<S: Clone + Send + Sync + 'static> WampRouter<S> {
 
     /// Called after a SUBSCRIBE was allowed and recorded.
     #[must_use]
-    pub fn after_subscribe(mut self, hook: impl Fn(&Session, &str) + Send + Sync + 'static) -> Self {
+    pub fn after_subscribe(
+        mut self,
+        hook: impl Fn(&Session, &str) + Send + Sync + 'static,
+    ) -> Self {
         self.inner_mut().hooks.after_subscribe = Some(Arc::new(hook));
         self
     }
@@ -633,7 +642,9 @@ impl Inner<()> {
                 Some(hook) => match guarded("after_call_success", || hook(&info, result)) {
                     Some(Some(result)) => CallReply::Result(result),
                     Some(None) => CallReply::Suppressed,
-                    None => CallReply::Error(RpcError::internal("after_call_success hook panicked")),
+                    None => {
+                        CallReply::Error(RpcError::internal("after_call_success hook panicked"))
+                    }
                 },
                 None => CallReply::Result(result),
             },
@@ -708,7 +719,10 @@ impl Inner<()> {
             tracing::debug!(%topic, "SUBSCRIBE denied");
             return;
         }
-        if self.wamp.hub.subscribe(&topic, session.id(), outbox.clone())
+        if self
+            .wamp
+            .hub
+            .subscribe(&topic, session.id(), outbox.clone())
             && let Some(hook) = &self.hooks.after_subscribe
         {
             guarded("after_subscribe", || hook(session, &topic));

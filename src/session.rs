@@ -77,7 +77,11 @@ impl Outbox {
     /// Asks the socket task to close the connection; the first request wins.
     pub(crate) fn close(&self, code: u16, reason: &str, drain: bool) {
         {
-            let mut slot = self.ctl.close.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut slot = self
+                .ctl
+                .close
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             if slot.is_none() {
                 *slot = Some(CloseRequest {
                     code,

@@ -34,7 +34,9 @@ pub(crate) async fn run(
 ) {
     let id = SessionId::random();
     let span = tracing::info_span!("wamp_session", session_id = %id);
-    session(ws, id, router, config, parts).instrument(span).await;
+    session(ws, id, router, config, parts)
+        .instrument(span)
+        .await;
 }
 
 struct Conn {

@@ -9,7 +9,10 @@ use tower_wamp::{Args, Topic, WampLayer, WampRouter};
 
 fn router() -> WampRouter {
     WampRouter::new()
-        .rpc("urn:add", |Args((a, b)): Args<(i64, i64)>| async move { a + b })
+        .rpc(
+            "urn:add",
+            |Args((a, b)): Args<(i64, i64)>| async move { a + b },
+        )
         .topic("urn:t", Topic::new())
 }
 
@@ -20,18 +23,41 @@ async fn garbage_is_ignored_and_the_session_still_works() {
     let mut b = connect(addr).await;
     b.subscribe("urn:t").await;
     let garbage = [
-        "not json", "{\"a\":1}", "42", "[]", "[\"2\"]", "[1.5]", "[-1,\"invalid type\"]", "[99]",
-        "[0,\"x\",1,\"y\"]", "[3,\"c\",1]", "[4,\"c\",\"u\",\"d\"]", "[8,\"urn:t\",1]", "[1,\"p\"]",
-        "[5]", "[5,7]", "[6,null]", "[7,\"urn:t\"]", "[7,\"urn:t\",1,\"me\"]", "[7,\"urn:t\",1,[],{}]",
-        "[2]", "[2,17,\"urn:add\"]", "\u{0}\u{1}",
+        "not json",
+        "{\"a\":1}",
+        "42",
+        "[]",
+        "[\"2\"]",
+        "[1.5]",
+        "[-1,\"invalid type\"]",
+        "[99]",
+        "[0,\"x\",1,\"y\"]",
+        "[3,\"c\",1]",
+        "[4,\"c\",\"u\",\"d\"]",
+        "[8,\"urn:t\",1]",
+        "[1,\"p\"]",
+        "[5]",
+        "[5,7]",
+        "[6,null]",
+        "[7,\"urn:t\"]",
+        "[7,\"urn:t\",1,\"me\"]",
+        "[7,\"urn:t\",1,[],{}]",
+        "[2]",
+        "[2,17,\"urn:add\"]",
+        "\u{0}\u{1}",
     ];
     for g in garbage {
         a.send_text(g).await;
     }
-    a.ws.send(Message::binary(vec![0xff, 0x00, 0x13])).await.unwrap();
+    a.ws.send(Message::binary(vec![0xff, 0x00, 0x13]))
+        .await
+        .unwrap();
     a.expect_silence().await;
     b.expect_silence().await;
-    assert_eq!(a.call("1", "urn:add", &[json!(1), json!(2)]).await, json!([3, "1", 3]));
+    assert_eq!(
+        a.call("1", "urn:add", &[json!(1), json!(2)]).await,
+        json!([3, "1", 3])
+    );
     a.send(json!([7, "urn:t", "still here"])).await;
     assert_eq!(b.recv().await, json!([8, "urn:t", "still here"]));
 }
@@ -48,7 +74,13 @@ async fn a_call_with_a_readable_id_but_a_bad_shape_gets_a_callerror() {
     a.send_text("[2,\"c2\",{\"not\":\"a uri\"}]").await;
     let reply = a.recv().await;
     assert_eq!(reply[1], "c2");
-    assert!(reply[3].as_str().unwrap().contains("procedure URI must be a string"), "{reply}");
+    assert!(
+        reply[3]
+            .as_str()
+            .unwrap()
+            .contains("procedure URI must be a string"),
+        "{reply}"
+    );
 }
 
 #[tokio::test]

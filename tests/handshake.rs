@@ -23,13 +23,18 @@ fn upgrade_request(headers: &[(&str, &str)]) -> Request<Body> {
 }
 
 async fn body_text(resp: axum::response::Response) -> String {
-    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 16).await.unwrap();
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 16)
+        .await
+        .unwrap();
     String::from_utf8(bytes.to_vec()).unwrap()
 }
 
 fn app(layer: WampLayer) -> Router {
     Router::new()
-        .route("/ws", get(|| async { "plain GET handled by the inner route" }))
+        .route(
+            "/ws",
+            get(|| async { "plain GET handled by the inner route" }),
+        )
         .route_layer(layer)
 }
 
@@ -41,7 +46,10 @@ async fn non_upgrades_pass_through_the_layer_and_get_400_standalone() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    assert_eq!(body_text(resp).await, "plain GET handled by the inner route");
+    assert_eq!(
+        body_text(resp).await,
+        "plain GET handled by the inner route"
+    );
 
     let resp = Router::new()
         .route_service("/ws", layer.into_service())
@@ -67,11 +75,18 @@ async fn origin_policies() {
     };
     // Same-origin by default. Without hyper's upgrade machinery (oneshot), an accepted
     // handshake gets as far as axum's "connection not upgradable" (426).
-    let (s, _) = check(OriginPolicy::default(), vec![("origin", "http://example.com")]).await;
+    let (s, _) = check(
+        OriginPolicy::default(),
+        vec![("origin", "http://example.com")],
+    )
+    .await;
     assert_eq!(s, StatusCode::UPGRADE_REQUIRED);
     let (s, body) = check(OriginPolicy::default(), vec![("origin", "http://evil.com")]).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
-    assert!(body.contains("http://evil.com") && body.contains("not allowed"), "{body}");
+    assert!(
+        body.contains("http://evil.com") && body.contains("not allowed"),
+        "{body}"
+    );
     // Missing Origin: allowed unless required.
     let (s, _) = check(OriginPolicy::default(), vec![]).await;
     assert_eq!(s, StatusCode::UPGRADE_REQUIRED);
@@ -80,15 +95,33 @@ async fn origin_policies() {
     assert!(body.contains("missing Origin"), "{body}");
     // A regex must match the whole origin.
     let re = || OriginPolicy::regex(r"https?://myhost").unwrap();
-    assert_eq!(check(re(), vec![("origin", "https://myhost")]).await.0, StatusCode::UPGRADE_REQUIRED);
-    assert_eq!(check(re(), vec![("origin", "https://myhost.evil")]).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(
+        check(re(), vec![("origin", "https://myhost")]).await.0,
+        StatusCode::UPGRADE_REQUIRED
+    );
+    assert_eq!(
+        check(re(), vec![("origin", "https://myhost.evil")]).await.0,
+        StatusCode::FORBIDDEN
+    );
     // A list and a predicate.
     let list = || OriginPolicy::list(["http://a.test"]);
-    assert_eq!(check(list(), vec![("origin", "http://A.test")]).await.0, StatusCode::UPGRADE_REQUIRED);
-    assert_eq!(check(list(), vec![("origin", "http://b.test")]).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(
+        check(list(), vec![("origin", "http://A.test")]).await.0,
+        StatusCode::UPGRADE_REQUIRED
+    );
+    assert_eq!(
+        check(list(), vec![("origin", "http://b.test")]).await.0,
+        StatusCode::FORBIDDEN
+    );
     let pred = || OriginPolicy::predicate(|o| o.ends_with(".ok"));
-    assert_eq!(check(pred(), vec![("origin", "http://x.ok")]).await.0, StatusCode::UPGRADE_REQUIRED);
-    assert_eq!(check(pred(), vec![("origin", "http://x.no")]).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(
+        check(pred(), vec![("origin", "http://x.ok")]).await.0,
+        StatusCode::UPGRADE_REQUIRED
+    );
+    assert_eq!(
+        check(pred(), vec![("origin", "http://x.no")]).await.0,
+        StatusCode::FORBIDDEN
+    );
 }
 
 #[tokio::test]
@@ -112,8 +145,10 @@ async fn the_wamp_subprotocol_is_required() {
 async fn a_real_handshake_selects_wamp_case_insensitively_and_welcomes() {
     let addr = serve_layer(WampLayer::new(WampRouter::new()).server_ident("my-server/9")).await;
     let mut req = format!("ws://{addr}/ws").into_client_request().unwrap();
-    req.headers_mut()
-        .insert("sec-websocket-protocol", HeaderValue::from_static("foo, WAMP"));
+    req.headers_mut().insert(
+        "sec-websocket-protocol",
+        HeaderValue::from_static("foo, WAMP"),
+    );
     let (mut ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
     assert_eq!(resp.status(), 101);
     assert_eq!(resp.headers()["sec-websocket-protocol"], "WAMP");
@@ -134,7 +169,18 @@ async fn default_ident_and_unique_session_ids_and_on_open() {
     let addr = serve_router(router).await;
     let a = connect(addr).await;
     let b = connect(addr).await;
-    assert_eq!(a.welcome, json!([0, a.session_id, 1, concat!("tower-wamp/", env!("CARGO_PKG_VERSION"))]));
+    assert_eq!(
+        a.welcome,
+        json!([
+            0,
+            a.session_id,
+            1,
+            concat!("tower-wamp/", env!("CARGO_PKG_VERSION"))
+        ])
+    );
     assert_ne!(a.session_id, b.session_id);
-    assert_eq!(*opened.lock().unwrap(), vec![a.session_id.clone(), b.session_id.clone()]);
+    assert_eq!(
+        *opened.lock().unwrap(),
+        vec![a.session_id.clone(), b.session_id.clone()]
+    );
 }

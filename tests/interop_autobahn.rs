@@ -43,27 +43,42 @@ fn python27() -> Option<PathBuf> {
 fn autobahn_python() -> Result<PathBuf, String> {
     let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-wamp1");
     let py = venv.join("bin/python");
-    let ready = |py: &Path| {
-        run(Command::new(py).args(["-c", "import autobahn.wamp1.protocol, twisted"]))
-    };
+    let ready =
+        |py: &Path| run(Command::new(py).args(["-c", "import autobahn.wamp1.protocol, twisted"]));
     if py.exists() && ready(&py) {
         return Ok(py);
     }
     let py27 = python27().ok_or("Python 2.7 not found (pyenv versions 2.7.x)")?;
     let steps: [(&Path, &[&str]); 3] = [
-        (&py27, &["-m", "pip", "install", "-q", "virtualenv==20.15.1"]),
+        (
+            &py27,
+            &["-m", "pip", "install", "-q", "virtualenv==20.15.1"],
+        ),
         (&py27, &["-m", "virtualenv", "-q", venv.to_str().unwrap()]),
         (
             &venv.join("bin/pip"),
-            &["install", "-q", "autobahn[twisted]==0.8.15", "Twisted==20.3.0"],
+            &[
+                "install",
+                "-q",
+                "autobahn[twisted]==0.8.15",
+                "Twisted==20.3.0",
+            ],
         ),
     ];
     for (prog, args) in steps {
         if !run(Command::new(prog).args(args)) {
-            return Err(format!("setup step failed: {} {}", prog.display(), args.join(" ")));
+            return Err(format!(
+                "setup step failed: {} {}",
+                prog.display(),
+                args.join(" ")
+            ));
         }
     }
-    if ready(&py) { Ok(py) } else { Err("autobahn did not import after install".into()) }
+    if ready(&py) {
+        Ok(py)
+    } else {
+        Err("autobahn did not import after install".into())
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -88,8 +103,12 @@ async fn autobahn_python_client_uses_the_demo() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let line = stdout.lines().last().unwrap_or_else(|| panic!("no output; stderr:\n{stderr}"));
-    let got: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"));
+    let line = stdout
+        .lines()
+        .last()
+        .unwrap_or_else(|| panic!("no output; stderr:\n{stderr}"));
+    let got: Value =
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"));
 
     let sid = got["session_id"].as_str().unwrap();
     assert_eq!(sid.len(), 16);
@@ -97,7 +116,10 @@ async fn autobahn_python_client_uses_the_demo() {
     assert_eq!(got["add_float"], 3.5);
     let add_error = got["add_error"].as_array().unwrap();
     assert_eq!(add_error[0], "http://api.wamp.ws/error#invalid-argument");
-    assert!(add_error[1].as_str().unwrap().contains("abc"), "{add_error:?}");
+    assert!(
+        add_error[1].as_str().unwrap().contains("abc"),
+        "{add_error:?}"
+    );
     assert_eq!(got["echo"], json!({"k": [1, "ü"]}));
     assert_eq!(got["notfound"][0], "http://api.wamp.ws/error#notfound");
     assert_eq!(got["notfound"][1], "not found error");

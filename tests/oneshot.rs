@@ -15,7 +15,9 @@ async fn oneshot_answers_like_the_socket_would() {
         .rpc("urn:header", |h: http::HeaderMap| async move {
             h.get("x-user").map(|v| v.to_str().unwrap().to_owned())
         })
-        .rpc("urn:fail", || async { Err::<(), _>(RpcError::new("urn:e", "nope")) });
+        .rpc("urn:fail", || async {
+            Err::<(), _>(RpcError::new("urn:e", "nope"))
+        });
     let reply = router
         .clone()
         .oneshot(Call::new("urn:add", vec![json!(1), json!(2.5)]))
@@ -27,7 +29,10 @@ async fn oneshot_answers_like_the_socket_would() {
         .oneshot(Call::new("urn:add", vec![json!("x")]))
         .await
         .unwrap();
-    assert_eq!(reply.error().unwrap().uri(), "http://api.wamp.ws/error#invalid-argument");
+    assert_eq!(
+        reply.error().unwrap().uri(),
+        "http://api.wamp.ws/error#invalid-argument"
+    );
     let session = Session::detached("fixed-id".into());
     let reply = router
         .clone()
@@ -41,7 +46,11 @@ async fn oneshot_answers_like_the_socket_would() {
         .await
         .unwrap();
     assert_eq!(reply.result(), Some(&json!("ada")));
-    let reply = router.clone().oneshot(Call::new("urn:fail", vec![])).await.unwrap();
+    let reply = router
+        .clone()
+        .oneshot(Call::new("urn:fail", vec![]))
+        .await
+        .unwrap();
     assert_eq!(reply, CallReply::Error(RpcError::new("urn:e", "nope")));
     let reply = router.oneshot(Call::new("urn:none", vec![])).await.unwrap();
     assert_eq!(reply, CallReply::Error(RpcError::not_found()));

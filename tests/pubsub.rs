@@ -23,11 +23,16 @@ fn router(log: &Log) -> WampRouter {
         .topic(&ev("sub-only"), Topic::subscribe_only())
         .topic(&ev("pub-only"), Topic::publish_only())
         .topic(&ev("prefix*"), Topic::new())
-        .topic(&ev("prefix-closed"), Topic::new().deny_subscribe().deny_publish())
+        .topic(
+            &ev("prefix-closed"),
+            Topic::new().deny_subscribe().deny_publish(),
+        )
         .topic(
             &ev("vip"),
             Topic::new().subscribe_if(|s: Session, _t: String| async move {
-                s.id().as_str().starts_with(|c: char| c.is_ascii_alphabetic())
+                s.id()
+                    .as_str()
+                    .starts_with(|c: char| c.is_ascii_alphabetic())
             }),
         )
         .topic(
@@ -44,7 +49,11 @@ fn router(log: &Log) -> WampRouter {
             }),
         )
         .after_subscribe(move |s, t| l1.lock().unwrap().push(format!("sub {} {t}", s.id())))
-        .after_publish(move |s, p| l2.lock().unwrap().push(format!("pub {} {} {}", s.id(), p.topic, p.event)))
+        .after_publish(move |s, p| {
+            l2.lock()
+                .unwrap()
+                .push(format!("pub {} {} {}", s.id(), p.topic, p.event))
+        })
         .on_unsubscribe(move |s, t| l3.lock().unwrap().push(format!("unsub {} {t}", s.id())))
         .on_close(move |s, _| l4.lock().unwrap().push(format!("close {}", s.id())))
 }
@@ -80,7 +89,10 @@ async fn events_reach_subscribers_with_full_uris_through_curies() {
     a.expect_silence().await;
     // UNSUBSCRIBE through a CURIE.
     a.unsubscribe("event:open").await;
-    assert_eq!(taken(&log), vec![format!("unsub {} {}", a.session_id, ev("open"))]);
+    assert_eq!(
+        taken(&log),
+        vec![format!("unsub {} {}", a.session_id, ev("open"))]
+    );
     b.send(json!([7, ev("open"), 3])).await;
     assert_eq!(b.recv().await[2], 3);
     a.expect_silence().await;
@@ -104,7 +116,10 @@ async fn rules_allow_deny_and_are_silent() {
     for t in ["sub-only", "pub-only", "unmapped", "prefix-closed"] {
         a.subscribe(&ev(t)).await;
     }
-    assert_eq!(taken(&log), vec![format!("sub {} {}", a.session_id, ev("sub-only"))]);
+    assert_eq!(
+        taken(&log),
+        vec![format!("sub {} {}", a.session_id, ev("sub-only"))]
+    );
     // Publishing to a subscribe-only topic is dropped; nobody hears it and no hook runs.
     a.send(json!([7, ev("sub-only"), 1])).await;
     a.send(json!([7, ev("unmapped"), 1])).await;
@@ -113,7 +128,10 @@ async fn rules_allow_deny_and_are_silent() {
     // Publishing to a publish-only topic is allowed (after_publish runs) though nobody listens.
     a.send(json!([7, ev("pub-only"), 1])).await;
     a.sync().await;
-    assert_eq!(taken(&log), vec![format!("pub {} {} 1", a.session_id, ev("pub-only"))]);
+    assert_eq!(
+        taken(&log),
+        vec![format!("pub {} {} 1", a.session_id, ev("pub-only"))]
+    );
 }
 
 #[tokio::test]
@@ -167,18 +185,29 @@ async fn predicate_and_broker_function() {
     let mut a = connect(addr).await;
     a.subscribe(&ev("nobody")).await;
     a.subscribe(&ev("shout")).await;
-    assert_eq!(taken(&log), vec![format!("sub {} {}", a.session_id, ev("shout"))]);
+    assert_eq!(
+        taken(&log),
+        vec![format!("sub {} {}", a.session_id, ev("shout"))]
+    );
     a.send(json!([7, ev("shout"), "hello"])).await;
     assert_eq!(a.recv().await, json!([8, ev("shout"), "HELLO"]));
     a.send(json!([7, ev("shout"), "forbidden"])).await;
     a.send(json!([7, ev("nobody"), "x"])).await;
     a.expect_silence().await;
     let published = taken(&log);
-    assert_eq!(published.len(), 2, "denied publications run no after hook: {published:?}");
+    assert_eq!(
+        published.len(),
+        2,
+        "denied publications run no after hook: {published:?}"
+    );
 }
 
 async fn three(addr: std::net::SocketAddr, topic: &str) -> [Client; 3] {
-    let mut cs = [connect(addr).await, connect(addr).await, connect(addr).await];
+    let mut cs = [
+        connect(addr).await,
+        connect(addr).await,
+        connect(addr).await,
+    ];
     for c in &mut cs {
         c.subscribe(topic).await;
     }
@@ -191,7 +220,11 @@ async fn publish_forms_exclude_me_exclude_and_eligible() {
     let addr = serve_router(router(&log)).await;
     let t = ev("open");
     let [mut a, mut b, mut c] = three(addr, &t).await;
-    let (ida, idb, idc) = (a.session_id.clone(), b.session_id.clone(), c.session_id.clone());
+    let (ida, idb, idc) = (
+        a.session_id.clone(),
+        b.session_id.clone(),
+        c.session_id.clone(),
+    );
 
     // excludeMe = true: everyone but the publisher.
     a.send(json!([7, t, 1, true])).await;
@@ -207,7 +240,8 @@ async fn publish_forms_exclude_me_exclude_and_eligible() {
     assert_eq!(a.recv().await[2], 3);
     assert_eq!(c.recv().await[2], 3);
     // eligible ∩ subscribers − exclude (clj-wamp ignored exclude here; we intersect).
-    a.send(json!([7, t, 4, [idc], [ida, idc, "not-a-session"]])).await;
+    a.send(json!([7, t, 4, [idc], [ida, idc, "not-a-session"]]))
+        .await;
     assert_eq!(a.recv().await[2], 4);
     // Empty eligible: nobody.
     a.send(json!([7, t, 5, [], []])).await;
@@ -269,8 +303,10 @@ async fn the_server_handle_sends_lists_subscribes_and_closes() {
     let addr = serve_layer(WampLayer::new(router)).await;
     let t = ev("open");
     let [mut a, mut b, mut c] = three(addr, &t).await;
-    let ids: Vec<tower_wamp::SessionId> =
-        [&a, &b, &c].iter().map(|x| x.session_id.as_str().into()).collect();
+    let ids: Vec<tower_wamp::SessionId> = [&a, &b, &c]
+        .iter()
+        .map(|x| x.session_id.as_str().into())
+        .collect();
     let mut sorted = ids.clone();
     sorted.sort();
     assert_eq!(wamp.subscribers(&t), sorted);
@@ -291,7 +327,10 @@ async fn the_server_handle_sends_lists_subscribes_and_closes() {
 
     // Server-side subscription management needs no topic rule.
     assert!(wamp.subscribe(&ids[0], "urn:server-side"));
-    assert_eq!(wamp.topics_of(&ids[0]), vec![t.clone(), "urn:server-side".into()]);
+    assert_eq!(
+        wamp.topics_of(&ids[0]),
+        vec![t.clone(), "urn:server-side".into()]
+    );
     assert_eq!(wamp.publish("urn:server-side", &1).unwrap(), 1);
     assert_eq!(a.recv().await, json!([8, "urn:server-side", 1]));
     assert!(wamp.unsubscribe(&ids[0], "urn:server-side"));
@@ -304,16 +343,17 @@ async fn the_server_handle_sends_lists_subscribes_and_closes() {
 
 #[tokio::test]
 async fn handlers_reach_the_server_handle_and_their_session() {
-    let router = WampRouter::new()
-        .topic(&ev("open"), Topic::new())
-        .rpc("urn:notify", |w: tower_wamp::Wamp, s: Session| async move {
+    let router = WampRouter::new().topic(&ev("open"), Topic::new()).rpc(
+        "urn:notify",
+        |w: tower_wamp::Wamp, s: Session| async move {
             s.send_event("urn:just-you", &"psst").unwrap();
             w.publish(&ev("open"), &"from a handler").unwrap()
-        });
+        },
+    );
     let addr = serve_router(router).await;
     let [mut a, mut b, _c] = three(addr, &ev("open")).await;
     a.send(json!([2, "n", "urn:notify"])).await;
-    let mut got = vec![a.recv().await, a.recv().await, a.recv().await];
+    let mut got = [a.recv().await, a.recv().await, a.recv().await];
     got.sort_by_key(|v| v[0].as_i64());
     assert_eq!(got[0], json!([3, "n", 3]));
     assert!(got.contains(&json!([8, "urn:just-you", "psst"])));

@@ -26,7 +26,10 @@ async fn add(Args((a, b)): Args<(i64, i64)>) -> i64 {
 fn base() -> WampRouter {
     WampRouter::new()
         .rpc(&api("add"), add)
-        .rpc(&api("echo"), |Args(all): Args<Vec<Value>>| async move { all })
+        .rpc(
+            &api("echo"),
+            |Args(all): Args<Vec<Value>>| async move { all },
+        )
         .rpc(&api("nothing"), || async {})
         .rpc(&api("give-error"), || async {
             Err::<(), _>(
@@ -35,7 +38,10 @@ fn base() -> WampRouter {
             )
         })
         .rpc(&api("plain-error"), || async {
-            Err::<(), _>(RpcError::new("http://example.com/error#plain", "no details"))
+            Err::<(), _>(RpcError::new(
+                "http://example.com/error#plain",
+                "no details",
+            ))
         })
         .rpc(&api("kill"), || async {
             Err::<(), _>(RpcError::generic().kill())
@@ -45,9 +51,12 @@ fn base() -> WampRouter {
                 panic!("handler exploded");
             }
         })
-        .rpc(&api("whoami"), |s: Session, Procedure(p): Procedure, CallId(c): CallId| async move {
-            json!([s.id(), p, c])
-        })
+        .rpc(
+            &api("whoami"),
+            |s: Session, Procedure(p): Procedure, CallId(c): CallId| async move {
+                json!([s.id(), p, c])
+            },
+        )
         .rpc(&api("sleep"), |Args((ms,)): Args<(u64,)>| async move {
             tokio::time::sleep(Duration::from_millis(ms)).await;
             ms
@@ -58,12 +67,19 @@ fn base() -> WampRouter {
 async fn results_and_plain_values() {
     let addr = serve_router(base()).await;
     let mut c = connect(addr).await;
-    assert_eq!(c.call("1", &api("add"), &[json!(23), json!(99)]).await, json!([3, "1", 122]));
     assert_eq!(
-        c.call("2", &api("echo"), &[json!({"k": [1, "ü"]}), json!(null)]).await,
+        c.call("1", &api("add"), &[json!(23), json!(99)]).await,
+        json!([3, "1", 122])
+    );
+    assert_eq!(
+        c.call("2", &api("echo"), &[json!({"k": [1, "ü"]}), json!(null)])
+            .await,
         json!([3, "2", [{"k": [1, "ü"]}, null]])
     );
-    assert_eq!(c.call("3", &api("nothing"), &[]).await, json!([3, "3", null]));
+    assert_eq!(
+        c.call("3", &api("nothing"), &[]).await,
+        json!([3, "3", null])
+    );
 }
 
 #[tokio::test]
@@ -72,13 +88,27 @@ async fn errors_have_four_or_five_elements() {
     let mut c = connect(addr).await;
     assert_eq!(
         c.call("e", &api("give-error"), &[]).await,
-        json!([4, "e", "http://example.com/error#give-error", "Test error", "Test error description"])
+        json!([
+            4,
+            "e",
+            "http://example.com/error#give-error",
+            "Test error",
+            "Test error description"
+        ])
     );
     let plain = c.call("p", &api("plain-error"), &[]).await;
-    assert_eq!(plain, json!([4, "p", "http://example.com/error#plain", "no details"]));
+    assert_eq!(
+        plain,
+        json!([4, "p", "http://example.com/error#plain", "no details"])
+    );
     assert_eq!(
         c.call("n", &api("not-there"), &[]).await,
-        json!([4, "n", "http://api.wamp.ws/error#notfound", "not found error"])
+        json!([
+            4,
+            "n",
+            "http://api.wamp.ws/error#notfound",
+            "not found error"
+        ])
     );
 }
 
@@ -90,9 +120,15 @@ async fn bad_arguments_get_an_error_that_names_the_problem() {
     assert_eq!(reply[0], 4);
     assert_eq!(reply[2], "http://api.wamp.ws/error#invalid-argument");
     let desc = reply[3].as_str().unwrap();
-    assert!(desc.contains("invalid type") && desc.contains("abc"), "{desc}");
+    assert!(
+        desc.contains("invalid type") && desc.contains("abc"),
+        "{desc}"
+    );
     let reply = c.call("y", &api("add"), &[json!(1)]).await;
-    assert!(reply[3].as_str().unwrap().contains("invalid length"), "{reply}");
+    assert!(
+        reply[3].as_str().unwrap().contains("invalid length"),
+        "{reply}"
+    );
     // The session goes on.
     assert_eq!(c.call("z", &api("add"), &[json!(1), json!(2)]).await[2], 3);
 }
@@ -105,7 +141,13 @@ async fn a_panicking_handler_gets_internal_error_and_harms_no_one() {
     let reply = a.call("p", &api("panic"), &[]).await;
     assert_eq!(
         reply,
-        json!([4, "p", "http://api.wamp.ws/error#internal", "internal error", "handler exploded"])
+        json!([
+            4,
+            "p",
+            "http://api.wamp.ws/error#internal",
+            "internal error",
+            "handler exploded"
+        ])
     );
     assert_eq!(a.call("1", &api("add"), &[json!(1), json!(1)]).await[2], 2);
     assert_eq!(b.call("2", &api("add"), &[json!(2), json!(2)]).await[2], 4);
@@ -164,10 +206,15 @@ impl FromRef<AppState> for Db {
 async fn state_is_shared_with_from_ref() {
     let db = Db(Arc::new(Mutex::new(vec![])));
     let router = WampRouter::<AppState>::new()
-        .rpc(&api("greet"), |State(s): State<AppState>| async move { s.greeting })
-        .rpc(&api("store"), |State(db): State<Db>, Args((v,)): Args<(String,)>| async move {
-            db.0.lock().unwrap().push(v);
+        .rpc(&api("greet"), |State(s): State<AppState>| async move {
+            s.greeting
         })
+        .rpc(
+            &api("store"),
+            |State(db): State<Db>, Args((v,)): Args<(String,)>| async move {
+                db.0.lock().unwrap().push(v);
+            },
+        )
         .with_state(AppState {
             greeting: "hello".into(),
             db: db.clone(),
@@ -196,17 +243,22 @@ use axum::response::IntoResponse;
 
 #[tokio::test]
 async fn an_upstream_tower_layer_hands_an_identity_to_handlers() {
-    let router = WampRouter::new()
-        .rpc(&api("me"), |Extension(User(u)): Extension<User>, headers: axum::http::HeaderMap| async move {
+    let router = WampRouter::new().rpc(
+        &api("me"),
+        |Extension(User(u)): Extension<User>, headers: axum::http::HeaderMap| async move {
             json!([u, headers.get("x-token").map(|v| v.to_str().unwrap())])
-        });
+        },
+    );
     let app = Router::new()
         .route_service("/ws", WampLayer::new(router).into_service())
         .layer(axum::middleware::from_fn(auth_layer))
         .layer(tower_http::trace::TraceLayer::new_for_http());
     let addr = serve(app).await;
     let mut c = connect_with(addr, &[("x-token", "abc")]).await;
-    assert_eq!(c.call("1", &api("me"), &[]).await[2], json!(["user-of-abc", "abc"]));
+    assert_eq!(
+        c.call("1", &api("me"), &[]).await[2],
+        json!(["user-of-abc", "abc"])
+    );
 
     // Without the token the upstream layer refuses the upgrade itself.
     let req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
@@ -234,27 +286,56 @@ async fn before_hook_rewrites_or_denies_and_after_hooks_rewrite_or_suppress() {
             }
         })
         .after_call_success(move |info, result| {
-            log.lock().unwrap().push(format!("ok {} {}", info.procedure, result));
-            if result == json!(["hide"]) { None } else if result == json!(5) { Some(json!(500)) } else { Some(result) }
+            log.lock()
+                .unwrap()
+                .push(format!("ok {} {}", info.procedure, result));
+            if result == json!(["hide"]) {
+                None
+            } else if result == json!(5) {
+                Some(json!(500))
+            } else {
+                Some(result)
+            }
         })
         .after_call_error(|info, error| {
-            if info.call_id == "silent" { None } else { Some(error) }
+            if info.call_id == "silent" {
+                None
+            } else {
+                Some(error)
+            }
         });
     let addr = serve_router(router).await;
     let mut c = connect(addr).await;
     assert_eq!(
         c.call("d", &api("echo"), &[json!("deny")]).await,
-        json!([4, "d", "http://api.wamp.ws/error#unauthorized", "unauthorized"])
+        json!([
+            4,
+            "d",
+            "http://api.wamp.ws/error#unauthorized",
+            "unauthorized"
+        ])
     );
     // Rewritten arguments reach the handler: echo sees [7, 7].
-    assert_eq!(c.call("r", &api("echo"), &[json!("double"), json!(7)]).await[2], json!([7, 7]));
+    assert_eq!(
+        c.call("r", &api("echo"), &[json!("double"), json!(7)])
+            .await[2],
+        json!([7, 7])
+    );
     // after_call_success rewrites 5 into 500 ...
-    assert_eq!(c.call("5", &api("add"), &[json!(2), json!(3)]).await[2], 500);
+    assert_eq!(
+        c.call("5", &api("add"), &[json!(2), json!(3)]).await[2],
+        500
+    );
     // ... and suppresses "hide"; after_call_error suppresses call id "silent".
     c.send(json!([2, "h", api("echo"), "hide"])).await;
     c.send(json!([2, "silent", api("not-there")])).await;
     c.expect_silence().await;
-    assert!(seen.lock().unwrap().iter().any(|l| l.starts_with(&format!("ok {}", api("add")))));
+    assert!(
+        seen.lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.starts_with(&format!("ok {}", api("add"))))
+    );
 }
 
 #[tokio::test]
@@ -262,6 +343,9 @@ async fn without_procedures_every_call_is_not_found() {
     let addr = serve_router(WampRouter::new()).await;
     let mut c = connect(addr).await;
     for uri in ["http://api.wamp.ws/procedure#authreq", "http://x/y"] {
-        assert_eq!(c.call("1", uri, &[]).await[2], "http://api.wamp.ws/error#notfound");
+        assert_eq!(
+            c.call("1", uri, &[]).await[2],
+            "http://api.wamp.ws/error#notfound"
+        );
     }
 }

@@ -2,7 +2,9 @@
 //! binary and the interop tests, so the tests exercise exactly what the demo serves.
 
 use serde_json::{Number, Value, json};
-use tower_wamp::{Args, OriginPolicy, Publication, RpcError, Session, Topic, WampLayer, WampRouter};
+use tower_wamp::{
+    Args, OriginPolicy, Publication, RpcError, Session, Topic, WampLayer, WampRouter,
+};
 
 /// `http://clj-wamp-example/api#` + name.
 pub fn rpc_url(name: &str) -> String {
@@ -16,7 +18,11 @@ pub fn evt_url(name: &str) -> String {
 
 /// The sum of the arguments, which must all be numbers (integers stay integers).
 pub async fn add(Args(numbers): Args<Vec<Number>>) -> Result<Value, RpcError> {
-    if let Some(ints) = numbers.iter().map(Number::as_i64).collect::<Option<Vec<i64>>>() {
+    if let Some(ints) = numbers
+        .iter()
+        .map(Number::as_i64)
+        .collect::<Option<Vec<i64>>>()
+    {
         return ints
             .into_iter()
             .try_fold(0i64, i64::checked_add)
@@ -59,7 +65,9 @@ pub fn router() -> WampRouter {
         .rpc(&rpc_url("echo"), echo)
         .topic(
             &evt_url("chat"),
-            Topic::new().subscribe_if(chat_subscribe).broker(chat_broker),
+            Topic::new()
+                .subscribe_if(chat_subscribe)
+                .broker(chat_broker),
         )
         .topic(&evt_url("prefix*"), Topic::new())
         .topic(&evt_url("sub-only"), Topic::subscribe_only())

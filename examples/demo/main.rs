@@ -19,7 +19,9 @@ fn address() -> String {
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         if arg == "--addr" {
-            return args.next().expect("--addr needs a value, e.g. 127.0.0.1:8080");
+            return args
+                .next()
+                .expect("--addr needs a value, e.g. 127.0.0.1:8080");
         }
         if let Some(addr) = arg.strip_prefix("--addr=") {
             return addr.to_owned();
@@ -42,6 +44,9 @@ async fn main() {
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
         .unwrap_or_else(|e| panic!("cannot listen on {addr}: {e}"));
-    tracing::info!("tower-wamp demo on ws://{}/ws", listener.local_addr().unwrap());
+    tracing::info!(
+        "tower-wamp demo on ws://{}/ws",
+        listener.local_addr().unwrap()
+    );
     axum::serve(listener, app).await.expect("server error");
 }

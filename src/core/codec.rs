@@ -10,7 +10,9 @@ pub mod v1 {
     //!
     //! let text = v1::encode(&Message::Event { topic: "http://x/t".into(), event: json!({"a": 1}) });
     //! assert_eq!(text, r#"[8,"http://x/t",{"a":1}]"#);
-    //! assert_eq!(v1::decode(&text).unwrap().type_id(), 8);
+    //! // Clients send SUBSCRIBE; servers never accept EVENT.
+    //! assert_eq!(v1::decode(r#"[5, "http://x/t"]"#).unwrap().type_id(), 5);
+    //! assert!(v1::decode(&text).is_err());
     //! ```
 
     use std::fmt;
@@ -430,7 +432,8 @@ pub mod v1 {
         fn call_error_omits_null_details() {
             let plain = encode_call_error("c", &RpcError::new("u", "d"));
             assert_eq!(plain, r#"[4,"c","u","d"]"#);
-            let detailed = encode_call_error("c", &RpcError::new("u", "d").with_details(json!([1])));
+            let detailed =
+                encode_call_error("c", &RpcError::new("u", "d").with_details(json!([1])));
             assert_eq!(detailed, r#"[4,"c","u","d",[1]]"#);
         }
 

@@ -8,11 +8,11 @@
 //! The vocabulary ([`Message`], [`RpcError`], [`SessionId`]) is version-neutral in shape;
 //! [`codec::v1`] is the WAMP v1 JSON codec on top of it.
 
+pub(crate) mod broker;
 pub mod codec;
 pub mod curie;
 mod id;
 mod message;
-pub(crate) mod broker;
 pub(crate) mod pattern;
 
 pub use id::{SessionId, random_token};

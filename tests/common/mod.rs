@@ -50,7 +50,8 @@ pub async fn connect_with(addr: SocketAddr, headers: &[(&'static str, &str)]) ->
     req.headers_mut()
         .insert("sec-websocket-protocol", HeaderValue::from_static("wamp"));
     for (k, v) in headers {
-        req.headers_mut().insert(*k, HeaderValue::from_str(v).unwrap());
+        req.headers_mut()
+            .insert(*k, HeaderValue::from_str(v).unwrap());
     }
     let (ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
     assert_eq!(resp.headers()["sec-websocket-protocol"], "wamp");
