@@ -9,6 +9,7 @@
 //! [`codec::v1`] is the WAMP v1 JSON codec on top of it.
 
 pub(crate) mod broker;
+pub mod auth;
 pub mod codec;
 pub mod curie;
 mod id;
