@@ -3,6 +3,7 @@
 
 pub mod core;
 pub mod extract;
+pub mod auth;
 mod handler;
 mod hub;
 mod layer;

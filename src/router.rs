@@ -7,8 +7,10 @@ use std::{
     fmt,
     future::Future,
     panic::AssertUnwindSafe,
+    pin::Pin,
     sync::Arc,
     task::{Context, Poll},
+    time::Duration,
 };
 
 use futures_util::FutureExt as _;
@@ -16,8 +18,14 @@ use serde_json::Value;
 
 use crate::{
     Call, RpcError, Session, Wamp,
+    auth::{AUTH, AUTHREQ, CraFlavor, WampCra},
     core::{
         Exclude, SessionId,
+        auth::{
+            Action, AuthKey, AuthState, Permissions, autobahn_challenge, cljwamp_challenge,
+            cljwamp_signature, sign, signature_matches, utc_timestamp,
+        },
+        random_token,
         pattern::{Pattern, PatternTable},
     },
     handler::{BoxFuture, RpcHandler},
@@ -320,8 +328,11 @@ struct Hooks {
 pub(crate) struct Inner<S> {
     procedures: HashMap<String, ErasedRpc<S>>,
     topics: PatternTable<Topic>,
+    /// The topic patterns as written, for the permission summary of a successful auth.
+    topic_patterns: Vec<(String, Topic)>,
     hooks: Hooks,
     publisher_receives_own_events: bool,
+    auth: Option<Arc<WampCra>>,
     wamp: Wamp,
 }
 
@@ -330,8 +341,10 @@ impl<S> Clone for Inner<S> {
         Self {
             procedures: self.procedures.clone(),
             topics: self.topics.clone(),
+            topic_patterns: self.topic_patterns.clone(),
             hooks: self.hooks.clone(),
             publisher_receives_own_events: self.publisher_receives_own_events,
+            auth: self.auth.clone(),
             wamp: self.wamp.clone(),
         }
     }
@@ -398,8 +411,10 @@ impl<S: Clone + Send + Sync + 'static> WampRouter<S> {
             inner: Arc::new(Inner {
                 procedures: HashMap::new(),
                 topics: PatternTable::default(),
+                topic_patterns: Vec::new(),
                 hooks: Hooks::default(),
                 publisher_receives_own_events: true,
+                auth: None,
                 wamp: Wamp::default(),
             }),
         }
@@ -441,7 +456,19 @@ impl<S: Clone + Send + Sync + 'static> WampRouter<S> {
     #[must_use]
     pub fn topic(mut self, pattern: &str, rules: Topic) -> Self {
         let parsed = Pattern::parse(pattern).unwrap_or_else(|e| panic!("{e}"));
-        self.inner_mut().topics.insert(parsed, rules);
+        let inner = self.inner_mut();
+        inner.topics.insert(parsed, rules.clone());
+        inner.topic_patterns.retain(|(p, _)| p != pattern);
+        inner.topic_patterns.push((pattern.to_owned(), rules));
+        self
+    }
+
+    /// Turns on WAMP-CRA authentication and per-URI authorization (see
+    /// [`WampCra`]). Without it, every session may do everything its topic rules allow and
+    /// the `authreq`/`auth` procedures are unknown.
+    #[must_use]
+    pub fn auth(mut self, cra: WampCra) -> Self {
+        self.inner_mut().auth = Some(Arc::new(cra));
         self
     }
 
@@ -567,8 +594,10 @@ impl<S: Clone + Send + Sync + 'static> WampRouter<S> {
             inner: Arc::new(Inner {
                 procedures,
                 topics: inner.topics,
+                topic_patterns: inner.topic_patterns,
                 hooks: inner.hooks,
                 publisher_receives_own_events: inner.publisher_receives_own_events,
+                auth: inner.auth,
                 wamp: inner.wamp,
             }),
         }
@@ -585,6 +614,39 @@ impl WampRouter<()> {
     pub(crate) fn core(&self) -> Arc<Inner<()>> {
         self.inner.clone()
     }
+}
+
+enum Target<'a> {
+    User(&'a ErasedRpc<()>),
+    AuthReq,
+    Auth,
+}
+
+fn auth_error(name: &str, description: &str) -> RpcError {
+    RpcError::new(format!("http://api.wamp.ws/error#{name}"), description)
+}
+
+fn already_authenticated() -> RpcError {
+    auth_error("already-authenticated", "already authenticated")
+}
+
+fn check_can_request(state: &AuthState) -> Result<(), RpcError> {
+    match state {
+        AuthState::Unauthenticated => Ok(()),
+        AuthState::Authenticated(_) => Err(already_authenticated()),
+        AuthState::Pending { .. } => Err(auth_error(
+            "authentication-already-requested",
+            "authentication request already issued - authentication pending",
+        )),
+    }
+}
+
+/// Records a pending authentication, unless another authreq got there first.
+fn set_pending(session: &Session, key: AuthKey, expected: Option<String>) -> Result<(), RpcError> {
+    let mut slot = session.auth_slot();
+    check_can_request(&slot.state)?;
+    slot.state = AuthState::Pending { key, expected };
+    Ok(())
 }
 
 /// Describes a caught panic payload.
@@ -614,7 +676,7 @@ impl Inner<()> {
         &self.wamp
     }
 
-    /// The whole call pipeline: lookup, before hook, handler, after hooks.
+    /// The whole call pipeline: authorization, lookup, before hook, handler, after hooks.
     pub(crate) async fn dispatch(&self, mut call: Call) -> CallReply {
         call.hub = Some(self.wamp.hub.clone());
         let info = CallInfo {
@@ -622,9 +684,22 @@ impl Inner<()> {
             procedure: call.procedure.clone(),
             call_id: call.call_id.clone(),
         };
-        let Some(handler) = self.procedures.get(&call.procedure) else {
-            tracing::debug!("unknown procedure");
-            return self.after_error(&info, RpcError::not_found());
+        let target = match (&self.auth, call.procedure.as_str()) {
+            (Some(_), AUTHREQ) => Target::AuthReq,
+            (Some(_), AUTH) => Target::Auth,
+            _ => {
+                if !self.permitted(&call.session, Action::Call, &call.procedure).await {
+                    tracing::warn!("CALL not permitted");
+                    return self.after_error(&info, RpcError::unauthorized());
+                }
+                match self.procedures.get(&call.procedure) {
+                    Some(handler) => Target::User(handler),
+                    None => {
+                        tracing::debug!("unknown procedure");
+                        return self.after_error(&info, RpcError::not_found());
+                    }
+                }
+            }
         };
         if let Some(before) = &self.hooks.before_call {
             match AssertUnwindSafe(before(call)).catch_unwind().await {
@@ -637,14 +712,18 @@ impl Inner<()> {
                 }
             }
         }
-        match AssertUnwindSafe(handler(call, ())).catch_unwind().await {
+        let running: Pin<Box<dyn Future<Output = Result<Value, RpcError>> + Send + '_>> =
+            match target {
+                Target::User(handler) => handler(call, ()),
+                Target::AuthReq => Box::pin(self.authreq(call)),
+                Target::Auth => Box::pin(self.authenticate(call)),
+            };
+        match AssertUnwindSafe(running).catch_unwind().await {
             Ok(Ok(result)) => match &self.hooks.after_call_success {
                 Some(hook) => match guarded("after_call_success", || hook(&info, result)) {
                     Some(Some(result)) => CallReply::Result(result),
                     Some(None) => CallReply::Suppressed,
-                    None => {
-                        CallReply::Error(RpcError::internal("after_call_success hook panicked"))
-                    }
+                    None => CallReply::Error(RpcError::internal("after_call_success hook panicked")),
                 },
                 None => CallReply::Result(result),
             },
@@ -655,6 +734,198 @@ impl Inner<()> {
                 self.after_error(&info, RpcError::internal(msg))
             }
         }
+    }
+
+    pub(crate) fn auth_config(&self) -> Option<&WampCra> {
+        self.auth.as_deref()
+    }
+
+    /// Whether the session may do `action` on `uri`: always without authentication
+    /// configured; otherwise only once authenticated and permitted.
+    async fn permitted(&self, session: &Session, action: Action, uri: &str) -> bool {
+        let Some(cra) = &self.auth else {
+            return true;
+        };
+        let (key, cached) = {
+            let slot = session.auth_slot();
+            match &slot.state {
+                AuthState::Authenticated(key) => (key.clone(), slot.cached.clone()),
+                _ => return false,
+            }
+        };
+        let permissions = match cached {
+            Some(p) => p,
+            None => match self.permissions_of(cra, session, key).await {
+                Some(p) => p,
+                None => return false,
+            },
+        };
+        permissions.allows(action, uri)
+    }
+
+    async fn permissions_of(
+        &self,
+        cra: &WampCra,
+        session: &Session,
+        key: AuthKey,
+    ) -> Option<Arc<Permissions>> {
+        match AssertUnwindSafe((cra.permissions)(session.clone(), key))
+            .catch_unwind()
+            .await
+        {
+            Ok(p) => {
+                let p = Arc::new(p);
+                if cra.cache_permissions {
+                    session.auth_slot().cached = Some(p.clone());
+                }
+                Some(p)
+            }
+            Err(p) => {
+                tracing::error!(panic = %panic_message(&*p), "permissions provider panicked");
+                None
+            }
+        }
+    }
+
+    /// `http://api.wamp.ws/procedure#authreq`.
+    async fn authreq(&self, call: Call) -> Result<Value, RpcError> {
+        let cra = self.auth.as_deref().expect("authreq is routed only with auth configured");
+        let session = &call.session;
+        check_can_request(&session.auth_slot().state)?;
+        let args = call.args();
+        let key = match args.first() {
+            None | Some(Value::Null) => None,
+            Some(Value::String(k)) => Some(k.clone()),
+            Some(_) => return Err(auth_error("invalid-argument", "authentication key must be a string")),
+        };
+        let extra = match args.get(1) {
+            None | Some(Value::Null) => Value::Object(serde_json::Map::new()),
+            Some(v @ Value::Object(_)) => v.clone(),
+            Some(_) => return Err(auth_error("invalid-argument", "authentication extra must be an object")),
+        };
+        let Some(key) = key else {
+            if !cra.allow_anonymous {
+                return Err(auth_error("anonymous-auth-forbidden", "authentication as anonymous is forbidden"));
+            }
+            set_pending(session, AuthKey::Anonymous, None)?;
+            tracing::info!("anonymous authentication requested");
+            return Ok(Value::Null);
+        };
+        let secret = match AssertUnwindSafe((cra.secret)(session.clone(), key.clone(), extra.clone()))
+            .catch_unwind()
+            .await
+        {
+            Ok(Some(secret)) => secret,
+            Ok(None) => return Err(auth_error("no-such-authkey", "authentication key does not exist")),
+            Err(p) => {
+                tracing::error!(panic = %panic_message(&*p), "secret provider panicked");
+                return Err(RpcError::internal("secret provider failed"));
+            }
+        };
+        let signing_key = secret.signing_key();
+        let (challenge, expected) = match cra.flavor {
+            CraFlavor::CljWamp => {
+                let now_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_millis();
+                let c = cljwamp_challenge(&signing_key, now_ms, session.id().as_str(), &key);
+                let expected = cljwamp_signature(&c, &signing_key);
+                (c, expected)
+            }
+            CraFlavor::Autobahn => {
+                let c = autobahn_challenge(
+                    &random_token(12),
+                    &key,
+                    &utc_timestamp(std::time::SystemTime::now()),
+                    session.id().as_str(),
+                    &extra,
+                    secret.salt(),
+                );
+                let expected = sign(&signing_key, &c);
+                (c, expected)
+            }
+        };
+        set_pending(session, AuthKey::Key(key), Some(expected))?;
+        tracing::info!("authentication challenge issued");
+        Ok(Value::String(challenge))
+    }
+
+    /// `http://api.wamp.ws/procedure#auth`.
+    async fn authenticate(&self, call: Call) -> Result<Value, RpcError> {
+        let cra = self.auth.as_deref().expect("auth is routed only with auth configured");
+        let session = &call.session;
+        let signature = call.args().first().and_then(Value::as_str);
+        let outcome = {
+            let mut slot = session.auth_slot();
+            match &slot.state {
+                AuthState::Authenticated(_) => return Err(already_authenticated()),
+                AuthState::Unauthenticated => {
+                    return Err(auth_error("no-authentication-requested", "no authentication previously requested"));
+                }
+                AuthState::Pending { key, expected } => {
+                    let ok = match expected {
+                        None => true,
+                        Some(expected) => signature.is_some_and(|s| signature_matches(expected, s)),
+                    };
+                    if ok {
+                        let key = key.clone();
+                        slot.state = AuthState::Authenticated(key.clone());
+                        Ok(key)
+                    } else {
+                        // The challenge is single-use: a new authreq issues a fresh one.
+                        slot.state = AuthState::Unauthenticated;
+                        slot.failures += 1;
+                        Err(slot.failures)
+                    }
+                }
+            }
+        };
+        match outcome {
+            Ok(key) => {
+                tracing::info!(auth_key = %key, "authenticated");
+                Ok(self.permission_summary(cra, session, key).await)
+            }
+            Err(failures) => {
+                tracing::warn!(failures, "invalid WAMP-CRA signature");
+                if failures > 1 {
+                    let delay = Duration::from_millis(500 * u64::from(failures - 1));
+                    tokio::time::sleep(delay.min(Duration::from_secs(2))).await;
+                }
+                let error = auth_error("invalid-signature", "signature for authentication request is invalid");
+                Err(if failures >= cra.max_failures { error.kill() } else { error })
+            }
+        }
+    }
+
+    /// `{"rpc": {uri: true}, "subscribe": {pattern: true}, "publish": {pattern: true}}` for
+    /// the registered procedures and topic patterns this session may use.
+    async fn permission_summary(&self, cra: &WampCra, session: &Session, key: AuthKey) -> Value {
+        let Some(permissions) = self.permissions_of(cra, session, key).await else {
+            return serde_json::json!({"rpc": {}, "subscribe": {}, "publish": {}});
+        };
+        let mut rpc = serde_json::Map::new();
+        let mut procedures: Vec<&String> = self.procedures.keys().collect();
+        procedures.sort();
+        for uri in procedures {
+            if permissions.allows(Action::Call, uri) {
+                rpc.insert(uri.clone(), Value::Bool(true));
+            }
+        }
+        let mut subscribe = serde_json::Map::new();
+        let mut publish = serde_json::Map::new();
+        for (pattern, rules) in &self.topic_patterns {
+            let uri = pattern.strip_suffix('*').unwrap_or(pattern);
+            if !matches!(rules.subscribe, SubscribeRule::Deny)
+                && permissions.allows(Action::Subscribe, uri)
+            {
+                subscribe.insert(pattern.clone(), Value::Bool(true));
+            }
+            if !matches!(rules.publish, PublishRule::Deny) && permissions.allows(Action::Publish, uri) {
+                publish.insert(pattern.clone(), Value::Bool(true));
+            }
+        }
+        serde_json::json!({"rpc": rpc, "subscribe": subscribe, "publish": publish})
     }
 
     fn after_error(&self, info: &CallInfo, error: RpcError) -> CallReply {
@@ -693,6 +964,10 @@ impl Inner<()> {
             return;
         };
         if self.wamp.hub.is_subscribed(&topic, session.id()) {
+            return;
+        }
+        if !self.permitted(session, Action::Subscribe, &topic).await {
+            tracing::warn!(%topic, "SUBSCRIBE not permitted: dropped");
             return;
         }
         let Some(rules) = self.topics.get(&topic) else {
@@ -745,6 +1020,10 @@ impl Inner<()> {
         exclude: Exclude,
         eligible: Option<Vec<SessionId>>,
     ) {
+        if !self.permitted(session, Action::Publish, &topic).await {
+            tracing::warn!(%topic, "PUBLISH not permitted: dropped");
+            return;
+        }
         let Some(rules) = self.topics.get(&topic) else {
             tracing::debug!(%topic, "PUBLISH to an unmapped topic dropped");
             return;

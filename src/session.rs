@@ -3,14 +3,18 @@
 
 use std::{
     fmt,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
 };
 
 use axum::extract::ws::Utf8Bytes;
 use serde::Serialize;
 use tokio::sync::{Notify, mpsc};
 
-use crate::core::{SessionId, codec::v1};
+use crate::core::{
+    SessionId,
+    auth::{AuthKey, AuthState, Permissions},
+    codec::v1,
+};
 
 /// One encoded text frame, shared cheaply between recipients.
 pub(crate) type Frame = Utf8Bytes;
@@ -151,6 +155,15 @@ pub(crate) fn event_frame(topic: &str, event: &impl Serialize) -> Result<Frame, 
 pub struct Session {
     id: SessionId,
     outbox: Option<Outbox>,
+    auth: Arc<Mutex<AuthSlot>>,
+}
+
+/// A session's WAMP-CRA state.
+#[derive(Debug, Default)]
+pub(crate) struct AuthSlot {
+    pub(crate) state: AuthState,
+    pub(crate) failures: u32,
+    pub(crate) cached: Option<Arc<Permissions>>,
 }
 
 impl Session {
@@ -158,7 +171,40 @@ impl Session {
         Self {
             id,
             outbox: Some(outbox),
+            auth: Arc::default(),
         }
+    }
+
+    pub(crate) fn auth_slot(&self) -> MutexGuard<'_, AuthSlot> {
+        self.auth.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Who the session is authenticated as, or `None` before authentication (and when
+    /// the router has no authentication configured).
+    ///
+    /// ```
+    /// assert_eq!(tower_wamp::Session::detached("s".into()).auth_key(), None);
+    /// ```
+    #[must_use]
+    pub fn auth_key(&self) -> Option<AuthKey> {
+        match &self.auth_slot().state {
+            AuthState::Authenticated(key) => Some(key.clone()),
+            _ => None,
+        }
+    }
+
+    /// Marks the session authenticated as `key` (for tests of handlers that look at
+    /// [`auth_key`](Self::auth_key); the router does this itself after WAMP-CRA).
+    ///
+    /// ```
+    /// use tower_wamp::{Session, core::auth::AuthKey};
+    /// let s = Session::detached("s".into()).authenticated_as(AuthKey::Key("ada".into()));
+    /// assert_eq!(s.auth_key(), Some(AuthKey::Key("ada".into())));
+    /// ```
+    #[must_use]
+    pub fn authenticated_as(self, key: AuthKey) -> Self {
+        self.auth_slot().state = AuthState::Authenticated(key);
+        self
     }
 
     /// A session with this id and no connection, for tests of handlers.
@@ -170,7 +216,11 @@ impl Session {
     /// ```
     #[must_use]
     pub fn detached(id: SessionId) -> Self {
-        Self { id, outbox: None }
+        Self {
+            id,
+            outbox: None,
+            auth: Arc::default(),
+        }
     }
 
     /// The session id, as sent in WELCOME.

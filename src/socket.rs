@@ -1,18 +1,19 @@
 //! The per-connection task: WELCOME, then a loop over incoming frames, the outbound
 //! queue and close requests; cleanup when it ends.
 
-use std::{sync::Arc, time::Duration};
+use std::{pin::Pin, sync::Arc, time::Duration};
 
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
 use futures_util::SinkExt as _;
 use http::request::Parts;
-use tokio::sync::mpsc;
+use tokio::{sync::mpsc, time::Sleep};
 use tracing::Instrument as _;
 
 use crate::{
     Call, CallReply, RpcError, Session,
     core::{
         Message, SessionId,
+        auth::AuthKey,
         codec::v1::{self, DecodeError},
         curie::Prefixes,
     },
@@ -71,11 +72,27 @@ async fn session(
         outbox,
         prefixes: Prefixes::default(),
     };
+    let mut auth_deadline = None;
+    if let Some(cra) = router.auth_config() {
+        if let Some(key) = cra.identity.as_ref().and_then(|identity| identity(&conn.parts)) {
+            tracing::info!(auth_key = %key, "authenticated by the upgrade request");
+            conn.session = conn.session.clone().authenticated_as(AuthKey::Key(key));
+        } else if !cra.timeout.is_zero() {
+            auth_deadline = Some(Box::pin(tokio::time::sleep(cra.timeout)));
+        }
+    }
     tracing::info!("session opened");
     router.opened(&conn.session);
 
     let reason = loop {
         tokio::select! {
+            () = until(&mut auth_deadline) => {
+                auth_deadline = None;
+                if conn.session.auth_key().is_none() {
+                    tracing::warn!("not authenticated in time: closing");
+                    conn.outbox.close(1008, "authentication timeout", false);
+                }
+            }
             () = ctl.notify.notified() => {
                 if let Some(request) = ctl.take_close() {
                     break close(&mut ws, &mut rx, request).await;
@@ -108,6 +125,14 @@ async fn session(
     };
     tracing::info!(?reason, "session closed");
     router.closed(&conn.session, &reason);
+}
+
+/// Waits for the deadline if there is one, else forever.
+async fn until(deadline: &mut Option<Pin<Box<Sleep>>>) {
+    match deadline {
+        Some(sleep) => sleep.await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn write_batch(

@@ -1,0 +1,261 @@
+//! WAMP-CRA authentication and per-URI authorization for a router.
+//!
+//! ```
+//! use tower_wamp::{WampRouter, auth::{Secret, WampCra}, core::auth::{AuthKey, Permissions}};
+//!
+//! let cra = WampCra::new(
+//!     // Look up the secret of an auth key (a user name).
+//!     |_session, key: String, _extra| async move {
+//!         (key == "ada").then(|| Secret::plain("secret"))
+//!     },
+//!     // What an authenticated key may do; consulted for every action.
+//!     |_session, key: AuthKey| async move {
+//!         match key {
+//!             AuthKey::Key(_) => Permissions::all(),
+//!             _ => Permissions::none().allow_subscribe("http://example.com/event#*"),
+//!         }
+//!     },
+//! )
+//! .allow_anonymous(true);
+//! let router: WampRouter = WampRouter::new().auth(cra);
+//! ```
+
+use std::{fmt, future::Future, sync::Arc, time::Duration};
+
+use http::request::Parts;
+use serde_json::Value;
+
+use crate::{
+    Session,
+    core::auth::{AuthKey, Permissions, Salt, derive_key},
+    handler::BoxFuture,
+};
+
+/// `http://api.wamp.ws/procedure#authreq`.
+pub const AUTHREQ: &str = "http://api.wamp.ws/procedure#authreq";
+/// `http://api.wamp.ws/procedure#auth`.
+pub const AUTH: &str = "http://api.wamp.ws/procedure#auth";
+
+/// The secret of an auth key.
+///
+/// ```
+/// use tower_wamp::auth::Secret;
+/// // Store the password and let the router derive the key ...
+/// let s = Secret::salted("secret", "salt123", 1000, 32);
+/// // ... or store only the derived key.
+/// let d = Secret::derived("MDS8Yxpu4J/vkHJ8dNEgqECYsI0uRDh2oZ5eN0vYPvo=", "salt123", 1000, 32);
+/// assert_eq!(s.signing_key(), d.signing_key());
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Secret {
+    /// A plain secret: the HMAC key itself.
+    Plain(String),
+    /// A password and the salt to derive the HMAC key with (PBKDF2-HMAC-SHA256).
+    Salted {
+        /// The password.
+        password: String,
+        /// How to derive.
+        salt: Salt,
+    },
+    /// An already derived key (the base64 text) and the salt it was derived with.
+    Derived {
+        /// `derive_key(password, salt, iterations, keylen)`.
+        key: String,
+        /// How it was derived (sent to the client).
+        salt: Salt,
+    },
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Secrets never appear in logs.
+        f.write_str(match self {
+            Self::Plain(_) => "Secret::Plain(<redacted>)",
+            Self::Salted { .. } => "Secret::Salted(<redacted>)",
+            Self::Derived { .. } => "Secret::Derived(<redacted>)",
+        })
+    }
+}
+
+impl Secret {
+    /// A plain secret.
+    pub fn plain(secret: impl Into<String>) -> Self {
+        Self::Plain(secret.into())
+    }
+
+    /// A salted password.
+    pub fn salted(
+        password: impl Into<String>,
+        salt: impl Into<String>,
+        iterations: u32,
+        keylen: usize,
+    ) -> Self {
+        Self::Salted {
+            password: password.into(),
+            salt: Salt {
+                salt: salt.into(),
+                iterations,
+                keylen,
+            },
+        }
+    }
+
+    /// A key derived with [`derive_key`].
+    pub fn derived(
+        key: impl Into<String>,
+        salt: impl Into<String>,
+        iterations: u32,
+        keylen: usize,
+    ) -> Self {
+        Self::Derived {
+            key: key.into(),
+            salt: Salt {
+                salt: salt.into(),
+                iterations,
+                keylen,
+            },
+        }
+    }
+
+    /// The HMAC key signatures are made with.
+    #[must_use]
+    pub fn signing_key(&self) -> String {
+        match self {
+            Self::Plain(s) => s.clone(),
+            Self::Salted { password, salt } => {
+                derive_key(password, &salt.salt, salt.iterations, salt.keylen)
+            }
+            Self::Derived { key, .. } => key.clone(),
+        }
+    }
+
+    pub(crate) fn salt(&self) -> Option<&Salt> {
+        match self {
+            Self::Plain(_) => None,
+            Self::Salted { salt, .. } | Self::Derived { salt, .. } => Some(salt),
+        }
+    }
+}
+
+/// Which WAMP-CRA the router speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum CraFlavor {
+    /// Autobahn's (default): JSON challenge, `HMAC(key = secret, message = challenge)`,
+    /// salted secrets.
+    #[default]
+    Autobahn,
+    /// clj-wamp's: `HMAC(key = secret-ms-session, message = authKey)` challenge, expected
+    /// signature `HMAC(key = challenge, message = secret)`; for front ends built from
+    /// clj-wamp's template.
+    CljWamp,
+}
+
+type SecretFn = Arc<dyn Fn(Session, String, Value) -> BoxFuture<Option<Secret>> + Send + Sync>;
+type PermissionsFn = Arc<dyn Fn(Session, AuthKey) -> BoxFuture<Permissions> + Send + Sync>;
+type IdentityFn = Arc<dyn Fn(&Parts) -> Option<String> + Send + Sync>;
+
+/// WAMP-CRA configuration: where secrets and permissions come from, and the rules.
+///
+/// With it, the router answers `http://api.wamp.ws/procedure#authreq` and `#auth`
+/// (through the same pipeline and hooks as user procedures) and nothing else is permitted
+/// until the signature is verified: CALLs get `http://api.wamp.ws/error#unauthorized`,
+/// SUBSCRIBE and PUBLISH are dropped with a `tracing` event.
+#[derive(Clone)]
+pub struct WampCra {
+    pub(crate) secret: SecretFn,
+    pub(crate) permissions: PermissionsFn,
+    pub(crate) identity: Option<IdentityFn>,
+    pub(crate) allow_anonymous: bool,
+    pub(crate) timeout: Duration,
+    pub(crate) flavor: CraFlavor,
+    pub(crate) cache_permissions: bool,
+    pub(crate) max_failures: u32,
+}
+
+impl fmt::Debug for WampCra {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WampCra")
+            .field("allow_anonymous", &self.allow_anonymous)
+            .field("timeout", &self.timeout)
+            .field("flavor", &self.flavor)
+            .field("cache_permissions", &self.cache_permissions)
+            .field("max_failures", &self.max_failures)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WampCra {
+    /// WAMP-CRA with an async secret provider `(session, auth_key, auth_extra) ->
+    /// Option<Secret>` and an async permissions provider `(session, auth_key) ->
+    /// Permissions`.
+    pub fn new<SF, SFut, PF, PFut>(secret: SF, permissions: PF) -> Self
+    where
+        SF: Fn(Session, String, Value) -> SFut + Send + Sync + 'static,
+        SFut: Future<Output = Option<Secret>> + Send + 'static,
+        PF: Fn(Session, AuthKey) -> PFut + Send + Sync + 'static,
+        PFut: Future<Output = Permissions> + Send + 'static,
+    {
+        Self {
+            secret: Arc::new(move |s, k, e| Box::pin(secret(s, k, e))),
+            permissions: Arc::new(move |s, k| Box::pin(permissions(s, k))),
+            identity: None,
+            allow_anonymous: false,
+            timeout: Duration::from_secs(20),
+            flavor: CraFlavor::Autobahn,
+            cache_permissions: false,
+            max_failures: 5,
+        }
+    }
+
+    /// Whether `authreq` without a key authenticates as anonymous (default: no).
+    #[must_use]
+    pub fn allow_anonymous(mut self, yes: bool) -> Self {
+        self.allow_anonymous = yes;
+        self
+    }
+
+    /// Close sessions that have not authenticated after this long (default 20 s; zero
+    /// disables). The close is 1008 with the reason `authentication timeout`.
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The WAMP-CRA flavour (default [`CraFlavor::Autobahn`]).
+    #[must_use]
+    pub fn flavor(mut self, flavor: CraFlavor) -> Self {
+        self.flavor = flavor;
+        self
+    }
+
+    /// Ask the permissions provider once per session and keep the answer (default: ask for
+    /// every action, so permissions can change while a session is open).
+    #[must_use]
+    pub fn cache_permissions(mut self, yes: bool) -> Self {
+        self.cache_permissions = yes;
+        self
+    }
+
+    /// After this many invalid signatures a session is closed (default 5). Every failure
+    /// after the first is answered after a growing delay (0.5 s per failure, at most 2 s).
+    #[must_use]
+    pub fn max_failures(mut self, failures: u32) -> Self {
+        self.max_failures = failures.max(1);
+        self
+    }
+
+    /// Authenticates sessions without CRA from the upgrade request, for identities an
+    /// upstream tower layer established (a cookie session, a bearer token): return the
+    /// auth key, or `None` to require WAMP-CRA.
+    #[must_use]
+    pub fn identity_from(
+        mut self,
+        identity: impl Fn(&Parts) -> Option<String> + Send + Sync + 'static,
+    ) -> Self {
+        self.identity = Some(Arc::new(identity));
+        self
+    }
+}
