@@ -1,9 +1,9 @@
 #![doc = include_str!("../docs/crate.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod auth;
 pub mod core;
 pub mod extract;
-pub mod auth;
 mod handler;
 mod hub;
 mod layer;

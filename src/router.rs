@@ -25,8 +25,8 @@ use crate::{
             Action, AuthKey, AuthState, Permissions, autobahn_challenge, cljwamp_challenge,
             cljwamp_signature, sign, signature_matches, utc_timestamp,
         },
-        random_token,
         pattern::{Pattern, PatternTable},
+        random_token,
     },
     handler::{BoxFuture, RpcHandler},
     session::{CloseReason, Frame},
@@ -688,7 +688,10 @@ impl Inner<()> {
             (Some(_), AUTHREQ) => Target::AuthReq,
             (Some(_), AUTH) => Target::Auth,
             _ => {
-                if !self.permitted(&call.session, Action::Call, &call.procedure).await {
+                if !self
+                    .permitted(&call.session, Action::Call, &call.procedure)
+                    .await
+                {
                     tracing::warn!("CALL not permitted");
                     return self.after_error(&info, RpcError::unauthorized());
                 }
@@ -723,7 +726,9 @@ impl Inner<()> {
                 Some(hook) => match guarded("after_call_success", || hook(&info, result)) {
                     Some(Some(result)) => CallReply::Result(result),
                     Some(None) => CallReply::Suppressed,
-                    None => CallReply::Error(RpcError::internal("after_call_success hook panicked")),
+                    None => {
+                        CallReply::Error(RpcError::internal("after_call_success hook panicked"))
+                    }
                 },
                 None => CallReply::Result(result),
             },
@@ -789,39 +794,61 @@ impl Inner<()> {
 
     /// `http://api.wamp.ws/procedure#authreq`.
     async fn authreq(&self, call: Call) -> Result<Value, RpcError> {
-        let cra = self.auth.as_deref().expect("authreq is routed only with auth configured");
+        let cra = self
+            .auth
+            .as_deref()
+            .expect("authreq is routed only with auth configured");
         let session = &call.session;
         check_can_request(&session.auth_slot().state)?;
         let args = call.args();
         let key = match args.first() {
             None | Some(Value::Null) => None,
             Some(Value::String(k)) => Some(k.clone()),
-            Some(_) => return Err(auth_error("invalid-argument", "authentication key must be a string")),
+            Some(_) => {
+                return Err(auth_error(
+                    "invalid-argument",
+                    "authentication key must be a string",
+                ));
+            }
         };
         let extra = match args.get(1) {
             None | Some(Value::Null) => Value::Object(serde_json::Map::new()),
             Some(v @ Value::Object(_)) => v.clone(),
-            Some(_) => return Err(auth_error("invalid-argument", "authentication extra must be an object")),
+            Some(_) => {
+                return Err(auth_error(
+                    "invalid-argument",
+                    "authentication extra must be an object",
+                ));
+            }
         };
         let Some(key) = key else {
             if !cra.allow_anonymous {
-                return Err(auth_error("anonymous-auth-forbidden", "authentication as anonymous is forbidden"));
+                return Err(auth_error(
+                    "anonymous-auth-forbidden",
+                    "authentication as anonymous is forbidden",
+                ));
             }
             set_pending(session, AuthKey::Anonymous, None)?;
             tracing::info!("anonymous authentication requested");
             return Ok(Value::Null);
         };
-        let secret = match AssertUnwindSafe((cra.secret)(session.clone(), key.clone(), extra.clone()))
-            .catch_unwind()
-            .await
-        {
-            Ok(Some(secret)) => secret,
-            Ok(None) => return Err(auth_error("no-such-authkey", "authentication key does not exist")),
-            Err(p) => {
-                tracing::error!(panic = %panic_message(&*p), "secret provider panicked");
-                return Err(RpcError::internal("secret provider failed"));
-            }
-        };
+        let secret =
+            match AssertUnwindSafe((cra.secret)(session.clone(), key.clone(), extra.clone()))
+                .catch_unwind()
+                .await
+            {
+                Ok(Some(secret)) => secret,
+                Ok(None) => {
+                    return Err(auth_error(
+                        "no-such-authkey",
+                        "authentication key does not exist",
+                    ));
+                }
+                Err(p) => {
+                    tracing::error!(panic = %panic_message(&*p), "secret provider panicked");
+                    return Err(RpcError::internal("secret provider failed"));
+                }
+            };
         let signing_key = secret.signing_key();
         let (challenge, expected) = match cra.flavor {
             CraFlavor::CljWamp => {
@@ -853,7 +880,10 @@ impl Inner<()> {
 
     /// `http://api.wamp.ws/procedure#auth`.
     async fn authenticate(&self, call: Call) -> Result<Value, RpcError> {
-        let cra = self.auth.as_deref().expect("auth is routed only with auth configured");
+        let cra = self
+            .auth
+            .as_deref()
+            .expect("auth is routed only with auth configured");
         let session = &call.session;
         let signature = call.args().first().and_then(Value::as_str);
         let outcome = {
@@ -861,7 +891,10 @@ impl Inner<()> {
             match &slot.state {
                 AuthState::Authenticated(_) => return Err(already_authenticated()),
                 AuthState::Unauthenticated => {
-                    return Err(auth_error("no-authentication-requested", "no authentication previously requested"));
+                    return Err(auth_error(
+                        "no-authentication-requested",
+                        "no authentication previously requested",
+                    ));
                 }
                 AuthState::Pending { key, expected } => {
                     let ok = match expected {
@@ -892,8 +925,15 @@ impl Inner<()> {
                     let delay = Duration::from_millis(500 * u64::from(failures - 1));
                     tokio::time::sleep(delay.min(Duration::from_secs(2))).await;
                 }
-                let error = auth_error("invalid-signature", "signature for authentication request is invalid");
-                Err(if failures >= cra.max_failures { error.kill() } else { error })
+                let error = auth_error(
+                    "invalid-signature",
+                    "signature for authentication request is invalid",
+                );
+                Err(if failures >= cra.max_failures {
+                    error.kill()
+                } else {
+                    error
+                })
             }
         }
     }
@@ -921,7 +961,9 @@ impl Inner<()> {
             {
                 subscribe.insert(pattern.clone(), Value::Bool(true));
             }
-            if !matches!(rules.publish, PublishRule::Deny) && permissions.allows(Action::Publish, uri) {
+            if !matches!(rules.publish, PublishRule::Deny)
+                && permissions.allows(Action::Publish, uri)
+            {
                 publish.insert(pattern.clone(), Value::Bool(true));
             }
         }

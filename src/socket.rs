@@ -74,7 +74,11 @@ async fn session(
     };
     let mut auth_deadline = None;
     if let Some(cra) = router.auth_config() {
-        if let Some(key) = cra.identity.as_ref().and_then(|identity| identity(&conn.parts)) {
+        if let Some(key) = cra
+            .identity
+            .as_ref()
+            .and_then(|identity| identity(&conn.parts))
+        {
             tracing::info!(auth_key = %key, "authenticated by the upgrade request");
             conn.session = conn.session.clone().authenticated_as(AuthKey::Key(key));
         } else if !cra.timeout.is_zero() {

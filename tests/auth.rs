@@ -51,8 +51,12 @@ fn cra() -> WampCra {
 fn router(cra: WampCra) -> WampRouter {
     WampRouter::new()
         .rpc("urn:api:echo", |Args(a): Args<Vec<Value>>| async move { a })
-        .rpc("urn:api:add", |Args((a, b)): Args<(i64, i64)>| async move { a + b })
-        .rpc("urn:api:me", |s: Session| async move { s.auth_key().map(|k| k.to_string()) })
+        .rpc("urn:api:add", |Args((a, b)): Args<(i64, i64)>| async move {
+            a + b
+        })
+        .rpc("urn:api:me", |s: Session| async move {
+            s.auth_key().map(|k| k.to_string())
+        })
         .topic(&ev("chat"), Topic::new())
         .topic(&ev("news*"), Topic::subscribe_only())
         .auth(cra)
@@ -72,15 +76,24 @@ async fn login(c: &mut Client, key: &str, secret: &str) -> Value {
         ),
         None => secret.to_owned(),
     };
-    c.call("a", AUTH, &[json!(sign(&signing_key, &challenge))]).await
+    c.call("a", AUTH, &[json!(sign(&signing_key, &challenge))])
+        .await
 }
 
 #[tokio::test]
 async fn nothing_is_permitted_before_authentication() {
     let addr = serve_router(router(cra())).await;
     let mut c = connect(addr).await;
-    let unauthorized = json!([4, "1", "http://api.wamp.ws/error#unauthorized", "unauthorized"]);
-    assert_eq!(c.call("1", "urn:api:add", &[json!(1), json!(2)]).await, unauthorized);
+    let unauthorized = json!([
+        4,
+        "1",
+        "http://api.wamp.ws/error#unauthorized",
+        "unauthorized"
+    ]);
+    assert_eq!(
+        c.call("1", "urn:api:add", &[json!(1), json!(2)]).await,
+        unauthorized
+    );
     assert_eq!(c.call("1", "urn:api:unknown", &[]).await, unauthorized);
     c.send(json!([5, ev("chat")])).await;
     c.send(json!([7, ev("chat"), "x"])).await;
@@ -88,14 +101,19 @@ async fn nothing_is_permitted_before_authentication() {
     // Not even between authreq and a verified signature (clj-wamp's hole).
     let challenge = c.call("r", AUTHREQ, &[json!("ada")]).await;
     assert_eq!(challenge[0], 3);
-    assert_eq!(c.call("1", "urn:api:add", &[json!(1), json!(2)]).await, unauthorized);
+    assert_eq!(
+        c.call("1", "urn:api:add", &[json!(1), json!(2)]).await,
+        unauthorized
+    );
 }
 
 #[tokio::test]
 async fn autobahn_flavour_plain_and_salted() {
     let addr = serve_router(router(cra())).await;
     let mut c = connect(addr).await;
-    let challenge = c.call("r", AUTHREQ, &[json!("ada"), json!({"client": "test"})]).await;
+    let challenge = c
+        .call("r", AUTHREQ, &[json!("ada"), json!({"client": "test"})])
+        .await;
     let parsed: Value = serde_json::from_str(challenge[2].as_str().unwrap()).unwrap();
     assert_eq!(parsed["authkey"], "ada");
     assert_eq!(parsed["sessionid"], c.session_id.as_str());
@@ -113,14 +131,28 @@ async fn autobahn_flavour_plain_and_salted() {
             "publish": {ev("chat"): true},
         })
     );
-    assert_eq!(c.call("1", "urn:api:add", &[json!(1), json!(2)]).await[2], 3);
+    assert_eq!(
+        c.call("1", "urn:api:add", &[json!(1), json!(2)]).await[2],
+        3
+    );
     assert_eq!(c.call("2", "urn:api:me", &[]).await[2], "ada");
     c.subscribe(&ev("chat")).await;
     c.send(json!([7, ev("chat"), "hi"])).await;
     assert_eq!(c.recv().await, json!([8, ev("chat"), "hi"]));
     let again = c.call("3", AUTHREQ, &[json!("ada")]).await;
-    assert_eq!(again, json!([4, "3", "http://api.wamp.ws/error#already-authenticated", "already authenticated"]));
-    assert_eq!(c.call("4", AUTH, &[json!(sig)]).await[2], "http://api.wamp.ws/error#already-authenticated");
+    assert_eq!(
+        again,
+        json!([
+            4,
+            "3",
+            "http://api.wamp.ws/error#already-authenticated",
+            "already authenticated"
+        ])
+    );
+    assert_eq!(
+        c.call("4", AUTH, &[json!(sig)]).await[2],
+        "http://api.wamp.ws/error#already-authenticated"
+    );
 
     let mut s = connect(addr).await;
     let perms = login(&mut s, "carol", "secret").await;
@@ -132,20 +164,37 @@ async fn autobahn_flavour_plain_and_salted() {
 async fn the_error_table() {
     let addr = serve_router(router(cra())).await;
     let mut c = connect(addr).await;
-    let err = |v: Value| (v[2].as_str().unwrap().to_owned(), v[3].as_str().unwrap().to_owned());
+    let err = |v: Value| {
+        (
+            v[2].as_str().unwrap().to_owned(),
+            v[3].as_str().unwrap().to_owned(),
+        )
+    };
     assert_eq!(
         err(c.call("1", AUTH, &[json!("sig")]).await),
-        ("http://api.wamp.ws/error#no-authentication-requested".into(), "no authentication previously requested".into())
+        (
+            "http://api.wamp.ws/error#no-authentication-requested".into(),
+            "no authentication previously requested".into()
+        )
     );
     assert_eq!(
         err(c.call("2", AUTHREQ, &[json!("mallory")]).await),
-        ("http://api.wamp.ws/error#no-such-authkey".into(), "authentication key does not exist".into())
+        (
+            "http://api.wamp.ws/error#no-such-authkey".into(),
+            "authentication key does not exist".into()
+        )
     );
     assert_eq!(
         err(c.call("3", AUTHREQ, &[]).await),
-        ("http://api.wamp.ws/error#anonymous-auth-forbidden".into(), "authentication as anonymous is forbidden".into())
+        (
+            "http://api.wamp.ws/error#anonymous-auth-forbidden".into(),
+            "authentication as anonymous is forbidden".into()
+        )
     );
-    assert_eq!(err(c.call("4", AUTHREQ, &[json!(7)]).await).0, "http://api.wamp.ws/error#invalid-argument");
+    assert_eq!(
+        err(c.call("4", AUTHREQ, &[json!(7)]).await).0,
+        "http://api.wamp.ws/error#invalid-argument"
+    );
     let first = c.call("5", AUTHREQ, &[json!("ada")]).await[2].clone();
     assert_eq!(
         err(c.call("6", AUTHREQ, &[json!("ada")]).await),
@@ -156,16 +205,30 @@ async fn the_error_table() {
     );
     // A wrong signature discards the challenge ...
     assert_eq!(
-        err(c.call("7", AUTH, &[json!(sign("wrong", first.as_str().unwrap()))]).await),
-        ("http://api.wamp.ws/error#invalid-signature".into(), "signature for authentication request is invalid".into())
+        err(c
+            .call("7", AUTH, &[json!(sign("wrong", first.as_str().unwrap()))])
+            .await),
+        (
+            "http://api.wamp.ws/error#invalid-signature".into(),
+            "signature for authentication request is invalid".into()
+        )
     );
     // ... so even the right one for it no longer works ...
     let right = sign("secret", first.as_str().unwrap());
-    assert_eq!(err(c.call("8", AUTH, &[json!(right)]).await).0, "http://api.wamp.ws/error#no-authentication-requested");
+    assert_eq!(
+        err(c.call("8", AUTH, &[json!(right)]).await).0,
+        "http://api.wamp.ws/error#no-authentication-requested"
+    );
     // ... and a new authreq issues a fresh challenge.
     let second = c.call("9", AUTHREQ, &[json!("ada")]).await[2].clone();
     assert_ne!(first, second);
-    let ok = c.call("10", AUTH, &[json!(sign("secret", second.as_str().unwrap()))]).await;
+    let ok = c
+        .call(
+            "10",
+            AUTH,
+            &[json!(sign("secret", second.as_str().unwrap()))],
+        )
+        .await;
     assert_eq!(ok[0], 3);
 }
 
@@ -173,14 +236,23 @@ async fn the_error_table() {
 async fn anonymous_sessions_get_the_anonymous_permissions() {
     let addr = serve_router(router(cra().allow_anonymous(true))).await;
     let mut c = connect(addr).await;
-    assert_eq!(c.call("1", AUTHREQ, &[Value::Null, Value::Null]).await, json!([3, "1", null]));
+    assert_eq!(
+        c.call("1", AUTHREQ, &[Value::Null, Value::Null]).await,
+        json!([3, "1", null])
+    );
     let perms = c.call("2", AUTH, &[Value::Null]).await;
     assert_eq!(
         perms[2],
         json!({"rpc": {"urn:api:echo": true}, "subscribe": {ev("chat"): true, ev("news*"): true}, "publish": {}})
     );
-    assert_eq!(c.call("3", "urn:api:echo", &[json!(1)]).await[2], json!([1]));
-    assert_eq!(c.call("4", "urn:api:add", &[json!(1), json!(1)]).await[2], "http://api.wamp.ws/error#unauthorized");
+    assert_eq!(
+        c.call("3", "urn:api:echo", &[json!(1)]).await[2],
+        json!([1])
+    );
+    assert_eq!(
+        c.call("4", "urn:api:add", &[json!(1), json!(1)]).await[2],
+        "http://api.wamp.ws/error#unauthorized"
+    );
     // May subscribe but not publish.
     let mut ada = connect(addr).await;
     login(&mut ada, "ada", "secret").await;
@@ -203,7 +275,11 @@ async fn permissions_are_consulted_for_every_action_unless_cached() {
                 a.fetch_add(1, Ordering::SeqCst);
                 let allowed = o.load(Ordering::SeqCst);
                 async move {
-                    if allowed { Permissions::all() } else { Permissions::none() }
+                    if allowed {
+                        Permissions::all()
+                    } else {
+                        Permissions::none()
+                    }
                 }
             },
         )
@@ -211,7 +287,10 @@ async fn permissions_are_consulted_for_every_action_unless_cached() {
         let addr = serve_router(router(cra)).await;
         let mut c = connect(addr).await;
         login(&mut c, "anyone", "secret").await;
-        assert_eq!(c.call("1", "urn:api:add", &[json!(1), json!(1)]).await[2], 2);
+        assert_eq!(
+            c.call("1", "urn:api:add", &[json!(1), json!(1)]).await[2],
+            2
+        );
         open.store(false, Ordering::SeqCst);
         let second = c.call("2", "urn:api:add", &[json!(1), json!(1)]).await;
         if cache {
@@ -233,7 +312,10 @@ async fn unauthenticated_sessions_are_closed_after_the_timeout() {
     let (code, reason) = idle.recv_close().await;
     assert_eq!((code, reason.as_str()), (1008, "authentication timeout"));
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(authed.call("1", "urn:api:add", &[json!(2), json!(2)]).await[2], 4);
+    assert_eq!(
+        authed.call("1", "urn:api:add", &[json!(2), json!(2)]).await[2],
+        4
+    );
 }
 
 #[tokio::test]
@@ -247,7 +329,10 @@ async fn repeated_failures_close_the_session() {
         let reply = c.call(&id, AUTH, &[json!("bad")]).await;
         assert_eq!(reply[2], "http://api.wamp.ws/error#invalid-signature");
         if i == 1 {
-            assert!(started.elapsed() >= Duration::from_millis(400), "the second failure is slowed down");
+            assert!(
+                started.elapsed() >= Duration::from_millis(400),
+                "the second failure is slowed down"
+            );
         }
     }
     assert_eq!(c.recv_close().await.0, 1002);
@@ -257,14 +342,24 @@ async fn repeated_failures_close_the_session() {
 async fn cljwamp_flavour() {
     let addr = serve_router(router(cra().flavor(CraFlavor::CljWamp))).await;
     let mut c = connect(addr).await;
-    let challenge = c.call("r", AUTHREQ, &[json!("ada")]).await[2].as_str().unwrap().to_owned();
+    let challenge = c.call("r", AUTHREQ, &[json!("ada")]).await[2]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert_eq!(challenge.len(), 44, "a base64 HMAC, not JSON: {challenge}");
     // The Autobahn order is refused ...
-    let wrong = c.call("a", AUTH, &[json!(sign("secret", &challenge))]).await;
+    let wrong = c
+        .call("a", AUTH, &[json!(sign("secret", &challenge))])
+        .await;
     assert_eq!(wrong[2], "http://api.wamp.ws/error#invalid-signature");
     // ... the clj-wamp template's swapped order is accepted.
-    let challenge = c.call("r2", AUTHREQ, &[json!("ada")]).await[2].as_str().unwrap().to_owned();
-    let ok = c.call("b", AUTH, &[json!(cljwamp_signature(&challenge, "secret"))]).await;
+    let challenge = c.call("r2", AUTHREQ, &[json!("ada")]).await[2]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let ok = c
+        .call("b", AUTH, &[json!(cljwamp_signature(&challenge, "secret"))])
+        .await;
     assert_eq!(ok[0], 3, "{ok}");
     assert_eq!(c.call("1", "urn:api:me", &[]).await[2], "ada");
 }
@@ -303,11 +398,17 @@ async fn an_identity_from_an_upstream_layer_authenticates_without_cra() {
     let addr = serve(app).await;
     let mut c = connect_with(addr, &[("cookie", "session=grace")]).await;
     assert_eq!(c.call("1", "urn:api:me", &[]).await[2], "grace");
-    assert_eq!(c.call("2", AUTHREQ, &[json!("x")]).await[2], "http://api.wamp.ws/error#already-authenticated");
+    assert_eq!(
+        c.call("2", AUTHREQ, &[json!("x")]).await[2],
+        "http://api.wamp.ws/error#already-authenticated"
+    );
     assert_eq!(*seen_by_provider.lock().unwrap(), vec!["grace".to_owned()]);
     // Without the cookie, CRA is required.
     let mut anon = connect(addr).await;
-    assert_eq!(anon.call("1", "urn:api:me", &[]).await[2], "http://api.wamp.ws/error#unauthorized");
+    assert_eq!(
+        anon.call("1", "urn:api:me", &[]).await[2],
+        "http://api.wamp.ws/error#unauthorized"
+    );
 }
 
 #[tokio::test]
@@ -321,7 +422,10 @@ async fn auth_procedures_go_through_the_hooks() {
     let addr = serve_router(router).await;
     let mut c = connect(addr).await;
     login(&mut c, "ada", "secret").await;
-    assert_eq!(*seen.lock().unwrap(), vec![AUTHREQ.to_owned(), AUTH.to_owned()]);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![AUTHREQ.to_owned(), AUTH.to_owned()]
+    );
 }
 
 /// A writer that keeps everything logged, at every level.
@@ -355,9 +459,15 @@ async fn secrets_never_appear_in_logs() {
     .flavor(CraFlavor::CljWamp);
     let addr = serve_router(router(cra)).await;
     let mut c = connect(addr).await;
-    let challenge = c.call("r", AUTHREQ, &[json!("ada")]).await[2].as_str().unwrap().to_owned();
+    let challenge = c.call("r", AUTHREQ, &[json!("ada")]).await[2]
+        .as_str()
+        .unwrap()
+        .to_owned();
     c.call("bad", AUTH, &[json!("wrong")]).await;
-    let challenge2 = c.call("r2", AUTHREQ, &[json!("ada")]).await[2].as_str().unwrap().to_owned();
+    let challenge2 = c.call("r2", AUTHREQ, &[json!("ada")]).await[2]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let sig = cljwamp_signature(&challenge2, SECRET);
     assert_eq!(c.call("a", AUTH, &[json!(sig)]).await[0], 3);
     c.ws.close(None).await.unwrap();

@@ -81,16 +81,83 @@ fn autobahn_python() -> Result<PathBuf, String> {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn autobahn_python_client_uses_the_demo() {
-    let py = match tokio::task::spawn_blocking(autobahn_python).await.unwrap() {
-        Ok(py) => py,
+/// The peer's python, `None` (with a message) where it cannot run outside CI.
+async fn peer() -> Option<PathBuf> {
+    static SETUP: tokio::sync::OnceCell<Result<PathBuf, String>> =
+        tokio::sync::OnceCell::const_new();
+    let setup = SETUP
+        .get_or_init(|| async { tokio::task::spawn_blocking(autobahn_python).await.unwrap() })
+        .await;
+    match setup {
+        Ok(py) => Some(py.clone()),
         Err(why) if std::env::var_os("CI").is_none() => {
             eprintln!("SKIPPED autobahn interop: {why}");
-            return;
+            None
         }
         Err(why) => panic!("autobahn interop cannot run on CI: {why}"),
-    };
+    }
+}
+
+/// Runs a client script against `addr` and parses the JSON object it prints last.
+async fn run_script(py: &Path, script: &str, addr: std::net::SocketAddr) -> Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/interop")
+        .join(script);
+    let out = tokio::process::Command::new(py)
+        .arg(script)
+        .arg(format!("ws://{addr}/ws"))
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = stdout
+        .lines()
+        .last()
+        .unwrap_or_else(|| panic!("no output; stderr:\n{stderr}"));
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn autobahn_cra_client_authenticates_with_the_demo() {
+    let Some(py) = peer().await else { return };
+    let addr = common::serve_layer(app::layer_for(app::auth_router())).await;
+    let got = run_script(&py, "autobahn_cra_client.py", addr).await;
+    // The client reports errors as (uri, desc, details); details is None when absent.
+    let unauthorized = json!([
+        "http://api.wamp.ws/error#unauthorized",
+        "unauthorized",
+        null
+    ]);
+    // A call before authentication is refused.
+    assert_eq!(got["before"]["add"], unauthorized);
+    // Plain secret and salted secret (the client derives the key from authextra).
+    for who in ["plain", "salted"] {
+        assert_eq!(got[who]["add"], 42, "{who}: {}", got[who]);
+        assert_eq!(
+            got[who]["permissions"]["rpc"][app::rpc_url("add")],
+            true,
+            "{who}"
+        );
+    }
+    // Anonymous: may echo, may not add.
+    assert_eq!(got["anonymous"]["echo"], "hi");
+    assert_eq!(got["anonymous"]["add"], unauthorized);
+    assert_eq!(
+        got["anonymous"]["permissions"]["rpc"],
+        json!({app::rpc_url("echo"): true})
+    );
+    // A wrong secret is refused and grants nothing.
+    assert_eq!(
+        got["wrong"]["auth_error"][0],
+        "http://api.wamp.ws/error#invalid-signature"
+    );
+    assert_eq!(got["wrong"]["add"], unauthorized);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn autobahn_python_client_uses_the_demo() {
+    let Some(py) = peer().await else { return };
     let router = app::router();
     let wamp = router.handle();
     let addr = common::serve_layer(app::layer_for(router)).await;

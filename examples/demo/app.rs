@@ -4,6 +4,8 @@
 use serde_json::{Number, Value, json};
 use tower_wamp::{
     Args, OriginPolicy, Publication, RpcError, Session, Topic, WampLayer, WampRouter,
+    auth::{Secret, WampCra},
+    core::auth::{AuthKey, Permissions},
 };
 
 /// `http://clj-wamp-example/api#` + name.
@@ -76,15 +78,46 @@ pub fn router() -> WampRouter {
         .on_close(|s, reason| tracing::info!(session = %s.id(), ?reason, "closed"))
 }
 
-/// The demo's layer: origins `http(s)://localhost` and `127.0.0.1` on any port.
-pub fn layer() -> WampLayer {
-    layer_for(router())
-}
-
-/// [`layer`] around a given router (tests keep the router's handle).
+/// The demo's layer around a router: origins `http(s)://localhost` and `127.0.0.1` on any
+/// port.
 pub fn layer_for(router: WampRouter) -> WampLayer {
     WampLayer::new(router).allowed_origins(
         OriginPolicy::regex(r"https?://(localhost|127\.0\.0\.1)(:\d+)?")
             .expect("a valid origin regex"),
     )
+}
+
+/// The demo's users: `ada` (secret `secret`), `carol` (salted password `secret`, stored
+/// only as the derived key), and anonymous guests.
+pub fn demo_auth() -> WampCra {
+    WampCra::new(
+        |_session, key: String, _extra| async move {
+            match key.as_str() {
+                "ada" => Some(Secret::plain("secret")),
+                // derive_key("secret", "salt123", 1000, 32)
+                "carol" => Some(Secret::derived(
+                    "MDS8Yxpu4J/vkHJ8dNEgqECYsI0uRDh2oZ5eN0vYPvo=",
+                    "salt123",
+                    1000,
+                    32,
+                )),
+                _ => None,
+            }
+        },
+        |_session, key: AuthKey| async move {
+            match key {
+                AuthKey::Key(_) => Permissions::all(),
+                // Guests may echo and listen, not add or publish.
+                _ => Permissions::none()
+                    .allow_call(&rpc_url("echo"))
+                    .allow_subscribe(&evt_url("*")),
+            }
+        },
+    )
+    .allow_anonymous(true)
+}
+
+/// The demo's router with WAMP-CRA on (the demo's `--auth` flag).
+pub fn auth_router() -> WampRouter {
+    router().auth(demo_auth())
 }

@@ -4,6 +4,7 @@
 //! cargo run --example demo                       # 127.0.0.1:8080
 //! cargo run --example demo -- --addr 127.0.0.1:9000
 //! WAMP_DEMO_ADDR=127.0.0.1:9000 cargo run --example demo
+//! cargo run --example demo -- --auth             # WAMP-CRA required (users ada, carol, anonymous)
 //! ```
 
 mod app;
@@ -14,6 +15,10 @@ use tracing_subscriber::EnvFilter;
 const PAGE: &str = "tower-wamp demo: WAMP v1 endpoint at /ws (subprotocol `wamp`).\n\
 Procedures: http://clj-wamp-example/api#add, #echo\n\
 Topics: http://clj-wamp-example/event#chat, #prefix*, #sub-only, #pub-only\n";
+
+fn auth_flag() -> bool {
+    std::env::args().skip(1).any(|a| a == "--auth")
+}
 
 fn address() -> String {
     let mut args = std::env::args().skip(1);
@@ -39,7 +44,14 @@ async fn main() {
         .init();
     let app = Router::new()
         .route("/", get(|| async { PAGE }))
-        .route_service("/ws", app::layer().into_service());
+        .route_service("/ws", {
+            let router = if auth_flag() {
+                app::auth_router()
+            } else {
+                app::router()
+            };
+            app::layer_for(router).into_service()
+        });
     let addr = address();
     let listener = tokio::net::TcpListener::bind(&addr)
         .await

@@ -384,7 +384,10 @@ mod tests {
             derive_key("secret", "salt123", 10000, 32),
             "VT+3GaFfYgfIOH/PsY9oIv9PPYQXU8v1Gc1nCzLQjwE="
         );
-        assert_eq!(derive_key("secret", "salt123", 100, 16), "EX1Y3Q9BMM2oGLxsGqDgFQ==");
+        assert_eq!(
+            derive_key("secret", "salt123", 100, 16),
+            "EX1Y3Q9BMM2oGLxsGqDgFQ=="
+        );
         assert_eq!(
             derive_key("L3L1YUE8Txlw", "salt123", 1000, 32),
             "qzcdsr9uu/L5hnss3kjNTRe490ETgA70ZBaB5rvnJ5Y="
@@ -394,7 +397,10 @@ mod tests {
             "MDS8Yxpu4J/vkHJ8dNEgqECYsI0uRDh2oZ5eN0vYPvo="
         );
         let v3 = r#"{"authid": "Rn3p8k4uLz0tGqXa", "authkey": "foobar", "timestamp": "2013-07-06T19:00:00.000Z", "sessionid": "v59mbCGDXZ7WTyxB", "extra": {}, "permissions": {"pubsub": [], "rpc": []}}"#;
-        assert_eq!(sign("secret", v3), "ZPK1hhQoDZsnFSxrzNIVr5W5AeXfFS4DiqJhnDW8/0Q=");
+        assert_eq!(
+            sign("secret", v3),
+            "ZPK1hhQoDZsnFSxrzNIVr5W5AeXfFS4DiqJhnDW8/0Q="
+        );
         let v4d = format!(
             "{}, \"authextra\": {{\"salt\": \"salt123\", \"iterations\": 100, \"keylen\": 16}}}}",
             &v3[..v3.len() - 1]
@@ -403,17 +409,32 @@ mod tests {
             sign("EX1Y3Q9BMM2oGLxsGqDgFQ==", &v4d),
             "nQauTiKZO25GzTQ0gS8Kt+CZy6opBmp9r532F5CU104="
         );
-        assert_eq!(sign("L3L1YUE8Txlw", "[1, 2, 3]"), "1njQtmmeYO41N5EWEzD2kAjjEKRZ5kPZt/TzpYXOzR0=");
+        assert_eq!(
+            sign("L3L1YUE8Txlw", "[1, 2, 3]"),
+            "1njQtmmeYO41N5EWEzD2kAjjEKRZ5kPZt/TzpYXOzR0="
+        );
         let c = cljwamp_challenge("secret", 1_372_019_248_579, "1372019248579-1", "username");
         assert_eq!(c, "1Dg1mHdzyOB7Il8JYS18Dlh3n5c2MyknzNwMf5L5WMQ=");
-        assert_eq!(cljwamp_signature(&c, "secret"), "s116flcFj9+PSkmAOHTpUn11nvFuadzlLR+IExiwCWo=");
-        // The Autobahn order over the clj-wamp challenge is a different signature.
-        assert_eq!(sign("secret", &c), "pxjl9uEbQYCU5EzGOtX8pykBwnzdgFr8hhwJUV+X5d0=");
         assert_eq!(
-            cljwamp_signature("5Ah6fWOs1wC+1ApXtc5Q3UOmJtjMY3VA6JCMl0MnvqE=", "secret-password"),
+            cljwamp_signature(&c, "secret"),
+            "s116flcFj9+PSkmAOHTpUn11nvFuadzlLR+IExiwCWo="
+        );
+        // The Autobahn order over the clj-wamp challenge is a different signature.
+        assert_eq!(
+            sign("secret", &c),
+            "pxjl9uEbQYCU5EzGOtX8pykBwnzdgFr8hhwJUV+X5d0="
+        );
+        assert_eq!(
+            cljwamp_signature(
+                "5Ah6fWOs1wC+1ApXtc5Q3UOmJtjMY3VA6JCMl0MnvqE=",
+                "secret-password"
+            ),
             "2Oxmohn5CQYLENhb7uuPDXpCNXBidePqs6upJVT78SE="
         );
-        assert_eq!(cljwamp_signature("abc", "pässwörd"), "sxugkmMJow4G9r/CVApOlSJDYB/aFXLtLxTzH1W2bH8=");
+        assert_eq!(
+            cljwamp_signature("abc", "pässwörd"),
+            "sxugkmMJow4G9r/CVApOlSJDYB/aFXLtLxTzH1W2bH8="
+        );
     }
 
     #[test]
@@ -445,7 +466,10 @@ mod tests {
         let v: Value = serde_json::from_str(&c).unwrap();
         assert_eq!(v["authkey"], "k");
         assert_eq!(v["sessionid"], "sess");
-        assert_eq!(v["authextra"], json!({"salt": "s", "iterations": 10, "keylen": 16}));
+        assert_eq!(
+            v["authextra"],
+            json!({"salt": "s", "iterations": 10, "keylen": 16})
+        );
     }
 
     #[test]

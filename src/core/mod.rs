@@ -8,8 +8,8 @@
 //! The vocabulary ([`Message`], [`RpcError`], [`SessionId`]) is version-neutral in shape;
 //! [`codec::v1`] is the WAMP v1 JSON codec on top of it.
 
-pub(crate) mod broker;
 pub mod auth;
+pub(crate) mod broker;
 pub mod codec;
 pub mod curie;
 mod id;
