@@ -8,8 +8,16 @@ use std::{
 
 use serde::Serialize;
 
+use std::{
+    sync::atomic::{AtomicBool, AtomicUsize, Ordering},
+    time::Duration,
+};
+
+use tokio::sync::Notify;
+
 use crate::{
     core::{SessionId, broker::Broker},
+    metrics::{Metrics, MetricsSnapshot},
     session::{Frame, Outbox, SendError, event_frame},
 };
 
@@ -17,6 +25,11 @@ use crate::{
 pub(crate) struct Hub {
     sessions: RwLock<HashMap<SessionId, Outbox>>,
     broker: RwLock<Broker<Outbox>>,
+    pub(crate) metrics: Arc<Metrics>,
+    /// Sessions accepted (from the upgrade on) and not yet ended.
+    slots: AtomicUsize,
+    shutting_down: AtomicBool,
+    session_gone: Notify,
 }
 
 fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
@@ -30,10 +43,33 @@ fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
 impl Hub {
     pub(crate) fn add_session(&self, id: SessionId, outbox: Outbox) {
         write(&self.sessions).insert(id, outbox);
+        Metrics::add(&self.metrics.sessions_open, 1);
+        Metrics::add(&self.metrics.sessions_total, 1);
     }
 
     pub(crate) fn remove_session(&self, id: &SessionId) {
-        write(&self.sessions).remove(id);
+        if write(&self.sessions).remove(id).is_some() {
+            Metrics::sub(&self.metrics.sessions_open, 1);
+        }
+    }
+
+    /// Reserves a session slot for an upgrade; `false` when the cap is reached or the
+    /// router is shutting down.
+    pub(crate) fn reserve_slot(&self, max: Option<usize>) -> Result<(), &'static str> {
+        if self.shutting_down.load(Ordering::SeqCst) {
+            return Err("the server is shutting down");
+        }
+        let before = self.slots.fetch_add(1, Ordering::SeqCst);
+        if max.is_some_and(|max| before >= max) {
+            self.slots.fetch_sub(1, Ordering::SeqCst);
+            return Err("too many sessions: try again later");
+        }
+        Ok(())
+    }
+
+    pub(crate) fn release_slot(&self) {
+        self.slots.fetch_sub(1, Ordering::SeqCst);
+        self.session_gone.notify_waiters();
     }
 
     pub(crate) fn session_count(&self) -> usize {
@@ -210,6 +246,56 @@ impl Wamp {
     #[must_use]
     pub fn topic_count(&self) -> usize {
         read(&self.hub.broker).topic_count()
+    }
+
+    /// The router's counters.
+    #[must_use]
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.hub.metrics.snapshot()
+    }
+
+    /// Graceful shutdown: refuses new upgrades (503), closes every open session with 1001
+    /// (going away) after its queued frames, runs their `on_close` hooks, and waits until
+    /// all have ended or `deadline` passes. Returns `true` if all ended in time.
+    ///
+    /// Call it from axum's graceful shutdown signal, since upgraded WebSocket connections
+    /// are not tracked by the HTTP server:
+    ///
+    /// ```no_run
+    /// # async fn run(app: axum::Router, wamp: tower_wamp::Wamp, listener: tokio::net::TcpListener) {
+    /// use std::time::Duration;
+    /// axum::serve(listener, app)
+    ///     .with_graceful_shutdown(async move {
+    ///         tokio::signal::ctrl_c().await.ok();
+    ///         wamp.shutdown(Duration::from_secs(5)).await;
+    ///     })
+    ///     .await
+    ///     .unwrap();
+    /// # }
+    /// ```
+    pub async fn shutdown(&self, deadline: Duration) -> bool {
+        self.hub.shutting_down.store(true, Ordering::SeqCst);
+        let open: Vec<Outbox> = read(&self.hub.sessions).values().cloned().collect();
+        tracing::info!(sessions = open.len(), "shutting down");
+        for outbox in open {
+            outbox.close(1001, "server shutting down", true);
+        }
+        let all_gone = async {
+            loop {
+                let gone = self.hub.session_gone.notified();
+                if self.hub.slots.load(Ordering::SeqCst) == 0 {
+                    return;
+                }
+                gone.await;
+            }
+        };
+        tokio::time::timeout(deadline, all_gone).await.is_ok()
+    }
+
+    /// Whether [`shutdown`](Self::shutdown) was called.
+    #[must_use]
+    pub fn is_shutting_down(&self) -> bool {
+        self.hub.shutting_down.load(Ordering::SeqCst)
     }
 
     /// Closes a session (1000, after its queued frames). Returns `false` if no open

@@ -6,6 +6,7 @@ use std::{
     fmt,
     sync::Arc,
     task::{Context, Poll},
+    time::Duration,
 };
 
 use axum::{
@@ -19,7 +20,10 @@ use futures_util::{
 use http::{HeaderMap, HeaderValue, Request, StatusCode, header};
 use tower::{Layer, Service};
 
-use crate::{OriginPolicy, Wamp, WampRouter, core::codec::v1::SUBPROTOCOL, router::Inner};
+use crate::{
+    OriginPolicy, SlowConsumerPolicy, Wamp, WampRouter, core::codec::v1::SUBPROTOCOL,
+    router::Inner, session::QueueLimits,
+};
 
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
@@ -27,8 +31,13 @@ pub(crate) struct Config {
     pub(crate) server_ident: String,
     pub(crate) read_buffer_size: usize,
     pub(crate) max_message_size: usize,
-    pub(crate) queue_capacity: usize,
+    pub(crate) queue: QueueLimits,
     pub(crate) close_on_protocol_violation: bool,
+    pub(crate) ping_interval: Option<Duration>,
+    pub(crate) pong_timeout: Duration,
+    pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) rate_limit: Option<RateLimit>,
+    pub(crate) max_sessions: Option<usize>,
 }
 
 impl Default for Config {
@@ -38,8 +47,41 @@ impl Default for Config {
             server_ident: concat!("tower-wamp/", env!("CARGO_PKG_VERSION")).to_owned(),
             read_buffer_size: 4096,
             max_message_size: 1 << 20,
-            queue_capacity: 1024,
+            queue: QueueLimits::default(),
             close_on_protocol_violation: false,
+            ping_interval: Some(Duration::from_secs(30)),
+            pong_timeout: Duration::from_secs(20),
+            idle_timeout: None,
+            rate_limit: None,
+            max_sessions: None,
+        }
+    }
+}
+
+/// A per-session limit on incoming messages: a token bucket refilled at `per_second`
+/// holding at most `burst`. A session that goes over it is closed (1008, `rate limit
+/// exceeded`).
+///
+/// ```
+/// let limit = tower_wamp::RateLimit::new(100, 200);
+/// assert_eq!((limit.per_second, limit.burst), (100, 200));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RateLimit {
+    /// Sustained messages per second.
+    pub per_second: u32,
+    /// Messages allowed in a burst.
+    pub burst: u32,
+}
+
+impl RateLimit {
+    /// `per_second` sustained, `burst` at once.
+    #[must_use]
+    pub fn new(per_second: u32, burst: u32) -> Self {
+        Self {
+            per_second,
+            burst: burst.max(1),
         }
     }
 }
@@ -68,8 +110,9 @@ impl Default for Config {
 /// ```
 ///
 /// Security defaults: same-origin Origin check ([`OriginPolicy`]), unguessable session
-/// ids, 1 MiB maximum message size, bounded outbound queue (a client that does not
-/// read is disconnected with 1008 rather than buffered without end), 4 KiB read buffer.
+/// ids, 1 MiB maximum message size, bounded outbound queue (1024 frames, 4 MiB: a client
+/// that does not read is disconnected with 1008 rather than buffered without end),
+/// 4 KiB read buffer, a ping every 30 s.
 #[derive(Clone)]
 pub struct WampLayer {
     router: Arc<Inner<()>>,
@@ -129,10 +172,65 @@ impl WampLayer {
     }
 
     /// How many frames may wait in a session's outbound queue (default 1024). A session
-    /// whose queue is full is a slow consumer and is closed with 1008.
+    /// whose queue is full is a slow consumer: see
+    /// [`slow_consumer_policy`](Self::slow_consumer_policy).
     #[must_use]
     pub fn outbound_queue_capacity(mut self, frames: usize) -> Self {
-        self.config_mut().queue_capacity = frames.max(1);
+        self.config_mut().queue.frames = frames.max(1);
+        self
+    }
+
+    /// How many bytes may wait in a session's outbound queue (default 4 MiB).
+    #[must_use]
+    pub fn outbound_queue_bytes(mut self, bytes: usize) -> Self {
+        self.config_mut().queue.bytes = bytes.max(1);
+        self
+    }
+
+    /// What happens when a session's outbound queue is full (default: disconnect it with
+    /// 1008). Publishers never wait for a slow subscriber.
+    #[must_use]
+    pub fn slow_consumer_policy(mut self, policy: SlowConsumerPolicy) -> Self {
+        self.config_mut().queue.policy = policy;
+        self
+    }
+
+    /// WebSocket ping interval (default 30 s; `None` turns keepalive off). A session that
+    /// sends nothing, not even a pong, within [`pong_timeout`](Self::pong_timeout) of a
+    /// ping is closed (1008, `keepalive timeout: no pong`).
+    #[must_use]
+    pub fn ping_interval(mut self, interval: Option<Duration>) -> Self {
+        self.config_mut().ping_interval = interval.filter(|d| !d.is_zero());
+        self
+    }
+
+    /// How long after a ping an answer may take (default 20 s).
+    #[must_use]
+    pub fn pong_timeout(mut self, timeout: Duration) -> Self {
+        self.config_mut().pong_timeout = timeout;
+        self
+    }
+
+    /// Close sessions that send no WAMP message for this long (1000, `idle timeout`).
+    /// Off by default. Checked with a granularity of a quarter of the timeout.
+    #[must_use]
+    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.config_mut().idle_timeout = timeout.filter(|d| !d.is_zero());
+        self
+    }
+
+    /// Limit incoming messages per session (off by default).
+    #[must_use]
+    pub fn rate_limit(mut self, limit: Option<RateLimit>) -> Self {
+        self.config_mut().rate_limit = limit;
+        self
+    }
+
+    /// At most this many sessions at once (default: no cap). Upgrades beyond it get
+    /// `503 Service Unavailable`.
+    #[must_use]
+    pub fn max_sessions(mut self, max: Option<usize>) -> Self {
+        self.config_mut().max_sessions = max;
         self
     }
 
@@ -189,6 +287,11 @@ impl WampLayer {
             Some(Err(rejection)) => return rejection.into_response(),
             None => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
         };
+        let hub = self.router.wamp().hub.clone();
+        if let Err(why) = hub.reserve_slot(self.config.max_sessions) {
+            tracing::warn!(why, "WebSocket handshake refused");
+            return (StatusCode::SERVICE_UNAVAILABLE, why).into_response();
+        }
         let config = self.config.clone();
         let mut upgrade = upgrade
             .read_buffer_size(config.read_buffer_size)
@@ -198,7 +301,10 @@ impl WampLayer {
         let router = self.router.clone();
         let parts = Arc::new(parts);
         upgrade
-            .on_failed_upgrade(|e| tracing::warn!(error = %e, "WebSocket upgrade failed"))
+            .on_failed_upgrade(move |e| {
+                tracing::warn!(error = %e, "WebSocket upgrade failed");
+                hub.release_slot();
+            })
             .on_upgrade(move |socket| crate::socket::run(socket, router, config, parts))
     }
 }

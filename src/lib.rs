@@ -7,6 +7,7 @@ pub mod extract;
 mod handler;
 mod hub;
 mod layer;
+mod metrics;
 mod origin;
 mod router;
 mod session;
@@ -18,13 +19,14 @@ pub use extract::{
 };
 pub use handler::{IntoCallResult, RpcHandler};
 pub use hub::Wamp;
-pub use layer::{NotUpgrade, WampFuture, WampLayer, WampService};
+pub use layer::{NotUpgrade, RateLimit, WampFuture, WampLayer, WampService};
+pub use metrics::MetricsSnapshot;
 pub use origin::{OriginPolicy, OriginRejection};
 pub use router::{
     BrokerFunction, CallInfo, CallReply, Publication, PublishRule, SubscribePredicateFn,
     SubscribeRule, Topic, WampRouter,
 };
-pub use session::{CloseReason, SendError, Session};
+pub use session::{CloseReason, SendError, Session, SlowConsumerPolicy};
 
 #[doc(hidden)]
 pub use handler::{Fallible, Plain};

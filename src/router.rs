@@ -25,6 +25,7 @@ use crate::{
             Action, AuthKey, AuthState, Permissions, autobahn_challenge, cljwamp_challenge,
             cljwamp_signature, sign, signature_matches, utc_timestamp,
         },
+        error_uri,
         pattern::{Pattern, PatternTable},
         random_token,
     },
@@ -333,6 +334,8 @@ pub(crate) struct Inner<S> {
     hooks: Hooks,
     publisher_receives_own_events: bool,
     auth: Option<Arc<WampCra>>,
+    call_timeout: Option<Duration>,
+    procedure_timeouts: HashMap<String, Duration>,
     wamp: Wamp,
 }
 
@@ -345,6 +348,8 @@ impl<S> Clone for Inner<S> {
             hooks: self.hooks.clone(),
             publisher_receives_own_events: self.publisher_receives_own_events,
             auth: self.auth.clone(),
+            call_timeout: self.call_timeout,
+            procedure_timeouts: self.procedure_timeouts.clone(),
             wamp: self.wamp.clone(),
         }
     }
@@ -415,6 +420,8 @@ impl<S: Clone + Send + Sync + 'static> WampRouter<S> {
                 hooks: Hooks::default(),
                 publisher_receives_own_events: true,
                 auth: None,
+                call_timeout: None,
+                procedure_timeouts: HashMap::new(),
                 wamp: Wamp::default(),
             }),
         }
@@ -460,6 +467,23 @@ impl<S: Clone + Send + Sync + 'static> WampRouter<S> {
         inner.topics.insert(parsed, rules.clone());
         inner.topic_patterns.retain(|(p, _)| p != pattern);
         inner.topic_patterns.push((pattern.to_owned(), rules));
+        self
+    }
+
+    /// A deadline for every call (off by default): a procedure that has not answered in
+    /// time gets the CALLERROR `http://api.wamp.ws/error#timeout` and is cancelled.
+    #[must_use]
+    pub fn call_timeout(mut self, timeout: Duration) -> Self {
+        self.inner_mut().call_timeout = Some(timeout);
+        self
+    }
+
+    /// A deadline for one procedure, overriding [`call_timeout`](Self::call_timeout).
+    #[must_use]
+    pub fn procedure_timeout(mut self, uri: &str, timeout: Duration) -> Self {
+        self.inner_mut()
+            .procedure_timeouts
+            .insert(uri.to_owned(), timeout);
         self
     }
 
@@ -598,6 +622,8 @@ impl<S: Clone + Send + Sync + 'static> WampRouter<S> {
                 hooks: inner.hooks,
                 publisher_receives_own_events: inner.publisher_receives_own_events,
                 auth: inner.auth,
+                call_timeout: inner.call_timeout,
+                procedure_timeouts: inner.procedure_timeouts,
                 wamp: inner.wamp,
             }),
         }
@@ -715,12 +741,27 @@ impl Inner<()> {
                 }
             }
         }
-        let running: Pin<Box<dyn Future<Output = Result<Value, RpcError>> + Send + '_>> =
+        let deadline = self
+            .procedure_timeouts
+            .get(&info.procedure)
+            .copied()
+            .or(self.call_timeout);
+        let mut running: Pin<Box<dyn Future<Output = Result<Value, RpcError>> + Send + '_>> =
             match target {
                 Target::User(handler) => handler(call, ()),
                 Target::AuthReq => Box::pin(self.authreq(call)),
                 Target::Auth => Box::pin(self.authenticate(call)),
             };
+        if let Some(deadline) = deadline {
+            running = Box::pin(async move {
+                tokio::time::timeout(deadline, running)
+                    .await
+                    .unwrap_or_else(|_| {
+                        tracing::warn!(?deadline, "call timed out");
+                        Err(RpcError::new(error_uri::TIMEOUT, "call timed out"))
+                    })
+            });
+        }
         match AssertUnwindSafe(running).catch_unwind().await {
             Ok(Ok(result)) => match &self.hooks.after_call_success {
                 Some(hook) => match guarded("after_call_success", || hook(&info, result)) {

@@ -2,19 +2,21 @@
 //! connected client.
 
 use std::{
+    collections::VecDeque,
     fmt,
     sync::{Arc, Mutex, MutexGuard, PoisonError},
 };
 
 use axum::extract::ws::Utf8Bytes;
 use serde::Serialize;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 
 use crate::core::{
     SessionId,
     auth::{AuthKey, AuthState, Permissions},
     codec::v1,
 };
+use crate::metrics::Metrics;
 
 /// One encoded text frame, shared cheaply between recipients.
 pub(crate) type Frame = Utf8Bytes;
@@ -28,77 +30,200 @@ pub(crate) struct CloseRequest {
     pub(crate) drain: bool,
 }
 
-#[derive(Debug, Default)]
-pub(crate) struct Control {
-    close: Mutex<Option<CloseRequest>>,
-    pub(crate) notify: Notify,
+/// What a session does when its outbound queue is full.
+///
+/// ```
+/// use tower_wamp::SlowConsumerPolicy;
+/// assert_eq!(SlowConsumerPolicy::default(), SlowConsumerPolicy::Disconnect);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum SlowConsumerPolicy {
+    /// Close the session (1008, `slow consumer: outbound queue full`) and count it: the
+    /// client learns it missed events and can reconnect. The default.
+    #[default]
+    Disconnect,
+    /// Drop the oldest queued frames to make room, and count them.
+    DropOldest,
+    /// Drop the frame that does not fit, and count it.
+    DropNewest,
 }
 
-impl Control {
-    pub(crate) fn take_close(&self) -> Option<CloseRequest> {
-        self.close
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
+/// Bounds of one session's outbound queue.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct QueueLimits {
+    pub(crate) frames: usize,
+    pub(crate) bytes: usize,
+    pub(crate) policy: SlowConsumerPolicy,
+}
+
+impl Default for QueueLimits {
+    fn default() -> Self {
+        Self {
+            frames: 1024,
+            bytes: 4 << 20,
+            policy: SlowConsumerPolicy::Disconnect,
+        }
     }
 }
 
-/// The sending side of a session's bounded outbound queue.
-#[derive(Debug, Clone)]
-pub(crate) struct Outbox {
-    tx: mpsc::Sender<Frame>,
-    ctl: Arc<Control>,
+#[derive(Debug, Default)]
+struct QueueState {
+    frames: VecDeque<Frame>,
+    bytes: usize,
+    close: Option<CloseRequest>,
+    ended: bool,
 }
+
+#[derive(Debug)]
+struct Shared {
+    state: Mutex<QueueState>,
+    notify: Notify,
+    limits: QueueLimits,
+    metrics: Arc<Metrics>,
+}
+
+/// What the socket task does next.
+pub(crate) enum Next {
+    Frames(VecDeque<Frame>),
+    Close(CloseRequest),
+}
+
+/// One session's bounded outbound queue (frames and bytes) and its close signal. Producers
+/// never wait: a full queue applies the [`SlowConsumerPolicy`].
+#[derive(Debug, Clone)]
+pub(crate) struct Outbox(Arc<Shared>);
 
 impl Outbox {
-    pub(crate) fn new(capacity: usize) -> (Self, mpsc::Receiver<Frame>, Arc<Control>) {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
-        let ctl = Arc::new(Control::default());
-        (
-            Self {
-                tx,
-                ctl: ctl.clone(),
-            },
-            rx,
-            ctl,
-        )
+    pub(crate) fn new(limits: QueueLimits, metrics: Arc<Metrics>) -> Self {
+        Self(Arc::new(Shared {
+            state: Mutex::default(),
+            notify: Notify::new(),
+            limits,
+            metrics,
+        }))
     }
 
-    /// Queues a frame without waiting. A full queue means the client does not keep up:
-    /// the session is closed (1008) rather than letting memory grow or stalling the sender.
+    fn state(&self) -> MutexGuard<'_, QueueState> {
+        self.0.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues a frame without waiting.
     pub(crate) fn push(&self, frame: Frame) -> Result<(), SendError> {
-        match self.tx.try_send(frame) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::warn!("outbound queue full: closing slow consumer");
-                self.close(1008, "slow consumer: outbound queue full", false);
-                Err(SendError::QueueFull)
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(SendError::Closed),
+        let limits = self.0.limits;
+        let len = frame.len();
+        let mut q = self.state();
+        if q.ended || q.close.is_some() {
+            return Err(SendError::Closed);
         }
+        let over = |q: &QueueState| q.frames.len() >= limits.frames || q.bytes + len > limits.bytes;
+        if over(&q) {
+            match limits.policy {
+                SlowConsumerPolicy::Disconnect => {
+                    q.close = Some(CloseRequest {
+                        code: 1008,
+                        reason: "slow consumer: outbound queue full".into(),
+                        drain: false,
+                    });
+                    q.frames.clear();
+                    q.bytes = 0;
+                    drop(q);
+                    Metrics::add(&self.0.metrics.slow_consumers_disconnected, 1);
+                    tracing::warn!("outbound queue full: closing slow consumer");
+                    self.0.notify.notify_one();
+                    return Err(SendError::QueueFull);
+                }
+                SlowConsumerPolicy::DropNewest => {
+                    drop(q);
+                    Metrics::add(&self.0.metrics.events_dropped, 1);
+                    tracing::debug!("outbound queue full: frame dropped");
+                    return Err(SendError::QueueFull);
+                }
+                SlowConsumerPolicy::DropOldest => {
+                    let mut dropped = 0;
+                    while over(&q) {
+                        let Some(old) = q.frames.pop_front() else {
+                            break;
+                        };
+                        q.bytes -= old.len();
+                        dropped += 1;
+                    }
+                    if over(&q) {
+                        // The frame alone is larger than the byte limit.
+                        dropped += 1;
+                        Metrics::add(&self.0.metrics.events_dropped, dropped);
+                        return Err(SendError::QueueFull);
+                    }
+                    Metrics::add(&self.0.metrics.events_dropped, dropped);
+                    tracing::debug!(dropped, "outbound queue full: oldest frames dropped");
+                }
+            }
+        }
+        q.bytes += len;
+        q.frames.push_back(frame);
+        drop(q);
+        self.0.notify.notify_one();
+        Ok(())
     }
 
     /// Asks the socket task to close the connection; the first request wins.
     pub(crate) fn close(&self, code: u16, reason: &str, drain: bool) {
         {
-            let mut slot = self
-                .ctl
-                .close
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            if slot.is_none() {
-                *slot = Some(CloseRequest {
-                    code,
-                    reason: reason.to_owned(),
-                    drain,
-                });
+            let mut q = self.state();
+            if q.ended || q.close.is_some() {
+                return;
             }
+            q.close = Some(CloseRequest {
+                code,
+                reason: reason.to_owned(),
+                drain,
+            });
         }
-        self.ctl.notify.notify_one();
+        self.0.notify.notify_one();
     }
 
+    /// Whether the session is closing or closed.
     pub(crate) fn is_closed(&self) -> bool {
-        self.tx.is_closed()
+        let q = self.state();
+        q.ended || q.close.is_some()
+    }
+
+    /// Waits for frames to write or a close request (the socket task's side).
+    pub(crate) async fn next(&self) -> Next {
+        loop {
+            {
+                let mut q = self.state();
+                if let Some(close) = q.close.take() {
+                    q.ended = true;
+                    if !close.drain {
+                        q.frames = VecDeque::new();
+                        q.bytes = 0;
+                    }
+                    return Next::Close(close);
+                }
+                if !q.frames.is_empty() {
+                    q.bytes = 0;
+                    return Next::Frames(std::mem::take(&mut q.frames));
+                }
+            }
+            self.0.notify.notified().await;
+        }
+    }
+
+    /// What is left to send once closing (only with a draining close).
+    pub(crate) fn take_remaining(&self) -> VecDeque<Frame> {
+        let mut q = self.state();
+        q.bytes = 0;
+        std::mem::take(&mut q.frames)
+    }
+
+    /// Marks the session ended: later pushes fail, queued frames are freed.
+    pub(crate) fn end(&self) {
+        let mut q = self.state();
+        q.ended = true;
+        q.close = None;
+        q.frames = VecDeque::new();
+        q.bytes = 0;
     }
 }
 

@@ -1,12 +1,12 @@
 //! The per-connection task: WELCOME, then a loop over incoming frames, the outbound
-//! queue and close requests; cleanup when it ends.
+//! queue, timers and close requests; cleanup when it ends.
 
-use std::{pin::Pin, sync::Arc, time::Duration};
+use std::{collections::VecDeque, pin::Pin, sync::Arc, time::Duration};
 
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
 use futures_util::SinkExt as _;
 use http::request::Parts;
-use tokio::{sync::mpsc, time::Sleep};
+use tokio::time::{Instant, Interval, Sleep};
 use tracing::Instrument as _;
 
 use crate::{
@@ -18,12 +18,11 @@ use crate::{
         curie::Prefixes,
     },
     layer::Config,
+    metrics::Metrics,
     router::Inner,
-    session::{CloseReason, CloseRequest, Frame, Outbox},
+    session::{CloseReason, CloseRequest, Frame, Next, Outbox},
 };
 
-/// Frames written before one flush, at most.
-const MAX_BATCH: usize = 256;
 /// How long a closing session may take to flush what is queued.
 const CLOSE_DEADLINE: Duration = Duration::from_secs(2);
 
@@ -35,9 +34,10 @@ pub(crate) async fn run(
 ) {
     let id = SessionId::random();
     let span = tracing::info_span!("wamp_session", session_id = %id);
-    session(ws, id, router, config, parts)
+    session(ws, id, router.clone(), config, parts)
         .instrument(span)
         .await;
+    router.wamp().hub.release_slot();
 }
 
 struct Conn {
@@ -47,6 +47,17 @@ struct Conn {
     session: Session,
     outbox: Outbox,
     prefixes: Prefixes,
+    metrics: Arc<Metrics>,
+}
+
+/// Keepalive, idle and rate-limit bookkeeping.
+struct Timers {
+    tick: Option<Interval>,
+    last_message: Instant,
+    ping_sent: Option<Instant>,
+    next_ping: Option<Instant>,
+    tokens: f64,
+    refilled: Instant,
 }
 
 async fn session(
@@ -56,18 +67,19 @@ async fn session(
     config: Arc<Config>,
     parts: Arc<Parts>,
 ) {
-    let (outbox, mut rx, ctl) = Outbox::new(config.queue_capacity);
+    let hub = router.wamp().hub.clone();
+    let outbox = Outbox::new(config.queue, hub.metrics.clone());
     let welcome = v1::encode_welcome(&id, &config.server_ident);
     if let Err(e) = ws.send(WsMessage::Text(welcome.into())).await {
         tracing::debug!(error = %e, "client left before WELCOME");
         return;
     }
-    let hub = &router.wamp().hub;
     hub.add_session(id.clone(), outbox.clone());
     let mut conn = Conn {
         session: Session::connected(id, outbox.clone()),
         router: router.clone(),
-        config,
+        metrics: hub.metrics.clone(),
+        config: config.clone(),
         parts,
         outbox,
         prefixes: Prefixes::default(),
@@ -85,6 +97,24 @@ async fn session(
             auth_deadline = Some(Box::pin(tokio::time::sleep(cra.timeout)));
         }
     }
+    let now = Instant::now();
+    let housekeeping = [config.ping_interval, config.idle_timeout.map(|d| d / 4)]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(|d| {
+            let mut i = tokio::time::interval_at(now + d, d.max(Duration::from_millis(1)));
+            i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            i
+        });
+    let mut timers = Timers {
+        tick: housekeeping,
+        last_message: now,
+        ping_sent: None,
+        next_ping: config.ping_interval.map(|d| now + d),
+        tokens: config.rate_limit.map_or(0.0, |r| f64::from(r.burst)),
+        refilled: now,
+    };
     tracing::info!("session opened");
     router.opened(&conn.session);
 
@@ -97,36 +127,50 @@ async fn session(
                     conn.outbox.close(1008, "authentication timeout", false);
                 }
             }
-            () = ctl.notify.notified() => {
-                if let Some(request) = ctl.take_close() {
-                    break close(&mut ws, &mut rx, request).await;
-                }
-            }
-            Some(frame) = rx.recv() => {
-                if let Err(e) = write_batch(&mut ws, frame, &mut rx).await {
-                    break CloseReason::Error(e.to_string());
-                }
-            }
-            incoming = ws.recv() => match incoming {
-                None => break CloseReason::Disconnected,
-                Some(Err(e)) => break transport_error(&mut ws, e).await,
-                Some(Ok(WsMessage::Text(text))) => conn.handle_text(text.as_str()).await,
-                Some(Ok(WsMessage::Binary(_))) => {
-                    tracing::warn!("binary frame ignored: WAMP v1 uses text frames");
-                    if conn.config.close_on_protocol_violation {
-                        conn.outbox.close(1003, "binary frames are not WAMP v1", true);
+            () = tick(&mut timers.tick) => conn.housekeeping(&mut ws, &mut timers).await,
+            next = conn.outbox.next() => match next {
+                Next::Frames(frames) => {
+                    let n = frames.len() as u64;
+                    if let Err(e) = write_all(&mut ws, frames).await {
+                        break CloseReason::Error(e.to_string());
                     }
+                    Metrics::add(&conn.metrics.messages_out, n);
                 }
-                Some(Ok(WsMessage::Close(frame))) => {
-                    break match frame {
-                        Some(f) => CloseReason::Client { code: Some(f.code), reason: f.reason.to_string() },
-                        None => CloseReason::Client { code: None, reason: String::new() },
-                    };
+                Next::Close(request) => break close(&mut ws, &conn.outbox, request).await,
+            },
+            incoming = ws.recv() => {
+                timers.ping_sent = None;
+                match incoming {
+                    None => break CloseReason::Disconnected,
+                    Some(Err(e)) => break transport_error(&mut ws, e).await,
+                    Some(Ok(WsMessage::Text(text))) => {
+                        timers.last_message = Instant::now();
+                        if !conn.within_rate_limit(&mut timers) {
+                            tracing::warn!("rate limit exceeded: closing");
+                            conn.outbox.close(1008, "rate limit exceeded", false);
+                            continue;
+                        }
+                        Metrics::add(&conn.metrics.messages_in, 1);
+                        conn.handle_text(text.as_str()).await;
+                    }
+                    Some(Ok(WsMessage::Binary(_))) => {
+                        tracing::warn!("binary frame ignored: WAMP v1 uses text frames");
+                        if conn.config.close_on_protocol_violation {
+                            conn.outbox.close(1003, "binary frames are not WAMP v1", true);
+                        }
+                    }
+                    Some(Ok(WsMessage::Close(frame))) => {
+                        break match frame {
+                            Some(f) => CloseReason::Client { code: Some(f.code), reason: f.reason.to_string() },
+                            None => CloseReason::Client { code: None, reason: String::new() },
+                        };
+                    }
+                    Some(Ok(_)) => {} // ping and pong: tungstenite answers pings itself
                 }
-                Some(Ok(_)) => {} // ping and pong: tungstenite answers pings itself
             }
         }
     };
+    conn.outbox.end();
     tracing::info!(?reason, "session closed");
     router.closed(&conn.session, &reason);
 }
@@ -139,26 +183,25 @@ async fn until(deadline: &mut Option<Pin<Box<Sleep>>>) {
     }
 }
 
-async fn write_batch(
-    ws: &mut WebSocket,
-    first: Frame,
-    rx: &mut mpsc::Receiver<Frame>,
-) -> Result<(), axum::Error> {
-    ws.feed(WsMessage::Text(first)).await?;
-    for _ in 1..MAX_BATCH {
-        match rx.try_recv() {
-            Ok(frame) => ws.feed(WsMessage::Text(frame)).await?,
-            Err(_) => break,
+/// Waits for the next housekeeping tick if there is a timer, else forever.
+async fn tick(interval: &mut Option<Interval>) {
+    match interval {
+        Some(i) => {
+            i.tick().await;
         }
+        None => std::future::pending().await,
+    }
+}
+
+/// Writes every queued frame, then flushes once.
+async fn write_all(ws: &mut WebSocket, frames: VecDeque<Frame>) -> Result<(), axum::Error> {
+    for frame in frames {
+        ws.feed(WsMessage::Text(frame)).await?;
     }
     ws.flush().await
 }
 
-async fn close(
-    ws: &mut WebSocket,
-    rx: &mut mpsc::Receiver<Frame>,
-    request: CloseRequest,
-) -> CloseReason {
+async fn close(ws: &mut WebSocket, outbox: &Outbox, request: CloseRequest) -> CloseReason {
     let CloseRequest {
         code,
         reason,
@@ -166,7 +209,7 @@ async fn close(
     } = request;
     let goodbye = async {
         if drain {
-            while let Ok(frame) = rx.try_recv() {
+            for frame in outbox.take_remaining() {
                 ws.feed(WsMessage::Text(frame)).await?;
             }
         }
@@ -185,8 +228,8 @@ async fn close(
 }
 
 async fn transport_error(ws: &mut WebSocket, error: axum::Error) -> CloseReason {
-    let capacity = error
-        .source_tungstenite()
+    let capacity = std::error::Error::source(&error)
+        .and_then(|s| s.downcast_ref::<tungstenite::Error>())
         .is_some_and(|e| matches!(e, tungstenite::Error::Capacity(_)));
     if capacity {
         let reason = "message too big".to_owned();
@@ -205,17 +248,55 @@ async fn transport_error(ws: &mut WebSocket, error: axum::Error) -> CloseReason 
     CloseReason::Error(error.to_string())
 }
 
-trait SourceTungstenite {
-    fn source_tungstenite(&self) -> Option<&tungstenite::Error>;
-}
-
-impl SourceTungstenite for axum::Error {
-    fn source_tungstenite(&self) -> Option<&tungstenite::Error> {
-        std::error::Error::source(self).and_then(|s| s.downcast_ref())
-    }
-}
-
 impl Conn {
+    async fn housekeeping(&self, ws: &mut WebSocket, timers: &mut Timers) {
+        let now = Instant::now();
+        if let Some(idle) = self.config.idle_timeout
+            && now.duration_since(timers.last_message) >= idle
+        {
+            tracing::info!("idle timeout: closing");
+            self.outbox.close(1000, "idle timeout", true);
+            return;
+        }
+        let (Some(interval), Some(next_ping)) = (self.config.ping_interval, timers.next_ping)
+        else {
+            return;
+        };
+        if let Some(sent) = timers.ping_sent
+            && now.duration_since(sent) >= self.config.pong_timeout
+        {
+            tracing::warn!("no pong before the deadline: closing");
+            self.outbox.close(1008, "keepalive timeout: no pong", false);
+            return;
+        }
+        if now >= next_ping {
+            timers.next_ping = Some(now + interval);
+            if timers.ping_sent.is_none() {
+                timers.ping_sent = Some(now);
+            }
+            if let Err(e) = ws.send(WsMessage::Ping(Default::default())).await {
+                tracing::debug!(error = %e, "ping not sent");
+            }
+        }
+    }
+
+    fn within_rate_limit(&self, timers: &mut Timers) -> bool {
+        let Some(limit) = self.config.rate_limit else {
+            return true;
+        };
+        let now = Instant::now();
+        let refill =
+            now.duration_since(timers.refilled).as_secs_f64() * f64::from(limit.per_second);
+        timers.tokens = (timers.tokens + refill).min(f64::from(limit.burst));
+        timers.refilled = now;
+        if timers.tokens >= 1.0 {
+            timers.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
     async fn handle_text(&mut self, text: &str) {
         match v1::decode(text) {
             Ok(Message::Prefix { prefix, uri }) => {
@@ -260,6 +341,7 @@ impl Conn {
             }) => {
                 tracing::warn!(%call_id, %reason, "malformed CALL answered with an error");
                 let error = RpcError::invalid_argument(format!("malformed CALL: {reason}"));
+                self.metrics.error(error.uri());
                 let _ = self
                     .outbox
                     .push(v1::encode_call_error(&call_id, &error).into());
@@ -284,12 +366,18 @@ impl Conn {
         );
         let router = self.router.clone();
         let outbox = self.outbox.clone();
+        let metrics = self.metrics.clone();
+        Metrics::add(&metrics.calls_total, 1);
+        Metrics::add(&metrics.calls_in_flight, 1);
         tokio::spawn(
             async move {
                 let call_id = call.call_id.clone();
-                let frame = match router.dispatch(call).await {
+                let reply = router.dispatch(call).await;
+                Metrics::sub(&metrics.calls_in_flight, 1);
+                let frame = match reply {
                     CallReply::Result(result) => v1::encode_call_result(&call_id, &result),
                     CallReply::Error(error) => {
+                        metrics.error(error.uri());
                         let frame = v1::encode_call_error(&call_id, &error);
                         if error.kills() {
                             let _ = outbox.push(frame.into());

@@ -144,6 +144,9 @@ pub mod error_uri {
     /// `http://api.wamp.ws/error#invalid-argument`: a CALL whose arguments (or shape) are
     /// not what the procedure takes.
     pub const INVALID_ARGUMENT: &str = "http://api.wamp.ws/error#invalid-argument";
+    /// `http://api.wamp.ws/error#timeout`, "call timed out": a procedure missed its
+    /// deadline.
+    pub const TIMEOUT: &str = "http://api.wamp.ws/error#timeout";
 }
 
 /// The error a procedure answers with: a CALLERROR on the wire.

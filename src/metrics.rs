@@ -1,0 +1,92 @@
+//! Counters a user can read ([`Wamp::metrics`](crate::Wamp::metrics)) or export.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{
+        Mutex, PoisonError,
+        atomic::{AtomicU64, Ordering::Relaxed},
+    },
+};
+
+#[derive(Debug, Default)]
+pub(crate) struct Metrics {
+    pub(crate) sessions_open: AtomicU64,
+    pub(crate) sessions_total: AtomicU64,
+    pub(crate) messages_in: AtomicU64,
+    pub(crate) messages_out: AtomicU64,
+    pub(crate) events_dropped: AtomicU64,
+    pub(crate) slow_consumers_disconnected: AtomicU64,
+    pub(crate) calls_in_flight: AtomicU64,
+    pub(crate) calls_total: AtomicU64,
+    errors: Mutex<HashMap<String, u64>>,
+}
+
+impl Metrics {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Relaxed);
+    }
+
+    pub(crate) fn sub(counter: &AtomicU64, n: u64) {
+        counter.fetch_sub(n, Relaxed);
+    }
+
+    pub(crate) fn error(&self, uri: &str) {
+        let mut errors = self.errors.lock().unwrap_or_else(PoisonError::into_inner);
+        match errors.get_mut(uri) {
+            Some(n) => *n += 1,
+            None => {
+                errors.insert(uri.to_owned(), 1);
+            }
+        }
+    }
+
+    pub(crate) fn snapshot(&self) -> MetricsSnapshot {
+        MetricsSnapshot {
+            sessions_open: self.sessions_open.load(Relaxed),
+            sessions_total: self.sessions_total.load(Relaxed),
+            messages_in: self.messages_in.load(Relaxed),
+            messages_out: self.messages_out.load(Relaxed),
+            events_dropped: self.events_dropped.load(Relaxed),
+            slow_consumers_disconnected: self.slow_consumers_disconnected.load(Relaxed),
+            calls_in_flight: self.calls_in_flight.load(Relaxed),
+            calls_total: self.calls_total.load(Relaxed),
+            errors_by_uri: self
+                .errors
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .map(|(k, v)| (k.clone(), *v))
+                .collect(),
+        }
+    }
+}
+
+/// A copy of the router's counters at one moment.
+///
+/// ```
+/// let wamp = tower_wamp::Wamp::default();
+/// let m = wamp.metrics();
+/// assert_eq!((m.sessions_open, m.messages_in, m.events_dropped), (0, 0, 0));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MetricsSnapshot {
+    /// Sessions open now.
+    pub sessions_open: u64,
+    /// Sessions opened since start.
+    pub sessions_total: u64,
+    /// WAMP messages received.
+    pub messages_in: u64,
+    /// WAMP messages written to sockets.
+    pub messages_out: u64,
+    /// Frames dropped by a `DropOldest`/`DropNewest` slow-consumer policy.
+    pub events_dropped: u64,
+    /// Sessions closed because their outbound queue was full.
+    pub slow_consumers_disconnected: u64,
+    /// Calls running now.
+    pub calls_in_flight: u64,
+    /// Calls received since start.
+    pub calls_total: u64,
+    /// CALLERRORs sent, by error URI.
+    pub errors_by_uri: BTreeMap<String, u64>,
+}
