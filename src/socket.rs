@@ -10,12 +10,13 @@ use tokio::time::{Instant, Interval, Sleep};
 use tracing::Instrument as _;
 
 use crate::{
-    Call, CallReply, RpcError, Session,
+    Call, CallReply, Session,
     core::{
-        Message, SessionId,
+        SessionId,
         auth::AuthKey,
-        codec::v1::{self, DecodeError},
-        curie::Prefixes,
+        codec::v1,
+        error_uri,
+        session::{Action, SessionState},
     },
     layer::Config,
     metrics::Metrics,
@@ -46,7 +47,7 @@ struct Conn {
     parts: Arc<Parts>,
     session: Session,
     outbox: Outbox,
-    prefixes: Prefixes,
+    state: SessionState,
     metrics: Arc<Metrics>,
 }
 
@@ -82,7 +83,7 @@ async fn session(
         config: config.clone(),
         parts,
         outbox,
-        prefixes: Prefixes::default(),
+        state: SessionState::new(config.close_on_protocol_violation),
     };
     let mut auth_deadline = None;
     if let Some(cra) = router.auth_config() {
@@ -151,13 +152,12 @@ async fn session(
                             continue;
                         }
                         Metrics::add(&conn.metrics.messages_in, 1);
-                        conn.handle_text(text.as_str()).await;
+                        let action = conn.state.handle_text(text.as_str());
+                        conn.act(action).await;
                     }
                     Some(Ok(WsMessage::Binary(_))) => {
-                        tracing::warn!("binary frame ignored: WAMP v1 uses text frames");
-                        if conn.config.close_on_protocol_violation {
-                            conn.outbox.close(1003, "binary frames are not WAMP v1", true);
-                        }
+                        let action = conn.state.handle_binary();
+                        conn.act(action).await;
                     }
                     Some(Ok(WsMessage::Close(frame))) => {
                         break match frame {
@@ -297,60 +297,35 @@ impl Conn {
         }
     }
 
-    async fn handle_text(&mut self, text: &str) {
-        match v1::decode(text) {
-            Ok(Message::Prefix { prefix, uri }) => {
-                if !self.prefixes.insert(prefix, uri) {
-                    tracing::warn!("PREFIX ignored: too many prefixes on this session");
-                }
-            }
-            Ok(Message::Call {
+    async fn act(&mut self, action: Action) {
+        match action {
+            Action::None => {}
+            Action::Call {
                 call_id,
                 procedure,
                 args,
-            }) => {
-                let procedure = self.prefixes.resolve(&procedure).into_owned();
-                self.spawn_call(call_id, procedure, args);
-            }
-            Ok(Message::Subscribe { topic }) => {
-                let topic = self.prefixes.resolve(&topic).into_owned();
-                self.router.subscribe(&self.session, topic).await;
-            }
-            Ok(Message::Unsubscribe { topic }) => {
-                let topic = self.prefixes.resolve(&topic);
-                self.router.unsubscribe(&self.session, &topic);
-            }
-            Ok(Message::Publish {
+            } => self.spawn_call(call_id, procedure, args),
+            Action::Subscribe { topic } => self.router.subscribe(&self.session, topic).await,
+            Action::Unsubscribe { topic } => self.router.unsubscribe(&self.session, &topic),
+            Action::Publish {
                 topic,
                 event,
                 exclude,
                 eligible,
-            }) => {
-                let topic = self.prefixes.resolve(&topic).into_owned();
+            } => {
                 self.router
                     .publish(&self.session, topic, event, exclude, eligible)
                     .await;
             }
-            Ok(other) => {
-                tracing::warn!(type_id = other.type_id(), "unexpected message ignored");
+            Action::Reply(frame) => {
+                tracing::warn!("malformed CALL answered with an error");
+                self.metrics.error(error_uri::INVALID_ARGUMENT);
+                let _ = self.outbox.push(frame.into());
             }
-            Err(DecodeError::BadShape {
-                call_id: Some(call_id),
-                reason,
-                ..
-            }) => {
-                tracing::warn!(%call_id, %reason, "malformed CALL answered with an error");
-                let error = RpcError::invalid_argument(format!("malformed CALL: {reason}"));
-                self.metrics.error(error.uri());
-                let _ = self
-                    .outbox
-                    .push(v1::encode_call_error(&call_id, &error).into());
-            }
-            Err(error) => {
-                tracing::warn!(%error, "malformed frame ignored");
-                if self.config.close_on_protocol_violation {
-                    self.outbox.close(1002, &error.to_string(), true);
-                }
+            Action::Ignore(reason) => tracing::warn!(%reason, "frame ignored"),
+            Action::Close { code, reason } => {
+                tracing::warn!(code, %reason, "protocol violation: closing");
+                self.outbox.close(code, &reason, true);
             }
         }
     }

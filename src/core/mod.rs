@@ -15,6 +15,7 @@ pub mod curie;
 mod id;
 mod message;
 pub(crate) mod pattern;
+pub mod session;
 
 pub use id::{SessionId, random_token};
 pub use message::{Exclude, Message, RpcError, error_uri};
