@@ -187,6 +187,39 @@ mod tests {
         assert_eq!(t.values().count(), 2);
     }
 
+    proptest::proptest! {
+        /// The trie answers like a brute-force scan: exact first, then longest prefix.
+        #[test]
+        fn lookup_matches_a_brute_force_scan(
+            patterns in proptest::collection::vec("[ab]{0,4}\\*?", 0..12),
+            topics in proptest::collection::vec("[ab]{0,6}", 1..12),
+        ) {
+            let mut t = PatternTable::default();
+            let mut parsed = vec![];
+            for (i, p) in patterns.iter().enumerate() {
+                if let Ok(pat) = Pattern::parse(p) {
+                    parsed.retain(|(q, _)| q != &pat);
+                    parsed.push((pat.clone(), i));
+                    t.insert(pat, i);
+                }
+            }
+            for topic in &topics {
+                let exact = parsed.iter().find(|(p, _)| *p == Pattern::Exact(topic.clone()));
+                let expected = exact.map(|e| e.1).or_else(|| {
+                    parsed
+                        .iter()
+                        .filter_map(|(p, v)| match p {
+                            Pattern::Prefix(pre) if topic.starts_with(pre.as_str()) => Some((pre.len(), *v)),
+                            _ => None,
+                        })
+                        .max_by_key(|(len, _)| *len)
+                        .map(|(_, v)| v)
+                });
+                proptest::prop_assert_eq!(t.get(topic).copied(), expected, "topic {:?}", topic);
+            }
+        }
+    }
+
     #[test]
     fn thousands_of_prefixes() {
         let mut t = PatternTable::default();
