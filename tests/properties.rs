@@ -33,8 +33,13 @@ fn ids() -> impl Strategy<Value = Vec<SessionId>> {
 fn client_message() -> impl Strategy<Value = Message> {
     prop_oneof![
         (".*", ".*").prop_map(|(prefix, uri)| Message::Prefix { prefix, uri }),
-        (".*", ".*", prop::collection::vec(json_value(), 0..5))
-            .prop_map(|(call_id, procedure, args)| Message::Call { call_id, procedure, args }),
+        (".*", ".*", prop::collection::vec(json_value(), 0..5)).prop_map(
+            |(call_id, procedure, args)| Message::Call {
+                call_id,
+                procedure,
+                args
+            }
+        ),
         ".*".prop_map(|topic| Message::Subscribe { topic }),
         ".*".prop_map(|topic| Message::Unsubscribe { topic }),
         (
@@ -53,7 +58,12 @@ fn client_message() -> impl Strategy<Value = Message> {
                     (Exclude::List(_), _) | (_, None) => exclude,
                     _ => Exclude::List(vec![]),
                 };
-                Message::Publish { topic, event, exclude, eligible }
+                Message::Publish {
+                    topic,
+                    event,
+                    exclude,
+                    eligible,
+                }
             }),
     ]
 }
