@@ -50,7 +50,7 @@ async fn visitor(addr: std::net::SocketAddr, i: usize) -> String {
     }
     assert_eq!(own, (0..EVENTS).collect::<Vec<_>>());
     let id = c.session_id.clone();
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         c.ws.close(None).await.unwrap();
     } // else: just drop the connection
     id
