@@ -414,3 +414,60 @@ pub enum CloseReason {
     /// A transport error ended the session.
     Error(String),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outbox(frames: usize, bytes: usize, policy: SlowConsumerPolicy) -> Outbox {
+        Outbox::new(
+            QueueLimits {
+                frames,
+                bytes,
+                policy,
+            },
+            Arc::default(),
+        )
+    }
+
+    fn queued(o: &Outbox) -> Vec<String> {
+        o.take_remaining().iter().map(|f| f.to_string()).collect()
+    }
+
+    #[test]
+    fn the_byte_limit_applies_as_well_as_the_frame_limit() {
+        let o = outbox(100, 10, SlowConsumerPolicy::DropNewest);
+        assert!(o.push(Frame::from("aaaa")).is_ok());
+        assert!(o.push(Frame::from("bbbb")).is_ok());
+        assert_eq!(o.push(Frame::from("cccc")), Err(SendError::QueueFull));
+        assert_eq!(queued(&o), ["aaaa", "bbbb"]);
+        assert_eq!(o.0.metrics.snapshot().events_dropped, 1);
+    }
+
+    #[test]
+    fn drop_oldest_makes_room() {
+        let o = outbox(2, 1 << 20, SlowConsumerPolicy::DropOldest);
+        for f in ["1", "2", "3", "4"] {
+            assert!(o.push(Frame::from(f)).is_ok());
+        }
+        assert_eq!(queued(&o), ["3", "4"]);
+        assert_eq!(o.0.metrics.snapshot().events_dropped, 2);
+        // A frame larger than the byte limit cannot be queued at all.
+        let small = outbox(10, 3, SlowConsumerPolicy::DropOldest);
+        assert_eq!(
+            small.push(Frame::from("toolong")),
+            Err(SendError::QueueFull)
+        );
+    }
+
+    #[test]
+    fn disconnect_closes_and_refuses_more() {
+        let o = outbox(1, 1 << 20, SlowConsumerPolicy::Disconnect);
+        assert!(o.push(Frame::from("1")).is_ok());
+        assert_eq!(o.push(Frame::from("2")), Err(SendError::QueueFull));
+        assert!(o.is_closed());
+        assert_eq!(o.push(Frame::from("3")), Err(SendError::Closed));
+        assert_eq!(o.0.metrics.snapshot().slow_consumers_disconnected, 1);
+        assert!(queued(&o).is_empty(), "a slow consumer's backlog is freed");
+    }
+}
