@@ -23,13 +23,20 @@ pub use layer::{NotUpgrade, RateLimit, WampFuture, WampLayer, WampService};
 pub use metrics::MetricsSnapshot;
 pub use origin::{OriginPolicy, OriginRejection};
 pub use router::{
-    BrokerFunction, CallInfo, CallReply, Publication, PublishRule, SubscribePredicateFn,
+    BrokerFunction, CallInfo, CallReply, Publication, PublishRule, Route, SubscribePredicateFn,
     SubscribeRule, Topic, WampRouter,
 };
 pub use session::{CloseReason, SendError, Session, SlowConsumerPolicy};
 
 #[doc(hidden)]
 pub use handler::{Fallible, Plain};
+
+#[cfg(feature = "macros")]
+#[doc = include_str!("../docs/rpc.md")]
+pub use tower_wamp_macros::rpc;
+#[cfg(feature = "macros")]
+#[doc = include_str!("../docs/topic.md")]
+pub use tower_wamp_macros::topic;
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

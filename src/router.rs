@@ -355,6 +355,27 @@ impl<S> Clone for Inner<S> {
     }
 }
 
+/// Something that registers itself on a router: what `#[rpc]` and `#[topic]` generate.
+///
+/// ```
+/// use tower_wamp::{Route, WampRouter};
+///
+/// /// A bundle of procedures, registered with one call.
+/// struct Maths;
+///
+/// impl<S: Clone + Send + Sync + 'static> Route<S> for Maths {
+///     fn register(self, router: WampRouter<S>) -> WampRouter<S> {
+///         router.rpc("urn:maths:one", || async { 1 })
+///     }
+/// }
+///
+/// let router: WampRouter = WampRouter::new().route(Maths);
+/// ```
+pub trait Route<S> {
+    /// Adds this route to the router.
+    fn register(self, router: WampRouter<S>) -> WampRouter<S>;
+}
+
 /// The WAMP handler router: procedures, topic rules and hooks, plus the shared state
 /// handlers extract with [`State`](crate::State).
 ///
@@ -449,6 +470,13 @@ impl<S: Clone + Send + Sync + 'static> WampRouter<S> {
         let previous = self.inner_mut().procedures.insert(uri.to_owned(), erased);
         assert!(previous.is_none(), "procedure {uri:?} is registered twice");
         self
+    }
+
+    /// Registers a [`Route`]: a handler declared with `#[rpc]` or `#[topic]`, or your own
+    /// bundle.
+    #[must_use]
+    pub fn route(self, route: impl Route<S>) -> Self {
+        route.register(self)
     }
 
     /// Adds the rules for a topic pattern: an exact URI, a prefix ending in `*`, or `"*"`.

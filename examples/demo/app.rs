@@ -6,6 +6,7 @@ use tower_wamp::{
     Args, OriginPolicy, Publication, RpcError, Session, Topic, WampLayer, WampRouter,
     auth::{Secret, WampCra},
     core::auth::{AuthKey, Permissions},
+    rpc, topic,
 };
 
 /// `http://clj-wamp-example/api#` + name.
@@ -19,6 +20,7 @@ pub fn evt_url(name: &str) -> String {
 }
 
 /// The sum of the arguments, which must all be numbers (integers stay integers).
+#[rpc("http://clj-wamp-example/api#add")]
 pub async fn add(Args(numbers): Args<Vec<Number>>) -> Result<Value, RpcError> {
     if let Some(ints) = numbers
         .iter()
@@ -36,12 +38,14 @@ pub async fn add(Args(numbers): Args<Vec<Number>>) -> Result<Value, RpcError> {
 }
 
 /// Returns its argument.
+#[rpc("http://clj-wamp-example/api#echo")]
 pub async fn echo(Args((value,)): Args<(Value,)>) -> Value {
     value
 }
 
 /// Chat messages must be non-empty text; the broker stamps them with the sender.
-async fn chat_broker(session: Session, mut publication: Publication) -> Option<Publication> {
+#[topic("http://clj-wamp-example/event#chat", subscribe = chat_subscribe)]
+pub async fn chat(session: Session, mut publication: Publication) -> Option<Publication> {
     let text = match &publication.event {
         Value::String(s) => s.clone(),
         Value::Object(o) => o.get("message")?.as_str()?.to_owned(),
@@ -63,14 +67,11 @@ async fn chat_subscribe(session: Session, topic: String) -> bool {
 /// The demo's router.
 pub fn router() -> WampRouter {
     WampRouter::new()
-        .rpc(&rpc_url("add"), add)
-        .rpc(&rpc_url("echo"), echo)
-        .topic(
-            &evt_url("chat"),
-            Topic::new()
-                .subscribe_if(chat_subscribe)
-                .broker(chat_broker),
-        )
+        // Attribute-declared handlers carry their own URIs ...
+        .route(add)
+        .route(echo)
+        .route(chat)
+        // ... builder calls suit URIs computed at run time.
         .topic(&evt_url("prefix*"), Topic::new())
         .topic(&evt_url("sub-only"), Topic::subscribe_only())
         .topic(&evt_url("pub-only"), Topic::publish_only())

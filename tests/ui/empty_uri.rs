@@ -1,0 +1,6 @@
+use tower_wamp::rpc;
+
+#[rpc("")]
+async fn nothing() {}
+
+fn main() {}
