@@ -1,0 +1,476 @@
+//! The load harness: tower-wamp against the machine's ceiling (a plain axum WebSocket
+//! server on the same stack) and the WAMP v1 routers a user would pick instead (wamp.io,
+//! autobahn 0.8.15), in one run, with one native client.
+//!
+//! ```text
+//! cargo bench --bench load               # everything; writes BENCHMARKS.md and benchmarks.svg
+//! cargo bench --bench load -- --smoke    # a seconds-long run of every scenario (CI)
+//! ```
+//!
+//! Servers run pinned to core 0, this client to core 1 (`taskset`). The client is one
+//! thread: pre-serialized frames, no JSON parsing on the hot path, TCP_NODELAY.
+
+// A benchmark binary, not an API: its items need no docs.
+#![allow(missing_docs, missing_debug_implementations)]
+
+mod client;
+mod report;
+mod servers;
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
+    },
+    time::{Duration, Instant},
+};
+
+use client::{Conn, call_id_of, payload_offset, seq_of, text_frame};
+use futures_util::future::join_all;
+use servers::{Kind, Server};
+
+#[derive(Clone, Copy)]
+pub struct Settings {
+    pub smoke: bool,
+    pub warmup: Duration,
+    pub measure: Duration,
+}
+
+/// One throughput figure with the CPU it cost.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Rate {
+    pub per_second: f64,
+    /// Server CPU microseconds per operation.
+    pub server_us_per_op: f64,
+    /// Client CPU use, in percent of one core.
+    pub client_cpu: f64,
+    /// Fan-out only: events lost, duplicated or out of order.
+    pub anomalies: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Latency {
+    pub rate: f64,
+    pub achieved: f64,
+    pub p50: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Memory {
+    pub sessions: usize,
+    pub kib_per_session: f64,
+    pub connects_per_second: f64,
+}
+
+fn self_cpu() -> Duration {
+    servers::proc_cpu(std::process::id())
+}
+
+async fn connect_all(addr: SocketAddr, n: usize) -> Vec<Conn> {
+    let mut conns = Vec::with_capacity(n);
+    for chunk in (0..n).collect::<Vec<_>>().chunks(64) {
+        let batch = join_all(chunk.iter().map(|_| async {
+            let mut c = Conn::connect(addr).await.expect("connect");
+            c.next_text().await.expect("WELCOME");
+            c
+        }))
+        .await;
+        conns.extend(batch);
+    }
+    conns
+}
+
+/// Measures `count` over the measuring window, with CPU of both sides.
+async fn measure(server: &Server, s: Settings, count: &AtomicU64) -> Rate {
+    tokio::time::sleep(s.warmup).await;
+    let (c0, s0, t0) = (count.load(Relaxed), server.cpu(), Instant::now());
+    let me0 = self_cpu();
+    tokio::time::sleep(s.measure).await;
+    let ops = (count.load(Relaxed) - c0) as f64;
+    let secs = t0.elapsed().as_secs_f64();
+    let server_cpu = (server.cpu() - s0).as_secs_f64();
+    let client_cpu = (self_cpu() - me0).as_secs_f64();
+    Rate {
+        per_second: ops / secs,
+        server_us_per_op: if ops > 0.0 { server_cpu * 1e6 / ops } else { 0.0 },
+        client_cpu: client_cpu / secs * 100.0,
+        anomalies: 0,
+    }
+}
+
+fn call_payload(id: usize, pad: usize) -> Vec<u8> {
+    format!(r#"[2,"{id:08}","urn:bench:echo","{}"]"#, "x".repeat(pad)).into_bytes()
+}
+
+/// Closed loop: `n` connections, `k` calls in flight on each, ~`size`-byte frames.
+pub async fn rpc(server: &Server, s: Settings, n: usize, k: usize, size: usize) -> Rate {
+    let conns = connect_all(server.addr, n).await;
+    let count = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let pad = size.saturating_sub(call_payload(0, 0).len());
+    let frame = text_frame(&call_payload(0, pad));
+    let tasks: Vec<_> = conns
+        .into_iter()
+        .map(|mut c| {
+            let (count, stop, frame) = (count.clone(), stop.clone(), frame.clone());
+            tokio::spawn(async move {
+                let burst: Vec<u8> = frame.repeat(k);
+                if c.stream_write(&burst).await.is_err() {
+                    return;
+                }
+                let mut out = Vec::new();
+                while !stop.load(Relaxed) {
+                    let Ok(got) = c.read_batch(|_| {}).await else { return };
+                    count.fetch_add(got as u64, Relaxed);
+                    out.clear();
+                    for _ in 0..got {
+                        out.extend_from_slice(&frame);
+                    }
+                    if c.stream_write(&out).await.is_err() {
+                        return;
+                    }
+                }
+            })
+        })
+        .collect();
+    let rate = measure(server, s, &count).await;
+    stop.store(true, Relaxed);
+    for t in tasks {
+        t.abort();
+    }
+    rate
+}
+
+fn publish_frame(seq: u64, pad: &str) -> Vec<u8> {
+    text_frame(format!(r#"[7,"urn:bench:fan",{{"seq":{seq},"p":"{pad}"}},false]"#).as_bytes())
+}
+
+/// One publisher keeping `window` publishes in flight, `n` subscribers checking sequence
+/// numbers. Counts deliveries to the `n` subscribers.
+pub async fn fanout(server: &Server, s: Settings, n: usize, window: u64) -> Rate {
+    let mut conns = connect_all(server.addr, n + 1).await;
+    let subscribe = text_frame(br#"[5,"urn:bench:fan"]"#);
+    for c in &mut conns {
+        c.stream_write(&subscribe).await.unwrap();
+    }
+    // A round trip on every connection, so all subscriptions are in place.
+    let barrier = text_frame(&call_payload(0, 0));
+    for c in &mut conns {
+        c.stream_write(&barrier).await.unwrap();
+    }
+    for c in &mut conns {
+        c.next_text().await.unwrap();
+    }
+    let mut publisher = conns.pop().unwrap();
+    let delivered = Arc::new(AtomicU64::new(0));
+    let anomalies = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks: Vec<_> = conns
+        .into_iter()
+        .map(|mut c| {
+            let (delivered, anomalies, stop) = (delivered.clone(), anomalies.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut next = 0u64;
+                while !stop.load(Relaxed) {
+                    let mut bad = 0;
+                    let Ok(got) = c
+                        .read_batch(|p| match seq_of(p) {
+                            Some(seq) if seq == next => next += 1,
+                            Some(seq) if seq > next => {
+                                bad += seq - next;
+                                next = seq + 1;
+                            }
+                            _ => bad += 1,
+                        })
+                        .await
+                    else {
+                        return;
+                    };
+                    delivered.fetch_add(got as u64, Relaxed);
+                    if bad > 0 {
+                        anomalies.fetch_add(bad, Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    let stop_p = stop.clone();
+    tasks.push(tokio::spawn(async move {
+        let pad = "x".repeat(60);
+        let (mut sent, mut own) = (0u64, 0u64);
+        while !stop_p.load(Relaxed) {
+            let mut burst = Vec::new();
+            while sent - own < window {
+                burst.extend_from_slice(&publish_frame(sent, &pad));
+                sent += 1;
+            }
+            if publisher.stream_write(&burst).await.is_err() {
+                return;
+            }
+            let Ok(got) = publisher.read_batch(|_| {}).await else { return };
+            own += got as u64;
+        }
+    }));
+    let mut rate = measure(server, s, &delivered).await;
+    stop.store(true, Relaxed);
+    for t in tasks {
+        t.abort();
+    }
+    rate.anomalies = anomalies.load(Relaxed);
+    rate
+}
+
+/// Open loop at `rate` calls/s over 10 connections; latency from each call's scheduled
+/// send time (no coordinated omission).
+pub async fn latency(server: &Server, s: Settings, rate: f64) -> Latency {
+    const CONNS: usize = 10;
+    let conns = connect_all(server.addr, CONNS).await;
+    let start = Instant::now() + Duration::from_millis(50);
+    let total = s.warmup + s.measure;
+    let ids = (rate * total.as_secs_f64()) as usize + 1;
+    let per_conn = rate / CONNS as f64;
+    let hist = Arc::new(std::sync::Mutex::new(
+        hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap(),
+    ));
+    let answered = Arc::new(AtomicU64::new(0));
+    let tasks: Vec<_> = conns
+        .into_iter()
+        .enumerate()
+        .map(|(ci, c)| {
+            let (hist, answered) = (hist.clone(), answered.clone());
+            tokio::spawn(async move {
+                let (mut reader, mut writer) = c.split();
+                let scheduled: Arc<Vec<AtomicU64>> =
+                    Arc::new((0..ids / CONNS + 2).map(|_| AtomicU64::new(0)).collect());
+                let sched = scheduled.clone();
+                let warm = s.warmup;
+                let read = tokio::spawn(async move {
+                    loop {
+                        let Ok(_) = reader
+                            .read_batch(|p| {
+                                let now = start.elapsed().as_nanos() as u64;
+                                if let Some(i) = call_id_of(p) {
+                                    let at = sched[i].load(Relaxed);
+                                    if at >= warm.as_nanos() as u64 {
+                                        let us = (now.saturating_sub(at) / 1000).max(1);
+                                        let _ = hist.lock().unwrap().record(us);
+                                        answered.fetch_add(1, Relaxed);
+                                    }
+                                }
+                            })
+                            .await
+                        else {
+                            return;
+                        };
+                    }
+                });
+                let payload = call_payload(0, 40);
+                let off = payload_offset(payload.len()) + 4;
+                let template = text_frame(&payload);
+                let mut i = 0usize;
+                let mut out = Vec::new();
+                loop {
+                    let elapsed = Instant::now().saturating_duration_since(start);
+                    if elapsed >= total {
+                        break;
+                    }
+                    let due = (elapsed.as_secs_f64() * per_conn) as usize;
+                    out.clear();
+                    while i < due.min(scheduled.len() - 1) {
+                        let at = Duration::from_secs_f64(i as f64 / per_conn);
+                        scheduled[i].store(at.as_nanos() as u64, Relaxed);
+                        let mut f = template.clone();
+                        f[off..off + 8].copy_from_slice(format!("{i:08}").as_bytes());
+                        out.extend_from_slice(&f);
+                        i += 1;
+                    }
+                    if !out.is_empty() && writer.write(&out).await.is_err() {
+                        break;
+                    }
+                    tokio::task::yield_now().await;
+                }
+                let _ = ci;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                read.abort();
+            })
+        })
+        .collect();
+    join_all(tasks).await;
+    let h = hist.lock().unwrap();
+    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    Latency {
+        rate,
+        achieved: answered.load(Relaxed) as f64 / s.measure.as_secs_f64(),
+        p50: ms(0.5),
+        p99: ms(0.99),
+        p999: ms(0.999),
+        max: h.max() as f64 / 1000.0,
+    }
+}
+
+/// `n` idle sessions with one subscription each: server memory per session and the
+/// connect rate.
+pub async fn memory(server: &Server, n: usize) -> Memory {
+    let mut warm = connect_all(server.addr, 1).await;
+    let before = server.rss_kib();
+    let started = Instant::now();
+    let mut conns = connect_all(server.addr, n).await;
+    let connect_secs = started.elapsed().as_secs_f64();
+    for (i, c) in conns.iter_mut().enumerate() {
+        let sub = text_frame(format!(r#"[5,"urn:bench:idle:{}"]"#, i % 100).as_bytes());
+        c.stream_write(&sub).await.unwrap();
+    }
+    // A round trip on the first and last connection: the subscriptions are in.
+    for c in [conns.first_mut().unwrap()] {
+        c.stream_write(&text_frame(&call_payload(0, 0))).await.unwrap();
+        c.next_text().await.unwrap();
+    }
+    warm[0].stream_write(&text_frame(&call_payload(0, 0))).await.unwrap();
+    warm[0].next_text().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = server.rss_kib();
+    drop(conns);
+    Memory {
+        sessions: n,
+        kib_per_session: after.saturating_sub(before) as f64 / n as f64,
+        connects_per_second: n as f64 / connect_secs,
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--serve") {
+        servers::serve(&args[i + 1], args[i + 2].parse().unwrap());
+        return;
+    }
+    let smoke = args.iter().any(|a| a == "--smoke");
+    // Pin this client to core 1; servers go to core 0.
+    let _ = std::process::Command::new("taskset")
+        .args(["-p", "-c", "1", &std::process::id().to_string()])
+        .stdout(std::process::Stdio::null())
+        .status();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let results = rt.block_on(run(smoke));
+    let (md, svg) = report::render(&results);
+    if smoke {
+        println!("{md}");
+        println!("smoke: every scenario ran");
+    } else {
+        let root = servers::root();
+        std::fs::write(root.join("BENCHMARKS.md"), md).unwrap();
+        std::fs::write(root.join("benchmarks.svg"), svg).unwrap();
+        println!("wrote BENCHMARKS.md and benchmarks.svg");
+    }
+}
+
+pub struct Results {
+    pub settings: Settings,
+    pub servers: Vec<(Kind, Option<String>)>,
+    pub rpc_ns: Vec<usize>,
+    pub rpc: Vec<(Kind, Vec<Rate>)>,
+    pub rpc_4k: Vec<(Kind, Rate)>,
+    pub fan_ns: Vec<usize>,
+    pub fanout: Vec<(Kind, Vec<Rate>)>,
+    pub latency: Vec<(Kind, Vec<Latency>)>,
+    pub memory: Vec<(Kind, Memory)>,
+    pub patterns: (Rate, Rate),
+}
+
+async fn run(smoke: bool) -> Results {
+    let settings = if smoke {
+        Settings {
+            smoke,
+            warmup: Duration::from_millis(100),
+            measure: Duration::from_millis(300),
+        }
+    } else {
+        Settings {
+            smoke,
+            warmup: Duration::from_millis(1000),
+            measure: Duration::from_secs(3),
+        }
+    };
+    let kinds: Vec<Kind> = if smoke {
+        vec![Kind::TowerWamp, Kind::Ceiling]
+    } else {
+        vec![Kind::TowerWamp, Kind::Ceiling, Kind::WampIo, Kind::Autobahn]
+    };
+    let servers: Vec<(Kind, Option<String>)> =
+        kinds.iter().map(|k| (*k, servers::unavailable(*k))).collect();
+    for (k, why) in &servers {
+        if let Some(why) = why {
+            eprintln!("skipping {}: {why}", k.name());
+        }
+    }
+    let available: Vec<Kind> = servers.iter().filter(|(_, w)| w.is_none()).map(|(k, _)| *k).collect();
+    let rpc_ns = if smoke { vec![1, 10] } else { vec![1, 10, 100, 1000] };
+    let fan_ns = if smoke { vec![1, 10] } else { vec![1, 100, 1000, 10_000] };
+    let mut results = Results {
+        settings,
+        servers: servers.clone(),
+        rpc_ns: rpc_ns.clone(),
+        rpc: vec![],
+        rpc_4k: vec![],
+        fan_ns: fan_ns.clone(),
+        fanout: vec![],
+        latency: vec![],
+        memory: vec![],
+        patterns: (Rate::default(), Rate::default()),
+    };
+    for &kind in &available {
+        eprintln!("== {}", kind.name());
+        let mut rates = vec![];
+        for &n in &rpc_ns {
+            let server = servers::spawn(kind, "0");
+            let r = rpc(&server, settings, n, 1, 100).await;
+            eprintln!("rpc n={n}: {:.0}/s", r.per_second);
+            rates.push(r);
+        }
+        results.rpc.push((kind, rates));
+        {
+            let server = servers::spawn(kind, "0");
+            let r = rpc(&server, settings, if smoke { 2 } else { 100 }, 1, 4096).await;
+            eprintln!("rpc 4 KiB: {:.0}/s", r.per_second);
+            results.rpc_4k.push((kind, r));
+        }
+        let mut fans = vec![];
+        for &n in &fan_ns {
+            let server = servers::spawn(kind, "0");
+            let r = fanout(&server, settings, n, 16).await;
+            eprintln!("fan-out n={n}: {:.0}/s, anomalies {}", r.per_second, r.anomalies);
+            fans.push(r);
+        }
+        results.fanout.push((kind, fans));
+        // Latency at 10/50/80 % of this server's own maximum at N = 10.
+        let max = results.rpc.last().unwrap().1[1].per_second;
+        let mut lats = vec![];
+        for share in [0.1, 0.5, 0.8] {
+            let server = servers::spawn(kind, "0");
+            let l = latency(&server, settings, (max * share).max(100.0)).await;
+            eprintln!("latency at {:.0}/s: p50 {:.3} p99 {:.3} ms", l.rate, l.p50, l.p99);
+            lats.push(l);
+        }
+        results.latency.push((kind, lats));
+        {
+            let server = servers::spawn(kind, "0");
+            let m = memory(&server, if smoke { 100 } else { 10_000 }).await;
+            eprintln!("memory: {:.1} KiB/session, {:.0} connects/s", m.kib_per_session, m.connects_per_second);
+            results.memory.push((kind, m));
+        }
+    }
+    {
+        let n = if smoke { 10 } else { 100 };
+        let plain = fanout(&servers::spawn(Kind::TowerWamp, "0"), settings, n, 16).await;
+        let heavy = fanout(&servers::spawn(Kind::TowerWampPatterns, "0"), settings, n, 16).await;
+        eprintln!("patterns: {:.0}/s vs {:.0}/s", plain.per_second, heavy.per_second);
+        results.patterns = (plain, heavy);
+    }
+    results
+}
