@@ -85,7 +85,8 @@ struct Shared {
 
 /// What the socket task does next.
 pub(crate) enum Next {
-    Frames(VecDeque<Frame>),
+    /// Frames are queued: take them with [`Outbox::take_into`].
+    Frames,
     Close(CloseRequest),
 }
 
@@ -159,10 +160,15 @@ impl Outbox {
                 }
             }
         }
+        let was_empty = q.frames.is_empty();
         q.bytes += len;
         q.frames.push_back(frame);
         drop(q);
-        self.0.notify.notify_one();
+        // The socket task drains the whole queue on each wake-up: only the first frame
+        // of a batch needs to wake it.
+        if was_empty {
+            self.0.notify.notify_one();
+        }
         Ok(())
     }
 
@@ -202,12 +208,19 @@ impl Outbox {
                     return Next::Close(close);
                 }
                 if !q.frames.is_empty() {
-                    q.bytes = 0;
-                    return Next::Frames(std::mem::take(&mut q.frames));
+                    return Next::Frames;
                 }
             }
             self.0.notify.notified().await;
         }
+    }
+
+    /// Moves every queued frame into `batch` (an empty buffer whose capacity is reused:
+    /// no allocation in the steady state).
+    pub(crate) fn take_into(&self, batch: &mut VecDeque<Frame>) {
+        let mut q = self.state();
+        q.bytes = 0;
+        std::mem::swap(&mut q.frames, batch);
     }
 
     /// What is left to send once closing (only with a draining close).

@@ -1,7 +1,14 @@
 //! The per-connection task: WELCOME, then a loop over incoming frames, the outbound
 //! queue, timers and close requests; cleanup when it ends.
 
-use std::{collections::VecDeque, pin::Pin, sync::Arc, time::Duration};
+use std::{
+    collections::VecDeque,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Waker},
+    time::Duration,
+};
 
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
 use futures_util::SinkExt as _;
@@ -118,6 +125,7 @@ async fn session(
     };
     tracing::info!("session opened");
     router.opened(&conn.session);
+    let mut batch = VecDeque::new();
 
     let reason = loop {
         tokio::select! {
@@ -130,9 +138,10 @@ async fn session(
             }
             () = tick(&mut timers.tick) => conn.housekeeping(&mut ws, &mut timers).await,
             next = conn.outbox.next() => match next {
-                Next::Frames(frames) => {
-                    let n = frames.len() as u64;
-                    if let Err(e) = write_all(&mut ws, frames).await {
+                Next::Frames => {
+                    conn.outbox.take_into(&mut batch);
+                    let n = batch.len() as u64;
+                    if let Err(e) = write_all(&mut ws, &mut batch).await {
                         break CloseReason::Error(e.to_string());
                     }
                     Metrics::add(&conn.metrics.messages_out, n);
@@ -193,9 +202,9 @@ async fn tick(interval: &mut Option<Interval>) {
     }
 }
 
-/// Writes every queued frame, then flushes once.
-async fn write_all(ws: &mut WebSocket, frames: VecDeque<Frame>) -> Result<(), axum::Error> {
-    for frame in frames {
+/// Writes every queued frame, then flushes once; leaves `frames` empty, capacity kept.
+async fn write_all(ws: &mut WebSocket, frames: &mut VecDeque<Frame>) -> Result<(), axum::Error> {
+    while let Some(frame) = frames.pop_front() {
         ws.feed(WsMessage::Text(frame)).await?;
     }
     ws.flush().await
@@ -344,7 +353,7 @@ impl Conn {
         let metrics = self.metrics.clone();
         Metrics::add(&metrics.calls_total, 1);
         Metrics::add(&metrics.calls_in_flight, 1);
-        tokio::spawn(
+        let mut call = Box::pin(
             async move {
                 let call_id = call.call_id.clone();
                 let reply = router.dispatch(call).await;
@@ -367,5 +376,13 @@ impl Conn {
             }
             .instrument(span),
         );
+        // Most procedures answer without waiting: run the call once right here and spawn a
+        // task only for those that are still pending (the task polls it again with its own
+        // waker, so nothing registered with the no-op waker is lost).
+        let mut cx = Context::from_waker(Waker::noop());
+        if call.as_mut().poll(&mut cx).is_pending() {
+            tokio::spawn(call);
+        }
     }
 }
+

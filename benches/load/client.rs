@@ -195,9 +195,12 @@ impl Reader {
     }
 }
 
-/// The number after `"seq":` in an event payload.
+/// The number after `"seq":` in an event payload (routers that print `": "` included).
 pub fn seq_of(payload: &[u8]) -> Option<u64> {
-    let i = payload.windows(6).position(|w| w == b"\"seq\":")? + 6;
+    let mut i = payload.windows(6).position(|w| w == b"\"seq\":")? + 6;
+    while payload.get(i) == Some(&b' ') {
+        i += 1;
+    }
     let digits = payload[i..].iter().take_while(|b| b.is_ascii_digit());
     let mut n = 0u64;
     let mut any = false;
@@ -208,9 +211,11 @@ pub fn seq_of(payload: &[u8]) -> Option<u64> {
     any.then_some(n)
 }
 
-/// The fixed-width decimal call id at offset 4 (`[3,"00000012",...` or `[2,"00000012",...`).
+/// The fixed-width decimal call id in the first string (`[3,"00000012",...`; routers that
+/// print `[3, "00000012", ...` included).
 pub fn call_id_of(payload: &[u8]) -> Option<usize> {
-    let digits = payload.get(4..12)?;
+    let quote = payload.iter().take(8).position(|b| *b == b'"')? + 1;
+    let digits = payload.get(quote..quote + 8)?;
     let mut n = 0usize;
     for d in digits {
         if !d.is_ascii_digit() {

@@ -348,6 +348,23 @@ fn main() {
         return;
     }
     let smoke = args.iter().any(|a| a == "--smoke");
+    if let Some(i) = args.iter().position(|a| a == "--profile") {
+        // Hold one load on one server, for profiling it with perf:
+        // --profile rpc|fanout N SECONDS [ceiling]
+        let what = args[i + 1].clone();
+        let n: usize = args[i + 2].parse().unwrap();
+        let secs: u64 = args[i + 3].parse().unwrap();
+        let kind = if args.iter().any(|a| a == "ceiling") { Kind::Ceiling } else { Kind::TowerWamp };
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let server = servers::spawn(kind, "0");
+            eprintln!("server pid {}", server.pid());
+            let s = Settings { smoke: false, warmup: Duration::from_millis(500), measure: Duration::from_secs(secs) };
+            let r = if what == "rpc" { rpc(&server, s, n, 1, 100).await } else { fanout(&server, s, n, 16).await };
+            eprintln!("{:.0}/s, {:.2} µs server CPU per op, client {:.0} %", r.per_second, r.server_us_per_op, r.client_cpu);
+        });
+        return;
+    }
     // Pin this client to core 1; servers go to core 0.
     let _ = std::process::Command::new("taskset")
         .args(["-p", "-c", "1", &std::process::id().to_string()])
