@@ -12,9 +12,14 @@ use tower_wamp::core::{
 
 fn codec(c: &mut Criterion) {
     let call = r#"[2,"0.arg98rkv3aowp14i","calc:add",23,99,{"k":"some text"}]"#;
-    let publish = r#"[7,"http://example.com/event#chat",{"from":"abc","message":"hello there"},false]"#;
-    c.bench_function("decode CALL", |b| b.iter(|| v1::decode(black_box(call)).unwrap()));
-    c.bench_function("decode PUBLISH", |b| b.iter(|| v1::decode(black_box(publish)).unwrap()));
+    let publish =
+        r#"[7,"http://example.com/event#chat",{"from":"abc","message":"hello there"},false]"#;
+    c.bench_function("decode CALL", |b| {
+        b.iter(|| v1::decode(black_box(call)).unwrap())
+    });
+    c.bench_function("decode PUBLISH", |b| {
+        b.iter(|| v1::decode(black_box(publish)).unwrap())
+    });
     let mut state = SessionState::new(false);
     state.handle_text(r#"[1,"calc","http://example.com/calc#"]"#);
     c.bench_function("session: CALL with a CURIE", |b| {
@@ -22,13 +27,20 @@ fn codec(c: &mut Criterion) {
     });
     let event = json!({"from": "abc", "message": "hello there", "n": 42});
     c.bench_function("encode EVENT", |b| {
-        b.iter(|| v1::encode_event(black_box("http://example.com/event#chat"), black_box(&event)))
+        b.iter(|| {
+            v1::encode_event(
+                black_box("http://example.com/event#chat"),
+                black_box(&event),
+            )
+        })
     });
     let result = Message::CallResult {
         call_id: "0.arg98rkv3aowp14i".into(),
         result: json!(122),
     };
-    c.bench_function("encode CALLRESULT", |b| b.iter(|| v1::encode(black_box(&result))));
+    c.bench_function("encode CALLRESULT", |b| {
+        b.iter(|| v1::encode(black_box(&result)))
+    });
 }
 
 fn matching(c: &mut Criterion) {
@@ -39,7 +51,12 @@ fn matching(c: &mut Criterion) {
             p = p.allow_subscribe(&format!("http://example.com/topic#{i}"));
         }
         c.bench_function(&format!("prefix match among {patterns} patterns"), |b| {
-            b.iter(|| p.allows(Action::Subscribe, black_box("http://example.com/event#room7.general")))
+            b.iter(|| {
+                p.allows(
+                    Action::Subscribe,
+                    black_box("http://example.com/event#room7.general"),
+                )
+            })
         });
     }
 }

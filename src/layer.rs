@@ -299,7 +299,7 @@ impl WampLayer {
             .max_frame_size(config.max_message_size);
         upgrade.set_selected_protocol(protocol);
         let router = self.router.clone();
-        let parts = Arc::new(parts);
+        let parts = Arc::new(detach(parts));
         upgrade
             .on_failed_upgrade(move |e| {
                 tracing::warn!(error = %e, "WebSocket upgrade failed");
@@ -307,6 +307,32 @@ impl WampLayer {
             })
             .on_upgrade(move |socket| crate::socket::run(socket, router, config, parts))
     }
+}
+
+/// A copy of the request parts that owns its bytes. hyper's header values and URI are
+/// slices of the connection's read buffer: keeping them for the session's lifetime would
+/// keep that whole buffer (about 9 KiB) alive per session.
+fn detach(parts: http::request::Parts) -> http::request::Parts {
+    let mut copy = Request::new(()).into_parts().0;
+    copy.method = parts.method;
+    copy.version = parts.version;
+    copy.uri = owned_uri(&parts.uri);
+    copy.headers.reserve(parts.headers.len());
+    for (name, value) in &parts.headers {
+        if let Ok(value) = HeaderValue::from_bytes(value.as_bytes()) {
+            copy.headers.append(name.clone(), value);
+        }
+    }
+    copy.extensions = parts.extensions;
+    // axum keeps the request URI in an extension too.
+    if let Some(axum::extract::OriginalUri(uri)) = copy.extensions.get_mut() {
+        *uri = owned_uri(uri);
+    }
+    copy
+}
+
+fn owned_uri(uri: &http::Uri) -> http::Uri {
+    uri.to_string().parse().unwrap_or_else(|_| uri.clone())
 }
 
 /// The `wamp` entry of `Sec-WebSocket-Protocol` (a comma list, compared without case, spaces

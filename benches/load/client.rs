@@ -81,7 +81,10 @@ impl Conn {
             end: 0,
         };
         loop {
-            if let Some(i) = reader.buf[..reader.end].windows(4).position(|w| w == b"\r\n\r\n") {
+            if let Some(i) = reader.buf[..reader.end]
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+            {
                 if !reader.buf.starts_with(b"HTTP/1.1 101") {
                     return Err(io::Error::other(format!(
                         "handshake refused: {}",
@@ -147,7 +150,10 @@ impl Reader {
         let op = b[0] & 0x0f;
         let (len, head) = match b[1] & 0x7f {
             126 if b.len() >= 4 => (usize::from(u16::from_be_bytes([b[2], b[3]])), 4),
-            127 if b.len() >= 10 => (u64::from_be_bytes(b[2..10].try_into().unwrap()) as usize, 10),
+            127 if b.len() >= 10 => (
+                u64::from_be_bytes(b[2..10].try_into().unwrap()) as usize,
+                10,
+            ),
             126 | 127 => return None,
             n => (usize::from(n), 2),
         };

@@ -96,7 +96,11 @@ async fn measure(server: &Server, s: Settings, count: &AtomicU64) -> Rate {
     let client_cpu = (self_cpu() - me0).as_secs_f64();
     Rate {
         per_second: ops / secs,
-        server_us_per_op: if ops > 0.0 { server_cpu * 1e6 / ops } else { 0.0 },
+        server_us_per_op: if ops > 0.0 {
+            server_cpu * 1e6 / ops
+        } else {
+            0.0
+        },
         client_cpu: client_cpu / secs * 100.0,
         anomalies: 0,
     }
@@ -124,7 +128,9 @@ pub async fn rpc(server: &Server, s: Settings, n: usize, k: usize, size: usize) 
                 }
                 let mut out = Vec::new();
                 while !stop.load(Relaxed) {
-                    let Ok(got) = c.read_batch(|_| {}).await else { return };
+                    let Ok(got) = c.read_batch(|_| {}).await else {
+                        return;
+                    };
                     count.fetch_add(got as u64, Relaxed);
                     out.clear();
                     for _ in 0..got {
@@ -146,13 +152,15 @@ pub async fn rpc(server: &Server, s: Settings, n: usize, k: usize, size: usize) 
 }
 
 fn publish_frame(seq: u64, pad: &str) -> Vec<u8> {
-    text_frame(format!(r#"[7,"urn:bench:fan",{{"seq":{seq},"p":"{pad}"}},false]"#).as_bytes())
+    text_frame(format!(r#"[7,"urn:bench:fan",{{"seq":{seq},"p":"{pad}"}}]"#).as_bytes())
 }
 
-/// One publisher keeping `window` publishes in flight, `n` subscribers checking sequence
-/// numbers. Counts deliveries to the `n` subscribers.
+/// One publisher, `n` subscribers checking sequence numbers. The publisher keeps at most
+/// `window` publishes ahead of the slowest subscriber, so no router is measured while
+/// its queues grow without bound. Counts deliveries to the `n` subscribers.
 pub async fn fanout(server: &Server, s: Settings, n: usize, window: u64) -> Rate {
     let mut conns = connect_all(server.addr, n + 1).await;
+    let publisher = conns.pop().unwrap();
     let subscribe = text_frame(br#"[5,"urn:bench:fan"]"#);
     for c in &mut conns {
         c.stream_write(&subscribe).await.unwrap();
@@ -165,14 +173,20 @@ pub async fn fanout(server: &Server, s: Settings, n: usize, window: u64) -> Rate
     for c in &mut conns {
         c.next_text().await.unwrap();
     }
-    let mut publisher = conns.pop().unwrap();
     let delivered = Arc::new(AtomicU64::new(0));
     let anomalies = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
+    let progress: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
     let mut tasks: Vec<_> = conns
         .into_iter()
-        .map(|mut c| {
-            let (delivered, anomalies, stop) = (delivered.clone(), anomalies.clone(), stop.clone());
+        .enumerate()
+        .map(|(i, mut c)| {
+            let (delivered, anomalies, stop, progress) = (
+                delivered.clone(),
+                anomalies.clone(),
+                stop.clone(),
+                progress.clone(),
+            );
             tokio::spawn(async move {
                 let mut next = 0u64;
                 while !stop.load(Relaxed) {
@@ -190,6 +204,7 @@ pub async fn fanout(server: &Server, s: Settings, n: usize, window: u64) -> Rate
                     else {
                         return;
                     };
+                    progress[i].store(next, Relaxed);
                     delivered.fetch_add(got as u64, Relaxed);
                     if bad > 0 {
                         anomalies.fetch_add(bad, Relaxed);
@@ -198,21 +213,31 @@ pub async fn fanout(server: &Server, s: Settings, n: usize, window: u64) -> Rate
             })
         })
         .collect();
+    let (mut own_reader, mut writer) = publisher.split();
+    // Routers that send the publisher its own events: read and discard them.
+    tasks.push(tokio::spawn(async move {
+        while own_reader.read_batch(|_| {}).await.is_ok() {}
+    }));
     let stop_p = stop.clone();
     tasks.push(tokio::spawn(async move {
         let pad = "x".repeat(60);
-        let (mut sent, mut own) = (0u64, 0u64);
+        let mut sent = 0u64;
+        let mut burst = Vec::new();
         while !stop_p.load(Relaxed) {
-            let mut burst = Vec::new();
-            while sent - own < window {
+            let slowest = progress
+                .iter()
+                .map(|p| p.load(Relaxed))
+                .min()
+                .unwrap_or(sent);
+            burst.clear();
+            while sent < slowest + window {
                 burst.extend_from_slice(&publish_frame(sent, &pad));
                 sent += 1;
             }
-            if publisher.stream_write(&burst).await.is_err() {
+            if !burst.is_empty() && writer.write(&burst).await.is_err() {
                 return;
             }
-            let Ok(got) = publisher.read_batch(|_| {}).await else { return };
-            own += got as u64;
+            tokio::task::yield_now().await;
         }
     }));
     let mut rate = measure(server, s, &delivered).await;
@@ -320,16 +345,22 @@ pub async fn memory(server: &Server, n: usize) -> Memory {
     let started = Instant::now();
     let mut conns = connect_all(server.addr, n).await;
     let connect_secs = started.elapsed().as_secs_f64();
-    for (i, c) in conns.iter_mut().enumerate() {
+    let subscribe = std::env::var_os("BENCH_NO_SUBSCRIBE").is_none();
+    for (i, c) in conns.iter_mut().enumerate().filter(|_| subscribe) {
         let sub = text_frame(format!(r#"[5,"urn:bench:idle:{}"]"#, i % 100).as_bytes());
         c.stream_write(&sub).await.unwrap();
     }
     // A round trip on the first and last connection: the subscriptions are in.
     for c in [conns.first_mut().unwrap()] {
-        c.stream_write(&text_frame(&call_payload(0, 0))).await.unwrap();
+        c.stream_write(&text_frame(&call_payload(0, 0)))
+            .await
+            .unwrap();
         c.next_text().await.unwrap();
     }
-    warm[0].stream_write(&text_frame(&call_payload(0, 0))).await.unwrap();
+    warm[0]
+        .stream_write(&text_frame(&call_payload(0, 0)))
+        .await
+        .unwrap();
     warm[0].next_text().await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = server.rss_kib();
@@ -354,14 +385,40 @@ fn main() {
         let what = args[i + 1].clone();
         let n: usize = args[i + 2].parse().unwrap();
         let secs: u64 = args[i + 3].parse().unwrap();
-        let kind = if args.iter().any(|a| a == "ceiling") { Kind::Ceiling } else { Kind::TowerWamp };
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let kind = if args.iter().any(|a| a == "ceiling") {
+            Kind::Ceiling
+        } else {
+            Kind::TowerWamp
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async {
             let server = servers::spawn(kind, "0");
             eprintln!("server pid {}", server.pid());
-            let s = Settings { smoke: false, warmup: Duration::from_millis(500), measure: Duration::from_secs(secs) };
-            let r = if what == "rpc" { rpc(&server, s, n, 1, 100).await } else { fanout(&server, s, n, 16).await };
-            eprintln!("{:.0}/s, {:.2} µs server CPU per op, client {:.0} %", r.per_second, r.server_us_per_op, r.client_cpu);
+            let s = Settings {
+                smoke: false,
+                warmup: Duration::from_millis(500),
+                measure: Duration::from_secs(secs),
+            };
+            if what == "memory" {
+                let m = memory(&server, n).await;
+                eprintln!(
+                    "{:.2} KiB per session, {:.0} connects/s",
+                    m.kib_per_session, m.connects_per_second
+                );
+                return;
+            }
+            let r = if what == "rpc" {
+                rpc(&server, s, n, 1, 100).await
+            } else {
+                fanout(&server, s, n, 16).await
+            };
+            eprintln!(
+                "{:.0}/s, {:.2} µs server CPU per op, client {:.0} %",
+                r.per_second, r.server_us_per_op, r.client_cpu
+            );
         });
         return;
     }
@@ -419,16 +476,30 @@ async fn run(smoke: bool) -> Results {
     } else {
         vec![Kind::TowerWamp, Kind::Ceiling, Kind::WampIo, Kind::Autobahn]
     };
-    let servers: Vec<(Kind, Option<String>)> =
-        kinds.iter().map(|k| (*k, servers::unavailable(*k))).collect();
+    let servers: Vec<(Kind, Option<String>)> = kinds
+        .iter()
+        .map(|k| (*k, servers::unavailable(*k)))
+        .collect();
     for (k, why) in &servers {
         if let Some(why) = why {
             eprintln!("skipping {}: {why}", k.name());
         }
     }
-    let available: Vec<Kind> = servers.iter().filter(|(_, w)| w.is_none()).map(|(k, _)| *k).collect();
-    let rpc_ns = if smoke { vec![1, 10] } else { vec![1, 10, 100, 1000] };
-    let fan_ns = if smoke { vec![1, 10] } else { vec![1, 100, 1000, 10_000] };
+    let available: Vec<Kind> = servers
+        .iter()
+        .filter(|(_, w)| w.is_none())
+        .map(|(k, _)| *k)
+        .collect();
+    let rpc_ns = if smoke {
+        vec![1, 10]
+    } else {
+        vec![1, 10, 100, 1000]
+    };
+    let fan_ns = if smoke {
+        vec![1, 10]
+    } else {
+        vec![1, 100, 1000, 10_000]
+    };
     let mut results = Results {
         settings,
         servers: servers.clone(),
@@ -461,7 +532,10 @@ async fn run(smoke: bool) -> Results {
         for &n in &fan_ns {
             let server = servers::spawn(kind, "0");
             let r = fanout(&server, settings, n, 16).await;
-            eprintln!("fan-out n={n}: {:.0}/s, anomalies {}", r.per_second, r.anomalies);
+            eprintln!(
+                "fan-out n={n}: {:.0}/s, anomalies {}",
+                r.per_second, r.anomalies
+            );
             fans.push(r);
         }
         results.fanout.push((kind, fans));
@@ -471,22 +545,37 @@ async fn run(smoke: bool) -> Results {
         for share in [0.1, 0.5, 0.8] {
             let server = servers::spawn(kind, "0");
             let l = latency(&server, settings, (max * share).max(100.0)).await;
-            eprintln!("latency at {:.0}/s: p50 {:.3} p99 {:.3} ms", l.rate, l.p50, l.p99);
+            eprintln!(
+                "latency at {:.0}/s: p50 {:.3} p99 {:.3} ms",
+                l.rate, l.p50, l.p99
+            );
             lats.push(l);
         }
         results.latency.push((kind, lats));
         {
             let server = servers::spawn(kind, "0");
             let m = memory(&server, if smoke { 100 } else { 10_000 }).await;
-            eprintln!("memory: {:.1} KiB/session, {:.0} connects/s", m.kib_per_session, m.connects_per_second);
+            eprintln!(
+                "memory: {:.1} KiB/session, {:.0} connects/s",
+                m.kib_per_session, m.connects_per_second
+            );
             results.memory.push((kind, m));
         }
     }
     {
         let n = if smoke { 10 } else { 100 };
         let plain = fanout(&servers::spawn(Kind::TowerWamp, "0"), settings, n, 16).await;
-        let heavy = fanout(&servers::spawn(Kind::TowerWampPatterns, "0"), settings, n, 16).await;
-        eprintln!("patterns: {:.0}/s vs {:.0}/s", plain.per_second, heavy.per_second);
+        let heavy = fanout(
+            &servers::spawn(Kind::TowerWampPatterns, "0"),
+            settings,
+            n,
+            16,
+        )
+        .await;
+        eprintln!(
+            "patterns: {:.0}/s vs {:.0}/s",
+            plain.per_second, heavy.per_second
+        );
         results.patterns = (plain, heavy);
     }
     results

@@ -13,7 +13,9 @@ fn machine() -> String {
                 .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
         })
         .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let cores = std::fs::read_to_string("/proc/cpuinfo")
+        .map(|c| c.lines().filter(|l| l.starts_with("processor")).count())
+        .unwrap_or(0);
     let rustc = std::process::Command::new("rustc")
         .arg("--version")
         .output()
@@ -69,12 +71,19 @@ pub fn render(r: &Results) -> (String, String) {
     }
     let kinds: Vec<Kind> = r.rpc.iter().map(|(k, _)| *k).collect();
 
-    let _ = writeln!(md, "\n## RPC: calls/s, N connections × 1 call in flight, ~100-byte frames\n");
+    let _ = writeln!(
+        md,
+        "\n## RPC: calls/s, N connections × 1 call in flight, ~100-byte frames\n"
+    );
     let _ = write!(md, "| server |");
     for n in &r.rpc_ns {
         let _ = write!(md, " N={n} |");
     }
-    let _ = writeln!(md, " server CPU/call (N={}) | client CPU |", r.rpc_ns.get(2).or(r.rpc_ns.last()).unwrap());
+    let _ = writeln!(
+        md,
+        " server CPU/call (N={}) | client CPU |",
+        r.rpc_ns.get(2).or(r.rpc_ns.last()).unwrap()
+    );
     let _ = writeln!(md, "|---|{}---|---|", "---|".repeat(r.rpc_ns.len()));
     let col = r.rpc_ns.len().min(3) - 1;
     for (kind, rates) in &r.rpc {
@@ -84,19 +93,40 @@ pub fn render(r: &Results) -> (String, String) {
             if *kind == Kind::TowerWamp {
                 let _ = write!(md, " {} |", k(rate.per_second));
             } else {
-                let _ = write!(md, " {} ({:.2}×) |", k(rate.per_second), ours / rate.per_second.max(1.0));
+                let _ = write!(
+                    md,
+                    " {} ({:.2}×) |",
+                    k(rate.per_second),
+                    ours / rate.per_second.max(1.0)
+                );
             }
         }
-        let _ = writeln!(md, " {:.1} µs | {:.0} % |", rates[col].server_us_per_op, rates[col].client_cpu);
+        let _ = writeln!(
+            md,
+            " {:.1} µs | {:.0} % |",
+            rates[col].server_us_per_op, rates[col].client_cpu
+        );
     }
     let _ = writeln!(md, "\n4 KiB frames, N={}:\n", if s.smoke { 2 } else { 100 });
     let _ = writeln!(md, "| server | calls/s | server CPU/call |\n|---|---|---|");
     for (kind, rate) in &r.rpc_4k {
-        let _ = writeln!(md, "| {} | {} | {:.1} µs |", kind.name(), k(rate.per_second), rate.server_us_per_op);
+        let _ = writeln!(
+            md,
+            "| {} | {} | {:.1} µs |",
+            kind.name(),
+            k(rate.per_second),
+            rate.server_us_per_op
+        );
     }
 
-    let _ = writeln!(md, "\n## Fan-out: deliveries/s, one publisher (16 in flight), N subscribers\n");
-    let _ = writeln!(md, "Every event carries a sequence number; each subscriber checks that none is lost, duplicated or out of order (anomalies).\n");
+    let _ = writeln!(
+        md,
+        "\n## Fan-out: deliveries/s, one publisher at most 16 events ahead of the slowest of N subscribers\n"
+    );
+    let _ = writeln!(
+        md,
+        "Every event carries a sequence number; each subscriber checks that none is lost, duplicated or out of order (anomalies).\n"
+    );
     let _ = write!(md, "| server |");
     for n in &r.fan_ns {
         let _ = write!(md, " N={n} |");
@@ -110,33 +140,66 @@ pub fn render(r: &Results) -> (String, String) {
             if *kind == Kind::TowerWamp {
                 let _ = write!(md, " {} |", k(rate.per_second));
             } else {
-                let _ = write!(md, " {} ({:.2}×) |", k(rate.per_second), ours / rate.per_second.max(1.0));
+                let _ = write!(
+                    md,
+                    " {} ({:.2}×) |",
+                    k(rate.per_second),
+                    ours / rate.per_second.max(1.0)
+                );
             }
         }
         let anomalies: u64 = rates.iter().map(|r| r.anomalies).sum();
         let _ = writeln!(md, " {anomalies} |");
     }
 
-    let _ = writeln!(md, "\n## Latency: open loop over 10 connections, from the scheduled send time (ms)\n");
-    let _ = writeln!(md, "| server | offered/s | answered/s | p50 | p99 | p99.9 | max |\n|---|---|---|---|---|---|---|");
+    let _ = writeln!(
+        md,
+        "\n## Latency: open loop over 10 connections, from the scheduled send time (ms)\n"
+    );
+    let _ = writeln!(
+        md,
+        "| server | offered/s | answered/s | p50 | p99 | p99.9 | max |\n|---|---|---|---|---|---|---|"
+    );
     for (kind, lats) in &r.latency {
         for l in lats {
             let _ = writeln!(
                 md,
                 "| {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.3} |",
-                kind.name(), k(l.rate), k(l.achieved), l.p50, l.p99, l.p999, l.max
+                kind.name(),
+                k(l.rate),
+                k(l.achieved),
+                l.p50,
+                l.p99,
+                l.p999,
+                l.max
             );
         }
     }
 
-    let _ = writeln!(md, "\n## Memory: idle sessions with one subscription each\n");
-    let _ = writeln!(md, "| server | sessions | RSS per session | connects/s |\n|---|---|---|---|");
+    let _ = writeln!(
+        md,
+        "\n## Memory: idle sessions with one subscription each\n"
+    );
+    let _ = writeln!(
+        md,
+        "| server | sessions | RSS per session | connects/s |\n|---|---|---|---|"
+    );
     for (kind, m) in &r.memory {
-        let _ = writeln!(md, "| {} | {} | {:.1} KiB | {} |", kind.name(), m.sessions, m.kib_per_session, k(m.connects_per_second));
+        let _ = writeln!(
+            md,
+            "| {} | {} | {:.1} KiB | {} |",
+            kind.name(),
+            m.sessions,
+            m.kib_per_session,
+            k(m.connects_per_second)
+        );
     }
 
     let (plain, heavy) = r.patterns;
-    let _ = writeln!(md, "\n## Cost growth: publish with 10,000 topics and 1,000 prefix patterns\n");
+    let _ = writeln!(
+        md,
+        "\n## Cost growth: publish with 10,000 topics and 1,000 prefix patterns\n"
+    );
     let _ = writeln!(
         md,
         "Fan-out to N={} subscribers through a prefix pattern: {} deliveries/s with 2 patterns, \
@@ -146,7 +209,10 @@ pub fn render(r: &Results) -> (String, String) {
         k(heavy.per_second),
         heavy.per_second / plain.per_second.max(1.0)
     );
-    let _ = writeln!(md, "\n![RPC and fan-out throughput against N](benchmarks.svg)");
+    let _ = writeln!(
+        md,
+        "\n![RPC and fan-out throughput against N](benchmarks.svg)"
+    );
     let svg = chart(r, &kinds);
     (md, svg)
 }
@@ -174,7 +240,11 @@ fn chart(r: &Results, kinds: &[Kind]) -> String {
         let nmax = (*ns.last().unwrap_or(&10) as f64).log10().max(1.0);
         let x = |n: usize| x0 + pad + (n as f64).log10() / nmax * (w - pad - 10.0);
         let y = |v: f64| 20.0 + (h - 20.0) * (1.0 - (v.max(100.0).log10() - lmin) / (lmax - lmin));
-        let _ = write!(svg, r#"<text x="{}" y="14" font-weight="bold">{title} vs N</text>"#, x0 + pad);
+        let _ = write!(
+            svg,
+            r#"<text x="{}" y="14" font-weight="bold">{title} vs N</text>"#,
+            x0 + pad
+        );
         let _ = write!(
             svg,
             r#"<line x1="{0}" y1="20" x2="{0}" y2="{1}" stroke="black"/><line x1="{0}" y1="{1}" x2="{2}" y2="{1}" stroke="black"/>"#,
@@ -197,7 +267,12 @@ fn chart(r: &Results, kinds: &[Kind]) -> String {
             e += 1.0;
         }
         for n in ns.iter() {
-            let _ = write!(svg, r#"<text x="{}" y="{}" text-anchor="middle">{n}</text>"#, x(*n), h + 14.0);
+            let _ = write!(
+                svg,
+                r#"<text x="{}" y="{}" text-anchor="middle">{n}</text>"#,
+                x(*n),
+                h + 14.0
+            );
         }
         for (kind, rates) in series.iter() {
             let ci = kinds.iter().position(|k| k == kind).unwrap_or(0) % colors.len();

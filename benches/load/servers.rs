@@ -152,8 +152,12 @@ pub fn spawn(kind: Kind, core: &str) -> Server {
                 .arg(root().join("benches/peers/autobahn_server.py"));
         }
     }
-    cmd.arg(port.to_string()).stdout(Stdio::piped()).stderr(Stdio::inherit());
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e}", kind.name()));
+    cmd.arg(port.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", kind.name()));
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -196,7 +200,10 @@ pub fn serve(kind: &str, port: u16) {
 
 fn tower_wamp(patterns: bool) -> Router {
     let mut router = WampRouter::new()
-        .rpc("urn:bench:echo", |Args((v,)): Args<(Value,)>| async move { v })
+        .rpc(
+            "urn:bench:echo",
+            |Args((v,)): Args<(Value,)>| async move { v },
+        )
         .topic("urn:bench:fan*", Topic::new())
         .topic("urn:bench:idle:*", Topic::new());
     if patterns {
