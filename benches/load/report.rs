@@ -238,7 +238,7 @@ fn chart(r: &Results, kinds: &[Kind]) -> String {
             .fold(1.0f64, f64::max);
         let (lmin, lmax) = (2.0f64, max.log10().ceil().max(3.0));
         let nmax = (*ns.last().unwrap_or(&10) as f64).log10().max(1.0);
-        let x = |n: usize| x0 + pad + (n as f64).log10() / nmax * (w - pad - 10.0);
+        let x = |n: usize| x0 + pad + (n as f64).log10() / nmax * (w - pad - 30.0);
         let y = |v: f64| 20.0 + (h - 20.0) * (1.0 - (v.max(100.0).log10() - lmin) / (lmax - lmin));
         let _ = write!(
             svg,

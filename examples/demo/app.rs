@@ -46,15 +46,23 @@ pub async fn echo(Args((value,)): Args<(Value,)>) -> Value {
 /// Chat messages must be non-empty text; the broker stamps them with the sender.
 #[topic("http://clj-wamp-example/event#chat", subscribe = chat_subscribe)]
 pub async fn chat(session: Session, mut publication: Publication) -> Option<Publication> {
-    let text = match &publication.event {
-        Value::String(s) => s.clone(),
-        Value::Object(o) => o.get("message")?.as_str()?.to_owned(),
+    let (text, name) = match &publication.event {
+        Value::String(s) => (s.clone(), None),
+        Value::Object(o) => (
+            o.get("message")?.as_str()?.to_owned(),
+            o.get("name")
+                .and_then(Value::as_str)
+                .map(|n| n.chars().take(40).collect::<String>()),
+        ),
         _ => return None,
     };
     if text.trim().is_empty() {
         return None;
     }
-    publication.event = json!({ "from": session.id(), "message": text });
+    publication.event = match name.filter(|n| !n.trim().is_empty()) {
+        Some(name) => json!({ "from": session.id(), "name": name, "message": text }),
+        None => json!({ "from": session.id(), "message": text }),
+    };
     Some(publication)
 }
 
@@ -86,6 +94,43 @@ pub fn layer_for(router: WampRouter) -> WampLayer {
         OriginPolicy::regex(r"https?://(localhost|127\.0\.0\.1)(:\d+)?")
             .expect("a valid origin regex"),
     )
+}
+
+/// The whole demo site: the page at `/` (a chat room and an RPC panel on a small browser
+/// WAMP v1 client) and the WAMP endpoint at `/ws`. Also returns the server handle.
+pub fn site(auth: bool) -> (axum::Router, tower_wamp::Wamp) {
+    use axum::{http::header, routing::get};
+    let router = if auth { auth_router() } else { router() };
+    let wamp = router.handle();
+    let file = |body: &'static str, mime: &'static str| {
+        get(move || async move { ([(header::CONTENT_TYPE, mime)], body) })
+    };
+    let site = axum::Router::new()
+        .route(
+            "/",
+            file(
+                include_str!("static/index.html"),
+                "text/html; charset=utf-8",
+            ),
+        )
+        .route(
+            "/app.js",
+            file(include_str!("static/app.js"), "text/javascript"),
+        )
+        .route(
+            "/wamp.js",
+            file(include_str!("static/wamp.js"), "text/javascript"),
+        )
+        .route(
+            "/style.css",
+            file(include_str!("static/style.css"), "text/css"),
+        )
+        .route(
+            "/config.json",
+            get(move || async move { axum::Json(json!({ "auth": auth })) }),
+        )
+        .route_service("/ws", layer_for(router).into_service());
+    (site, wamp)
 }
 
 /// The demo's users: `ada` (secret `secret`), `carol` (salted password `secret`, stored

@@ -9,12 +9,7 @@
 
 mod app;
 
-use axum::{Router, routing::get};
 use tracing_subscriber::EnvFilter;
-
-const PAGE: &str = "tower-wamp demo: WAMP v1 endpoint at /ws (subprotocol `wamp`).\n\
-Procedures: http://clj-wamp-example/api#add, #echo\n\
-Topics: http://clj-wamp-example/event#chat, #prefix*, #sub-only, #pub-only\n";
 
 fn auth_flag() -> bool {
     std::env::args().skip(1).any(|a| a == "--auth")
@@ -42,16 +37,7 @@ async fn main() {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .init();
-    let app = Router::new()
-        .route("/", get(|| async { PAGE }))
-        .route_service("/ws", {
-            let router = if auth_flag() {
-                app::auth_router()
-            } else {
-                app::router()
-            };
-            app::layer_for(router).into_service()
-        });
+    let (app, wamp) = app::site(auth_flag());
     let addr = address();
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
@@ -60,5 +46,11 @@ async fn main() {
         "tower-wamp demo on ws://{}/ws",
         listener.local_addr().unwrap()
     );
-    axum::serve(listener, app).await.expect("server error");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            tokio::signal::ctrl_c().await.ok();
+            wamp.shutdown(std::time::Duration::from_secs(5)).await;
+        })
+        .await
+        .expect("server error");
 }

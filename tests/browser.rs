@@ -1,0 +1,194 @@
+//! The demo in real headless Chromium (Playwright), and interop with the npm `wamp1`
+//! client. Node packages come from `tests/e2e/package-lock.json` (`npm ci`, run here when
+//! missing); Chromium is Debian's `chromium`. Outside CI a missing piece skips these
+//! tests with a message; on CI (`CI` set) it fails them.
+
+#[path = "../examples/demo/app.rs"]
+#[allow(dead_code)]
+mod app;
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::Duration,
+};
+
+use serde_json::{Value, json};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
+    process::Command,
+    task::JoinHandle,
+};
+
+fn e2e_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e")
+}
+
+/// `Ok(())` when node, the packages and Chromium are there; `Err(why)` otherwise.
+async fn prerequisites(chromium: bool) -> Result<(), String> {
+    static NPM: tokio::sync::OnceCell<Result<(), String>> = tokio::sync::OnceCell::const_new();
+    NPM.get_or_init(|| async {
+        let node = Command::new("node").arg("--version").output().await;
+        if !node.is_ok_and(|o| o.status.success()) {
+            return Err("node is not installed".to_owned());
+        }
+        if !e2e_dir().join("node_modules/playwright-core").exists() {
+            let ok = Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund", "--silent"])
+                .current_dir(e2e_dir())
+                .status()
+                .await
+                .is_ok_and(|s| s.success());
+            if !ok {
+                return Err("`npm ci` in tests/e2e failed".to_owned());
+            }
+        }
+        Ok(())
+    })
+    .await
+    .clone()?;
+    if chromium
+        && !Path::new("/usr/bin/chromium").exists()
+        && std::env::var_os("CHROMIUM").is_none()
+    {
+        return Err("Chromium is not installed (apt-get install chromium)".to_owned());
+    }
+    Ok(())
+}
+
+fn skip_or_fail(why: String) {
+    if std::env::var_os("CI").is_some() {
+        panic!("browser tests cannot run on CI: {why}");
+    }
+    eprintln!("SKIPPED: {why}");
+}
+
+async fn serve_at(addr: SocketAddr, auth: bool) -> (JoinHandle<()>, tower_wamp::Wamp) {
+    let (site, wamp) = app::site(auth);
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let task = tokio::spawn(async move { axum::serve(listener, site).await.unwrap() });
+    (task, wamp)
+}
+
+async fn free_addr() -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_page_works_in_chromium() {
+    if let Err(why) = prerequisites(true).await {
+        return skip_or_fail(why);
+    }
+    let plain = free_addr().await;
+    let (mut plain_server, mut plain_wamp) = serve_at(plain, false).await;
+    let auth = free_addr().await;
+    let (_auth_server, _) = serve_at(auth, true).await;
+    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("screenshots");
+    let mut node = Command::new("node")
+        .arg(e2e_dir().join("demo.mjs"))
+        .arg(format!("http://127.0.0.1:{}/", plain.port()))
+        .arg(format!("http://localhost:{}/", auth.port()))
+        .arg(&shots)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = node.stdin.take().unwrap();
+    let mut lines = BufReader::new(node.stdout.take().unwrap()).lines();
+    let mut findings = None;
+    let run = async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line == "restart-server" {
+                // Stop everything of the first server, then serve again on the same port.
+                assert!(plain_wamp.shutdown(Duration::from_secs(5)).await);
+                plain_server.abort();
+                let _ = (&mut plain_server).await;
+                (plain_server, plain_wamp) = serve_at(plain, false).await;
+                stdin.write_all(b"restarted\n").await.unwrap();
+            } else if line.starts_with('{') {
+                findings = Some(serde_json::from_str::<Value>(&line).unwrap());
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .expect("the browser test finished in time");
+    let status = node.wait().await.unwrap();
+    let mut stderr = String::new();
+    use tokio::io::AsyncReadExt;
+    node.stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .await
+        .unwrap();
+    assert!(status.success(), "the browser test failed:\n{stderr}");
+    let f = findings.expect("findings printed");
+    assert_eq!(f["chat"], true);
+    assert_eq!(f["add"], "api:add → 6.5");
+    assert!(
+        f["add_error"]
+            .as_str()
+            .unwrap()
+            .contains("http://api.wamp.ws/error#invalid-argument")
+    );
+    assert_eq!(f["reconnected"], true);
+    assert_eq!(f["guest_refused"], true);
+    assert!(
+        f["login"]
+            .as_str()
+            .unwrap()
+            .starts_with("logged in as carol"),
+        "{f}"
+    );
+    for shot in [
+        "demo-chat-rpc.png",
+        "demo-guest-refused.png",
+        "demo-auth.png",
+    ] {
+        assert!(shots.join(shot).exists(), "{shot} written");
+    }
+    plain_server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_npm_wamp1_client_uses_the_demo() {
+    if let Err(why) = prerequisites(false).await {
+        return skip_or_fail(why);
+    }
+    let addr = free_addr().await;
+    let (_server, wamp) = serve_at(addr, false).await;
+    let out = Command::new("node")
+        .arg(e2e_dir().join("wamp1_interop.mjs"))
+        .arg(format!("ws://{addr}/ws"))
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let session = got["session"].as_str().unwrap();
+    assert_eq!(session.len(), 16);
+    assert_eq!(got["add"], json!({"result": 122}));
+    assert_eq!(got["echo"], json!({"result": {"nested": [1, "two"]}}));
+    assert_eq!(
+        got["bad"]["error"]["uri"],
+        "http://api.wamp.ws/error#invalid-argument"
+    );
+    assert_eq!(
+        got["events"],
+        json!([
+            ["prefix-news", {"n": 1}],
+            ["chat", {"from": session, "message": "hello from wamp1"}],
+        ])
+    );
+    let _ = wamp;
+}
