@@ -161,21 +161,7 @@ async fn autobahn_python_client_uses_the_demo() {
     let router = app::router();
     let wamp = router.handle();
     let addr = common::serve_layer(app::layer_for(router)).await;
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/autobahn_client.py");
-    let out = tokio::process::Command::new(py)
-        .arg(script)
-        .arg(format!("ws://{addr}/ws"))
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let line = stdout
-        .lines()
-        .last()
-        .unwrap_or_else(|| panic!("no output; stderr:\n{stderr}"));
-    let got: Value =
-        serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"));
+    let got = run_script(&py, "autobahn_client.py", addr).await;
 
     let sid = got["session_id"].as_str().unwrap();
     assert_eq!(sid.len(), 16);

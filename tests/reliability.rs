@@ -17,16 +17,6 @@ use tower_wamp::{Args, RateLimit, SlowConsumerPolicy, Topic, WampLayer, WampRout
 
 const T: &str = "urn:t";
 
-fn rss_kib() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0);
-    pages * 4
-}
-
 fn router() -> WampRouter {
     WampRouter::new()
         .topic(T, Topic::new())

@@ -19,16 +19,6 @@ fn topic(k: usize) -> String {
     format!("urn:soak:{k}")
 }
 
-fn rss_kib() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0);
-    pages * 4
-}
-
 async fn visitor(addr: std::net::SocketAddr, i: usize) -> String {
     let mut c = connect(addr).await;
     let t = topic(i % TOPICS);

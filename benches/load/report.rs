@@ -41,6 +41,20 @@ fn rate_of(list: &[(Kind, Vec<crate::Rate>)], kind: Kind, i: usize) -> Option<f6
         .map(|r| r.per_second)
 }
 
+/// A table row: the server's figures, each with tower-wamp's ratio to it.
+fn row(md: &mut String, all: &[(Kind, Vec<crate::Rate>)], kind: Kind, rates: &[crate::Rate]) {
+    let _ = write!(md, "| {} |", kind.name());
+    for (i, rate) in rates.iter().enumerate() {
+        if kind == Kind::TowerWamp {
+            let _ = write!(md, " {} |", k(rate.per_second));
+        } else {
+            let ours = rate_of(all, Kind::TowerWamp, i).unwrap_or(0.0);
+            let ratio = ours / rate.per_second.max(1.0);
+            let _ = write!(md, " {} ({ratio:.2}×) |", k(rate.per_second));
+        }
+    }
+}
+
 pub fn render(r: &Results) -> (String, String) {
     let mut md = String::new();
     let s = r.settings;
@@ -87,20 +101,7 @@ pub fn render(r: &Results) -> (String, String) {
     let _ = writeln!(md, "|---|{}---|---|", "---|".repeat(r.rpc_ns.len()));
     let col = r.rpc_ns.len().min(3) - 1;
     for (kind, rates) in &r.rpc {
-        let _ = write!(md, "| {} |", kind.name());
-        for (i, rate) in rates.iter().enumerate() {
-            let ours = rate_of(&r.rpc, Kind::TowerWamp, i).unwrap_or(0.0);
-            if *kind == Kind::TowerWamp {
-                let _ = write!(md, " {} |", k(rate.per_second));
-            } else {
-                let _ = write!(
-                    md,
-                    " {} ({:.2}×) |",
-                    k(rate.per_second),
-                    ours / rate.per_second.max(1.0)
-                );
-            }
-        }
+        row(&mut md, &r.rpc, *kind, rates);
         let _ = writeln!(
             md,
             " {:.1} µs | {:.0} % |",
@@ -134,20 +135,7 @@ pub fn render(r: &Results) -> (String, String) {
     let _ = writeln!(md, " anomalies |");
     let _ = writeln!(md, "|---|{}---|", "---|".repeat(r.fan_ns.len()));
     for (kind, rates) in &r.fanout {
-        let _ = write!(md, "| {} |", kind.name());
-        for (i, rate) in rates.iter().enumerate() {
-            let ours = rate_of(&r.fanout, Kind::TowerWamp, i).unwrap_or(0.0);
-            if *kind == Kind::TowerWamp {
-                let _ = write!(md, " {} |", k(rate.per_second));
-            } else {
-                let _ = write!(
-                    md,
-                    " {} ({:.2}×) |",
-                    k(rate.per_second),
-                    ours / rate.per_second.max(1.0)
-                );
-            }
-        }
+        row(&mut md, &r.fanout, *kind, rates);
         let anomalies: u64 = rates.iter().map(|r| r.anomalies).sum();
         let _ = writeln!(md, " {anomalies} |");
     }

@@ -17,6 +17,17 @@ pub const WAIT: Duration = Duration::from_secs(5);
 /// How long to wait to be reasonably sure nothing more arrives.
 pub const QUIET: Duration = Duration::from_millis(150);
 
+/// This process's resident memory in KiB.
+pub fn rss_kib() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4
+}
+
 /// Serves `app` on a free loopback port; the server stops when the test's runtime ends.
 pub async fn serve(app: Router) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
