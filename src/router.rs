@@ -733,11 +733,22 @@ impl Inner<()> {
     /// The whole call pipeline: authorization, lookup, before hook, handler, after hooks.
     pub(crate) async fn dispatch(&self, mut call: Call) -> CallReply {
         call.hub = Some(self.wamp.hub.clone());
-        let info = CallInfo {
-            session_id: call.session.id().clone(),
-            procedure: call.procedure.clone(),
-            call_id: call.call_id.clone(),
-        };
+        // What the after-call hooks see; built only when there are such hooks.
+        let hooks = &self.hooks;
+        let info =
+            (hooks.after_call_success.is_some() || hooks.after_call_error.is_some()).then(|| {
+                CallInfo {
+                    session_id: call.session.id().clone(),
+                    procedure: call.procedure.clone(),
+                    call_id: call.call_id.clone(),
+                }
+            });
+        let info = info.as_ref();
+        let deadline = self
+            .procedure_timeouts
+            .get(&call.procedure)
+            .copied()
+            .or(self.call_timeout);
         let target = match (&self.auth, call.procedure.as_str()) {
             (Some(_), AUTHREQ) => Target::AuthReq,
             (Some(_), AUTH) => Target::Auth,
@@ -747,13 +758,13 @@ impl Inner<()> {
                     .await
                 {
                     tracing::warn!("CALL not permitted");
-                    return self.after_error(&info, RpcError::unauthorized());
+                    return self.after_error(info, RpcError::unauthorized());
                 }
                 match self.procedures.get(&call.procedure) {
                     Some(handler) => Target::User(handler),
                     None => {
                         tracing::debug!("unknown procedure");
-                        return self.after_error(&info, RpcError::not_found());
+                        return self.after_error(info, RpcError::not_found());
                     }
                 }
             }
@@ -761,19 +772,14 @@ impl Inner<()> {
         if let Some(before) = &self.hooks.before_call {
             match AssertUnwindSafe(before(call)).catch_unwind().await {
                 Ok(Ok(rewritten)) => call = rewritten,
-                Ok(Err(denied)) => return self.after_error(&info, denied),
+                Ok(Err(denied)) => return self.after_error(info, denied),
                 Err(p) => {
                     let msg = panic_message(&*p);
                     tracing::error!(panic = %msg, "before_call hook panicked");
-                    return self.after_error(&info, RpcError::internal(msg));
+                    return self.after_error(info, RpcError::internal(msg));
                 }
             }
         }
-        let deadline = self
-            .procedure_timeouts
-            .get(&info.procedure)
-            .copied()
-            .or(self.call_timeout);
         let mut running: Pin<Box<dyn Future<Output = Result<Value, RpcError>> + Send + '_>> =
             match target {
                 Target::User(handler) => handler(call, ()),
@@ -792,7 +798,9 @@ impl Inner<()> {
         }
         match AssertUnwindSafe(running).catch_unwind().await {
             Ok(Ok(result)) => match &self.hooks.after_call_success {
-                Some(hook) => match guarded("after_call_success", || hook(&info, result)) {
+                Some(hook) => match guarded("after_call_success", || {
+                    hook(info.expect("built when hooks are set"), result)
+                }) {
                     Some(Some(result)) => CallReply::Result(result),
                     Some(None) => CallReply::Suppressed,
                     None => {
@@ -801,11 +809,11 @@ impl Inner<()> {
                 },
                 None => CallReply::Result(result),
             },
-            Ok(Err(error)) => self.after_error(&info, error),
+            Ok(Err(error)) => self.after_error(info, error),
             Err(p) => {
                 let msg = panic_message(&*p);
                 tracing::error!(panic = %msg, "procedure panicked");
-                self.after_error(&info, RpcError::internal(msg))
+                self.after_error(info, RpcError::internal(msg))
             }
         }
     }
@@ -1039,9 +1047,11 @@ impl Inner<()> {
         serde_json::json!({"rpc": rpc, "subscribe": subscribe, "publish": publish})
     }
 
-    fn after_error(&self, info: &CallInfo, error: RpcError) -> CallReply {
+    fn after_error(&self, info: Option<&CallInfo>, error: RpcError) -> CallReply {
         match &self.hooks.after_call_error {
-            Some(hook) => match guarded("after_call_error", || hook(info, error)) {
+            Some(hook) => match guarded("after_call_error", || {
+                hook(info.expect("built when hooks are set"), error)
+            }) {
                 Some(Some(error)) => CallReply::Error(error),
                 Some(None) => CallReply::Suppressed,
                 None => CallReply::Error(RpcError::internal("after_call_error hook panicked")),

@@ -59,6 +59,16 @@ impl Prefixes {
         }
     }
 
+    /// [`resolve`](Self::resolve) for an owned string: no copy when nothing expands.
+    #[must_use]
+    pub fn resolve_owned(&self, curie: String) -> String {
+        let expanded = match self.resolve(&curie) {
+            Cow::Owned(full) => Some(full),
+            Cow::Borrowed(_) => None,
+        };
+        expanded.unwrap_or(curie)
+    }
+
     /// How many prefixes are defined.
     #[must_use]
     pub fn len(&self) -> usize {

@@ -124,15 +124,15 @@ impl SessionState {
                 procedure,
                 args,
             }) => Action::Call {
-                procedure: self.prefixes.resolve(&procedure).into_owned(),
+                procedure: self.prefixes.resolve_owned(procedure),
                 call_id,
                 args,
             },
             Ok(Message::Subscribe { topic }) => Action::Subscribe {
-                topic: self.prefixes.resolve(&topic).into_owned(),
+                topic: self.prefixes.resolve_owned(topic),
             },
             Ok(Message::Unsubscribe { topic }) => Action::Unsubscribe {
-                topic: self.prefixes.resolve(&topic).into_owned(),
+                topic: self.prefixes.resolve_owned(topic),
             },
             Ok(Message::Publish {
                 topic,
@@ -140,7 +140,7 @@ impl SessionState {
                 exclude,
                 eligible,
             }) => Action::Publish {
-                topic: self.prefixes.resolve(&topic).into_owned(),
+                topic: self.prefixes.resolve_owned(topic),
                 event,
                 exclude,
                 eligible,
