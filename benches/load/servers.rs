@@ -10,6 +10,7 @@ use std::{
     time::Duration,
 };
 
+use axum::serve::ListenerExt;
 use axum::{
     Router,
     extract::{
@@ -190,9 +191,13 @@ pub fn serve(kind: &str, port: u16) {
             "tower-wamp-patterns" => tower_wamp(true),
             other => panic!("unknown server {other}"),
         };
+        // TCP_NODELAY on accepted sockets, for both servers (axum leaves Nagle on).
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
-            .unwrap();
+            .unwrap()
+            .tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
         println!("ready");
         axum::serve(listener, app).await.unwrap();
     });

@@ -9,6 +9,7 @@
 
 mod app;
 
+use axum::serve::ListenerExt;
 use tracing_subscriber::EnvFilter;
 
 fn auth_flag() -> bool {
@@ -42,10 +43,12 @@ async fn main() {
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
         .unwrap_or_else(|e| panic!("cannot listen on {addr}: {e}"));
-    tracing::info!(
-        "tower-wamp demo on ws://{}/ws",
-        listener.local_addr().unwrap()
-    );
+    let local = listener.local_addr().unwrap();
+    // Small WAMP frames should not wait for Nagle's algorithm.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    tracing::info!("tower-wamp demo on ws://{}/ws", local);
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             tokio::signal::ctrl_c().await.ok();
