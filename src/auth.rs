@@ -20,15 +20,23 @@
 //! let router: WampRouter = WampRouter::new().auth(cra);
 //! ```
 
-use std::{fmt, future::Future, sync::Arc, time::Duration};
+use std::{fmt, future::Future, panic::AssertUnwindSafe, sync::Arc, time::Duration};
 
+use futures_util::FutureExt as _;
 use http::request::Parts;
 use serde_json::Value;
 
 use crate::{
-    Session,
-    core::auth::{AuthKey, Permissions, Salt, derive_key},
+    Call, PublishRule, RpcError, Session, SubscribeRule,
+    core::{
+        auth::{
+            Action, AuthKey, AuthState, Permissions, Salt, autobahn_challenge, cljwamp_challenge,
+            cljwamp_signature, derive_key, sign, signature_matches, utc_timestamp,
+        },
+        random_token,
+    },
     handler::BoxFuture,
+    router::{Inner, panic_message},
 };
 
 /// `http://api.wamp.ws/procedure#authreq`.
@@ -258,4 +266,259 @@ impl WampCra {
         self.identity = Some(Arc::new(identity));
         self
     }
+}
+
+/// The router's side of WAMP-CRA: the two procedures and the permission checks.
+impl Inner<()> {
+    /// Whether the session may do `action` on `uri`: always without authentication
+    /// configured; otherwise only once authenticated and permitted.
+    pub(crate) async fn permitted(&self, session: &Session, action: Action, uri: &str) -> bool {
+        let Some(cra) = &self.auth else {
+            return true;
+        };
+        let (key, cached) = {
+            let slot = session.auth_slot();
+            match &slot.state {
+                AuthState::Authenticated(key) => (key.clone(), slot.cached.clone()),
+                _ => return false,
+            }
+        };
+        let permissions = match cached {
+            Some(p) => p,
+            None => match self.permissions_of(cra, session, key).await {
+                Some(p) => p,
+                None => return false,
+            },
+        };
+        permissions.allows(action, uri)
+    }
+
+    async fn permissions_of(
+        &self,
+        cra: &WampCra,
+        session: &Session,
+        key: AuthKey,
+    ) -> Option<Arc<Permissions>> {
+        match AssertUnwindSafe((cra.permissions)(session.clone(), key))
+            .catch_unwind()
+            .await
+        {
+            Ok(p) => {
+                let p = Arc::new(p);
+                if cra.cache_permissions {
+                    session.auth_slot().cached = Some(p.clone());
+                }
+                Some(p)
+            }
+            Err(p) => {
+                tracing::error!(panic = %panic_message(&*p), "permissions provider panicked");
+                None
+            }
+        }
+    }
+
+    /// `http://api.wamp.ws/procedure#authreq`.
+    pub(crate) async fn authreq(&self, call: Call) -> Result<Value, RpcError> {
+        let cra = self
+            .auth
+            .as_deref()
+            .expect("authreq is routed only with auth configured");
+        let session = &call.session;
+        check_can_request(&session.auth_slot().state)?;
+        let args = call.args();
+        let key = match args.first() {
+            None | Some(Value::Null) => None,
+            Some(Value::String(k)) => Some(k.clone()),
+            Some(_) => {
+                return Err(auth_error(
+                    "invalid-argument",
+                    "authentication key must be a string",
+                ));
+            }
+        };
+        let extra = match args.get(1) {
+            None | Some(Value::Null) => Value::Object(serde_json::Map::new()),
+            Some(v @ Value::Object(_)) => v.clone(),
+            Some(_) => {
+                return Err(auth_error(
+                    "invalid-argument",
+                    "authentication extra must be an object",
+                ));
+            }
+        };
+        let Some(key) = key else {
+            if !cra.allow_anonymous {
+                return Err(auth_error(
+                    "anonymous-auth-forbidden",
+                    "authentication as anonymous is forbidden",
+                ));
+            }
+            set_pending(session, AuthKey::Anonymous, None)?;
+            tracing::info!("anonymous authentication requested");
+            return Ok(Value::Null);
+        };
+        let secret =
+            match AssertUnwindSafe((cra.secret)(session.clone(), key.clone(), extra.clone()))
+                .catch_unwind()
+                .await
+            {
+                Ok(Some(secret)) => secret,
+                Ok(None) => {
+                    return Err(auth_error(
+                        "no-such-authkey",
+                        "authentication key does not exist",
+                    ));
+                }
+                Err(p) => {
+                    tracing::error!(panic = %panic_message(&*p), "secret provider panicked");
+                    return Err(RpcError::internal("secret provider failed"));
+                }
+            };
+        let signing_key = secret.signing_key();
+        let (challenge, expected) = match cra.flavor {
+            CraFlavor::CljWamp => {
+                let now_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_millis();
+                let c = cljwamp_challenge(&signing_key, now_ms, session.id().as_str(), &key);
+                let expected = cljwamp_signature(&c, &signing_key);
+                (c, expected)
+            }
+            CraFlavor::Autobahn => {
+                let c = autobahn_challenge(
+                    &random_token(12),
+                    &key,
+                    &utc_timestamp(std::time::SystemTime::now()),
+                    session.id().as_str(),
+                    &extra,
+                    secret.salt(),
+                );
+                let expected = sign(&signing_key, &c);
+                (c, expected)
+            }
+        };
+        set_pending(session, AuthKey::Key(key), Some(expected))?;
+        tracing::info!("authentication challenge issued");
+        Ok(Value::String(challenge))
+    }
+
+    /// `http://api.wamp.ws/procedure#auth`.
+    pub(crate) async fn authenticate(&self, call: Call) -> Result<Value, RpcError> {
+        let cra = self
+            .auth
+            .as_deref()
+            .expect("auth is routed only with auth configured");
+        let session = &call.session;
+        let signature = call.args().first().and_then(Value::as_str);
+        let outcome = {
+            let mut slot = session.auth_slot();
+            match &slot.state {
+                AuthState::Authenticated(_) => return Err(already_authenticated()),
+                AuthState::Unauthenticated => {
+                    return Err(auth_error(
+                        "no-authentication-requested",
+                        "no authentication previously requested",
+                    ));
+                }
+                AuthState::Pending { key, expected } => {
+                    let ok = match expected {
+                        None => true,
+                        Some(expected) => signature.is_some_and(|s| signature_matches(expected, s)),
+                    };
+                    if ok {
+                        let key = key.clone();
+                        slot.state = AuthState::Authenticated(key.clone());
+                        Ok(key)
+                    } else {
+                        // The challenge is single-use: a new authreq issues a fresh one.
+                        slot.state = AuthState::Unauthenticated;
+                        slot.failures += 1;
+                        Err(slot.failures)
+                    }
+                }
+            }
+        };
+        match outcome {
+            Ok(key) => {
+                tracing::info!(auth_key = %key, "authenticated");
+                Ok(self.permission_summary(cra, session, key).await)
+            }
+            Err(failures) => {
+                tracing::warn!(failures, "invalid WAMP-CRA signature");
+                if failures > 1 {
+                    let delay = Duration::from_millis(500 * u64::from(failures - 1));
+                    tokio::time::sleep(delay.min(Duration::from_secs(2))).await;
+                }
+                let error = auth_error(
+                    "invalid-signature",
+                    "signature for authentication request is invalid",
+                );
+                Err(if failures >= cra.max_failures {
+                    error.kill()
+                } else {
+                    error
+                })
+            }
+        }
+    }
+
+    /// `{"rpc": {uri: true}, "subscribe": {pattern: true}, "publish": {pattern: true}}` for
+    /// the registered procedures and topic patterns this session may use.
+    async fn permission_summary(&self, cra: &WampCra, session: &Session, key: AuthKey) -> Value {
+        let Some(permissions) = self.permissions_of(cra, session, key).await else {
+            return serde_json::json!({"rpc": {}, "subscribe": {}, "publish": {}});
+        };
+        let mut rpc = serde_json::Map::new();
+        let mut procedures: Vec<&String> = self.procedures.keys().collect();
+        procedures.sort();
+        for uri in procedures {
+            if permissions.allows(Action::Call, uri) {
+                rpc.insert(uri.clone(), Value::Bool(true));
+            }
+        }
+        let mut subscribe = serde_json::Map::new();
+        let mut publish = serde_json::Map::new();
+        for (pattern, rules) in &self.topic_patterns {
+            let uri = pattern.strip_suffix('*').unwrap_or(pattern);
+            if !matches!(rules.subscribe_rule(), SubscribeRule::Deny)
+                && permissions.allows(Action::Subscribe, uri)
+            {
+                subscribe.insert(pattern.clone(), Value::Bool(true));
+            }
+            if !matches!(rules.publish_rule(), PublishRule::Deny)
+                && permissions.allows(Action::Publish, uri)
+            {
+                publish.insert(pattern.clone(), Value::Bool(true));
+            }
+        }
+        serde_json::json!({"rpc": rpc, "subscribe": subscribe, "publish": publish})
+    }
+}
+
+fn auth_error(name: &str, description: &str) -> RpcError {
+    RpcError::new(format!("http://api.wamp.ws/error#{name}"), description)
+}
+
+fn already_authenticated() -> RpcError {
+    auth_error("already-authenticated", "already authenticated")
+}
+
+fn check_can_request(state: &AuthState) -> Result<(), RpcError> {
+    match state {
+        AuthState::Unauthenticated => Ok(()),
+        AuthState::Authenticated(_) => Err(already_authenticated()),
+        AuthState::Pending { .. } => Err(auth_error(
+            "authentication-already-requested",
+            "authentication request already issued - authentication pending",
+        )),
+    }
+}
+
+/// Records a pending authentication, unless another authreq got there first.
+fn set_pending(session: &Session, key: AuthKey, expected: Option<String>) -> Result<(), RpcError> {
+    let mut slot = session.auth_slot();
+    check_can_request(&slot.state)?;
+    slot.state = AuthState::Pending { key, expected };
+    Ok(())
 }
