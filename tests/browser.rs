@@ -64,16 +64,29 @@ fn skip_or_fail(why: String) {
     eprintln!("SKIPPED: {why}");
 }
 
-async fn serve_at(addr: SocketAddr, auth: bool) -> (JoinHandle<()>, tower_wamp::Wamp) {
+/// Serves the demo site on `addr` (port 0: any free port); returns the address too.
+async fn serve_at(addr: SocketAddr, auth: bool) -> (JoinHandle<()>, tower_wamp::Wamp, SocketAddr) {
     let (site, wamp) = app::site(auth);
-    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    // Rebinding a port that was just released (the restart) may need a moment.
+    let mut tries = 0;
+    let listener = loop {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => break l,
+            Err(e) if tries < 100 => {
+                tries += 1;
+                eprintln!("bind {addr}: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("cannot bind {addr}: {e}"),
+        }
+    };
+    let bound = listener.local_addr().unwrap();
     let task = tokio::spawn(async move { axum::serve(listener, site).await.unwrap() });
-    (task, wamp)
+    (task, wamp, bound)
 }
 
-async fn free_addr() -> SocketAddr {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    l.local_addr().unwrap()
+fn any_port() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -81,10 +94,8 @@ async fn the_demo_page_works_in_chromium() {
     if let Err(why) = prerequisites(true).await {
         return skip_or_fail(why);
     }
-    let plain = free_addr().await;
-    let (mut plain_server, mut plain_wamp) = serve_at(plain, false).await;
-    let auth = free_addr().await;
-    let (_auth_server, _) = serve_at(auth, true).await;
+    let (mut plain_server, mut plain_wamp, plain) = serve_at(any_port(), false).await;
+    let (_auth_server, _, auth) = serve_at(any_port(), true).await;
     let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("screenshots");
     let mut node = Command::new("node")
         .arg(e2e_dir().join("demo.mjs"))
@@ -107,7 +118,7 @@ async fn the_demo_page_works_in_chromium() {
                 assert!(plain_wamp.shutdown(Duration::from_secs(5)).await);
                 plain_server.abort();
                 let _ = (&mut plain_server).await;
-                (plain_server, plain_wamp) = serve_at(plain, false).await;
+                (plain_server, plain_wamp, _) = serve_at(plain, false).await;
                 stdin.write_all(b"restarted\n").await.unwrap();
             } else if line.starts_with('{') {
                 findings = Some(serde_json::from_str::<Value>(&line).unwrap());
@@ -160,8 +171,7 @@ async fn the_npm_wamp1_client_uses_the_demo() {
     if let Err(why) = prerequisites(false).await {
         return skip_or_fail(why);
     }
-    let addr = free_addr().await;
-    let (_server, wamp) = serve_at(addr, false).await;
+    let (_server, wamp, addr) = serve_at(any_port(), false).await;
     let out = Command::new("node")
         .arg(e2e_dir().join("wamp1_interop.mjs"))
         .arg(format!("ws://{addr}/ws"))
