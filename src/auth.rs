@@ -20,15 +20,27 @@
 //! let router: WampRouter = WampRouter::new().auth(cra);
 //! ```
 
-use std::{fmt, future::Future, panic::AssertUnwindSafe, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    fmt,
+    future::Future,
+    net::{IpAddr, SocketAddr},
+    panic::AssertUnwindSafe,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
 
 use futures_util::FutureExt as _;
 use http::request::Parts;
 use serde_json::Value;
+use sha2::{Digest as _, Sha256};
+use tokio::time::Instant;
 
 use crate::{
     Call, PublishRule, RpcError, Session, SubscribeRule,
+    clip::Clip,
     core::{
+        codec::v1,
         auth::{
             Action, AuthKey, AuthState, Permissions, Salt, autobahn_challenge, cljwamp_challenge,
             cljwamp_signature, derive_key, sign, signature_matches, utc_timestamp,
@@ -180,6 +192,140 @@ pub struct WampCra {
     pub(crate) flavor: CraFlavor,
     pub(crate) cache_permissions: bool,
     pub(crate) max_failures: u32,
+    pub(crate) throttle: Arc<Throttle>,
+    derived: Arc<DerivedKeys>,
+}
+
+/// Failed signatures counted across sessions, per auth key and per peer address, in fixed
+/// windows. Keys are stored as SHA-256 digests, so the table's size does not depend on
+/// what clients send, and it holds at most [`Throttle::MAX_ENTRIES`] entries.
+#[derive(Debug)]
+pub(crate) struct Throttle {
+    max: u32,
+    window: Duration,
+    entries: Mutex<HashMap<[u8; 32], (u32, Instant)>>,
+}
+
+impl Throttle {
+    const MAX_ENTRIES: usize = 65_536;
+
+    fn new(max: u32, window: Duration) -> Self {
+        Self {
+            max,
+            window,
+            entries: Mutex::default(),
+        }
+    }
+
+    fn digest(kind: &str, value: &str) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(kind.as_bytes());
+        h.update([0]);
+        h.update(value.as_bytes());
+        h.finalize().into()
+    }
+
+    fn names(key: &str, peer: Option<IpAddr>) -> impl Iterator<Item = [u8; 32]> {
+        std::iter::once(Self::digest("key", key))
+            .chain(peer.map(|ip| Self::digest("addr", &ip.to_string())))
+    }
+
+    /// Whether the key or the address has used up its failures in the current window.
+    fn exhausted(&self, key: &str, peer: Option<IpAddr>) -> bool {
+        if self.max == 0 {
+            return false;
+        }
+        let now = Instant::now();
+        let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        Self::names(key, peer).any(|name| {
+            entries
+                .get(&name)
+                .is_some_and(|(n, start)| *n >= self.max && now.duration_since(*start) < self.window)
+        })
+    }
+
+    fn record_failure(&self, key: &str, peer: Option<IpAddr>) {
+        if self.max == 0 {
+            return;
+        }
+        let now = Instant::now();
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        if entries.len() >= Self::MAX_ENTRIES {
+            entries.retain(|_, (_, start)| now.duration_since(*start) < self.window);
+        }
+        for name in Self::names(key, peer) {
+            if entries.len() >= Self::MAX_ENTRIES && !entries.contains_key(&name) {
+                tracing::warn!("authentication throttle table full: failure not recorded");
+                continue;
+            }
+            let (n, start) = entries.entry(name).or_insert((0, now));
+            if now.duration_since(*start) >= self.window {
+                (*n, *start) = (0, now);
+            }
+            *n += 1;
+        }
+    }
+}
+
+/// Keys derived from salted secrets, so that PBKDF2 runs once per password and salt, off
+/// the runtime's workers, at most two at a time.
+#[derive(Debug)]
+struct DerivedKeys {
+    cache: Mutex<HashMap<[u8; 32], String>>,
+    running: tokio::sync::Semaphore,
+}
+
+impl Default for DerivedKeys {
+    fn default() -> Self {
+        Self {
+            cache: Mutex::default(),
+            running: tokio::sync::Semaphore::new(2),
+        }
+    }
+}
+
+impl DerivedKeys {
+    const MAX_ENTRIES: usize = 4096;
+
+    async fn signing_key(&self, secret: &Secret) -> Option<String> {
+        let Secret::Salted { password, salt } = secret else {
+            return Some(secret.signing_key());
+        };
+        let mut h = Sha256::new();
+        for part in [password.as_bytes(), &[0], salt.salt.as_bytes(), &[0]] {
+            h.update(part);
+        }
+        h.update(salt.iterations.to_le_bytes());
+        h.update((salt.keylen as u64).to_le_bytes());
+        let id: [u8; 32] = h.finalize().into();
+        let cached = |id| {
+            self.cache
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(id)
+                .cloned()
+        };
+        if let Some(key) = cached(&id) {
+            return Some(key);
+        }
+        let _permit = self.running.acquire().await.ok()?;
+        // Another session may have derived it while this one waited.
+        if let Some(key) = cached(&id) {
+            return Some(key);
+        }
+        let (password, salt) = (password.clone(), salt.clone());
+        let key = tokio::task::spawn_blocking(move || {
+            derive_key(&password, &salt.salt, salt.iterations, salt.keylen)
+        })
+        .await
+        .ok()?;
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        if cache.len() >= Self::MAX_ENTRIES {
+            cache.clear();
+        }
+        cache.insert(id, key.clone());
+        Some(key)
+    }
 }
 
 impl fmt::Debug for WampCra {
@@ -190,6 +336,7 @@ impl fmt::Debug for WampCra {
             .field("flavor", &self.flavor)
             .field("cache_permissions", &self.cache_permissions)
             .field("max_failures", &self.max_failures)
+            .field("failure_throttle", &(self.throttle.max, self.throttle.window))
             .finish_non_exhaustive()
     }
 }
@@ -214,6 +361,8 @@ impl WampCra {
             flavor: CraFlavor::Autobahn,
             cache_permissions: false,
             max_failures: 5,
+            throttle: Arc::new(Throttle::new(20, Duration::from_secs(600))),
+            derived: Arc::default(),
         }
     }
 
@@ -247,11 +396,41 @@ impl WampCra {
         self
     }
 
-    /// After this many invalid signatures a session is closed (default 5). Every failure
-    /// after the first is answered after a growing delay (0.5 s per failure, at most 2 s).
+    /// After this many invalid signatures a session is closed (default 5): the last one is
+    /// answered at once and the session closes with 1008; nothing it sends after is
+    /// accepted. Every failure after the first is answered after a growing delay (0.5 s per
+    /// failure, at most 2 s), and an `authreq` sent before that delay has passed is refused
+    /// with `http://api.wamp.ws/error#too-many-attempts`, so the limit holds for a client
+    /// that does not wait for the answers.
     #[must_use]
     pub fn max_failures(mut self, failures: u32) -> Self {
         self.max_failures = failures.max(1);
+        self
+    }
+
+    /// Failed signatures allowed per auth key, and per peer IP address, across sessions, in
+    /// each `window` (default 20 per 10 minutes; `max` 0 turns it off). Beyond it, `authreq`
+    /// for that key or from that address is refused with
+    /// `http://api.wamp.ws/error#too-many-attempts` until the window ends, since a limit per
+    /// session alone resets on every reconnect.
+    ///
+    /// The peer address is known when the server runs with
+    /// `into_make_service_with_connect_info::<SocketAddr>()`; without it only the key is
+    /// counted. Counting per key lets anyone lock a known user out for a window: pick the
+    /// window with that in mind.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_wamp::{auth::{Secret, WampCra}, core::auth::{AuthKey, Permissions}};
+    /// let cra = WampCra::new(
+    ///     |_s, _k: String, _e| async { None::<Secret> },
+    ///     |_s, _k: AuthKey| async { Permissions::none() },
+    /// )
+    /// .failure_throttle(50, Duration::from_secs(300));
+    /// ```
+    #[must_use]
+    pub fn failure_throttle(mut self, max: u32, window: Duration) -> Self {
+        self.throttle = Arc::new(Throttle::new(max, window));
         self
     }
 
@@ -311,7 +490,7 @@ impl Inner<()> {
                 Some(p)
             }
             Err(p) => {
-                tracing::error!(panic = %panic_message(&*p), "permissions provider panicked");
+                tracing::error!(panic = %Clip(&panic_message(&*p)), "permissions provider panicked");
                 None
             }
         }
@@ -324,7 +503,17 @@ impl Inner<()> {
             .as_deref()
             .expect("authreq is routed only with auth configured");
         let session = &call.session;
-        check_can_request(&session.auth_slot().state)?;
+        {
+            let slot = session.auth_slot();
+            if slot.locked {
+                return Err(too_many_attempts());
+            }
+            if slot.retry_after.is_some_and(|t| Instant::now() < t) {
+                tracing::debug!("authreq before the last failure's delay passed: refused");
+                return Err(too_many_attempts());
+            }
+            check_can_request(&slot.state)?;
+        }
         let args = call.args();
         let key = match args.first() {
             None | Some(Value::Null) => None,
@@ -346,6 +535,12 @@ impl Inner<()> {
                 ));
             }
         };
+        if let Some(key) = &key
+            && cra.throttle.exhausted(key, peer_ip(&call.parts))
+        {
+            tracing::warn!(auth_key = %Clip(key), "authreq refused: too many failed attempts for this key or address");
+            return Err(too_many_attempts());
+        }
         let Some(key) = key else {
             if !cra.allow_anonymous {
                 return Err(auth_error(
@@ -370,11 +565,13 @@ impl Inner<()> {
                     ));
                 }
                 Err(p) => {
-                    tracing::error!(panic = %panic_message(&*p), "secret provider panicked");
+                    tracing::error!(panic = %Clip(&panic_message(&*p)), "secret provider panicked");
                     return Err(RpcError::internal("secret provider failed"));
                 }
             };
-        let signing_key = secret.signing_key();
+        let Some(signing_key) = cra.derived.signing_key(&secret).await else {
+            return Err(RpcError::internal("key derivation failed"));
+        };
         let (challenge, expected) = match cra.flavor {
             CraFlavor::CljWamp => {
                 let now_ms = std::time::SystemTime::now()
@@ -413,6 +610,9 @@ impl Inner<()> {
         let signature = call.args().first().and_then(Value::as_str);
         let outcome = {
             let mut slot = session.auth_slot();
+            if slot.locked {
+                return Err(too_many_attempts());
+            }
             match &slot.state {
                 AuthState::Authenticated(_) => return Err(already_authenticated()),
                 AuthState::Unauthenticated => {
@@ -431,34 +631,48 @@ impl Inner<()> {
                         slot.state = AuthState::Authenticated(key.clone());
                         Ok(key)
                     } else {
-                        // The challenge is single-use: a new authreq issues a fresh one.
+                        // The challenge is single-use: a new authreq issues a fresh one. The
+                        // failure counts now, when it is made, not when it is answered.
+                        let key = match key {
+                            AuthKey::Key(k) => Some(k.clone()),
+                            _ => None,
+                        };
                         slot.state = AuthState::Unauthenticated;
                         slot.failures += 1;
-                        Err(slot.failures)
+                        let delay = failure_delay(slot.failures);
+                        slot.retry_after = Some(Instant::now() + delay);
+                        slot.locked = slot.failures >= cra.max_failures;
+                        Err((slot.failures, slot.locked, delay, key))
                     }
                 }
             }
         };
         match outcome {
             Ok(key) => {
-                tracing::info!(auth_key = %key, "authenticated");
+                tracing::info!(auth_key = %Clip(&key.to_string()), "authenticated");
                 Ok(self.permission_summary(cra, session, key).await)
             }
-            Err(failures) => {
+            Err((failures, locked, delay, key)) => {
                 tracing::warn!(failures, "invalid WAMP-CRA signature");
-                if failures > 1 {
-                    let delay = Duration::from_millis(500 * u64::from(failures - 1));
-                    tokio::time::sleep(delay.min(Duration::from_secs(2))).await;
+                if let Some(key) = &key {
+                    cra.throttle.record_failure(key, peer_ip(&call.parts));
                 }
                 let error = auth_error(
                     "invalid-signature",
                     "signature for authentication request is invalid",
                 );
-                Err(if failures >= cra.max_failures {
-                    error.kill()
-                } else {
-                    error
-                })
+                if locked {
+                    // The last attempt: answer at once and close without waiting.
+                    tracing::warn!(failures, "too many failed authentication attempts: closing");
+                    if let Some(outbox) = session.outbox() {
+                        let frame = v1::encode_call_error(&call.call_id, &error);
+                        let _ = outbox.push_reply(frame.into());
+                        outbox.close(1008, "too many failed authentication attempts", true);
+                    }
+                    return Err(error);
+                }
+                tokio::time::sleep(delay).await;
+                Err(error)
             }
         }
     }
@@ -498,6 +712,27 @@ impl Inner<()> {
 
 fn auth_error(name: &str, description: &str) -> RpcError {
     RpcError::new(format!("http://api.wamp.ws/error#{name}"), description)
+}
+
+fn too_many_attempts() -> RpcError {
+    auth_error(
+        "too-many-attempts",
+        "too many failed authentication attempts: try again later",
+    )
+}
+
+/// How long the answer to the `failures`-th failed signature waits: nothing for the first,
+/// then 0.5 s more for each, at most 2 s.
+fn failure_delay(failures: u32) -> Duration {
+    Duration::from_millis(500 * u64::from(failures.saturating_sub(1))).min(Duration::from_secs(2))
+}
+
+/// The peer's IP address, when the server runs with connect info.
+fn peer_ip(parts: &Parts) -> Option<IpAddr> {
+    parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map(|info| info.0.ip())
 }
 
 fn already_authenticated() -> RpcError {

@@ -16,7 +16,10 @@ use std::{
 use tokio::sync::Notify;
 
 use crate::{
-    core::{SessionId, broker::Broker},
+    core::{
+        SessionId,
+        broker::{self, Broker, Budget, Subscribed},
+    },
     metrics::{Metrics, MetricsSnapshot},
     session::{Frame, Outbox, SendError, event_frame},
 };
@@ -41,10 +44,23 @@ fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
 }
 
 impl Hub {
-    pub(crate) fn add_session(&self, id: SessionId, outbox: Outbox) {
-        write(&self.sessions).insert(id, outbox);
+    /// Registers an open session; `false` once shutdown has begun (the check and the
+    /// insert happen under the lock that [`Wamp::shutdown`] takes to list the sessions, so
+    /// a session is either listed and closed by it, or refused here).
+    pub(crate) fn add_session(&self, id: SessionId, outbox: Outbox) -> bool {
+        let mut sessions = write(&self.sessions);
+        if self.shutting_down.load(Ordering::SeqCst) {
+            return false;
+        }
+        sessions.insert(id, outbox);
+        drop(sessions);
         Metrics::add(&self.metrics.sessions_open, 1);
         Metrics::add(&self.metrics.sessions_total, 1);
+        true
+    }
+
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
     }
 
     pub(crate) fn remove_session(&self, id: &SessionId) {
@@ -80,8 +96,21 @@ impl Hub {
         read(&self.sessions).get(id).cloned()
     }
 
-    pub(crate) fn subscribe(&self, topic: &str, id: &SessionId, outbox: Outbox) -> bool {
-        write(&self.broker).subscribe(topic, id, outbox)
+    /// Subscribes an open session. A session that is closing or closed is refused under
+    /// the broker's lock, and its close removes its subscriptions under the same lock after
+    /// marking it closed, so no subscription outlives its session.
+    pub(crate) fn subscribe(
+        &self,
+        topic: &str,
+        id: &SessionId,
+        outbox: &Outbox,
+        budget: Option<Budget>,
+    ) -> Subscribed {
+        let mut broker = write(&self.broker);
+        if outbox.is_closed() {
+            return Subscribed::Already;
+        }
+        broker.subscribe(topic, id, outbox.clone(), budget)
     }
 
     pub(crate) fn unsubscribe(&self, topic: &str, id: &SessionId) -> bool {
@@ -104,8 +133,12 @@ impl Hub {
         exclude: &[SessionId],
         eligible: Option<&[SessionId]>,
     ) -> usize {
+        // The lock is held only to take the snapshot.
+        let Some(subscribers) = read(&self.broker).snapshot(topic) else {
+            return 0;
+        };
         let mut delivered = 0;
-        read(&self.broker).for_each_recipient(topic, exclude, eligible, |_, outbox| {
+        broker::for_each_recipient(&subscribers, exclude, eligible, |_, outbox| {
             if outbox.push(frame.clone()).is_ok() {
                 delivered += 1;
             }
@@ -204,7 +237,9 @@ impl Wamp {
     /// Returns `false` if the session is not open or was already subscribed.
     pub fn subscribe(&self, session: &SessionId, topic: &str) -> bool {
         match self.hub.outbox(session) {
-            Some(outbox) => self.hub.subscribe(topic, session, outbox),
+            Some(outbox) => {
+                self.hub.subscribe(topic, session, &outbox, None) == Subscribed::New
+            }
             None => false,
         }
     }
@@ -274,8 +309,13 @@ impl Wamp {
     /// # }
     /// ```
     pub async fn shutdown(&self, deadline: Duration) -> bool {
-        self.hub.shutting_down.store(true, Ordering::SeqCst);
-        let open: Vec<Outbox> = read(&self.hub.sessions).values().cloned().collect();
+        let open: Vec<Outbox> = {
+            // Under the lock that `add_session` checks the flag under: a session being
+            // set up right now is either in this list or refused there.
+            let sessions = write(&self.hub.sessions);
+            self.hub.shutting_down.store(true, Ordering::SeqCst);
+            sessions.values().cloned().collect()
+        };
         tracing::info!(sessions = open.len(), "shutting down");
         for outbox in open {
             outbox.close(1001, "server shutting down", true);
@@ -308,5 +348,34 @@ impl Wamp {
             }
             None => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::QueueLimits;
+
+    #[test]
+    fn a_closed_session_cannot_be_subscribed() {
+        let hub = Hub::default();
+        let id = SessionId::from("s");
+        let outbox = Outbox::new(QueueLimits::default(), hub.metrics.clone());
+        assert!(hub.add_session(id.clone(), outbox.clone()));
+        // A task that looked the session up, then the session ended.
+        outbox.end();
+        hub.remove_subscriptions(&id);
+        hub.remove_session(&id);
+        assert_ne!(hub.subscribe("t", &id, &outbox, None), Subscribed::New);
+        assert!(!hub.is_subscribed("t", &id));
+    }
+
+    #[tokio::test]
+    async fn sessions_added_after_shutdown_began_are_refused() {
+        let wamp = Wamp::default();
+        let outbox = Outbox::new(QueueLimits::default(), wamp.hub.metrics.clone());
+        assert!(wamp.shutdown(std::time::Duration::ZERO).await);
+        assert!(!wamp.hub.add_session(SessionId::from("late"), outbox));
+        assert!(wamp.sessions().is_empty());
     }
 }

@@ -21,9 +21,19 @@ use http::{HeaderMap, HeaderValue, Request, StatusCode, header};
 use tower::{Layer, Service};
 
 use crate::{
-    OriginPolicy, SlowConsumerPolicy, Wamp, WampRouter, core::codec::v1::SUBPROTOCOL,
-    router::Inner, session::QueueLimits,
+    OriginPolicy, SlowConsumerPolicy, Wamp, WampRouter,
+    core::{broker::Budget, codec::v1::SUBPROTOCOL, session::SessionLimits},
+    router::Inner,
+    session::QueueLimits,
 };
+
+/// What one session may hold at once of calls in flight: entries and bytes of the CALL
+/// frames.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CallBudget {
+    pub(crate) calls: usize,
+    pub(crate) bytes: usize,
+}
 
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
@@ -38,6 +48,11 @@ pub(crate) struct Config {
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) rate_limit: Option<RateLimit>,
     pub(crate) max_sessions: Option<usize>,
+    pub(crate) write_timeout: Duration,
+    pub(crate) limits: SessionLimits,
+    pub(crate) subscriptions: Budget,
+    pub(crate) calls: CallBudget,
+    pub(crate) allowed_hosts: Option<Vec<String>>,
 }
 
 impl Default for Config {
@@ -54,6 +69,17 @@ impl Default for Config {
             idle_timeout: None,
             rate_limit: None,
             max_sessions: None,
+            write_timeout: Duration::from_secs(10),
+            limits: SessionLimits::default(),
+            subscriptions: Budget {
+                entries: 1024,
+                bytes: 256 << 10,
+            },
+            calls: CallBudget {
+                calls: 128,
+                bytes: 4 << 20,
+            },
+            allowed_hosts: None,
         }
     }
 }
@@ -234,6 +260,100 @@ impl WampLayer {
         self
     }
 
+    /// How long one write to a client may make no progress (default 10 s). A client that
+    /// does not drain its socket within it is dropped and counted
+    /// ([`MetricsSnapshot::write_timeouts`](crate::MetricsSnapshot::write_timeouts)); the
+    /// session ends, its `max_sessions` slot is freed. Writes never hold up reading,
+    /// keepalive, timeouts or close requests.
+    #[must_use]
+    pub fn write_timeout(mut self, timeout: Duration) -> Self {
+        self.config_mut().write_timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// The longest procedure or topic URI a session may use, after CURIE expansion, and
+    /// the longest PREFIX URI (default 4096 bytes). A longer one in a CALL gets a CALLERROR
+    /// (`#invalid-argument`); in PREFIX, SUBSCRIBE, UNSUBSCRIBE or PUBLISH it closes the
+    /// session (1008).
+    #[must_use]
+    pub fn max_uri_length(mut self, bytes: usize) -> Self {
+        self.config_mut().limits.max_uri_length = bytes.max(1);
+        self
+    }
+
+    /// How many CURIE prefixes a session may define (default 1024); one more closes the
+    /// session (1008).
+    #[must_use]
+    pub fn max_prefixes(mut self, prefixes: usize) -> Self {
+        self.config_mut().limits.max_prefixes = prefixes;
+        self
+    }
+
+    /// How many bytes a session's CURIE prefixes may take, names and URIs together
+    /// (default 64 KiB); more closes the session (1008).
+    #[must_use]
+    pub fn max_prefix_bytes(mut self, bytes: usize) -> Self {
+        self.config_mut().limits.max_prefix_bytes = bytes;
+        self
+    }
+
+    /// How many topics one session may subscribe to (default 1024); one more closes the
+    /// session (1008, `too many subscriptions`). [`Wamp::subscribe`] is not limited.
+    #[must_use]
+    pub fn max_subscriptions(mut self, topics: usize) -> Self {
+        self.config_mut().subscriptions.entries = topics;
+        self
+    }
+
+    /// How many bytes of topic URIs one session's subscriptions may take (default 256 KiB);
+    /// more closes the session (1008).
+    #[must_use]
+    pub fn max_subscription_bytes(mut self, bytes: usize) -> Self {
+        self.config_mut().subscriptions.bytes = bytes;
+        self
+    }
+
+    /// How many calls of one session may be in flight at once (default 128). A CALL beyond
+    /// it is answered at once with `http://api.wamp.ws/error#too-many-calls`. A session's
+    /// calls are cancelled when it closes.
+    #[must_use]
+    pub fn max_calls_in_flight(mut self, calls: usize) -> Self {
+        self.config_mut().calls.calls = calls.max(1);
+        self
+    }
+
+    /// How many bytes of CALL frames one session may have in flight (default 4 MiB). A
+    /// CALL beyond it is answered with `http://api.wamp.ws/error#too-many-calls`.
+    #[must_use]
+    pub fn max_call_bytes(mut self, bytes: usize) -> Self {
+        self.config_mut().calls.bytes = bytes;
+        self
+    }
+
+    /// Accepts handshakes only when the `Host` header names one of these hosts (compared
+    /// without the port and without case); others get `403`. Off by default. Use it on
+    /// services for `localhost`: DNS rebinding lets a web page reach them under its own
+    /// host name, which a same-origin check alone accepts.
+    ///
+    /// ```
+    /// use tower_wamp::{WampLayer, WampRouter};
+    /// let layer = WampLayer::new(WampRouter::new()).allowed_hosts(["localhost", "127.0.0.1", "[::1]"]);
+    /// ```
+    #[must_use]
+    pub fn allowed_hosts<I, T>(mut self, hosts: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        self.config_mut().allowed_hosts = Some(
+            hosts
+                .into_iter()
+                .map(|h| h.into().to_ascii_lowercase())
+                .collect(),
+        );
+        self
+    }
+
     /// Close the connection (1002, or 1003 for binary frames) on frames that are not
     /// WAMP v1, instead of logging and ignoring them (the default, as clj-wamp did).
     #[must_use]
@@ -267,6 +387,21 @@ impl WampLayer {
 
     fn upgrade<B>(&self, req: Request<B>) -> Response {
         let (mut parts, _body) = req.into_parts();
+        if let Some(hosts) = &self.config.allowed_hosts
+            && !host_allowed(&parts.headers, hosts)
+        {
+            let host = parts
+                .headers
+                .get(header::HOST)
+                .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned())
+                .unwrap_or_default();
+            tracing::warn!(host = %crate::clip::Clip(&host), "WebSocket handshake refused: host not allowed");
+            return (
+                StatusCode::FORBIDDEN,
+                format!("host {:?} is not allowed to open a WAMP session", crate::clip::Clip(&host)),
+            )
+                .into_response();
+        }
         if let Err(rejection) = self.config.origin.check(&parts.headers) {
             tracing::warn!(%rejection, "WebSocket handshake refused");
             return (StatusCode::FORBIDDEN, rejection.to_string()).into_response();
@@ -307,6 +442,20 @@ impl WampLayer {
             })
             .on_upgrade(move |socket| crate::socket::run(socket, router, config, parts))
     }
+}
+
+/// Whether the `Host` header, without its port, is one of `hosts` (lower case).
+fn host_allowed(headers: &HeaderMap, hosts: &[String]) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    let name = if host.starts_with('[') {
+        // An IPv6 literal: `[::1]:8080`.
+        host.split_inclusive(']').next().unwrap_or(host)
+    } else {
+        host.rsplit_once(':').map_or(host, |(name, _port)| name)
+    };
+    hosts.iter().any(|h| h.eq_ignore_ascii_case(name))
 }
 
 /// A copy of the request parts that owns its bytes. hyper's header values and URI are

@@ -2,6 +2,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod auth;
+mod clip;
 pub mod core;
 pub mod extract;
 mod handler;

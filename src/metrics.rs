@@ -16,6 +16,7 @@ pub(crate) struct Metrics {
     pub(crate) messages_out: AtomicU64,
     pub(crate) events_dropped: AtomicU64,
     pub(crate) slow_consumers_disconnected: AtomicU64,
+    pub(crate) write_timeouts: AtomicU64,
     pub(crate) calls_in_flight: AtomicU64,
     pub(crate) calls_total: AtomicU64,
     errors: Mutex<HashMap<String, u64>>,
@@ -48,6 +49,7 @@ impl Metrics {
             messages_out: self.messages_out.load(Relaxed),
             events_dropped: self.events_dropped.load(Relaxed),
             slow_consumers_disconnected: self.slow_consumers_disconnected.load(Relaxed),
+            write_timeouts: self.write_timeouts.load(Relaxed),
             calls_in_flight: self.calls_in_flight.load(Relaxed),
             calls_total: self.calls_total.load(Relaxed),
             errors_by_uri: self
@@ -83,6 +85,8 @@ pub struct MetricsSnapshot {
     pub events_dropped: u64,
     /// Sessions closed because their outbound queue was full.
     pub slow_consumers_disconnected: u64,
+    /// Connections dropped because a write made no progress within the write timeout.
+    pub write_timeouts: u64,
     /// Calls running now.
     pub calls_in_flight: u64,
     /// Calls received since start.

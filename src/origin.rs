@@ -13,10 +13,39 @@ use std::{fmt, sync::Arc};
 use http::{HeaderMap, header};
 use regex::Regex;
 
+/// The scheme the request arrived with, as a proxy reports it.
+fn forwarded_scheme(headers: &HeaderMap) -> Option<String> {
+    if let Some(proto) = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+    {
+        // The first proxy's view, for a list.
+        return proto.split(',').next().map(|p| p.trim().to_ascii_lowercase());
+    }
+    let forwarded = headers.get("forwarded").and_then(|v| v.to_str().ok())?;
+    forwarded
+        .split([',', ';'])
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("proto"))
+        .map(|(_, v)| v.trim().trim_matches('"').to_ascii_lowercase())
+}
+
+fn scheme_allowed(origin_scheme: &str, required: Option<&str>, headers: &HeaderMap) -> bool {
+    let origin_scheme = origin_scheme.to_ascii_lowercase();
+    if let Some(required) = required {
+        return origin_scheme == required;
+    }
+    if origin_scheme != "http" && origin_scheme != "https" {
+        return false;
+    }
+    forwarded_scheme(headers).is_none_or(|s| s == origin_scheme)
+}
+
 #[derive(Clone)]
 enum Rule {
     Any,
-    SameOrigin,
+    /// Same host and port; the scheme given, or else http/https as the request says.
+    SameOrigin(Option<String>),
     Regex(Regex),
     List(Vec<String>),
     Predicate(Arc<dyn Fn(&str) -> bool + Send + Sync>),
@@ -48,7 +77,8 @@ impl fmt::Debug for OriginPolicy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let rule = match &self.rule {
             Rule::Any => "any".to_owned(),
-            Rule::SameOrigin => "same-origin".to_owned(),
+            Rule::SameOrigin(None) => "same-origin".to_owned(),
+            Rule::SameOrigin(Some(scheme)) => format!("same-origin ({scheme})"),
             Rule::Regex(r) => format!("regex {}", r.as_str()),
             Rule::List(l) => format!("list {l:?}"),
             Rule::Predicate(_) => "predicate".to_owned(),
@@ -81,20 +111,67 @@ impl fmt::Display for OriginRejection {
         match self {
             Self::Missing => f.write_str("missing Origin header: this endpoint requires one"),
             Self::NotAllowed(o) => {
-                write!(f, "origin {o:?} is not allowed to open a WAMP session")
+                write!(
+                    f,
+                    "origin {:?} is not allowed to open a WAMP session",
+                    crate::clip::Clip(o)
+                )
             }
         }
     }
 }
 
 impl OriginPolicy {
-    /// The origin's host and port must equal the `Host` header (the default).
+    /// The origin's host and port must equal the `Host` header (the default), and its
+    /// scheme must be `http` or `https`; when a proxy says which scheme the request came in
+    /// with (`X-Forwarded-Proto`, or `proto=` in `Forwarded`), the origin's must be the
+    /// same, so a page served over plain http cannot open a session on the https site.
+    /// Browsers cannot set those headers on a WebSocket handshake.
+    ///
+    /// ```
+    /// use tower_wamp::OriginPolicy;
+    /// use http::HeaderMap;
+    ///
+    /// let mut h = HeaderMap::new();
+    /// h.insert("host", "example.com".parse().unwrap());
+    /// h.insert("origin", "http://example.com".parse().unwrap());
+    /// assert!(OriginPolicy::same_origin().check(&h).is_ok());
+    /// h.insert("x-forwarded-proto", "https".parse().unwrap());
+    /// assert!(OriginPolicy::same_origin().check(&h).is_err());
+    /// h.insert("origin", "https://example.com".parse().unwrap());
+    /// assert!(OriginPolicy::same_origin().check(&h).is_ok());
+    /// ```
     #[must_use]
     pub fn same_origin() -> Self {
         Self {
-            rule: Rule::SameOrigin,
+            rule: Rule::SameOrigin(None),
             require: false,
         }
+    }
+
+    /// Same-origin, and the origin's scheme must be `scheme` (for a site served only over
+    /// `https`, behind a proxy that does not say so).
+    ///
+    /// Only meaningful on a same-origin policy; other rules are returned unchanged.
+    ///
+    /// ```
+    /// use tower_wamp::OriginPolicy;
+    /// use http::HeaderMap;
+    ///
+    /// let p = OriginPolicy::same_origin().with_scheme("https");
+    /// let mut h = HeaderMap::new();
+    /// h.insert("host", "example.com".parse().unwrap());
+    /// h.insert("origin", "http://example.com".parse().unwrap());
+    /// assert!(p.check(&h).is_err());
+    /// h.insert("origin", "https://example.com".parse().unwrap());
+    /// assert!(p.check(&h).is_ok());
+    /// ```
+    #[must_use]
+    pub fn with_scheme(mut self, scheme: &str) -> Self {
+        if let Rule::SameOrigin(s) = &mut self.rule {
+            *s = Some(scheme.to_ascii_lowercase());
+        }
+        self
     }
 
     /// Every origin is allowed. Only for endpoints that use no ambient credentials.
@@ -156,7 +233,7 @@ impl OriginPolicy {
     pub fn allows(&self, origin: &str) -> bool {
         match &self.rule {
             Rule::Any => true,
-            Rule::SameOrigin => false,
+            Rule::SameOrigin(_) => false,
             Rule::Regex(r) => r.is_match(origin),
             Rule::List(l) => l.iter().any(|o| o.eq_ignore_ascii_case(origin)),
             Rule::Predicate(p) => p(origin),
@@ -193,10 +270,15 @@ impl OriginPolicy {
             ));
         };
         let ok = match &self.rule {
-            Rule::SameOrigin => {
+            Rule::SameOrigin(scheme) => {
                 let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-                let authority = origin.split_once("://").map(|(_, rest)| rest);
-                matches!((host, authority), (Some(h), Some(a)) if h.eq_ignore_ascii_case(a))
+                match (host, origin.split_once("://")) {
+                    (Some(host), Some((origin_scheme, authority))) => {
+                        host.eq_ignore_ascii_case(authority)
+                            && scheme_allowed(origin_scheme, scheme.as_deref(), headers)
+                    }
+                    _ => false,
+                }
             }
             _ => self.allows(origin),
         };

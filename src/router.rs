@@ -19,9 +19,11 @@ use serde_json::Value;
 use crate::{
     Call, RpcError, Session, Wamp,
     auth::{AUTH, AUTHREQ, WampCra},
+    clip::Clip,
     core::{
         Exclude, SessionId,
         auth::Action,
+        broker::{Budget, Subscribed},
         error_uri,
         pattern::{Pattern, PatternTable},
     },
@@ -689,7 +691,7 @@ fn guarded<R>(name: &str, f: impl FnOnce() -> R) -> Option<R> {
     match std::panic::catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => Some(r),
         Err(p) => {
-            tracing::error!(hook = name, panic = %panic_message(&*p), "hook panicked");
+            tracing::error!(hook = name, panic = %Clip(&panic_message(&*p)), "hook panicked");
             None
         }
     }
@@ -727,7 +729,7 @@ impl Inner<()> {
                     .permitted(&call.session, Action::Call, &call.procedure)
                     .await
                 {
-                    tracing::warn!("CALL not permitted");
+                    tracing::debug!("CALL not permitted");
                     return self.after_error(info, RpcError::unauthorized());
                 }
                 match self.procedures.get(&call.procedure) {
@@ -745,7 +747,7 @@ impl Inner<()> {
                 Ok(Err(denied)) => return self.after_error(info, denied),
                 Err(p) => {
                     let msg = panic_message(&*p);
-                    tracing::error!(panic = %msg, "before_call hook panicked");
+                    tracing::error!(panic = %Clip(&msg), "before_call hook panicked");
                     return self.after_error(info, RpcError::internal(msg));
                 }
             }
@@ -761,7 +763,7 @@ impl Inner<()> {
                 tokio::time::timeout(deadline, running)
                     .await
                     .unwrap_or_else(|_| {
-                        tracing::warn!(?deadline, "call timed out");
+                        tracing::debug!(?deadline, "call timed out");
                         Err(RpcError::new(error_uri::TIMEOUT, "call timed out"))
                     })
             });
@@ -782,7 +784,7 @@ impl Inner<()> {
             Ok(Err(error)) => self.after_error(info, error),
             Err(p) => {
                 let msg = panic_message(&*p);
-                tracing::error!(panic = %msg, "procedure panicked");
+                tracing::error!(panic = %Clip(&msg), "procedure panicked");
                 self.after_error(info, RpcError::internal(msg))
             }
         }
@@ -825,7 +827,8 @@ impl Inner<()> {
         self.wamp.hub.remove_session(session.id());
     }
 
-    pub(crate) async fn subscribe(&self, session: &Session, topic: String) {
+    /// A client's SUBSCRIBE, within the session's `budget` of subscriptions.
+    pub(crate) async fn subscribe(&self, session: &Session, topic: String, budget: Option<Budget>) {
         let Some(outbox) = session.outbox() else {
             return;
         };
@@ -833,11 +836,11 @@ impl Inner<()> {
             return;
         }
         if !self.permitted(session, Action::Subscribe, &topic).await {
-            tracing::warn!(%topic, "SUBSCRIBE not permitted: dropped");
+            tracing::debug!(topic = %Clip(&topic), "SUBSCRIBE not permitted: dropped");
             return;
         }
         let Some(rules) = self.topics.get(&topic) else {
-            tracing::debug!(%topic, "SUBSCRIBE to an unmapped topic ignored");
+            tracing::debug!(topic = %Clip(&topic), "SUBSCRIBE to an unmapped topic ignored");
             return;
         };
         let allowed = match &rules.subscribe {
@@ -850,23 +853,39 @@ impl Inner<()> {
                 {
                     Ok(allowed) => allowed,
                     Err(p) => {
-                        tracing::error!(panic = %panic_message(&*p), "subscribe predicate panicked");
+                        tracing::error!(panic = %Clip(&panic_message(&*p)), "subscribe predicate panicked");
                         false
                     }
                 }
             }
         };
         if !allowed {
-            tracing::debug!(%topic, "SUBSCRIBE denied");
+            tracing::debug!(topic = %Clip(&topic), "SUBSCRIBE denied");
             return;
         }
-        if self
-            .wamp
-            .hub
-            .subscribe(&topic, session.id(), outbox.clone())
-            && let Some(hook) = &self.hooks.after_subscribe
-        {
-            guarded("after_subscribe", || hook(session, &topic));
+        match self.wamp.hub.subscribe(&topic, session.id(), outbox, budget) {
+            Subscribed::New => {
+                if let Some(hook) = &self.hooks.after_subscribe {
+                    guarded("after_subscribe", || hook(session, &topic));
+                }
+            }
+            Subscribed::Already => {}
+            Subscribed::OverBudget => {
+                let budget = budget.expect("only a budget can be spent");
+                tracing::warn!(
+                    limit = budget.entries,
+                    bytes = budget.bytes,
+                    "too many subscriptions: closing"
+                );
+                outbox.close(
+                    1008,
+                    &format!(
+                        "too many subscriptions (limit {} topics, {} bytes)",
+                        budget.entries, budget.bytes
+                    ),
+                    true,
+                );
+            }
         }
     }
 
@@ -887,11 +906,11 @@ impl Inner<()> {
         eligible: Option<Vec<SessionId>>,
     ) {
         if !self.permitted(session, Action::Publish, &topic).await {
-            tracing::warn!(%topic, "PUBLISH not permitted: dropped");
+            tracing::debug!(topic = %Clip(&topic), "PUBLISH not permitted: dropped");
             return;
         }
         let Some(rules) = self.topics.get(&topic) else {
-            tracing::debug!(%topic, "PUBLISH to an unmapped topic dropped");
+            tracing::debug!(topic = %Clip(&topic), "PUBLISH to an unmapped topic dropped");
             return;
         };
         let exclude = match exclude {
@@ -910,7 +929,7 @@ impl Inner<()> {
         let publication = match &rules.publish {
             PublishRule::Allow => publication,
             PublishRule::Deny => {
-                tracing::debug!(topic = %publication.topic, "PUBLISH denied");
+                tracing::debug!(topic = %Clip(&publication.topic), "PUBLISH denied");
                 return;
             }
             PublishRule::Broker(broker) => {
@@ -924,7 +943,7 @@ impl Inner<()> {
                         return;
                     }
                     Err(p) => {
-                        tracing::error!(panic = %panic_message(&*p), "broker function panicked");
+                        tracing::error!(panic = %Clip(&panic_message(&*p)), "broker function panicked");
                         return;
                     }
                 }
@@ -940,7 +959,7 @@ impl Inner<()> {
             &publication.exclude,
             publication.eligible.as_deref(),
         );
-        tracing::trace!(topic = %publication.topic, delivered, "event dispatched");
+        tracing::trace!(topic = %Clip(&publication.topic), delivered, "event dispatched");
         if let Some(hook) = &self.hooks.after_publish {
             guarded("after_publish", || hook(session, &publication));
         }

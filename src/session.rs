@@ -67,9 +67,17 @@ impl Default for QueueLimits {
     }
 }
 
+/// One queued frame and whether it answers a call (replies are never dropped by a
+/// [`SlowConsumerPolicy`]: only events are).
+#[derive(Debug, Clone)]
+pub(crate) struct Queued {
+    pub(crate) frame: Frame,
+    pub(crate) reply: bool,
+}
+
 #[derive(Debug, Default)]
 struct QueueState {
-    frames: VecDeque<Frame>,
+    frames: VecDeque<Queued>,
     bytes: usize,
     close: Option<CloseRequest>,
     ended: bool,
@@ -90,8 +98,12 @@ pub(crate) enum Next {
     Close(CloseRequest),
 }
 
+const SLOW_CONSUMER: &str = "slow consumer: outbound queue full";
+
 /// One session's bounded outbound queue (frames and bytes) and its close signal. Producers
-/// never wait: a full queue applies the [`SlowConsumerPolicy`].
+/// never wait: a full queue applies the [`SlowConsumerPolicy`] to events; a reply that
+/// does not fit displaces queued events, and closes the session when only replies are
+/// left.
 #[derive(Debug, Clone)]
 pub(crate) struct Outbox(Arc<Shared>);
 
@@ -109,48 +121,69 @@ impl Outbox {
         self.0.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Queues a frame without waiting.
+    pub(crate) fn metrics(&self) -> &Arc<Metrics> {
+        &self.0.metrics
+    }
+
+    /// Queues an event frame without waiting.
     pub(crate) fn push(&self, frame: Frame) -> Result<(), SendError> {
+        self.enqueue(Queued {
+            frame,
+            reply: false,
+        })
+    }
+
+    /// Queues the answer to a call without waiting: never dropped by a policy.
+    pub(crate) fn push_reply(&self, frame: Frame) -> Result<(), SendError> {
+        self.enqueue(Queued { frame, reply: true })
+    }
+
+    /// Closes the session as a slow consumer (the queue lock is held by the caller).
+    fn disconnect_slow(&self, mut q: MutexGuard<'_, QueueState>) -> Result<(), SendError> {
+        q.close = Some(CloseRequest {
+            code: 1008,
+            reason: SLOW_CONSUMER.into(),
+            drain: false,
+        });
+        q.frames.clear();
+        q.bytes = 0;
+        drop(q);
+        Metrics::add(&self.0.metrics.slow_consumers_disconnected, 1);
+        tracing::warn!("outbound queue full: closing slow consumer");
+        self.0.notify.notify_one();
+        Err(SendError::QueueFull)
+    }
+
+    fn enqueue(&self, item: Queued) -> Result<(), SendError> {
         let limits = self.0.limits;
-        let len = frame.len();
+        let len = item.frame.len();
         let mut q = self.state();
         if q.ended || q.close.is_some() {
             return Err(SendError::Closed);
         }
         let over = |q: &QueueState| q.frames.len() >= limits.frames || q.bytes + len > limits.bytes;
         if over(&q) {
-            match limits.policy {
-                SlowConsumerPolicy::Disconnect => {
-                    q.close = Some(CloseRequest {
-                        code: 1008,
-                        reason: "slow consumer: outbound queue full".into(),
-                        drain: false,
-                    });
-                    q.frames.clear();
-                    q.bytes = 0;
-                    drop(q);
-                    Metrics::add(&self.0.metrics.slow_consumers_disconnected, 1);
-                    tracing::warn!("outbound queue full: closing slow consumer");
-                    self.0.notify.notify_one();
-                    return Err(SendError::QueueFull);
-                }
-                SlowConsumerPolicy::DropNewest => {
+            match (limits.policy, item.reply) {
+                (SlowConsumerPolicy::Disconnect, _) => return self.disconnect_slow(q),
+                (SlowConsumerPolicy::DropNewest, false) => {
                     drop(q);
                     Metrics::add(&self.0.metrics.events_dropped, 1);
                     tracing::debug!("outbound queue full: frame dropped");
                     return Err(SendError::QueueFull);
                 }
-                SlowConsumerPolicy::DropOldest => {
+                (SlowConsumerPolicy::DropOldest, false) => {
                     let mut dropped = 0;
                     while over(&q) {
-                        let Some(old) = q.frames.pop_front() else {
+                        // Oldest events first; replies stay.
+                        let Some(at) = q.frames.iter().position(|f| !f.reply) else {
                             break;
                         };
-                        q.bytes -= old.len();
+                        let old = q.frames.remove(at).expect("position is in range");
+                        q.bytes -= old.frame.len();
                         dropped += 1;
                     }
                     if over(&q) {
-                        // The frame alone is larger than the byte limit.
+                        // Only replies are left, or the frame alone is larger than the limit.
                         dropped += 1;
                         Metrics::add(&self.0.metrics.events_dropped, dropped);
                         return Err(SendError::QueueFull);
@@ -158,11 +191,28 @@ impl Outbox {
                     Metrics::add(&self.0.metrics.events_dropped, dropped);
                     tracing::debug!(dropped, "outbound queue full: oldest frames dropped");
                 }
+                (SlowConsumerPolicy::DropNewest | SlowConsumerPolicy::DropOldest, true) => {
+                    // Make room for the reply by dropping events, oldest first; a client
+                    // whose queue holds only replies it does not read is a slow consumer.
+                    let mut dropped = 0;
+                    while over(&q) {
+                        let Some(at) = q.frames.iter().position(|f| !f.reply) else {
+                            break;
+                        };
+                        let old = q.frames.remove(at).expect("position is in range");
+                        q.bytes -= old.frame.len();
+                        dropped += 1;
+                    }
+                    Metrics::add(&self.0.metrics.events_dropped, dropped);
+                    if over(&q) && !q.frames.is_empty() {
+                        return self.disconnect_slow(q);
+                    }
+                }
             }
         }
         let was_empty = q.frames.is_empty();
         q.bytes += len;
-        q.frames.push_back(frame);
+        q.frames.push_back(item);
         drop(q);
         // The socket task drains the whole queue on each wake-up: only the first frame
         // of a batch needs to wake it.
@@ -178,6 +228,11 @@ impl Outbox {
             let mut q = self.state();
             if q.ended || q.close.is_some() {
                 return;
+            }
+            if !drain {
+                // Nothing queued will be sent: free it now.
+                q.frames = VecDeque::new();
+                q.bytes = 0;
             }
             q.close = Some(CloseRequest {
                 code,
@@ -215,16 +270,27 @@ impl Outbox {
         }
     }
 
+    /// Waits until a close that does not drain is requested: the writer stops writing
+    /// what is queued (a slow consumer, a keepalive or authentication timeout).
+    pub(crate) async fn abandoned(&self) {
+        loop {
+            if self.state().close.as_ref().is_some_and(|c| !c.drain) {
+                return;
+            }
+            self.0.notify.notified().await;
+        }
+    }
+
     /// Moves every queued frame into `batch` (an empty buffer whose capacity is reused:
     /// no allocation in the steady state).
-    pub(crate) fn take_into(&self, batch: &mut VecDeque<Frame>) {
+    pub(crate) fn take_into(&self, batch: &mut VecDeque<Queued>) {
         let mut q = self.state();
         q.bytes = 0;
         std::mem::swap(&mut q.frames, batch);
     }
 
     /// What is left to send once closing (only with a draining close).
-    pub(crate) fn take_remaining(&self) -> VecDeque<Frame> {
+    pub(crate) fn take_remaining(&self) -> VecDeque<Queued> {
         let mut q = self.state();
         q.bytes = 0;
         std::mem::take(&mut q.frames)
@@ -301,6 +367,10 @@ pub struct Session {
 pub(crate) struct AuthSlot {
     pub(crate) state: AuthState,
     pub(crate) failures: u32,
+    /// The session made as many failed attempts as it may: nothing more is accepted.
+    pub(crate) locked: bool,
+    /// No new `authreq` before this instant (the penalty of the last failure).
+    pub(crate) retry_after: Option<tokio::time::Instant>,
     pub(crate) cached: Option<Arc<Permissions>>,
 }
 
@@ -331,18 +401,31 @@ impl Session {
         }
     }
 
-    /// Marks the session authenticated as `key` (for tests of handlers that look at
-    /// [`auth_key`](Self::auth_key); the router does this itself after WAMP-CRA).
+    /// A handle to this session that is authenticated as `key` (for tests of handlers that
+    /// look at [`auth_key`](Self::auth_key); the router authenticates sessions itself).
+    ///
+    /// Only the returned handle carries the identity: the live session, and every other
+    /// handle to it, keep theirs, so a handler cannot elevate its client.
     ///
     /// ```
     /// use tower_wamp::{Session, core::auth::AuthKey};
-    /// let s = Session::detached("s".into()).authenticated_as(AuthKey::Key("ada".into()));
+    /// let live = Session::detached("s".into());
+    /// let s = live.clone().authenticated_as(AuthKey::Key("ada".into()));
     /// assert_eq!(s.auth_key(), Some(AuthKey::Key("ada".into())));
+    /// assert_eq!(live.auth_key(), None);
     /// ```
     #[must_use]
-    pub fn authenticated_as(self, key: AuthKey) -> Self {
-        self.auth_slot().state = AuthState::Authenticated(key);
+    pub fn authenticated_as(mut self, key: AuthKey) -> Self {
+        self.auth = Arc::new(Mutex::new(AuthSlot {
+            state: AuthState::Authenticated(key),
+            ..AuthSlot::default()
+        }));
         self
+    }
+
+    /// Authenticates the live session (every handle to it).
+    pub(crate) fn mark_authenticated(&self, key: AuthKey) {
+        self.auth_slot().state = AuthState::Authenticated(key);
     }
 
     /// A session with this id and no connection, for tests of handlers.
@@ -444,7 +527,10 @@ mod tests {
     }
 
     fn queued(o: &Outbox) -> Vec<String> {
-        o.take_remaining().iter().map(|f| f.to_string()).collect()
+        o.take_remaining()
+            .iter()
+            .map(|f| f.frame.to_string())
+            .collect()
     }
 
     #[test]
@@ -482,5 +568,30 @@ mod tests {
         assert_eq!(o.push(Frame::from("3")), Err(SendError::Closed));
         assert_eq!(o.0.metrics.snapshot().slow_consumers_disconnected, 1);
         assert!(queued(&o).is_empty(), "a slow consumer's backlog is freed");
+    }
+
+    #[test]
+    fn policies_drop_events_never_replies() {
+        for policy in [SlowConsumerPolicy::DropNewest, SlowConsumerPolicy::DropOldest] {
+            let o = outbox(3, 1 << 20, policy);
+            assert!(o.push(Frame::from("e1")).is_ok());
+            assert!(o.push_reply(Frame::from("r1")).is_ok());
+            assert!(o.push(Frame::from("e2")).is_ok());
+            // Full: a reply displaces the oldest event.
+            assert!(o.push_reply(Frame::from("r2")).is_ok(), "{policy:?}");
+            let left = queued(&o);
+            assert_eq!(left, ["r1", "e2", "r2"], "{policy:?}");
+            // Full of replies: the next reply closes the session as a slow consumer.
+            let o = outbox(2, 1 << 20, policy);
+            assert!(o.push_reply(Frame::from("r1")).is_ok());
+            assert!(o.push_reply(Frame::from("r2")).is_ok());
+            assert_eq!(o.push_reply(Frame::from("r3")), Err(SendError::QueueFull));
+            assert!(o.is_closed(), "{policy:?}");
+            // An event never displaces a reply.
+            let o = outbox(1, 1 << 20, policy);
+            assert!(o.push_reply(Frame::from("r1")).is_ok());
+            assert_eq!(o.push(Frame::from("e1")), Err(SendError::QueueFull));
+            assert_eq!(queued(&o), ["r1"], "{policy:?}");
+        }
     }
 }

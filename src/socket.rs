@@ -1,23 +1,40 @@
-//! The per-connection task: WELCOME, then a loop over incoming frames, the outbound
-//! queue, timers and close requests; cleanup when it ends.
+//! The per-connection task. After WELCOME it runs two halves side by side until one ends:
+//!
+//! - the reader takes frames off the socket and acts on them (calls, subscriptions,
+//!   publications, which may await user callbacks);
+//! - the writer drains the outbound queue, sends pings, and keeps the session's deadlines
+//!   (authentication, keepalive, idle). Every write has a deadline, and a close request
+//!   that does not drain abandons a write in progress.
+//!
+//! Neither half can hold the other up: a client that stops reading is dropped by the write
+//! deadline or the slow-consumer policy while the reader waits, and a reader that awaits a
+//! permission provider or broker function does not stop the queue from draining.
+//! Cleanup (tables, slot, `on_close`) runs in drop guards, so it happens even if something
+//! in the task panics.
 
 use std::{
     collections::VecDeque,
     future::Future,
-    pin::Pin,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
     task::{Context, Waker},
     time::Duration,
 };
 
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
-use futures_util::SinkExt as _;
+use futures_util::{
+    SinkExt as _, StreamExt as _,
+    stream::{SplitSink, SplitStream},
+};
 use http::request::Parts;
-use tokio::time::{Instant, Interval, Sleep};
+use tokio::{task::JoinSet, time::Instant};
 use tracing::Instrument as _;
 
 use crate::{
-    Call, CallReply, Session,
+    Call, CallReply, RpcError, Session,
+    clip::Clip,
     core::{
         SessionId,
         auth::AuthKey,
@@ -27,12 +44,18 @@ use crate::{
     },
     layer::Config,
     metrics::Metrics,
-    router::Inner,
-    session::{CloseReason, CloseRequest, Frame, Next, Outbox},
+    router::{Inner, panic_message},
+    session::{CloseReason, CloseRequest, Next, Outbox, Queued},
 };
 
-/// How long a closing session may take to flush what is queued.
+/// How long a closing session may take to send its close frame (and, with a draining
+/// close, what is queued before it).
 const CLOSE_DEADLINE: Duration = Duration::from_secs(2);
+/// How long to wait for the client's answer to our close frame before dropping the socket.
+const CLOSE_ANSWER: Duration = Duration::from_secs(1);
+
+type Sink = SplitSink<WebSocket, WsMessage>;
+type Stream = SplitStream<WebSocket>;
 
 pub(crate) async fn run(
     ws: WebSocket,
@@ -40,177 +63,388 @@ pub(crate) async fn run(
     config: Arc<Config>,
     parts: Arc<Parts>,
 ) {
+    // Frees the `max_sessions` slot however the task ends, a panic included.
+    let _slot = SlotGuard(router.clone());
     let id = SessionId::random();
     let span = tracing::info_span!("wamp_session", session_id = %id);
-    session(ws, id, router.clone(), config, parts)
+    session(ws, id, router, config, parts)
         .instrument(span)
         .await;
-    router.wamp().hub.release_slot();
 }
 
-struct Conn {
+struct SlotGuard(Arc<Inner<()>>);
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        self.0.wamp().hub.release_slot();
+    }
+}
+
+/// Removes an open session from the router's tables and runs its `on_close` hook when
+/// dropped, with the reason set before (a panic leaves the default).
+struct OpenSession {
     router: Arc<Inner<()>>,
-    config: Arc<Config>,
-    parts: Arc<Parts>,
     session: Session,
     outbox: Outbox,
-    state: SessionState,
-    metrics: Arc<Metrics>,
+    reason: CloseReason,
 }
 
-/// Keepalive, idle and rate-limit bookkeeping.
-struct Timers {
-    tick: Option<Interval>,
-    last_message: Instant,
-    ping_sent: Option<Instant>,
-    next_ping: Option<Instant>,
-    tokens: f64,
-    refilled: Instant,
+impl Drop for OpenSession {
+    fn drop(&mut self) {
+        // Ended first: a subscribe racing with this close is refused under the broker's
+        // lock, then the subscriptions are removed under it.
+        self.outbox.end();
+        tracing::info!(reason = ?self.reason, "session closed");
+        self.router.closed(&self.session, &self.reason);
+    }
+}
+
+/// When the session last received anything (for keepalive) and last received a WAMP
+/// message (for the idle timeout), shared by the two halves.
+struct Clock {
+    base: Instant,
+    last_read: AtomicU64,
+    last_message: AtomicU64,
+}
+
+impl Clock {
+    fn new(base: Instant) -> Self {
+        Self {
+            base,
+            last_read: AtomicU64::new(0),
+            last_message: AtomicU64::new(0),
+        }
+    }
+
+    fn since_base(&self, now: Instant) -> u64 {
+        u64::try_from(now.duration_since(self.base).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn read(&self, now: Instant, message: bool) {
+        let t = self.since_base(now);
+        self.last_read.store(t, Ordering::Relaxed);
+        if message {
+            self.last_message.store(t, Ordering::Relaxed);
+        }
+    }
+
+    fn last_read(&self) -> Instant {
+        self.base + Duration::from_nanos(self.last_read.load(Ordering::Relaxed))
+    }
+
+    fn last_message(&self) -> Instant {
+        self.base + Duration::from_nanos(self.last_message.load(Ordering::Relaxed))
+    }
 }
 
 async fn session(
-    mut ws: WebSocket,
+    ws: WebSocket,
     id: SessionId,
     router: Arc<Inner<()>>,
     config: Arc<Config>,
     parts: Arc<Parts>,
 ) {
     let hub = router.wamp().hub.clone();
-    let outbox = Outbox::new(config.queue, hub.metrics.clone());
-    let welcome = v1::encode_welcome(&id, &config.server_ident);
-    if let Err(e) = ws.send(WsMessage::Text(welcome.into())).await {
-        tracing::debug!(error = %e, "client left before WELCOME");
+    let (mut sink, mut stream) = ws.split();
+    if hub.is_shutting_down() {
+        going_away(&mut sink).await;
         return;
     }
-    hub.add_session(id.clone(), outbox.clone());
-    let mut conn = Conn {
-        session: Session::connected(id, outbox.clone()),
+    let welcome = v1::encode_welcome(&id, &config.server_ident);
+    match tokio::time::timeout(
+        config.write_timeout,
+        sink.send(WsMessage::Text(welcome.into())),
+    )
+    .await
+    {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "client left before WELCOME");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!("WELCOME not written in time");
+            return;
+        }
+    }
+    let outbox = Outbox::new(config.queue, hub.metrics.clone());
+    if !hub.add_session(id.clone(), outbox.clone()) {
+        // Shutdown began while this session was being set up.
+        going_away(&mut sink).await;
+        return;
+    }
+    let session = Session::connected(id, outbox.clone());
+    let mut open = OpenSession {
         router: router.clone(),
-        metrics: hub.metrics.clone(),
-        config: config.clone(),
-        parts,
-        outbox,
-        state: SessionState::new(config.close_on_protocol_violation),
+        session: session.clone(),
+        outbox: outbox.clone(),
+        reason: CloseReason::Error("the session task panicked".into()),
     };
     let mut auth_deadline = None;
     if let Some(cra) = router.auth_config() {
-        if let Some(key) = cra
-            .identity
-            .as_ref()
-            .and_then(|identity| identity(&conn.parts))
-        {
-            tracing::info!(auth_key = %key, "authenticated by the upgrade request");
-            conn.session = conn.session.clone().authenticated_as(AuthKey::Key(key));
+        let identity = cra.identity.as_ref().and_then(|identity| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| identity(&parts)))
+                .unwrap_or_else(|p| {
+                    tracing::error!(panic = %panic_message(&*p), "identity_from panicked: WAMP-CRA is required");
+                    None
+                })
+        });
+        if let Some(key) = identity {
+            tracing::info!(auth_key = %Clip(&key), "authenticated by the upgrade request");
+            session.mark_authenticated(AuthKey::Key(key));
         } else if !cra.timeout.is_zero() {
-            auth_deadline = Some(Box::pin(tokio::time::sleep(cra.timeout)));
+            auth_deadline = Some(Instant::now() + cra.timeout);
         }
     }
-    let now = Instant::now();
-    let housekeeping = [config.ping_interval, config.idle_timeout.map(|d| d / 4)]
+    tracing::info!("session opened");
+    router.opened(&session);
+    let metrics = hub.metrics.clone();
+    let clock = Clock::new(Instant::now());
+    let mut conn = Conn {
+        router: router.clone(),
+        state: SessionState::with_limits(config.close_on_protocol_violation, config.limits),
+        rate: RateState::new(&config),
+        config: config.clone(),
+        parts,
+        session: session.clone(),
+        outbox: outbox.clone(),
+        metrics: metrics.clone(),
+        calls: JoinSet::new(),
+        in_flight: Arc::default(),
+    };
+
+    let (reason, ended_by) = {
+        let reader = conn.read_loop(&mut stream, &clock);
+        let writer = write_loop(&mut sink, &outbox, &config, &clock, &session, auth_deadline);
+        tokio::pin!(reader, writer);
+        tokio::select! {
+            reason = &mut reader => (reason, EndedBy::Reader),
+            (reason, sent) = &mut writer => (reason, EndedBy::Writer { close_sent: sent }),
+        }
+    };
+    // The session's calls end with it.
+    conn.calls.abort_all();
+    match (&reason, ended_by) {
+        (CloseReason::Client { .. }, EndedBy::Reader) => {
+            // Answer the close handshake: the WebSocket queued our close frame when it read
+            // the client's; flush it before dropping the socket.
+            outbox.end();
+            if tokio::time::timeout(CLOSE_DEADLINE, sink.close())
+                .await
+                .is_err()
+            {
+                tracing::debug!("close answer not delivered in time");
+            }
+        }
+        (_, EndedBy::Writer { close_sent: true }) => {
+            // Our close frame is out: give the client a moment to answer it, so that the
+            // connection ends with a clean handshake rather than a reset.
+            let answer = async {
+                while let Some(Ok(message)) = stream.next().await {
+                    if matches!(message, WsMessage::Close(_)) {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(CLOSE_ANSWER, answer).await;
+        }
+        _ => {}
+    }
+    open.reason = reason;
+    drop(open);
+    drop(conn);
+}
+
+#[derive(Clone, Copy)]
+enum EndedBy {
+    Reader,
+    Writer { close_sent: bool },
+}
+
+/// Sends a 1001 close to a session that arrives during shutdown.
+async fn going_away(sink: &mut Sink) {
+    let frame = WsMessage::Close(Some(CloseFrame {
+        code: 1001,
+        reason: "server shutting down".into(),
+    }));
+    let _ = tokio::time::timeout(CLOSE_DEADLINE, sink.send(frame)).await;
+}
+
+/// Keepalive, idle and authentication deadlines, kept by the writer.
+struct Timers {
+    auth_deadline: Option<Instant>,
+    ping_interval: Option<Duration>,
+    pong_timeout: Duration,
+    idle: Option<Duration>,
+    next_ping: Option<Instant>,
+    ping_sent: Option<Instant>,
+}
+
+impl Timers {
+    fn new(config: &Config, start: Instant, auth_deadline: Option<Instant>) -> Self {
+        Self {
+            auth_deadline,
+            ping_interval: config.ping_interval,
+            pong_timeout: config.pong_timeout,
+            idle: config.idle_timeout,
+            next_ping: config.ping_interval.map(|d| start + d),
+            ping_sent: None,
+        }
+    }
+
+    /// A ping that the client has not answered yet: its answer is due at this instant.
+    fn pong_due(&self, clock: &Clock) -> Option<Instant> {
+        let sent = self.ping_sent?;
+        (clock.last_read() < sent).then(|| sent + self.pong_timeout)
+    }
+
+    fn next_deadline(&self, clock: &Clock) -> Option<Instant> {
+        [
+            self.auth_deadline,
+            self.idle.map(|d| clock.last_message() + d),
+            self.pong_due(clock),
+            self.next_ping,
+        ]
         .into_iter()
         .flatten()
         .min()
-        .map(|d| {
-            let mut i = tokio::time::interval_at(now + d, d.max(Duration::from_millis(1)));
-            i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            i
-        });
-    let mut timers = Timers {
-        tick: housekeeping,
-        last_message: now,
-        ping_sent: None,
-        next_ping: config.ping_interval.map(|d| now + d),
-        tokens: config.rate_limit.map_or(0.0, |r| f64::from(r.burst)),
-        refilled: now,
-    };
-    tracing::info!("session opened");
-    router.opened(&conn.session);
+    }
+
+    /// Acts on every deadline that has passed; `true` when a ping is due.
+    fn fire(&mut self, now: Instant, clock: &Clock, outbox: &Outbox, session: &Session) -> bool {
+        if self.auth_deadline.is_some_and(|d| now >= d) {
+            self.auth_deadline = None;
+            if session.auth_key().is_none() {
+                tracing::warn!("not authenticated in time: closing");
+                outbox.close(1008, "authentication timeout", false);
+            }
+        }
+        if let Some(idle) = self.idle
+            && now >= clock.last_message() + idle
+        {
+            tracing::info!("idle timeout: closing");
+            outbox.close(1000, "idle timeout", true);
+        }
+        if let Some(sent) = self.ping_sent {
+            if clock.last_read() >= sent {
+                self.ping_sent = None;
+            } else if now >= sent + self.pong_timeout {
+                tracing::warn!("no pong before the deadline: closing");
+                outbox.close(1008, "keepalive timeout: no pong", false);
+            }
+        }
+        if let (Some(interval), Some(next)) = (self.ping_interval, self.next_ping)
+            && now >= next
+        {
+            self.next_ping = Some(now + interval);
+            if self.ping_sent.is_none() {
+                self.ping_sent = Some(now);
+            }
+            return true;
+        }
+        false
+    }
+}
+
+enum WriteError {
+    /// No progress within the write timeout.
+    Timeout,
+    /// A close that does not drain was requested meanwhile.
+    Abandoned,
+    Io(axum::Error),
+}
+
+/// One write step under the write deadline.
+async fn step(
+    deadline: Duration,
+    write: impl Future<Output = Result<(), axum::Error>>,
+) -> Result<(), WriteError> {
+    match tokio::time::timeout(deadline, write).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(WriteError::Io(e)),
+        Err(_) => Err(WriteError::Timeout),
+    }
+}
+
+/// Writes every frame of `batch`, then flushes once; each step has the write deadline.
+async fn write_batch(
+    sink: &mut Sink,
+    batch: &mut VecDeque<Queued>,
+    deadline: Duration,
+) -> Result<u64, WriteError> {
+    let n = batch.len() as u64;
+    while let Some(queued) = batch.pop_front() {
+        step(deadline, sink.feed(WsMessage::Text(queued.frame))).await?;
+    }
+    step(deadline, sink.flush()).await?;
+    Ok(n)
+}
+
+/// The writer half: returns why the session ends and whether a close frame went out.
+async fn write_loop(
+    sink: &mut Sink,
+    outbox: &Outbox,
+    config: &Config,
+    clock: &Clock,
+    session: &Session,
+    auth_deadline: Option<Instant>,
+) -> (CloseReason, bool) {
+    let metrics = outbox.metrics().clone();
+    let mut timers = Timers::new(config, clock.base, auth_deadline);
     let mut batch = VecDeque::new();
-
-    let reason = loop {
+    let far = clock.base + Duration::from_secs(86400 * 365);
+    let sleep = tokio::time::sleep_until(timers.next_deadline(clock).unwrap_or(far));
+    tokio::pin!(sleep);
+    loop {
+        let deadline = timers.next_deadline(clock).unwrap_or(far);
+        if sleep.deadline() != deadline {
+            sleep.as_mut().reset(deadline);
+        }
         tokio::select! {
-            () = until(&mut auth_deadline) => {
-                auth_deadline = None;
-                if conn.session.auth_key().is_none() {
-                    tracing::warn!("not authenticated in time: closing");
-                    conn.outbox.close(1008, "authentication timeout", false);
-                }
-            }
-            () = tick(&mut timers.tick) => conn.housekeeping(&mut ws, &mut timers).await,
-            next = conn.outbox.next() => match next {
+            next = outbox.next() => match next {
                 Next::Frames => {
-                    conn.outbox.take_into(&mut batch);
-                    let n = batch.len() as u64;
-                    if let Err(e) = write_all(&mut ws, &mut batch).await {
-                        break CloseReason::Error(e.to_string());
+                    outbox.take_into(&mut batch);
+                    let written = tokio::select! {
+                        r = write_batch(sink, &mut batch, config.write_timeout) => r,
+                        () = outbox.abandoned() => Err(WriteError::Abandoned),
+                    };
+                    batch.clear();
+                    match written {
+                        Ok(n) => Metrics::add(&metrics.messages_out, n),
+                        // The close request is taken on the next turn.
+                        Err(WriteError::Abandoned) => {}
+                        Err(WriteError::Timeout) => return write_timed_out(&metrics, config),
+                        Err(WriteError::Io(e)) => return (CloseReason::Error(e.to_string()), false),
                     }
-                    Metrics::add(&conn.metrics.messages_out, n);
                 }
-                Next::Close(request) => break close(&mut ws, &conn.outbox, request).await,
+                Next::Close(request) => return close(sink, outbox, request).await,
             },
-            incoming = ws.recv() => {
-                timers.ping_sent = None;
-                match incoming {
-                    None => break CloseReason::Disconnected,
-                    Some(Err(e)) => break transport_error(&mut ws, e).await,
-                    Some(Ok(WsMessage::Text(text))) => {
-                        timers.last_message = Instant::now();
-                        if !conn.within_rate_limit(&mut timers) {
-                            tracing::warn!("rate limit exceeded: closing");
-                            conn.outbox.close(1008, "rate limit exceeded", false);
-                            continue;
-                        }
-                        Metrics::add(&conn.metrics.messages_in, 1);
-                        let action = conn.state.handle_text(text.as_str());
-                        conn.act(action).await;
+            () = &mut sleep => {
+                if timers.fire(Instant::now(), clock, outbox, session) {
+                    let ping = tokio::select! {
+                        r = step(config.write_timeout, sink.send(WsMessage::Ping(Default::default()))) => r,
+                        () = outbox.abandoned() => Err(WriteError::Abandoned),
+                    };
+                    match ping {
+                        Ok(()) | Err(WriteError::Abandoned) => {}
+                        Err(WriteError::Timeout) => return write_timed_out(&metrics, config),
+                        Err(WriteError::Io(e)) => return (CloseReason::Error(e.to_string()), false),
                     }
-                    Some(Ok(WsMessage::Binary(_))) => {
-                        let action = conn.state.handle_binary();
-                        conn.act(action).await;
-                    }
-                    Some(Ok(WsMessage::Close(frame))) => {
-                        break match frame {
-                            Some(f) => CloseReason::Client { code: Some(f.code), reason: f.reason.to_string() },
-                            None => CloseReason::Client { code: None, reason: String::new() },
-                        };
-                    }
-                    Some(Ok(_)) => {} // ping and pong: tungstenite answers pings itself
                 }
             }
         }
-    };
-    conn.outbox.end();
-    tracing::info!(?reason, "session closed");
-    router.closed(&conn.session, &reason);
-}
-
-/// Waits for the deadline if there is one, else forever.
-async fn until(deadline: &mut Option<Pin<Box<Sleep>>>) {
-    match deadline {
-        Some(sleep) => sleep.await,
-        None => std::future::pending().await,
     }
 }
 
-/// Waits for the next housekeeping tick if there is a timer, else forever.
-async fn tick(interval: &mut Option<Interval>) {
-    match interval {
-        Some(i) => {
-            i.tick().await;
-        }
-        None => std::future::pending().await,
-    }
+fn write_timed_out(metrics: &Metrics, config: &Config) -> (CloseReason, bool) {
+    Metrics::add(&metrics.write_timeouts, 1);
+    tracing::warn!(timeout = ?config.write_timeout, "client did not drain its socket in time: dropped");
+    (CloseReason::Error("write timeout".into()), false)
 }
 
-/// Writes every queued frame, then flushes once; leaves `frames` empty, capacity kept.
-async fn write_all(ws: &mut WebSocket, frames: &mut VecDeque<Frame>) -> Result<(), axum::Error> {
-    while let Some(frame) = frames.pop_front() {
-        ws.feed(WsMessage::Text(frame)).await?;
-    }
-    ws.flush().await
-}
-
-async fn close(ws: &mut WebSocket, outbox: &Outbox, request: CloseRequest) -> CloseReason {
+/// Sends the close frame (after what is queued, for a draining close) within the close
+/// deadline.
+async fn close(sink: &mut Sink, outbox: &Outbox, request: CloseRequest) -> (CloseReason, bool) {
     let CloseRequest {
         code,
         reason,
@@ -218,103 +452,180 @@ async fn close(ws: &mut WebSocket, outbox: &Outbox, request: CloseRequest) -> Cl
     } = request;
     let goodbye = async {
         if drain {
-            for frame in outbox.take_remaining() {
-                ws.feed(WsMessage::Text(frame)).await?;
+            for queued in outbox.take_remaining() {
+                sink.feed(WsMessage::Text(queued.frame)).await?;
             }
         }
-        ws.send(WsMessage::Close(Some(CloseFrame {
+        sink.send(WsMessage::Close(Some(CloseFrame {
             code,
             reason: reason.clone().into(),
         })))
         .await
     };
-    match tokio::time::timeout(CLOSE_DEADLINE, goodbye).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::debug!(error = %e, "close frame not delivered"),
-        Err(_) => tracing::debug!("close deadline passed before the close frame was sent"),
-    }
-    CloseReason::Server { code, reason }
+    let sent = match tokio::time::timeout(CLOSE_DEADLINE, goodbye).await {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "close frame not delivered");
+            false
+        }
+        Err(_) => {
+            tracing::debug!("close deadline passed before the close frame was sent");
+            false
+        }
+    };
+    (CloseReason::Server { code, reason }, sent)
 }
 
-async fn transport_error(ws: &mut WebSocket, error: axum::Error) -> CloseReason {
-    let capacity = std::error::Error::source(&error)
+/// Whether a transport error is an oversize message (tungstenite's capacity error).
+fn is_oversize(error: &axum::Error) -> bool {
+    std::error::Error::source(error)
         .and_then(|s| s.downcast_ref::<tungstenite::Error>())
-        .is_some_and(|e| matches!(e, tungstenite::Error::Capacity(_)));
-    if capacity {
-        let reason = "message too big".to_owned();
-        tracing::warn!(%error, "oversize message: closing with 1009");
-        let _ = tokio::time::timeout(
-            CLOSE_DEADLINE,
-            ws.send(WsMessage::Close(Some(CloseFrame {
-                code: 1009,
-                reason: reason.clone().into(),
-            }))),
-        )
-        .await;
-        return CloseReason::Server { code: 1009, reason };
+        .is_some_and(|e| matches!(e, tungstenite::Error::Capacity(_)))
+}
+
+/// The per-session token bucket of incoming messages.
+struct RateState {
+    tokens: f64,
+    refilled: Instant,
+}
+
+impl RateState {
+    fn new(config: &Config) -> Self {
+        Self {
+            tokens: config.rate_limit.map_or(0.0, |r| f64::from(r.burst)),
+            refilled: Instant::now(),
+        }
     }
-    tracing::debug!(%error, "transport error");
-    CloseReason::Error(error.to_string())
+}
+
+/// Calls of one session in flight: how many, and the bytes of their CALL frames.
+#[derive(Debug, Default)]
+struct InFlight {
+    calls: AtomicUsize,
+    bytes: AtomicUsize,
+}
+
+/// One call's share of [`InFlight`], returned when the call ends or is cancelled.
+struct InFlightGuard {
+    in_flight: Arc<InFlight>,
+    metrics: Arc<Metrics>,
+    bytes: usize,
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.in_flight.calls.fetch_sub(1, Ordering::Relaxed);
+        self.in_flight
+            .bytes
+            .fetch_sub(self.bytes, Ordering::Relaxed);
+        Metrics::sub(&self.metrics.calls_in_flight, 1);
+    }
+}
+
+/// The reader half's state.
+struct Conn {
+    router: Arc<Inner<()>>,
+    config: Arc<Config>,
+    parts: Arc<Parts>,
+    session: Session,
+    outbox: Outbox,
+    state: SessionState,
+    rate: RateState,
+    metrics: Arc<Metrics>,
+    /// Calls that awaited: aborted when the session ends.
+    calls: JoinSet<()>,
+    in_flight: Arc<InFlight>,
 }
 
 impl Conn {
-    async fn housekeeping(&self, ws: &mut WebSocket, timers: &mut Timers) {
-        let now = Instant::now();
-        if let Some(idle) = self.config.idle_timeout
-            && now.duration_since(timers.last_message) >= idle
-        {
-            tracing::info!("idle timeout: closing");
-            self.outbox.close(1000, "idle timeout", true);
-            return;
-        }
-        let (Some(interval), Some(next_ping)) = (self.config.ping_interval, timers.next_ping)
-        else {
-            return;
-        };
-        if let Some(sent) = timers.ping_sent
-            && now.duration_since(sent) >= self.config.pong_timeout
-        {
-            tracing::warn!("no pong before the deadline: closing");
-            self.outbox.close(1008, "keepalive timeout: no pong", false);
-            return;
-        }
-        if now >= next_ping {
-            timers.next_ping = Some(now + interval);
-            if timers.ping_sent.is_none() {
-                timers.ping_sent = Some(now);
+    /// The reader half: returns when the client closes or the connection ends. After the
+    /// server asked to close, frames are read and dropped until the writer has finished.
+    async fn read_loop(&mut self, stream: &mut Stream, clock: &Clock) -> CloseReason {
+        loop {
+            let Some(incoming) = stream.next().await else {
+                return CloseReason::Disconnected;
+            };
+            let now = Instant::now();
+            let message = match incoming {
+                Err(e) if is_oversize(&e) => {
+                    tracing::warn!(error = %e, "oversize message: closing with 1009");
+                    self.outbox.close(1009, "message too big", false);
+                    // The writer sends the close frame and ends the session.
+                    return std::future::pending().await;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "transport error");
+                    return CloseReason::Error(e.to_string());
+                }
+                Ok(message) => message,
+            };
+            clock.read(
+                now,
+                matches!(message, WsMessage::Text(_) | WsMessage::Binary(_)),
+            );
+            if self.outbox.is_closed() {
+                // Closing: nothing more is acted on.
+                if let WsMessage::Close(frame) = message {
+                    return client_close(frame);
+                }
+                continue;
             }
-            if let Err(e) = ws.send(WsMessage::Ping(Default::default())).await {
-                tracing::debug!(error = %e, "ping not sent");
+            match message {
+                WsMessage::Text(text) => {
+                    if !self.within_rate_limit(now) {
+                        continue;
+                    }
+                    Metrics::add(&self.metrics.messages_in, 1);
+                    let size = text.len();
+                    let action = self.state.handle_text(text.as_str());
+                    self.act(action, size).await;
+                }
+                WsMessage::Binary(_) => {
+                    if !self.within_rate_limit(now) {
+                        continue;
+                    }
+                    Metrics::add(&self.metrics.messages_in, 1);
+                    let action = self.state.handle_binary();
+                    self.act(action, 0).await;
+                }
+                WsMessage::Close(frame) => return client_close(frame),
+                // Pings are answered by the WebSocket itself; pongs only count as life.
+                WsMessage::Ping(_) | WsMessage::Pong(_) => {}
             }
         }
     }
 
-    fn within_rate_limit(&self, timers: &mut Timers) -> bool {
+    fn within_rate_limit(&mut self, now: Instant) -> bool {
         let Some(limit) = self.config.rate_limit else {
             return true;
         };
-        let now = Instant::now();
-        let refill =
-            now.duration_since(timers.refilled).as_secs_f64() * f64::from(limit.per_second);
-        timers.tokens = (timers.tokens + refill).min(f64::from(limit.burst));
-        timers.refilled = now;
-        if timers.tokens >= 1.0 {
-            timers.tokens -= 1.0;
+        let rate = &mut self.rate;
+        let refill = now.duration_since(rate.refilled).as_secs_f64() * f64::from(limit.per_second);
+        rate.tokens = (rate.tokens + refill).min(f64::from(limit.burst));
+        rate.refilled = now;
+        if rate.tokens >= 1.0 {
+            rate.tokens -= 1.0;
             true
         } else {
+            tracing::warn!("rate limit exceeded: closing");
+            self.outbox.close(1008, "rate limit exceeded", false);
             false
         }
     }
 
-    async fn act(&mut self, action: Action) {
+    async fn act(&mut self, action: Action, size: usize) {
         match action {
             Action::None => {}
             Action::Call {
                 call_id,
                 procedure,
                 args,
-            } => self.spawn_call(call_id, procedure, args),
-            Action::Subscribe { topic } => self.router.subscribe(&self.session, topic).await,
+            } => self.spawn_call(call_id, procedure, args, size),
+            Action::Subscribe { topic } => {
+                self.router
+                    .subscribe(&self.session, topic, Some(self.config.subscriptions))
+                    .await;
+            }
             Action::Unsubscribe { topic } => self.router.unsubscribe(&self.session, &topic),
             Action::Publish {
                 topic,
@@ -327,20 +638,60 @@ impl Conn {
                     .await;
             }
             Action::Reply(frame) => {
-                tracing::warn!("malformed CALL answered with an error");
+                tracing::debug!("malformed CALL answered with an error");
                 self.metrics.error(error_uri::INVALID_ARGUMENT);
-                let _ = self.outbox.push(frame.into());
+                let _ = self.outbox.push_reply(frame.into());
             }
-            Action::Ignore(reason) => tracing::warn!(%reason, "frame ignored"),
+            Action::Ignore(reason) => tracing::debug!(reason = %Clip(&reason), "frame ignored"),
             Action::Close { code, reason } => {
-                tracing::warn!(code, %reason, "protocol violation: closing");
+                tracing::warn!(code, reason = %Clip(&reason), "closing");
                 self.outbox.close(code, &reason, true);
             }
         }
     }
 
-    fn spawn_call(&self, call_id: String, procedure: String, args: Vec<serde_json::Value>) {
-        let span = tracing::info_span!("wamp_call", %call_id, %procedure);
+    /// Reserves room for one more call in flight, or answers it with `#too-many-calls`.
+    fn admit(&self, call_id: &str, size: usize) -> Option<InFlightGuard> {
+        let budget = self.config.calls;
+        let calls = self.in_flight.calls.load(Ordering::Relaxed);
+        let bytes = self.in_flight.bytes.load(Ordering::Relaxed);
+        if calls >= budget.calls || bytes + size > budget.bytes {
+            tracing::debug!(call_id = %Clip(call_id), calls, bytes, "too many calls in flight");
+            self.metrics.error(error_uri::TOO_MANY_CALLS);
+            let error = RpcError::new(
+                error_uri::TOO_MANY_CALLS,
+                format!(
+                    "too many calls in flight (limit {} calls, {} bytes)",
+                    budget.calls, budget.bytes
+                ),
+            );
+            let _ = self
+                .outbox
+                .push_reply(v1::encode_call_error(call_id, &error).into());
+            return None;
+        }
+        self.in_flight.calls.fetch_add(1, Ordering::Relaxed);
+        self.in_flight.bytes.fetch_add(size, Ordering::Relaxed);
+        Metrics::add(&self.metrics.calls_in_flight, 1);
+        Some(InFlightGuard {
+            in_flight: self.in_flight.clone(),
+            metrics: self.metrics.clone(),
+            bytes: size,
+        })
+    }
+
+    fn spawn_call(
+        &mut self,
+        call_id: String,
+        procedure: String,
+        args: Vec<serde_json::Value>,
+        size: usize,
+    ) {
+        Metrics::add(&self.metrics.calls_total, 1);
+        let Some(guard) = self.admit(&call_id, size) else {
+            return;
+        };
+        let span = tracing::debug_span!("wamp_call", call_id = %Clip(&call_id), procedure = %Clip(&procedure));
         let call = Call::from_wire(
             call_id,
             procedure,
@@ -351,20 +702,18 @@ impl Conn {
         let router = self.router.clone();
         let outbox = self.outbox.clone();
         let metrics = self.metrics.clone();
-        Metrics::add(&metrics.calls_total, 1);
-        Metrics::add(&metrics.calls_in_flight, 1);
         let mut call = Box::pin(
             async move {
                 let call_id = call.call_id.clone();
                 let reply = router.dispatch(call).await;
-                Metrics::sub(&metrics.calls_in_flight, 1);
+                drop(guard);
                 let frame = match reply {
                     CallReply::Result(result) => v1::encode_call_result(&call_id, &result),
                     CallReply::Error(error) => {
                         metrics.error(error.uri());
                         let frame = v1::encode_call_error(&call_id, &error);
                         if error.kills() {
-                            let _ = outbox.push(frame.into());
+                            let _ = outbox.push_reply(frame.into());
                             outbox.close(1002, "closed after a fatal call error", true);
                             return;
                         }
@@ -372,16 +721,31 @@ impl Conn {
                     }
                     CallReply::Suppressed => return,
                 };
-                let _ = outbox.push(frame.into());
+                let _ = outbox.push_reply(frame.into());
             }
             .instrument(span),
         );
         // Most procedures answer without waiting: run the call once right here and spawn a
         // task only for those that are still pending (the task polls it again with its own
-        // waker, so nothing registered with the no-op waker is lost).
+        // waker, so nothing registered with the no-op waker is lost). Spawned calls belong
+        // to the session: they are aborted when it ends.
         let mut cx = Context::from_waker(Waker::noop());
         if call.as_mut().poll(&mut cx).is_pending() {
-            tokio::spawn(call);
+            while self.calls.try_join_next().is_some() {}
+            self.calls.spawn(call);
         }
+    }
+}
+
+fn client_close(frame: Option<CloseFrame>) -> CloseReason {
+    match frame {
+        Some(f) => CloseReason::Client {
+            code: Some(f.code),
+            reason: f.reason.to_string(),
+        },
+        None => CloseReason::Client {
+            code: None,
+            reason: String::new(),
+        },
     }
 }

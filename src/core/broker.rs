@@ -2,6 +2,10 @@
 //!
 //! Generic over `H`, the handle the transport uses to reach a session (its outbound
 //! queue), so that publishing walks one table and needs no second lookup per recipient.
+//!
+//! Each topic's subscribers sit behind an `Arc` (copy on write): a publication takes a
+//! snapshot in O(1) and walks it without holding the broker's lock, so subscribes and
+//! closes never wait for a fan-out to finish, nor fan-outs for each other.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -10,10 +14,35 @@ use std::{
 
 use super::SessionId;
 
+/// The subscribers of one topic.
+pub(crate) type Subscribers<H> = Arc<HashMap<SessionId, H>>;
+
 #[derive(Debug)]
 pub(crate) struct Broker<H> {
-    topics: HashMap<Arc<str>, HashMap<SessionId, H>>,
-    sessions: HashMap<SessionId, HashSet<Arc<str>>>,
+    topics: HashMap<Arc<str>, Subscribers<H>>,
+    sessions: HashMap<SessionId, SessionTopics>,
+}
+
+#[derive(Debug, Default)]
+struct SessionTopics {
+    topics: HashSet<Arc<str>>,
+    bytes: usize,
+}
+
+/// A session's budget of subscriptions: entries and bytes of topic URIs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Budget {
+    pub(crate) entries: usize,
+    pub(crate) bytes: usize,
+}
+
+/// What a subscribe did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Subscribed {
+    New,
+    Already,
+    /// The session's budget is spent: nothing changed.
+    OverBudget,
 }
 
 impl<H> Default for Broker<H> {
@@ -25,34 +54,47 @@ impl<H> Default for Broker<H> {
     }
 }
 
-impl<H> Broker<H> {
-    /// Subscribes; `false` if the session already was.
-    pub(crate) fn subscribe(&mut self, topic: &str, session: &SessionId, handle: H) -> bool {
-        let topics = self.sessions.entry(session.clone()).or_default();
-        if topics.contains(topic) {
-            return false;
+impl<H: Clone> Broker<H> {
+    /// Subscribes within `budget` (none: no limit).
+    pub(crate) fn subscribe(
+        &mut self,
+        topic: &str,
+        session: &SessionId,
+        handle: H,
+        budget: Option<Budget>,
+    ) -> Subscribed {
+        let mine = self.sessions.entry(session.clone()).or_default();
+        if mine.topics.contains(topic) {
+            return Subscribed::Already;
+        }
+        if let Some(budget) = budget
+            && (mine.topics.len() >= budget.entries || mine.bytes + topic.len() > budget.bytes)
+        {
+            if mine.topics.is_empty() {
+                self.sessions.remove(session);
+            }
+            return Subscribed::OverBudget;
         }
         let key: Arc<str> = match self.topics.get_key_value(topic) {
             Some((k, _)) => k.clone(),
             None => topic.into(),
         };
-        topics.insert(key.clone());
-        self.topics
-            .entry(key)
-            .or_default()
-            .insert(session.clone(), handle);
-        true
+        mine.topics.insert(key.clone());
+        mine.bytes += topic.len();
+        Arc::make_mut(self.topics.entry(key).or_default()).insert(session.clone(), handle);
+        Subscribed::New
     }
 
     /// Unsubscribes; `false` if the session was not subscribed.
     pub(crate) fn unsubscribe(&mut self, topic: &str, session: &SessionId) -> bool {
-        let Some(topics) = self.sessions.get_mut(session) else {
+        let Some(mine) = self.sessions.get_mut(session) else {
             return false;
         };
-        if !topics.remove(topic) {
+        if !mine.topics.remove(topic) {
             return false;
         }
-        if topics.is_empty() {
+        mine.bytes -= topic.len();
+        if mine.topics.is_empty() {
             self.sessions.remove(session);
         }
         self.remove_from_topic(topic, session);
@@ -61,9 +103,10 @@ impl<H> Broker<H> {
 
     fn remove_from_topic(&mut self, topic: &str, session: &SessionId) {
         if let Some(subs) = self.topics.get_mut(topic) {
-            subs.remove(session);
-            if subs.is_empty() {
+            if subs.len() <= 1 && subs.contains_key(session) {
                 self.topics.remove(topic);
+            } else {
+                Arc::make_mut(subs).remove(session);
             }
         }
     }
@@ -73,7 +116,7 @@ impl<H> Broker<H> {
         let mut topics: Vec<Arc<str>> = self
             .sessions
             .remove(session)
-            .map(|t| t.into_iter().collect())
+            .map(|t| t.topics.into_iter().collect())
             .unwrap_or_default();
         topics.sort();
         for topic in &topics {
@@ -95,21 +138,52 @@ impl<H> Broker<H> {
 
     /// The topics a session is subscribed to.
     pub(crate) fn topics_of(&self, session: &SessionId) -> impl Iterator<Item = &Arc<str>> {
-        self.sessions.get(session).into_iter().flatten()
+        self.sessions
+            .get(session)
+            .into_iter()
+            .flat_map(|t| t.topics.iter())
+    }
+
+    /// A snapshot of the subscribers of `topic`, to walk without the broker's lock.
+    pub(crate) fn snapshot(&self, topic: &str) -> Option<Subscribers<H>> {
+        self.topics.get(topic).cloned()
     }
 
     /// Calls `deliver` for every subscriber of `topic` that is in `eligible` (when given)
     /// and not in `exclude`. Returns how many were called.
+    #[cfg(test)]
     pub(crate) fn for_each_recipient(
         &self,
         topic: &str,
         exclude: &[SessionId],
         eligible: Option<&[SessionId]>,
-        mut deliver: impl FnMut(&SessionId, &H),
+        deliver: impl FnMut(&SessionId, &H),
     ) -> usize {
-        let Some(subs) = self.topics.get(topic) else {
-            return 0;
-        };
+        match self.topics.get(topic) {
+            Some(subs) => for_each_recipient(subs, exclude, eligible, deliver),
+            None => 0,
+        }
+    }
+
+    pub(crate) fn topic_count(&self) -> usize {
+        self.topics.len()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+}
+
+/// Calls `deliver` for every subscriber in `subs` that is in `eligible` (when given) and
+/// not in `exclude`. Returns how many were called.
+pub(crate) fn for_each_recipient<H>(
+    subs: &HashMap<SessionId, H>,
+    exclude: &[SessionId],
+    eligible: Option<&[SessionId]>,
+    mut deliver: impl FnMut(&SessionId, &H),
+) -> usize {
+    {
         let excluded = Excluded::new(exclude);
         let mut count = 0;
         match eligible {
@@ -135,15 +209,6 @@ impl<H> Broker<H> {
             }
         }
         count
-    }
-
-    pub(crate) fn topic_count(&self) -> usize {
-        self.topics.len()
-    }
-
-    #[cfg(test)]
-    pub(crate) fn session_count(&self) -> usize {
-        self.sessions.len()
     }
 }
 
@@ -194,10 +259,10 @@ mod tests {
     fn subscribe_is_idempotent_and_tables_empty_out() {
         let s = ids(2);
         let mut b = Broker::default();
-        assert!(b.subscribe("t", &s[0], 0));
-        assert!(!b.subscribe("t", &s[0], 0));
-        assert!(b.subscribe("t", &s[1], 1));
-        assert!(b.subscribe("u", &s[0], 0));
+        assert_eq!(b.subscribe("t", &s[0], 0, None), Subscribed::New);
+        assert_eq!(b.subscribe("t", &s[0], 0, None), Subscribed::Already);
+        assert_eq!(b.subscribe("t", &s[1], 1, None), Subscribed::New);
+        assert_eq!(b.subscribe("u", &s[0], 0, None), Subscribed::New);
         assert!(b.is_subscribed("t", &s[1]));
         assert!(!b.unsubscribe("nope", &s[0]));
         assert!(b.unsubscribe("t", &s[1]));
@@ -211,11 +276,44 @@ mod tests {
     }
 
     #[test]
+    fn budgets_bound_entries_and_bytes() {
+        let s = ids(1);
+        let mut b = Broker::default();
+        let budget = Some(Budget {
+            entries: 2,
+            bytes: 10,
+        });
+        assert_eq!(b.subscribe("aaaa", &s[0], 0, budget), Subscribed::New);
+        assert_eq!(b.subscribe("bbbbbbb", &s[0], 0, budget), Subscribed::OverBudget);
+        assert_eq!(b.subscribe("bbbbbb", &s[0], 0, budget), Subscribed::New);
+        assert_eq!(b.subscribe("c", &s[0], 0, budget), Subscribed::OverBudget);
+        assert!(b.unsubscribe("aaaa", &s[0]));
+        assert_eq!(b.subscribe("c", &s[0], 0, budget), Subscribed::New);
+        // A session with nothing left is forgotten, also after a refused first subscribe.
+        b.remove_session(&s[0]);
+        assert_eq!(b.subscribe("x".repeat(11).as_str(), &s[0], 0, budget), Subscribed::OverBudget);
+        assert_eq!(b.session_count(), 0);
+    }
+
+    #[test]
+    fn a_snapshot_is_unchanged_by_later_subscribes() {
+        let s = ids(3);
+        let mut b = Broker::default();
+        b.subscribe("t", &s[0], 0, None);
+        let snap = b.snapshot("t").unwrap();
+        b.subscribe("t", &s[1], 1, None);
+        b.unsubscribe("t", &s[0]);
+        assert_eq!(snap.len(), 1);
+        assert!(snap.contains_key(&s[0]));
+        assert_eq!(recipients(&b, "t", &[], None), vec![1]);
+    }
+
+    #[test]
     fn exclude_and_eligible_intersect() {
         let s = ids(20);
         let mut b = Broker::default();
         for (i, id) in s.iter().enumerate().take(4) {
-            b.subscribe("t", id, i);
+            b.subscribe("t", id, i, None);
         }
         assert_eq!(recipients(&b, "t", &[], None), vec![0, 1, 2, 3]);
         assert_eq!(recipients(&b, "t", &s[..1], None), vec![1, 2, 3]);

@@ -192,7 +192,8 @@ pub mod v1 {
                 })
             }
             7 => {
-                if !(2..=4).contains(&rest.len()) {
+                // `[7, topic]` publishes `null`, as clj-wamp did.
+                if !(1..=4).contains(&rest.len()) {
                     return Err(shape(
                         7,
                         None,
@@ -318,7 +319,8 @@ pub mod v1 {
                 (Exclude::ExcludeMe(me), None) => to_text(&(7, topic, event, me)),
                 (Exclude::List(list), None) => to_text(&(7, topic, event, list)),
                 (Exclude::List(list), Some(el)) => to_text(&(7, topic, event, list, el)),
-                (_, Some(el)) => to_text(&(7, topic, event, Value::Array(vec![]), el)),
+                (Exclude::ExcludeMe(me), Some(el)) => to_text(&(7, topic, event, me, el)),
+                (Exclude::Unspecified, Some(el)) => to_text(&(7, topic, event, Value::Null, el)),
             },
             Message::Event { topic, event } => encode_event(topic, event),
         }
@@ -377,6 +379,32 @@ pub mod v1 {
         }
 
         #[test]
+        fn publish_without_an_event_publishes_null() {
+            match decode(r#"[7,"t"]"#).unwrap() {
+                Message::Publish {
+                    topic,
+                    event,
+                    exclude,
+                    eligible,
+                } => {
+                    assert_eq!(topic, "t");
+                    assert_eq!(event, Value::Null);
+                    assert_eq!((exclude, eligible), (Exclude::Unspecified, None));
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+
+        #[test]
+        fn exclude_me_survives_beside_eligible() {
+            // The fuzz target's round trip failed on this input: the encoder wrote `[]`.
+            for text in [r#"[7,"t",1,true,[]]"#, r#"[7,"t",1,false,["a"]]"#, r#"[7,"t",1,null,["a"]]"#] {
+                let m = decode(text).unwrap();
+                assert_eq!(decode(&encode(&m)).unwrap(), m, "{text}");
+            }
+        }
+
+        #[test]
         fn rejects_garbage_with_a_reason() {
             assert!(matches!(decode("nope"), Err(DecodeError::InvalidJson(_))));
             assert_eq!(decode("42"), Err(DecodeError::NotAnArray));
@@ -400,7 +428,7 @@ pub mod v1 {
                 Err(DecodeError::BadShape { type_id: 5, .. })
             ));
             assert!(matches!(
-                decode(r#"[7,"t"]"#),
+                decode(r#"[7]"#),
                 Err(DecodeError::BadShape { type_id: 7, .. })
             ));
             assert!(matches!(

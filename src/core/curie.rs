@@ -18,25 +18,66 @@
 
 use std::{borrow::Cow, collections::HashMap};
 
-/// How many prefixes one session may define; later definitions of new names are ignored.
+/// How many prefixes one session may define by default.
 pub const MAX_PREFIXES: usize = 1024;
 
-/// The CURIE prefixes one session has defined.
-#[derive(Debug, Clone, Default)]
+/// How many bytes (names and URIs together) one session's prefixes may take by default.
+pub const MAX_PREFIX_BYTES: usize = 64 << 10;
+
+/// The CURIE prefixes one session has defined, within a budget of entries and bytes.
+#[derive(Debug, Clone)]
 pub struct Prefixes {
     map: HashMap<String, String>,
+    bytes: usize,
+    max_entries: usize,
+    max_bytes: usize,
+}
+
+impl Default for Prefixes {
+    fn default() -> Self {
+        Self::with_budget(MAX_PREFIXES, MAX_PREFIX_BYTES)
+    }
 }
 
 impl Prefixes {
-    /// Defines or redefines `prefix`. Returns `false` (and changes nothing) when the
-    /// session already has [`MAX_PREFIXES`] other prefixes.
+    /// An empty table that holds at most `entries` prefixes of at most `bytes` in all.
+    ///
+    /// ```
+    /// let mut p = tower_wamp::core::curie::Prefixes::with_budget(8, 20);
+    /// assert!(p.insert("a", "http://a/"));
+    /// assert!(!p.insert("b", "http://example.com/"), "over 20 bytes in all");
+    /// ```
+    #[must_use]
+    pub fn with_budget(entries: usize, bytes: usize) -> Self {
+        Self {
+            map: HashMap::new(),
+            bytes: 0,
+            max_entries: entries,
+            max_bytes: bytes,
+        }
+    }
+
+    /// Defines or redefines `prefix`. Returns `false` (and changes nothing) when that
+    /// would take the table over its budget of entries or bytes.
     pub fn insert(&mut self, prefix: impl Into<String>, uri: impl Into<String>) -> bool {
-        let prefix = prefix.into();
-        if self.map.len() >= MAX_PREFIXES && !self.map.contains_key(&prefix) {
+        let (prefix, uri) = (prefix.into(), uri.into());
+        let freed = self.map.get(&prefix).map_or(0, |old| prefix.len() + old.len());
+        if freed == 0 && self.map.len() >= self.max_entries {
             return false;
         }
-        self.map.insert(prefix, uri.into());
+        let bytes = self.bytes - freed + prefix.len() + uri.len();
+        if bytes > self.max_bytes {
+            return false;
+        }
+        self.bytes = bytes;
+        self.map.insert(prefix, uri);
         true
+    }
+
+    /// The bytes the prefixes take (names and URIs).
+    #[must_use]
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// Expands a CURIE; anything that is not one is returned unchanged.
@@ -115,5 +156,17 @@ mod tests {
         assert!(!p.insert("one-more", "u"));
         assert!(p.insert("p0", "redefined"), "redefining stays allowed");
         assert_eq!(p.len(), MAX_PREFIXES);
+    }
+
+    #[test]
+    fn prefix_bytes_are_bounded_and_redefinition_frees_the_old_uri() {
+        let mut p = Prefixes::with_budget(100, 30);
+        assert!(p.insert("a", "x".repeat(19)));
+        assert_eq!(p.bytes(), 20);
+        assert!(!p.insert("b", "y".repeat(10)), "31 bytes");
+        assert!(p.insert("a", "z".repeat(29)), "the old URI's bytes are freed");
+        assert_eq!(p.bytes(), 30);
+        assert!(!p.insert("a", "z".repeat(30)));
+        assert_eq!(p.resolve("a:"), "z".repeat(29));
     }
 }

@@ -147,6 +147,9 @@ pub mod error_uri {
     /// `http://api.wamp.ws/error#timeout`, "call timed out": a procedure missed its
     /// deadline.
     pub const TIMEOUT: &str = "http://api.wamp.ws/error#timeout";
+    /// `http://api.wamp.ws/error#too-many-calls`: the session already has as many calls in
+    /// flight as it may (by count or by bytes); the call was not run.
+    pub const TOO_MANY_CALLS: &str = "http://api.wamp.ws/error#too-many-calls";
 }
 
 /// The error a procedure answers with: a CALLERROR on the wire.

@@ -20,8 +20,45 @@ use serde_json::Value;
 use super::{
     Exclude, Message, RpcError, SessionId,
     codec::v1::{self, DecodeError},
-    curie::Prefixes,
+    curie::{MAX_PREFIX_BYTES, MAX_PREFIXES, Prefixes},
 };
+
+/// The longest URI (after CURIE expansion) a session may use by default, in bytes.
+pub const MAX_URI_LENGTH: usize = 4096;
+
+/// The per-session budgets the state machine enforces.
+///
+/// ```
+/// use tower_wamp::core::session::{Action, SessionLimits, SessionState};
+///
+/// let mut limits = SessionLimits::default();
+/// limits.max_uri_length = 16;
+/// let mut s = SessionState::with_limits(false, limits);
+/// assert!(matches!(s.handle_text(r#"[5, "urn:a-topic-that-is-too-long"]"#), Action::Close { code: 1008, .. }));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SessionLimits {
+    /// The longest procedure or topic URI, after CURIE expansion, and the longest prefix
+    /// URI (default [`MAX_URI_LENGTH`]). A CALL beyond it gets a CALLERROR; PREFIX,
+    /// SUBSCRIBE, UNSUBSCRIBE and PUBLISH close the session (1008).
+    pub max_uri_length: usize,
+    /// How many CURIE prefixes (default [`MAX_PREFIXES`]); one more closes (1008).
+    pub max_prefixes: usize,
+    /// How many bytes of prefix names and URIs (default [`MAX_PREFIX_BYTES`]); more closes
+    /// (1008).
+    pub max_prefix_bytes: usize,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        Self {
+            max_uri_length: MAX_URI_LENGTH,
+            max_prefixes: MAX_PREFIXES,
+            max_prefix_bytes: MAX_PREFIX_BYTES,
+        }
+    }
+}
 
 /// What the transport should do about one incoming frame.
 #[derive(Debug, Clone, PartialEq)]
@@ -77,17 +114,45 @@ pub enum Action {
 pub struct SessionState {
     prefixes: Prefixes,
     close_on_protocol_violation: bool,
+    limits: SessionLimits,
 }
 
 impl SessionState {
-    /// A fresh session. With `close_on_protocol_violation`, frames that are not WAMP v1
-    /// close the connection (1002, 1003 for binary) instead of being ignored.
+    /// A fresh session with the default [`SessionLimits`]. With
+    /// `close_on_protocol_violation`, frames that are not WAMP v1 close the connection
+    /// (1002, 1003 for binary) instead of being ignored.
     #[must_use]
     pub fn new(close_on_protocol_violation: bool) -> Self {
+        Self::with_limits(close_on_protocol_violation, SessionLimits::default())
+    }
+
+    /// A fresh session with these limits.
+    #[must_use]
+    pub fn with_limits(close_on_protocol_violation: bool, limits: SessionLimits) -> Self {
         Self {
-            prefixes: Prefixes::default(),
+            prefixes: Prefixes::with_budget(limits.max_prefixes, limits.max_prefix_bytes),
             close_on_protocol_violation,
+            limits,
         }
+    }
+
+    fn uri_too_long(&self) -> Action {
+        Action::Close {
+            code: 1008,
+            reason: format!("URI too long (limit {} bytes)", self.limits.max_uri_length),
+        }
+    }
+
+    /// A resolved topic, or the close for one that is too long.
+    fn topic(&self, topic: String) -> Result<String, Action> {
+        if topic.len() > self.limits.max_uri_length {
+            return Err(self.uri_too_long());
+        }
+        let topic = self.prefixes.resolve_owned(topic);
+        if topic.len() > self.limits.max_uri_length {
+            return Err(self.uri_too_long());
+        }
+        Ok(topic)
     }
 
     /// The session's CURIE prefixes.
@@ -113,37 +178,66 @@ impl SessionState {
     pub fn handle_text(&mut self, text: &str) -> Action {
         match v1::decode(text) {
             Ok(Message::Prefix { prefix, uri }) => {
-                if self.prefixes.insert(prefix, uri) {
+                if prefix.len() > self.limits.max_uri_length
+                    || uri.len() > self.limits.max_uri_length
+                {
+                    self.uri_too_long()
+                } else if self.prefixes.insert(prefix, uri) {
                     Action::None
                 } else {
-                    Action::Ignore("PREFIX ignored: too many prefixes on this session".into())
+                    Action::Close {
+                        code: 1008,
+                        reason: format!(
+                            "too many prefixes (limit {} prefixes, {} bytes)",
+                            self.limits.max_prefixes, self.limits.max_prefix_bytes
+                        ),
+                    }
                 }
             }
             Ok(Message::Call {
                 call_id,
                 procedure,
                 args,
-            }) => Action::Call {
-                procedure: self.prefixes.resolve_owned(procedure),
-                call_id,
-                args,
+            }) => {
+                let max = self.limits.max_uri_length;
+                let procedure = if procedure.len() > max {
+                    procedure
+                } else {
+                    self.prefixes.resolve_owned(procedure)
+                };
+                if procedure.len() > max {
+                    let error = RpcError::invalid_argument(format!(
+                        "the procedure URI is longer than {max} bytes"
+                    ));
+                    return Action::Reply(v1::encode_call_error(&call_id, &error));
+                }
+                Action::Call {
+                    procedure,
+                    call_id,
+                    args,
+                }
+            }
+            Ok(Message::Subscribe { topic }) => match self.topic(topic) {
+                Ok(topic) => Action::Subscribe { topic },
+                Err(close) => close,
             },
-            Ok(Message::Subscribe { topic }) => Action::Subscribe {
-                topic: self.prefixes.resolve_owned(topic),
-            },
-            Ok(Message::Unsubscribe { topic }) => Action::Unsubscribe {
-                topic: self.prefixes.resolve_owned(topic),
+            Ok(Message::Unsubscribe { topic }) => match self.topic(topic) {
+                Ok(topic) => Action::Unsubscribe { topic },
+                Err(close) => close,
             },
             Ok(Message::Publish {
                 topic,
                 event,
                 exclude,
                 eligible,
-            }) => Action::Publish {
-                topic: self.prefixes.resolve_owned(topic),
-                event,
-                exclude,
-                eligible,
+            }) => match self.topic(topic) {
+                Ok(topic) => Action::Publish {
+                    topic,
+                    event,
+                    exclude,
+                    eligible,
+                },
+                Err(close) => close,
             },
             Ok(other) => self.violation(
                 1002,
@@ -179,6 +273,34 @@ mod tests {
         assert!(
             matches!(s.handle_text(r#"[7,"p:t",1]"#), Action::Publish { topic, .. } if topic == "urn:x:t")
         );
+    }
+
+    #[test]
+    fn uris_and_prefixes_have_budgets() {
+        let mut s = SessionState::new(false);
+        let long = "x".repeat(MAX_URI_LENGTH + 1);
+        let close = |a: Action| matches!(a, Action::Close { code: 1008, .. });
+        assert!(close(s.handle_text(&format!(r#"[1,"p","{long}"]"#))));
+        assert!(close(s.handle_text(&format!(r#"[5,"{long}"]"#))));
+        assert!(close(s.handle_text(&format!(r#"[6,"{long}"]"#))));
+        assert!(close(s.handle_text(&format!(r#"[7,"{long}",1]"#))));
+        match s.handle_text(&format!(r#"[2,"c","{long}"]"#)) {
+            Action::Reply(frame) => assert!(frame.contains("invalid-argument"), "{frame}"),
+            other => panic!("{other:?}"),
+        }
+        // A prefix within the limit whose expansion is not.
+        let near = "u".repeat(MAX_URI_LENGTH - 10);
+        assert_eq!(s.handle_text(&format!(r#"[1,"p","{near}"]"#)), Action::None);
+        assert!(matches!(s.handle_text(r#"[2,"c","p:0123456789x"]"#), Action::Reply(_)));
+        assert!(close(s.handle_text(r#"[5,"p:0123456789x"]"#)));
+        assert!(matches!(s.handle_text(r#"[5,"p:0123456789"]"#), Action::Subscribe { .. }));
+        // The byte budget of all prefixes together.
+        let mut s = SessionState::new(false);
+        let uri = "u".repeat(2000);
+        let closed = (0..40)
+            .map(|i| s.handle_text(&format!(r#"[1,"p{i}","{uri}"]"#)))
+            .position(close);
+        assert_eq!(closed, Some(32), "64 KiB hold 32 prefixes of 2 KiB");
     }
 
     #[test]
