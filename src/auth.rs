@@ -40,11 +40,11 @@ use crate::{
     Call, PublishRule, RpcError, Session, SubscribeRule,
     clip::Clip,
     core::{
-        codec::v1,
         auth::{
             Action, AuthKey, AuthState, Permissions, Salt, autobahn_challenge, cljwamp_challenge,
             cljwamp_signature, derive_key, sign, signature_matches, utc_timestamp,
         },
+        codec::v1,
         random_token,
     },
     handler::BoxFuture,
@@ -238,9 +238,9 @@ impl Throttle {
         let now = Instant::now();
         let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         Self::names(key, peer).any(|name| {
-            entries
-                .get(&name)
-                .is_some_and(|(n, start)| *n >= self.max && now.duration_since(*start) < self.window)
+            entries.get(&name).is_some_and(|(n, start)| {
+                *n >= self.max && now.duration_since(*start) < self.window
+            })
         })
     }
 
@@ -336,7 +336,10 @@ impl fmt::Debug for WampCra {
             .field("flavor", &self.flavor)
             .field("cache_permissions", &self.cache_permissions)
             .field("max_failures", &self.max_failures)
-            .field("failure_throttle", &(self.throttle.max, self.throttle.window))
+            .field(
+                "failure_throttle",
+                &(self.throttle.max, self.throttle.window),
+            )
             .finish_non_exhaustive()
     }
 }

@@ -39,10 +39,16 @@ mod tests {
     #[test]
     fn clips_and_escapes() {
         assert_eq!(Clip("urn:a").to_string(), "urn:a");
-        assert_eq!(Clip("a\nFORGED\u{1b}[2J").to_string(), "a\\nFORGED\\u{1b}[2J");
+        assert_eq!(
+            Clip("a\nFORGED\u{1b}[2J").to_string(),
+            "a\\nFORGED\\u{1b}[2J"
+        );
         let long = "x".repeat(1000);
         let shown = Clip(&long).to_string();
         assert_eq!(shown, format!("{}…(+872 bytes)", "x".repeat(128)));
-        assert_eq!(Clip(&"é".repeat(200)).to_string().chars().count(), 128 + "…(+144 bytes)".chars().count());
+        assert_eq!(
+            Clip(&"é".repeat(200)).to_string().chars().count(),
+            128 + "…(+144 bytes)".chars().count()
+        );
     }
 }

@@ -237,9 +237,7 @@ impl Wamp {
     /// Returns `false` if the session is not open or was already subscribed.
     pub fn subscribe(&self, session: &SessionId, topic: &str) -> bool {
         match self.hub.outbox(session) {
-            Some(outbox) => {
-                self.hub.subscribe(topic, session, &outbox, None) == Subscribed::New
-            }
+            Some(outbox) => self.hub.subscribe(topic, session, &outbox, None) == Subscribed::New,
             None => false,
         }
     }

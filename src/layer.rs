@@ -398,7 +398,10 @@ impl WampLayer {
             tracing::warn!(host = %crate::clip::Clip(&host), "WebSocket handshake refused: host not allowed");
             return (
                 StatusCode::FORBIDDEN,
-                format!("host {:?} is not allowed to open a WAMP session", crate::clip::Clip(&host)),
+                format!(
+                    "host {:?} is not allowed to open a WAMP session",
+                    crate::clip::Clip(&host)
+                ),
             )
                 .into_response();
         }

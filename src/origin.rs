@@ -20,7 +20,10 @@ fn forwarded_scheme(headers: &HeaderMap) -> Option<String> {
         .and_then(|v| v.to_str().ok())
     {
         // The first proxy's view, for a list.
-        return proto.split(',').next().map(|p| p.trim().to_ascii_lowercase());
+        return proto
+            .split(',')
+            .next()
+            .map(|p| p.trim().to_ascii_lowercase());
     }
     let forwarded = headers.get("forwarded").and_then(|v| v.to_str().ok())?;
     forwarded

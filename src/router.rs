@@ -863,7 +863,11 @@ impl Inner<()> {
             tracing::debug!(topic = %Clip(&topic), "SUBSCRIBE denied");
             return;
         }
-        match self.wamp.hub.subscribe(&topic, session.id(), outbox, budget) {
+        match self
+            .wamp
+            .hub
+            .subscribe(&topic, session.id(), outbox, budget)
+        {
             Subscribed::New => {
                 if let Some(hook) = &self.hooks.after_subscribe {
                     guarded("after_subscribe", || hook(session, &topic));

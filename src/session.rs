@@ -572,7 +572,10 @@ mod tests {
 
     #[test]
     fn policies_drop_events_never_replies() {
-        for policy in [SlowConsumerPolicy::DropNewest, SlowConsumerPolicy::DropOldest] {
+        for policy in [
+            SlowConsumerPolicy::DropNewest,
+            SlowConsumerPolicy::DropOldest,
+        ] {
             let o = outbox(3, 1 << 20, policy);
             assert!(o.push(Frame::from("e1")).is_ok());
             assert!(o.push_reply(Frame::from("r1")).is_ok());

@@ -222,37 +222,32 @@ async fn session(
             (reason, sent) = &mut writer => (reason, EndedBy::Writer { close_sent: sent }),
         }
     };
-    // The session's calls end with it.
+    // The session's calls end with it; its tables are cleaned up and `on_close` runs now,
+    // before the last I/O of the close handshake.
     conn.calls.abort_all();
-    match (&reason, ended_by) {
-        (CloseReason::Client { .. }, EndedBy::Reader) => {
-            // Answer the close handshake: the WebSocket queued our close frame when it read
-            // the client's; flush it before dropping the socket.
-            outbox.end();
-            if tokio::time::timeout(CLOSE_DEADLINE, sink.close())
-                .await
-                .is_err()
-            {
-                tracing::debug!("close answer not delivered in time");
-            }
-        }
-        (_, EndedBy::Writer { close_sent: true }) => {
-            // Our close frame is out: give the client a moment to answer it, so that the
-            // connection ends with a clean handshake rather than a reset.
-            let answer = async {
-                while let Some(Ok(message)) = stream.next().await {
-                    if matches!(message, WsMessage::Close(_)) {
-                        break;
-                    }
-                }
-            };
-            let _ = tokio::time::timeout(CLOSE_ANSWER, answer).await;
-        }
-        _ => {}
-    }
+    drop(conn);
+    let client_closed = matches!(reason, CloseReason::Client { .. });
     open.reason = reason;
     drop(open);
-    drop(conn);
+    if client_closed && matches!(ended_by, EndedBy::Reader) {
+        // Answer the close handshake: the WebSocket queued our close frame when it read the
+        // client's; flush it before dropping the socket.
+        let flushed = tokio::time::timeout(CLOSE_DEADLINE, sink.close()).await;
+        if flushed.is_err() {
+            tracing::debug!("close answer not delivered in time");
+        }
+    } else if let EndedBy::Writer { close_sent: true } = ended_by {
+        // Our close frame is out: give the client a moment to answer it, so that the
+        // connection ends with a clean handshake rather than a reset.
+        let answer = async {
+            while let Some(Ok(message)) = stream.next().await {
+                if matches!(message, WsMessage::Close(_)) {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(CLOSE_ANSWER, answer).await;
+    }
 }
 
 #[derive(Clone, Copy)]

@@ -39,7 +39,6 @@ async fn garbage_is_ignored_and_the_session_still_works() {
         "[5]",
         "[5,7]",
         "[6,null]",
-        "[7,\"urn:t\"]",
         "[7,\"urn:t\",1,\"me\"]",
         "[7,\"urn:t\",1,[],{}]",
         "[2]",

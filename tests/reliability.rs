@@ -172,13 +172,22 @@ async fn keepalive_closes_a_peer_that_never_answers_pings() {
     let addr = serve_layer(layer).await;
     let mut silent = RawPeer::connect(addr).await;
     let mut alive = connect(addr).await;
-    // `alive` reads (so its client answers pings) while `silent` reads nothing.
-    let until = Instant::now() + Duration::from_millis(800);
-    while Instant::now() < until {
-        alive.sync().await;
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // `alive` reads (so its client answers pings) while `silent` reads nothing, and goes on
+    // doing so until the test has read everything `silent` got.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let keep_alive = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                alive.sync().await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            alive
+        }
+    });
     let frames = silent.read_frames().await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut alive = keep_alive.await.unwrap();
     assert!(frames.iter().any(|(op, _)| *op == 0x9), "the server pinged");
     let (_, close) = frames
         .iter()

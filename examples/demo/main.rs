@@ -49,6 +49,8 @@ async fn main() {
         let _ = tcp.set_nodelay(true);
     });
     tracing::info!("tower-wamp demo on ws://{}/ws", local);
+    // Connect info gives WAMP-CRA's failure throttle the peer's address.
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             tokio::signal::ctrl_c().await.ok();

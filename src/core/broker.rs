@@ -284,14 +284,20 @@ mod tests {
             bytes: 10,
         });
         assert_eq!(b.subscribe("aaaa", &s[0], 0, budget), Subscribed::New);
-        assert_eq!(b.subscribe("bbbbbbb", &s[0], 0, budget), Subscribed::OverBudget);
+        assert_eq!(
+            b.subscribe("bbbbbbb", &s[0], 0, budget),
+            Subscribed::OverBudget
+        );
         assert_eq!(b.subscribe("bbbbbb", &s[0], 0, budget), Subscribed::New);
         assert_eq!(b.subscribe("c", &s[0], 0, budget), Subscribed::OverBudget);
         assert!(b.unsubscribe("aaaa", &s[0]));
         assert_eq!(b.subscribe("c", &s[0], 0, budget), Subscribed::New);
         // A session with nothing left is forgotten, also after a refused first subscribe.
         b.remove_session(&s[0]);
-        assert_eq!(b.subscribe("x".repeat(11).as_str(), &s[0], 0, budget), Subscribed::OverBudget);
+        assert_eq!(
+            b.subscribe("x".repeat(11).as_str(), &s[0], 0, budget),
+            Subscribed::OverBudget
+        );
         assert_eq!(b.session_count(), 0);
     }
 

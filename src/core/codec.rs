@@ -398,7 +398,11 @@ pub mod v1 {
         #[test]
         fn exclude_me_survives_beside_eligible() {
             // The fuzz target's round trip failed on this input: the encoder wrote `[]`.
-            for text in [r#"[7,"t",1,true,[]]"#, r#"[7,"t",1,false,["a"]]"#, r#"[7,"t",1,null,["a"]]"#] {
+            for text in [
+                r#"[7,"t",1,true,[]]"#,
+                r#"[7,"t",1,false,["a"]]"#,
+                r#"[7,"t",1,null,["a"]]"#,
+            ] {
                 let m = decode(text).unwrap();
                 assert_eq!(decode(&encode(&m)).unwrap(), m, "{text}");
             }

@@ -61,7 +61,10 @@ impl Prefixes {
     /// would take the table over its budget of entries or bytes.
     pub fn insert(&mut self, prefix: impl Into<String>, uri: impl Into<String>) -> bool {
         let (prefix, uri) = (prefix.into(), uri.into());
-        let freed = self.map.get(&prefix).map_or(0, |old| prefix.len() + old.len());
+        let freed = self
+            .map
+            .get(&prefix)
+            .map_or(0, |old| prefix.len() + old.len());
         if freed == 0 && self.map.len() >= self.max_entries {
             return false;
         }
@@ -164,7 +167,10 @@ mod tests {
         assert!(p.insert("a", "x".repeat(19)));
         assert_eq!(p.bytes(), 20);
         assert!(!p.insert("b", "y".repeat(10)), "31 bytes");
-        assert!(p.insert("a", "z".repeat(29)), "the old URI's bytes are freed");
+        assert!(
+            p.insert("a", "z".repeat(29)),
+            "the old URI's bytes are freed"
+        );
         assert_eq!(p.bytes(), 30);
         assert!(!p.insert("a", "z".repeat(30)));
         assert_eq!(p.resolve("a:"), "z".repeat(29));

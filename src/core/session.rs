@@ -291,9 +291,15 @@ mod tests {
         // A prefix within the limit whose expansion is not.
         let near = "u".repeat(MAX_URI_LENGTH - 10);
         assert_eq!(s.handle_text(&format!(r#"[1,"p","{near}"]"#)), Action::None);
-        assert!(matches!(s.handle_text(r#"[2,"c","p:0123456789x"]"#), Action::Reply(_)));
+        assert!(matches!(
+            s.handle_text(r#"[2,"c","p:0123456789x"]"#),
+            Action::Reply(_)
+        ));
         assert!(close(s.handle_text(r#"[5,"p:0123456789x"]"#)));
-        assert!(matches!(s.handle_text(r#"[5,"p:0123456789"]"#), Action::Subscribe { .. }));
+        assert!(matches!(
+            s.handle_text(r#"[5,"p:0123456789"]"#),
+            Action::Subscribe { .. }
+        ));
         // The byte budget of all prefixes together.
         let mut s = SessionState::new(false);
         let uri = "u".repeat(2000);
