@@ -403,8 +403,8 @@ impl WampCra {
     /// answered at once and the session closes with 1008; nothing it sends after is
     /// accepted. Every failure after the first is answered after a growing delay (0.5 s per
     /// failure, at most 2 s), and an `authreq` sent before that delay has passed is refused
-    /// with `http://api.wamp.ws/error#too-many-attempts`, so the limit holds for a client
-    /// that does not wait for the answers.
+    /// with `http://api.wamp.ws/error#too-many-attempts` and counts as a failure, so the
+    /// limit holds for a client that does not wait for the answers.
     #[must_use]
     pub fn max_failures(mut self, failures: u32) -> Self {
         self.max_failures = failures.max(1);
@@ -507,13 +507,23 @@ impl Inner<()> {
             .expect("authreq is routed only with auth configured");
         let session = &call.session;
         {
-            let slot = session.auth_slot();
+            let mut slot = session.auth_slot();
             if slot.locked {
                 return Err(too_many_attempts());
             }
             if slot.retry_after.is_some_and(|t| Instant::now() < t) {
+                // Only a client that does not wait for the answer to its last failure gets
+                // here: the attempt counts as a failure.
+                slot.failures += 1;
+                slot.locked = slot.failures >= cra.max_failures;
+                let locked = slot.locked;
+                drop(slot);
                 tracing::debug!("authreq before the last failure's delay passed: refused");
-                return Err(too_many_attempts());
+                let error = too_many_attempts();
+                if locked {
+                    close_after_failures(session, &call.call_id, &error);
+                }
+                return Err(error);
             }
             check_can_request(&slot.state)?;
         }
@@ -666,12 +676,7 @@ impl Inner<()> {
                 );
                 if locked {
                     // The last attempt: answer at once and close without waiting.
-                    tracing::warn!(failures, "too many failed authentication attempts: closing");
-                    if let Some(outbox) = session.outbox() {
-                        let frame = v1::encode_call_error(&call.call_id, &error);
-                        let _ = outbox.push_reply(frame.into());
-                        outbox.close(1008, "too many failed authentication attempts", true);
-                    }
+                    close_after_failures(session, &call.call_id, &error);
                     return Err(error);
                 }
                 tokio::time::sleep(delay).await;
@@ -715,6 +720,16 @@ impl Inner<()> {
 
 fn auth_error(name: &str, description: &str) -> RpcError {
     RpcError::new(format!("http://api.wamp.ws/error#{name}"), description)
+}
+
+/// Answers the attempt that used up the session's failures and closes the session (1008)
+/// without waiting.
+fn close_after_failures(session: &Session, call_id: &str, error: &RpcError) {
+    tracing::warn!("too many failed authentication attempts: closing");
+    if let Some(outbox) = session.outbox() {
+        let _ = outbox.push_reply(v1::encode_call_error(call_id, error).into());
+        outbox.close(1008, "too many failed authentication attempts", true);
+    }
 }
 
 fn too_many_attempts() -> RpcError {
