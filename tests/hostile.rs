@@ -471,7 +471,7 @@ async fn no_challenge_after_the_last_allowed_failure() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_beyond_128_in_flight_are_refused_at_once() {
-    let router = router().rpc("urn:never", || std::future::pending::<i64>());
+    let router = router().rpc("urn:never", std::future::pending::<i64>);
     let addr = serve_router(router).await;
     let mut c = connect(addr).await;
     let calls = (0..200)
