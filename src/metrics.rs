@@ -8,6 +8,11 @@ use std::{
     },
 };
 
+/// How many distinct error URIs [`MetricsSnapshot::errors_by_uri`] keeps.
+const MAX_ERROR_URIS: usize = 256;
+/// Where errors with further URIs are counted.
+const OTHER_ERRORS: &str = "(other)";
+
 #[derive(Debug, Default)]
 pub(crate) struct Metrics {
     pub(crate) sessions_open: AtomicU64,
@@ -31,13 +36,16 @@ impl Metrics {
         counter.fetch_sub(n, Relaxed);
     }
 
+    /// Counts an error by URI. The table holds at most [`MAX_ERROR_URIS`] URIs (a handler
+    /// may build error URIs from what clients send); the rest count under [`OTHER_ERRORS`].
     pub(crate) fn error(&self, uri: &str) {
         let mut errors = self.errors.lock().unwrap_or_else(PoisonError::into_inner);
-        match errors.get_mut(uri) {
-            Some(n) => *n += 1,
-            None => {
-                errors.insert(uri.to_owned(), 1);
-            }
+        if let Some(n) = errors.get_mut(uri) {
+            *n += 1;
+        } else if errors.len() < MAX_ERROR_URIS && uri.len() <= 256 {
+            errors.insert(uri.to_owned(), 1);
+        } else {
+            *errors.entry(OTHER_ERRORS.to_owned()).or_default() += 1;
         }
     }
 
@@ -91,6 +99,26 @@ pub struct MetricsSnapshot {
     pub calls_in_flight: u64,
     /// Calls received since start.
     pub calls_total: u64,
-    /// CALLERRORs sent, by error URI.
+    /// CALLERRORs sent, by error URI: at most 256 URIs (of at most 256 bytes), the rest
+    /// under `"(other)"`.
     pub errors_by_uri: BTreeMap<String, u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_uris_are_bounded() {
+        let m = Metrics::default();
+        for i in 0..1000 {
+            m.error(&format!("urn:e{i}"));
+        }
+        m.error(&"x".repeat(1000));
+        m.error("urn:e0");
+        let errors = m.snapshot().errors_by_uri;
+        assert_eq!(errors.len(), MAX_ERROR_URIS + 1);
+        assert_eq!(errors["urn:e0"], 2);
+        assert_eq!(errors[OTHER_ERRORS], 1000 - MAX_ERROR_URIS as u64 + 1);
+    }
 }
