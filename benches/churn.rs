@@ -7,8 +7,9 @@
 //! ```
 //!
 //! One process: the server (a multi-thread runtime with 2 workers) and in-process clients.
-//! `subscribers` clients subscribe to `urn:t` and read; a probe subscriber measures how
-//! long each event takes from `Wamp::publish` to its socket; a publisher calls
+//! `subscribers` clients subscribe to `urn:t`, read, and measure how long each event took
+//! from `Wamp::publish` to them (all deliveries, so a subscriber's place in the fan-out
+//! order does not decide the figure); a publisher calls
 //! `Wamp::publish` every 20 ms and times the call. Phase 1 runs without churn, phase 2
 //! with a client that sends SUBSCRIBE/UNSUBSCRIBE pairs to the same topic as fast as the
 //! router takes them (pipelined, 64 pairs per round trip). Figures are printed, never
@@ -79,10 +80,10 @@ fn report(name: &str, mut v: Vec<f64>) -> String {
 
 struct Phase {
     publish_us: Vec<f64>,
-    delivery_us: Vec<f64>,
     churn_pairs: u64,
 }
 
+/// Publishes every 20 ms for `length`, with a churning client when `churn`.
 async fn phase(
     wamp: &tower_wamp::Wamp,
     addr: std::net::SocketAddr,
@@ -115,28 +116,6 @@ async fn phase(
             }
         })
     });
-    // The probe: each event carries the publish instant (µs since `base`).
-    let mut probe = connect(addr).await;
-    subscribe(&mut probe).await;
-    let probe_stop = stop.clone();
-    let probe_task = tokio::spawn(async move {
-        let mut delays = Vec::new();
-        while !probe_stop.load(Relaxed) {
-            let Ok(Some(Ok(m))) =
-                tokio::time::timeout(Duration::from_millis(200), probe.next()).await
-            else {
-                continue;
-            };
-            let now = base.elapsed().as_secs_f64() * 1e6;
-            if let Ok(t) = m.to_text()
-                && let Ok(v) = serde_json::from_str::<serde_json::Value>(t)
-                && let Some(sent) = v[2].as_f64()
-            {
-                delays.push(now - sent);
-            }
-        }
-        delays
-    });
     let mut publish_us = Vec::new();
     let started = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(20));
@@ -147,16 +126,44 @@ async fn phase(
         wamp.publish(TOPIC, &sent).unwrap();
         publish_us.push(t.elapsed().as_secs_f64() * 1e6);
     }
+    // Let the last events arrive.
+    tokio::time::sleep(Duration::from_millis(200)).await;
     stop.store(true, Relaxed);
     if let Some(c) = churner {
         let _ = c.await;
     }
-    let delivery_us = probe_task.await.unwrap();
     Phase {
         publish_us,
-        delivery_us,
         churn_pairs: pairs.load(Relaxed),
     }
+}
+
+/// A subscriber that reads until `stop` and returns, per phase, how long each event took.
+async fn reader(
+    mut ws: Ws,
+    base: Instant,
+    phase: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+) -> [Vec<f64>; 2] {
+    let mut delays = [Vec::new(), Vec::new()];
+    while !stop.load(Relaxed) {
+        let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_millis(100), ws.next()).await
+        else {
+            continue;
+        };
+        let now = base.elapsed().as_secs_f64() * 1e6;
+        let p = phase.load(Relaxed) as usize;
+        if let Ok(t) = m.to_text()
+            && let Some(sent) = t
+                .rsplit(',')
+                .next()
+                .and_then(|n| n.trim_end_matches(']').parse::<f64>().ok())
+            && (1..=2).contains(&p)
+        {
+            delays[p - 1].push(now - sent);
+        }
+    }
+    delays
 }
 
 fn main() {
@@ -182,30 +189,44 @@ fn main() {
             let _ = tcp.set_nodelay(true);
         });
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let base = Instant::now();
+        let phase_now = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
         let mut readers = Vec::new();
         for _ in 0..subscribers {
             let mut ws = connect(addr).await;
             subscribe(&mut ws).await;
-            readers.push(tokio::spawn(async move {
-                while let Some(Ok(_)) = ws.next().await {}
-            }));
+            readers.push(tokio::spawn(reader(
+                ws,
+                base,
+                phase_now.clone(),
+                stop.clone(),
+            )));
         }
-        let base = Instant::now();
         println!("churn: {subscribers} subscribers, a publish every 20 ms, {length:?} per phase");
-        for churn in [false, true] {
+        let mut publish = Vec::new();
+        for (i, churn) in [false, true].into_iter().enumerate() {
+            phase_now.store(i as u64 + 1, Relaxed);
             let p = phase(&wamp, addr, base, churn, length).await;
-            let label = if churn { "with churn" } else { "no churn  " };
-            println!("  {label} {}", report("publish() call", p.publish_us));
-            println!("  {label} {}", report("publish→probe", p.delivery_us));
-            if churn {
+            publish.push((p.publish_us, p.churn_pairs));
+        }
+        stop.store(true, Relaxed);
+        let mut delivered = [Vec::new(), Vec::new()];
+        for r in readers {
+            let [a, b] = r.await.unwrap();
+            delivered[0].extend(a);
+            delivered[1].extend(b);
+        }
+        for (i, ((publish_us, pairs), delivery)) in publish.into_iter().zip(delivered).enumerate() {
+            let label = if i == 1 { "with churn" } else { "no churn  " };
+            println!("  {label} {}", report("publish() call", publish_us));
+            println!("  {label} {}", report("publish→subscriber", delivery));
+            if i == 1 {
                 println!(
                     "  {label} churn: {:.0} subscribe/unsubscribe pairs/s",
-                    p.churn_pairs as f64 / length.as_secs_f64()
+                    pairs as f64 / length.as_secs_f64()
                 );
             }
-        }
-        for r in readers {
-            r.abort();
         }
     });
 }

@@ -18,7 +18,7 @@ use tokio::sync::Notify;
 use crate::{
     core::{
         SessionId,
-        broker::{self, Broker, Budget, Subscribed},
+        broker::{Broker, Budget, Subscribed},
     },
     metrics::{Metrics, MetricsSnapshot},
     session::{Frame, Outbox, SendError, event_frame},
@@ -133,17 +133,37 @@ impl Hub {
         exclude: &[SessionId],
         eligible: Option<&[SessionId]>,
     ) -> usize {
-        // The lock is held only to take the snapshot.
-        let Some(subscribers) = read(&self.broker).snapshot(topic) else {
-            return 0;
-        };
-        let mut delivered = 0;
-        broker::for_each_recipient(&subscribers, exclude, eligible, |_, outbox| {
-            if outbox.push(frame.clone()).is_ok() {
-                delivered += 1;
+        // Under the broker's lock only the recipients' handles are collected (an atomic
+        // increment each); queuing, which locks each recipient's outbox and may wake its
+        // task, happens after the lock is released, so a SUBSCRIBE or a close waits for a
+        // list to be copied, not for a fan-out. The list is a per-thread buffer.
+        thread_local! {
+            static RECIPIENTS: std::cell::RefCell<Vec<Outbox>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        let fan_out = |recipients: &mut Vec<Outbox>| {
+            recipients.clear();
+            read(&self.broker).for_each_recipient(topic, exclude, eligible, |_, outbox| {
+                recipients.push(outbox.clone());
+            });
+            let mut delivered = 0;
+            for outbox in recipients.drain(..) {
+                if outbox.push(frame.clone()).is_ok() {
+                    delivered += 1;
+                }
             }
-        });
-        delivered
+            delivered
+        };
+        RECIPIENTS.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut recipients) => {
+                let delivered = fan_out(&mut recipients);
+                if recipients.capacity() > 1 << 16 {
+                    recipients.shrink_to(1 << 16);
+                }
+                delivered
+            }
+            // Re-entered (a publish from inside a publish, e.g. a logging layer): a fresh list.
+            Err(_) => fan_out(&mut Vec::new()),
+        })
     }
 }
 

@@ -2,10 +2,6 @@
 //!
 //! Generic over `H`, the handle the transport uses to reach a session (its outbound
 //! queue), so that publishing walks one table and needs no second lookup per recipient.
-//!
-//! Each topic's subscribers sit behind an `Arc` (copy on write): a publication takes a
-//! snapshot in O(1) and walks it without holding the broker's lock, so subscribes and
-//! closes never wait for a fan-out to finish, nor fan-outs for each other.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -14,12 +10,9 @@ use std::{
 
 use super::SessionId;
 
-/// The subscribers of one topic.
-pub(crate) type Subscribers<H> = Arc<HashMap<SessionId, H>>;
-
 #[derive(Debug)]
 pub(crate) struct Broker<H> {
-    topics: HashMap<Arc<str>, Subscribers<H>>,
+    topics: HashMap<Arc<str>, HashMap<SessionId, H>>,
     sessions: HashMap<SessionId, SessionTopics>,
 }
 
@@ -54,7 +47,7 @@ impl<H> Default for Broker<H> {
     }
 }
 
-impl<H: Clone> Broker<H> {
+impl<H> Broker<H> {
     /// Subscribes within `budget` (none: no limit).
     pub(crate) fn subscribe(
         &mut self,
@@ -81,7 +74,10 @@ impl<H: Clone> Broker<H> {
         };
         mine.topics.insert(key.clone());
         mine.bytes += topic.len();
-        Arc::make_mut(self.topics.entry(key).or_default()).insert(session.clone(), handle);
+        self.topics
+            .entry(key)
+            .or_default()
+            .insert(session.clone(), handle);
         Subscribed::New
     }
 
@@ -103,10 +99,9 @@ impl<H: Clone> Broker<H> {
 
     fn remove_from_topic(&mut self, topic: &str, session: &SessionId) {
         if let Some(subs) = self.topics.get_mut(topic) {
-            if subs.len() <= 1 && subs.contains_key(session) {
+            subs.remove(session);
+            if subs.is_empty() {
                 self.topics.remove(topic);
-            } else {
-                Arc::make_mut(subs).remove(session);
             }
         }
     }
@@ -144,14 +139,8 @@ impl<H: Clone> Broker<H> {
             .flat_map(|t| t.topics.iter())
     }
 
-    /// A snapshot of the subscribers of `topic`, to walk without the broker's lock.
-    pub(crate) fn snapshot(&self, topic: &str) -> Option<Subscribers<H>> {
-        self.topics.get(topic).cloned()
-    }
-
     /// Calls `deliver` for every subscriber of `topic` that is in `eligible` (when given)
     /// and not in `exclude`. Returns how many were called.
-    #[cfg(test)]
     pub(crate) fn for_each_recipient(
         &self,
         topic: &str,
@@ -175,9 +164,7 @@ impl<H: Clone> Broker<H> {
     }
 }
 
-/// Calls `deliver` for every subscriber in `subs` that is in `eligible` (when given) and
-/// not in `exclude`. Returns how many were called.
-pub(crate) fn for_each_recipient<H>(
+fn for_each_recipient<H>(
     subs: &HashMap<SessionId, H>,
     exclude: &[SessionId],
     eligible: Option<&[SessionId]>,
@@ -299,19 +286,6 @@ mod tests {
             Subscribed::OverBudget
         );
         assert_eq!(b.session_count(), 0);
-    }
-
-    #[test]
-    fn a_snapshot_is_unchanged_by_later_subscribes() {
-        let s = ids(3);
-        let mut b = Broker::default();
-        b.subscribe("t", &s[0], 0, None);
-        let snap = b.snapshot("t").unwrap();
-        b.subscribe("t", &s[1], 1, None);
-        b.unsubscribe("t", &s[0]);
-        assert_eq!(snap.len(), 1);
-        assert!(snap.contains_key(&s[0]));
-        assert_eq!(recipients(&b, "t", &[], None), vec![1]);
     }
 
     #[test]
