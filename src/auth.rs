@@ -196,14 +196,23 @@ pub struct WampCra {
     derived: Arc<DerivedKeys>,
 }
 
-/// Failed signatures counted across sessions, per auth key and per peer address, in fixed
-/// windows. Keys are stored as SHA-256 digests, so the table's size does not depend on
-/// what clients send, and it holds at most [`Throttle::MAX_ENTRIES`] entries.
+/// Failed signatures counted across sessions, per auth key and per peer address (IPv6 by
+/// /64 network, since one host commonly has a whole /64), in fixed windows. Keys are stored
+/// as SHA-256 digests, so the tables' size does not depend on what clients send; each holds
+/// at most [`Throttle::MAX_ENTRIES`] entries, and a full table evicts the entry with the
+/// fewest failures among a few, so a flood of new names cannot switch the throttle off.
 #[derive(Debug)]
 pub(crate) struct Throttle {
     max: u32,
     window: Duration,
-    entries: Mutex<HashMap<[u8; 32], (u32, Instant)>>,
+    tables: Mutex<ThrottleTables>,
+}
+
+#[derive(Debug, Default)]
+struct ThrottleTables {
+    keys: HashMap<[u8; 32], (u32, Instant)>,
+    addresses: HashMap<[u8; 32], (u32, Instant)>,
+    pruned: Option<Instant>,
 }
 
 impl Throttle {
@@ -213,21 +222,26 @@ impl Throttle {
         Self {
             max,
             window,
-            entries: Mutex::default(),
+            tables: Mutex::default(),
         }
     }
 
-    fn digest(kind: &str, value: &str) -> [u8; 32] {
-        let mut h = Sha256::new();
-        h.update(kind.as_bytes());
-        h.update([0]);
-        h.update(value.as_bytes());
-        h.finalize().into()
+    fn digest(value: &[u8]) -> [u8; 32] {
+        Sha256::digest(value).into()
     }
 
-    fn names(key: &str, peer: Option<IpAddr>) -> impl Iterator<Item = [u8; 32]> {
-        std::iter::once(Self::digest("key", key))
-            .chain(peer.map(|ip| Self::digest("addr", &ip.to_string())))
+    fn address(peer: IpAddr) -> [u8; 32] {
+        match peer {
+            IpAddr::V4(v4) => Self::digest(&v4.octets()),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => Self::digest(&v4.octets()),
+                None => Self::digest(&v6.octets()[..8]),
+            },
+        }
+    }
+
+    fn live(&self, entry: Option<&(u32, Instant)>, now: Instant) -> bool {
+        entry.is_some_and(|(n, start)| *n >= self.max && now.duration_since(*start) < self.window)
     }
 
     /// Whether the key or the address has used up its failures in the current window.
@@ -236,12 +250,9 @@ impl Throttle {
             return false;
         }
         let now = Instant::now();
-        let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        Self::names(key, peer).any(|name| {
-            entries.get(&name).is_some_and(|(n, start)| {
-                *n >= self.max && now.duration_since(*start) < self.window
-            })
-        })
+        let tables = self.tables.lock().unwrap_or_else(PoisonError::into_inner);
+        self.live(tables.keys.get(&Self::digest(key.as_bytes())), now)
+            || peer.is_some_and(|ip| self.live(tables.addresses.get(&Self::address(ip)), now))
     }
 
     fn record_failure(&self, key: &str, peer: Option<IpAddr>) {
@@ -249,16 +260,37 @@ impl Throttle {
             return;
         }
         let now = Instant::now();
-        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        if entries.len() >= Self::MAX_ENTRIES {
-            entries.retain(|_, (_, start)| now.duration_since(*start) < self.window);
-        }
-        for name in Self::names(key, peer) {
-            if entries.len() >= Self::MAX_ENTRIES && !entries.contains_key(&name) {
-                tracing::warn!("authentication throttle table full: failure not recorded");
-                continue;
+        let mut tables = self.tables.lock().unwrap_or_else(PoisonError::into_inner);
+        let tables = &mut *tables;
+        let full =
+            tables.keys.len() >= Self::MAX_ENTRIES || tables.addresses.len() >= Self::MAX_ENTRIES;
+        if full
+            && tables
+                .pruned
+                .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+        {
+            tables.pruned = Some(now);
+            for table in [&mut tables.keys, &mut tables.addresses] {
+                table.retain(|_, (_, start)| now.duration_since(*start) < self.window);
             }
-            let (n, start) = entries.entry(name).or_insert((0, now));
+        }
+        let names = [
+            (&mut tables.keys, Some(Self::digest(key.as_bytes()))),
+            (&mut tables.addresses, peer.map(Self::address)),
+        ];
+        for (table, name) in names {
+            let Some(name) = name else { continue };
+            if table.len() >= Self::MAX_ENTRIES && !table.contains_key(&name) {
+                let victim = table
+                    .iter()
+                    .take(64)
+                    .min_by_key(|(_, (n, _))| *n)
+                    .map(|(k, _)| *k);
+                if let Some(victim) = victim {
+                    table.remove(&victim);
+                }
+            }
+            let (n, start) = table.entry(name).or_insert((0, now));
             if now.duration_since(*start) >= self.window {
                 (*n, *start) = (0, now);
             }
@@ -268,24 +300,34 @@ impl Throttle {
 }
 
 /// Keys derived from salted secrets, so that PBKDF2 runs once per password and salt, off
-/// the runtime's workers, at most two at a time.
+/// the runtime's workers, at most two at a time. The blocking task holds its permit and
+/// fills the cache itself, so a caller that gives up (its session closed) neither frees a
+/// permit early nor loses the result.
 #[derive(Debug)]
 struct DerivedKeys {
-    cache: Mutex<HashMap<[u8; 32], String>>,
-    running: tokio::sync::Semaphore,
+    cache: Arc<Mutex<HashMap<[u8; 32], String>>>,
+    running: Arc<tokio::sync::Semaphore>,
 }
 
 impl Default for DerivedKeys {
     fn default() -> Self {
         Self {
-            cache: Mutex::default(),
-            running: tokio::sync::Semaphore::new(2),
+            cache: Arc::default(),
+            running: Arc::new(tokio::sync::Semaphore::new(2)),
         }
     }
 }
 
 impl DerivedKeys {
     const MAX_ENTRIES: usize = 4096;
+
+    fn cached(&self, id: &[u8; 32]) -> Option<String> {
+        self.cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(id)
+            .cloned()
+    }
 
     async fn signing_key(&self, secret: &Secret) -> Option<String> {
         let Secret::Salted { password, salt } = secret else {
@@ -298,33 +340,27 @@ impl DerivedKeys {
         h.update(salt.iterations.to_le_bytes());
         h.update((salt.keylen as u64).to_le_bytes());
         let id: [u8; 32] = h.finalize().into();
-        let cached = |id| {
-            self.cache
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .get(id)
-                .cloned()
-        };
-        if let Some(key) = cached(&id) {
+        if let Some(key) = self.cached(&id) {
             return Some(key);
         }
-        let _permit = self.running.acquire().await.ok()?;
+        let permit = self.running.clone().acquire_owned().await.ok()?;
         // Another session may have derived it while this one waited.
-        if let Some(key) = cached(&id) {
+        if let Some(key) = self.cached(&id) {
             return Some(key);
         }
-        let (password, salt) = (password.clone(), salt.clone());
-        let key = tokio::task::spawn_blocking(move || {
-            derive_key(&password, &salt.salt, salt.iterations, salt.keylen)
+        let (password, salt, cache) = (password.clone(), salt.clone(), self.cache.clone());
+        tokio::task::spawn_blocking(move || {
+            let key = derive_key(&password, &salt.salt, salt.iterations, salt.keylen);
+            let mut cache = cache.lock().unwrap_or_else(PoisonError::into_inner);
+            if cache.len() >= Self::MAX_ENTRIES {
+                cache.clear();
+            }
+            cache.insert(id, key.clone());
+            drop(permit);
+            key
         })
         .await
-        .ok()?;
-        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-        if cache.len() >= Self::MAX_ENTRIES {
-            cache.clear();
-        }
-        cache.insert(id, key.clone());
-        Some(key)
+        .ok()
     }
 }
 
@@ -481,7 +517,8 @@ impl Inner<()> {
         session: &Session,
         key: AuthKey,
     ) -> Option<Arc<Permissions>> {
-        match AssertUnwindSafe((cra.permissions)(session.clone(), key))
+        match // Inside the async block, a panic before the future exists is caught too.
+        AssertUnwindSafe(async { (cra.permissions)(session.clone(), key).await })
             .catch_unwind()
             .await
         {
@@ -565,23 +602,24 @@ impl Inner<()> {
             tracing::info!("anonymous authentication requested");
             return Ok(Value::Null);
         };
-        let secret =
-            match AssertUnwindSafe((cra.secret)(session.clone(), key.clone(), extra.clone()))
-                .catch_unwind()
-                .await
-            {
-                Ok(Some(secret)) => secret,
-                Ok(None) => {
-                    return Err(auth_error(
-                        "no-such-authkey",
-                        "authentication key does not exist",
-                    ));
-                }
-                Err(p) => {
-                    tracing::error!(panic = %Clip(&panic_message(&*p)), "secret provider panicked");
-                    return Err(RpcError::internal("secret provider failed"));
-                }
-            };
+        let secret = match AssertUnwindSafe(async {
+            (cra.secret)(session.clone(), key.clone(), extra.clone()).await
+        })
+        .catch_unwind()
+        .await
+        {
+            Ok(Some(secret)) => secret,
+            Ok(None) => {
+                return Err(auth_error(
+                    "no-such-authkey",
+                    "authentication key does not exist",
+                ));
+            }
+            Err(p) => {
+                tracing::error!(panic = %Clip(&panic_message(&*p)), "secret provider panicked");
+                return Err(RpcError::internal("secret provider failed"));
+            }
+        };
         let Some(signing_key) = cra.derived.signing_key(&secret).await else {
             return Err(RpcError::internal("key derivation failed"));
         };
@@ -624,6 +662,17 @@ impl Inner<()> {
         let outcome = {
             let mut slot = session.auth_slot();
             if slot.locked {
+                return Err(too_many_attempts());
+            }
+            // Another session may have used up this key's or address's failures since the
+            // challenge was issued: the signature is not even compared.
+            if let AuthState::Pending {
+                key: AuthKey::Key(k),
+                ..
+            } = &slot.state
+                && cra.throttle.exhausted(k, peer_ip(&call.parts))
+            {
+                slot.state = AuthState::Unauthenticated;
                 return Err(too_many_attempts());
             }
             match &slot.state {
@@ -774,4 +823,36 @@ fn set_pending(session: &Session, key: AuthKey, expected: Option<String>) -> Res
     check_can_request(&slot.state)?;
     slot.state = AuthState::Pending { key, expected };
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_derivation_whose_caller_gave_up_still_fills_the_cache() {
+        let keys = Arc::new(DerivedKeys::default());
+        let secret = Secret::salted("pw", "salt", 200_000, 32);
+        let caller = tokio::spawn({
+            let (keys, secret) = (keys.clone(), secret.clone());
+            async move { keys.signing_key(&secret).await }
+        });
+        // Wait until the derivation runs, then give up on it (as a closing session does).
+        while keys.running.available_permits() == 2 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        caller.abort();
+        // The permit stays taken until the derivation is done, and the result is kept.
+        assert_eq!(keys.running.available_permits(), 1);
+        for _ in 0..2000 {
+            if keys.running.available_permits() == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(keys.running.available_permits(), 2);
+        let id_count = keys.cache.lock().unwrap().len();
+        assert_eq!(id_count, 1);
+        assert_eq!(keys.signing_key(&secret).await, Some(secret.signing_key()));
+    }
 }

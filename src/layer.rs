@@ -238,7 +238,7 @@ impl WampLayer {
     }
 
     /// Close sessions that send no WAMP message for this long (1000, `idle timeout`).
-    /// Off by default. Checked with a granularity of a quarter of the timeout.
+    /// Off by default.
     #[must_use]
     pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.config_mut().idle_timeout = timeout.filter(|d| !d.is_zero());
@@ -313,6 +313,16 @@ impl WampLayer {
         self
     }
 
+    /// The most memory one message may take once decoded, estimated before decoding
+    /// (default 16 MiB; see [`decoded_size`](crate::core::codec::v1::decoded_size)). A
+    /// frame of small JSON objects decodes to about a hundred times its length; a message
+    /// beyond this is not decoded and closes the session (1009).
+    #[must_use]
+    pub fn max_decoded_size(mut self, bytes: usize) -> Self {
+        self.config_mut().limits.max_decoded_size = bytes;
+        self
+    }
+
     /// How many calls of one session may be in flight at once (default 128). A CALL beyond
     /// it is answered at once with `http://api.wamp.ws/error#too-many-calls`. A session's
     /// calls are cancelled when it closes.
@@ -322,8 +332,9 @@ impl WampLayer {
         self
     }
 
-    /// How many bytes of CALL frames one session may have in flight (default 4 MiB). A
-    /// CALL beyond it is answered with `http://api.wamp.ws/error#too-many-calls`.
+    /// How many bytes the calls of one session in flight may hold (default 4 MiB), counted
+    /// as their messages' decoded size (see [`max_decoded_size`](Self::max_decoded_size)).
+    /// A CALL beyond it is answered with `http://api.wamp.ws/error#too-many-calls`.
     #[must_use]
     pub fn max_call_bytes(mut self, bytes: usize) -> Self {
         self.config_mut().calls.bytes = bytes;

@@ -742,7 +742,11 @@ impl Inner<()> {
             }
         };
         if let Some(before) = &self.hooks.before_call {
-            match AssertUnwindSafe(before(call)).catch_unwind().await {
+            // Inside an async block, a panic before the future exists is caught too.
+            match AssertUnwindSafe(async move { before(call).await })
+                .catch_unwind()
+                .await
+            {
                 Ok(Ok(rewritten)) => call = rewritten,
                 Ok(Err(denied)) => return self.after_error(info, denied),
                 Err(p) => {
@@ -754,7 +758,7 @@ impl Inner<()> {
         }
         let mut running: Pin<Box<dyn Future<Output = Result<Value, RpcError>> + Send + '_>> =
             match target {
-                Target::User(handler) => handler(call, ()),
+                Target::User(handler) => Box::pin(async move { handler(call, ()).await }),
                 Target::AuthReq => Box::pin(self.authreq(call)),
                 Target::Auth => Box::pin(self.authenticate(call)),
             };
@@ -847,7 +851,7 @@ impl Inner<()> {
             SubscribeRule::Allow => true,
             SubscribeRule::Deny => false,
             SubscribeRule::Predicate(p) => {
-                match AssertUnwindSafe((p.0)(session.clone(), topic.clone()))
+                match AssertUnwindSafe(async { (p.0)(session.clone(), topic.clone()).await })
                     .catch_unwind()
                     .await
                 {
@@ -937,7 +941,7 @@ impl Inner<()> {
                 return;
             }
             PublishRule::Broker(broker) => {
-                match AssertUnwindSafe((broker.0)(session.clone(), publication))
+                match AssertUnwindSafe(async { (broker.0)(session.clone(), publication).await })
                     .catch_unwind()
                     .await
                 {

@@ -161,7 +161,12 @@ impl Outbox {
         if q.ended || q.close.is_some() {
             return Err(SendError::Closed);
         }
-        let over = |q: &QueueState| q.frames.len() >= limits.frames || q.bytes + len > limits.bytes;
+        // One frame always fits into an empty queue, however large: the byte limit bounds a
+        // backlog, not a single message.
+        let over = |q: &QueueState| {
+            !q.frames.is_empty()
+                && (q.frames.len() >= limits.frames || q.bytes + len > limits.bytes)
+        };
         if over(&q) {
             match (limits.policy, item.reply) {
                 (SlowConsumerPolicy::Disconnect, _) => return self.disconnect_slow(q),
@@ -551,12 +556,19 @@ mod tests {
         }
         assert_eq!(queued(&o), ["3", "4"]);
         assert_eq!(o.0.metrics.snapshot().events_dropped, 2);
-        // A frame larger than the byte limit cannot be queued at all.
+        // A frame larger than the byte limit is queued alone, never beside others.
         let small = outbox(10, 3, SlowConsumerPolicy::DropOldest);
-        assert_eq!(
-            small.push(Frame::from("toolong")),
-            Err(SendError::QueueFull)
-        );
+        assert!(small.push(Frame::from("toolong")).is_ok());
+        assert_eq!(small.push(Frame::from("x")), Ok(()));
+        assert_eq!(queued(&small), ["x"], "the large one made room");
+        for policy in [
+            SlowConsumerPolicy::Disconnect,
+            SlowConsumerPolicy::DropNewest,
+        ] {
+            let o = outbox(10, 3, policy);
+            assert!(o.push(Frame::from("toolong")).is_ok(), "{policy:?}");
+            assert!(o.push(Frame::from("x")).is_err(), "{policy:?}");
+        }
     }
 
     #[test]

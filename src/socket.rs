@@ -17,7 +17,7 @@ use std::{
     future::Future,
     sync::{
         Arc,
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
     task::{Context, Waker},
     time::Duration,
@@ -105,6 +105,9 @@ struct Clock {
     base: Instant,
     last_read: AtomicU64,
     last_message: AtomicU64,
+    /// The reader is awaiting a callback (a permission provider, a subscribe predicate, a
+    /// broker function) and reads nothing meanwhile: no pong can be seen, so none is due.
+    busy: AtomicBool,
 }
 
 impl Clock {
@@ -113,6 +116,7 @@ impl Clock {
             base,
             last_read: AtomicU64::new(0),
             last_message: AtomicU64::new(0),
+            busy: AtomicBool::new(false),
         }
     }
 
@@ -290,7 +294,8 @@ impl Timers {
     /// A ping that the client has not answered yet: its answer is due at this instant.
     fn pong_due(&self, clock: &Clock) -> Option<Instant> {
         let sent = self.ping_sent?;
-        (clock.last_read() < sent).then(|| sent + self.pong_timeout)
+        (clock.last_read() < sent && !clock.busy.load(Ordering::Relaxed))
+            .then(|| sent + self.pong_timeout)
     }
 
     fn next_deadline(&self, clock: &Clock) -> Option<Instant> {
@@ -323,7 +328,7 @@ impl Timers {
         if let Some(sent) = self.ping_sent {
             if clock.last_read() >= sent {
                 self.ping_sent = None;
-            } else if now >= sent + self.pong_timeout {
+            } else if now >= sent + self.pong_timeout && !clock.busy.load(Ordering::Relaxed) {
                 tracing::warn!("no pong before the deadline: closing");
                 outbox.close(1008, "keepalive timeout: no pong", false);
             }
@@ -565,23 +570,22 @@ impl Conn {
                 }
                 continue;
             }
+            // Every frame counts against the rate limit, control frames included (a ping
+            // makes the server write a pong).
+            if !self.within_rate_limit(now) {
+                continue;
+            }
             match message {
                 WsMessage::Text(text) => {
-                    if !self.within_rate_limit(now) {
-                        continue;
-                    }
                     Metrics::add(&self.metrics.messages_in, 1);
-                    let size = text.len();
-                    let action = self.state.handle_text(text.as_str());
-                    self.act(action, size).await;
+                    // Calls are charged what their arguments take once decoded.
+                    let (action, size) = self.state.handle_text_sized(text.as_str());
+                    self.act_marked(action, size, clock).await;
                 }
                 WsMessage::Binary(_) => {
-                    if !self.within_rate_limit(now) {
-                        continue;
-                    }
                     Metrics::add(&self.metrics.messages_in, 1);
                     let action = self.state.handle_binary();
-                    self.act(action, 0).await;
+                    self.act_marked(action, 0, clock).await;
                 }
                 WsMessage::Close(frame) => return client_close(frame),
                 // Pings are answered by the WebSocket itself; pongs only count as life.
@@ -606,6 +610,15 @@ impl Conn {
             self.outbox.close(1008, "rate limit exceeded", false);
             false
         }
+    }
+
+    /// [`act`](Self::act), with the keepalive's pong deadline suspended while it awaits.
+    async fn act_marked(&mut self, action: Action, size: usize, clock: &Clock) {
+        clock.busy.store(true, Ordering::Relaxed);
+        self.act(action, size).await;
+        clock.busy.store(false, Ordering::Relaxed);
+        // Whatever arrived meanwhile is read next: count the wait as life.
+        clock.read(Instant::now(), false);
     }
 
     async fn act(&mut self, action: Action, size: usize) {

@@ -1117,3 +1117,113 @@ async fn a_subscriber_that_never_reads_is_cut_off_and_not_buffered_for() {
     );
     drop(slow);
 }
+
+// --- Found by the review of the fixes ----------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_failure_throttle_applies_to_challenges_issued_before_it_was_reached() {
+    let cra = WampCra::new(
+        |_s, key: String, _e| async move { (key == "ada").then(|| Secret::plain("secret")) },
+        |_s, _k: AuthKey| async { Permissions::all() },
+    )
+    .failure_throttle(4, Duration::from_secs(600));
+    let addr = serve_router(router().auth(cra)).await;
+    // Twelve sessions each hold a challenge before any signature is sent.
+    let mut clients = Vec::new();
+    let mut challenges = Vec::new();
+    for i in 0..12 {
+        let mut c = connect(addr).await;
+        let r = c.call(&format!("r{i}"), AUTHREQ, &[json!("ada")]).await;
+        assert_eq!(r[0], 3, "{r}");
+        challenges.push(r[2].as_str().unwrap().to_owned());
+        clients.push(c);
+    }
+    let mut compared = 0;
+    for (i, c) in clients.iter_mut().enumerate().take(11) {
+        let r = c.call(&format!("a{i}"), AUTH, &[json!("wrong")]).await;
+        if r[2] == INVALID_SIGNATURE {
+            compared += 1;
+        } else {
+            assert_eq!(r[2], "http://api.wamp.ws/error#too-many-attempts", "{r}");
+        }
+    }
+    assert_eq!(compared, 4, "only 4 guesses were compared");
+    // Even the right signature for a challenge issued earlier is not compared now.
+    let sig = tower_wamp::core::auth::sign("secret", &challenges[11]);
+    let r = clients[11].call("ok", AUTH, &[json!(sig)]).await;
+    assert_eq!(r[2], "http://api.wamp.ws/error#too-many-attempts", "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_that_decodes_to_far_more_than_its_size_is_refused() {
+    // 1 MiB of small objects decodes to about 100 MiB of JSON values.
+    let router = router().rpc("urn:never", |Args(_a): Args<Vec<Value>>| {
+        std::future::pending::<i64>()
+    });
+    let addr = serve_router(router).await;
+    let mut c = connect(addr).await;
+    let unit = r#"{"":0},"#;
+    let mut frame = String::from(r#"[2,"c0","urn:never","#);
+    frame.push_str(&unit.repeat((1_000_000 - 40) / unit.len()));
+    frame.pop();
+    frame.push(']');
+    let before = rss_kib();
+    c.ws.send(Message::text(frame)).await.unwrap();
+    let (code, reason) = c.recv_close().await;
+    assert_eq!(code, 1009, "{reason}");
+    let grown = rss_kib().saturating_sub(before);
+    assert!(grown < 32 * 1024, "RSS grew {grown} KiB");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_callback_does_not_get_a_healthy_client_closed_by_the_keepalive() {
+    let router = WampRouter::new().topic(
+        "urn:slow",
+        Topic::new().subscribe_if(|_s: Session, _t: String| async move {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            true
+        }),
+    );
+    let layer = WampLayer::new(router)
+        .ping_interval(Some(Duration::from_millis(300)))
+        .pong_timeout(Duration::from_millis(300));
+    let addr = serve_layer(layer).await;
+    let mut c = connect(addr).await;
+    c.send(json!([5, "urn:slow"])).await;
+    // The client reads (and so answers pings) all along.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while let Ok(Some(m)) = tokio::time::timeout_at(deadline, c.ws.next()).await {
+        match m {
+            Ok(Message::Close(f)) => panic!("a healthy client was closed: {f:?}"),
+            Ok(_) => {}
+            Err(e) => panic!("connection error: {e}"),
+        }
+    }
+    assert_eq!(
+        c.call("1", "urn:x", &[]).await[0],
+        4,
+        "still open and served"
+    );
+}
+
+#[tokio::test]
+async fn a_callback_that_panics_before_returning_its_future_is_answered() {
+    fn boom(_s: Session, _t: String) -> std::future::Ready<bool> {
+        panic!("predicate panicked before its future existed")
+    }
+    let router = router()
+        .topic("urn:boom", Topic::new().subscribe_if(boom))
+        .before_call(|call: tower_wamp::Call| {
+            if call.procedure() == "urn:sleep" {
+                panic!("before_call panicked before its future existed");
+            }
+            std::future::ready(Ok(call))
+        });
+    let addr = serve_router(router).await;
+    let mut c = connect(addr).await;
+    c.send(json!([5, "urn:boom"])).await;
+    let r = c.call("1", "urn:sleep", &[json!(1)]).await;
+    assert_eq!(r[2], "http://api.wamp.ws/error#internal", "{r}");
+    // The session goes on.
+    assert_eq!(c.call("2", "urn:add", &[json!(1), json!(2)]).await[2], 3);
+}

@@ -120,6 +120,51 @@ pub mod v1 {
             .collect()
     }
 
+    /// Bytes per JSON value, array element or object member once decoded (a `Value`, a key,
+    /// allocation overhead).
+    const PER_ITEM: usize = 64;
+    /// Bytes per JSON object once decoded (a map's first node).
+    const PER_OBJECT: usize = 640;
+
+    /// An estimate, from above, of the memory `text` takes once decoded into JSON values:
+    /// one pass over the bytes, without decoding. A small frame can decode to a hundred
+    /// times its size (`[{"":0},{"":0},…]`), so limits on what a client may hold count this,
+    /// not the frame's length.
+    ///
+    /// ```
+    /// use tower_wamp::core::codec::v1::decoded_size;
+    /// assert!(decoded_size(r#"[5,"http://x/t"]"#) < 512);
+    /// let objects = vec!["{}"; 1000].join(",");
+    /// assert!(decoded_size(&format!("[{objects}]")) > 600_000);
+    /// ```
+    #[must_use]
+    pub fn decoded_size(text: &str) -> usize {
+        let (mut in_string, mut escaped) = (false, false);
+        let (mut items, mut objects) = (1usize, 0usize);
+        for &b in text.as_bytes() {
+            if in_string {
+                if escaped {
+                    escaped = false;
+                } else if b == b'\\' {
+                    escaped = true;
+                } else if b == b'"' {
+                    in_string = false;
+                }
+                continue;
+            }
+            match b {
+                b'"' => in_string = true,
+                b',' | b'[' => items += 1,
+                b'{' => {
+                    items += 1;
+                    objects += 1;
+                }
+                _ => {}
+            }
+        }
+        text.len() + items * PER_ITEM + objects * PER_OBJECT
+    }
+
     /// Decodes one text frame sent by a client.
     ///
     /// ```

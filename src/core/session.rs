@@ -48,7 +48,14 @@ pub struct SessionLimits {
     /// How many bytes of prefix names and URIs (default [`MAX_PREFIX_BYTES`]); more closes
     /// (1008).
     pub max_prefix_bytes: usize,
+    /// The most memory one message may take once decoded, as estimated by
+    /// [`v1::decoded_size`] before decoding (default [`MAX_DECODED_SIZE`]); a message
+    /// beyond it is not decoded and closes the session (1009).
+    pub max_decoded_size: usize,
 }
+
+/// The default of [`SessionLimits::max_decoded_size`]: 16 MiB.
+pub const MAX_DECODED_SIZE: usize = 16 << 20;
 
 impl Default for SessionLimits {
     fn default() -> Self {
@@ -56,6 +63,7 @@ impl Default for SessionLimits {
             max_uri_length: MAX_URI_LENGTH,
             max_prefixes: MAX_PREFIXES,
             max_prefix_bytes: MAX_PREFIX_BYTES,
+            max_decoded_size: MAX_DECODED_SIZE,
         }
     }
 }
@@ -176,6 +184,27 @@ impl SessionState {
 
     /// Handles one text frame.
     pub fn handle_text(&mut self, text: &str) -> Action {
+        self.handle_text_sized(text).0
+    }
+
+    /// Handles one text frame; also returns the estimate of its decoded size (what a call
+    /// holds while it runs).
+    pub fn handle_text_sized(&mut self, text: &str) -> (Action, usize) {
+        let size = v1::decoded_size(text);
+        if size > self.limits.max_decoded_size {
+            let close = Action::Close {
+                code: 1009,
+                reason: format!(
+                    "message too big once decoded (limit {} bytes)",
+                    self.limits.max_decoded_size
+                ),
+            };
+            return (close, size);
+        }
+        (self.decode_and_act(text), size)
+    }
+
+    fn decode_and_act(&mut self, text: &str) -> Action {
         match v1::decode(text) {
             Ok(Message::Prefix { prefix, uri }) => {
                 if prefix.len() > self.limits.max_uri_length
@@ -307,6 +336,22 @@ mod tests {
             .map(|i| s.handle_text(&format!(r#"[1,"p{i}","{uri}"]"#)))
             .position(close);
         assert_eq!(closed, Some(32), "64 KiB hold 32 prefixes of 2 KiB");
+    }
+
+    #[test]
+    fn messages_that_decode_to_too_much_memory_are_not_decoded() {
+        let mut s = SessionState::new(false);
+        // 150k empty objects: 1 MiB on the wire, about 100 MiB as `Value`s.
+        let objects = vec!["{\"\":0}"; 150_000].join(",");
+        let (action, size) = s.handle_text_sized(&format!(r#"[2,"c","urn:f",{objects}]"#));
+        assert!(size > MAX_DECODED_SIZE, "{size}");
+        assert!(
+            matches!(action, Action::Close { code: 1009, .. }),
+            "{action:?}"
+        );
+        let (action, size) = s.handle_text_sized(r#"[2,"c","urn:f",1,"two",{"a":[3]}]"#);
+        assert!(matches!(action, Action::Call { .. }));
+        assert!(size < 4096, "{size}");
     }
 
     #[test]
