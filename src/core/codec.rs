@@ -1,4 +1,6 @@
-//! Wire codecs. WAMP v1 is the only one today; v2 will be a second module beside it.
+//! Wire codecs: WAMP v1 (JSON text frames) and WAMP v2 (JSON, MessagePack, CBOR).
+
+pub mod v2;
 
 pub mod v1 {
     //! The WAMP v1 JSON codec: each WebSocket text frame is one JSON array whose first

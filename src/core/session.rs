@@ -15,6 +15,8 @@
 //! }
 //! ```
 
+pub mod v2;
+
 use serde_json::Value;
 
 use super::{

@@ -1,0 +1,848 @@
+//! The WAMP v2 session state machine, sans IO: a frame in, one [`Action`] out.
+//!
+//! It decodes frames with the connection's [`Serializer`], keeps the session's phase
+//! (HELLO → optional CHALLENGE/AUTHENTICATE → WELCOME → GOODBYE), checks request ids,
+//! URIs, options and limits, and answers what is wrong with the spec's ERROR or ABORT.
+//! What a valid request means (who may do it, which handler runs) is for the realm: the
+//! transport carries the action out and tells the machine how the session opened
+//! ([`State::welcome`], [`State::challenge`], [`State::abort`]).
+//!
+//! ```
+//! use tower_wamp::core::codec::v2::{Message, Serializer, decode};
+//! use tower_wamp::core::session::v2::{Action, State};
+//!
+//! let mut s = State::new(Serializer::Json);
+//! match s.handle(br#"[1, "realm1", {"roles": {"subscriber": {}}}]"#, false) {
+//!     Action::Hello { realm, .. } => assert_eq!(realm, "realm1"),
+//!     other => panic!("{other:?}"),
+//! }
+//! let welcome = s.welcome(7, Default::default());
+//! assert!(matches!(welcome, Message::Welcome { session: 7, .. }));
+//! assert!(matches!(s.handle(br#"[32, 1, {}, "com.example.chat"]"#, false), Action::Subscribe { request: 1, .. }));
+//! ```
+
+use serde_json::Value;
+
+use super::SessionLimits;
+use crate::core::codec::v2::{self, Dict, Message, Serializer, code};
+
+/// `wamp.error.*` and `wamp.close.*` URIs the machine sends.
+#[allow(missing_docs)]
+pub mod uri {
+    pub const PROTOCOL_VIOLATION: &str = "wamp.error.protocol_violation";
+    pub const INVALID_URI: &str = "wamp.error.invalid_uri";
+    pub const INVALID_ARGUMENT: &str = "wamp.error.invalid_argument";
+    pub const OPTION_NOT_ALLOWED: &str = "wamp.error.option_not_allowed";
+    pub const PAYLOAD_SIZE_EXCEEDED: &str = "wamp.error.payload_size_exceeded";
+    pub const GOODBYE_AND_OUT: &str = "wamp.close.goodbye_and_out";
+    pub const SYSTEM_SHUTDOWN: &str = "wamp.close.system_shutdown";
+}
+
+/// Where a session is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Phase {
+    /// Waiting for HELLO.
+    Establishing,
+    /// A CHALLENGE was sent: waiting for AUTHENTICATE.
+    Challenging,
+    /// WELCOME was sent.
+    Established,
+    /// The router sent GOODBYE and waits for the answer.
+    Closing,
+    /// ABORT or GOODBYE exchanged: nothing more is processed.
+    Closed,
+}
+
+/// What the transport should do about one frame.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+#[allow(missing_docs)] // Fields as in the spec's messages.
+pub enum Action {
+    /// Nothing (a GOODBYE answered our own, a frame after the session closed).
+    None,
+    /// A HELLO: answer with [`State::welcome`], [`State::challenge`] or [`State::abort`].
+    Hello {
+        realm: String,
+        /// `Details.authid`, when given.
+        authid: Option<String>,
+        /// `Details.authmethods`, in the client's order of preference (empty: anonymous).
+        authmethods: Vec<String>,
+        authextra: Dict,
+        /// `Details.roles` as the client announced them.
+        roles: Dict,
+    },
+    /// The answer to our CHALLENGE.
+    Authenticate {
+        signature: String,
+        extra: Dict,
+    },
+    Subscribe {
+        request: u64,
+        topic: String,
+    },
+    Unsubscribe {
+        request: u64,
+        subscription: u64,
+    },
+    Publish {
+        request: u64,
+        topic: String,
+        args: Vec<Value>,
+        kwargs: Dict,
+        /// `Options.acknowledge`: answer with PUBLISHED or ERROR.
+        acknowledge: bool,
+        /// `Options.exclude_me` (default true in v2).
+        exclude_me: bool,
+        exclude: Vec<u64>,
+        eligible: Option<Vec<u64>>,
+    },
+    Call {
+        request: u64,
+        procedure: String,
+        args: Vec<Value>,
+        kwargs: Dict,
+        /// `Options.timeout` in milliseconds (0 or absent: none).
+        timeout_ms: u64,
+    },
+    Register {
+        request: u64,
+        procedure: String,
+    },
+    Unregister {
+        request: u64,
+        registration: u64,
+    },
+    /// A callee's YIELD.
+    Yield {
+        request: u64,
+        args: Vec<Value>,
+        kwargs: Dict,
+    },
+    /// A callee's ERROR for an INVOCATION.
+    InvocationError {
+        request: u64,
+        error: String,
+        args: Vec<Value>,
+        kwargs: Dict,
+    },
+    /// A caller's CANCEL (not announced: the call goes on).
+    Cancel {
+        request: u64,
+    },
+    /// Send this message back (an ERROR for a bad request).
+    Reply(Message),
+    /// Send `message` if any, then close the WebSocket with `code`.
+    Close {
+        message: Option<Message>,
+        code: u16,
+        reason: String,
+    },
+}
+
+/// One WAMP v2 session's protocol state.
+#[derive(Debug, Clone)]
+pub struct State {
+    serializer: Serializer,
+    phase: Phase,
+    limits: SessionLimits,
+    /// The last request id the client used.
+    last_request: u64,
+    strict_request_ids: bool,
+    out_of_sequence: u64,
+}
+
+impl State {
+    /// A fresh session on a connection that speaks `serializer`, default limits.
+    #[must_use]
+    pub fn new(serializer: Serializer) -> Self {
+        Self::with_limits(serializer, SessionLimits::default())
+    }
+
+    /// A fresh session with these limits.
+    #[must_use]
+    pub fn with_limits(serializer: Serializer, limits: SessionLimits) -> Self {
+        Self {
+            serializer,
+            phase: Phase::Establishing,
+            limits,
+            last_request: 0,
+            strict_request_ids: false,
+            out_of_sequence: 0,
+        }
+    }
+
+    /// Treat a request id that is not the previous one plus one as a protocol violation
+    /// (off by default: old clients drew random ids; such ids are counted instead).
+    #[must_use]
+    pub fn strict_request_ids(mut self, yes: bool) -> Self {
+        self.strict_request_ids = yes;
+        self
+    }
+
+    /// The connection's serializer.
+    #[must_use]
+    pub fn serializer(&self) -> Serializer {
+        self.serializer
+    }
+
+    /// The session's phase.
+    #[must_use]
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// How many requests came with an id out of sequence.
+    #[must_use]
+    pub fn out_of_sequence(&self) -> u64 {
+        self.out_of_sequence
+    }
+
+    /// Opens the session: the WELCOME to send.
+    pub fn welcome(&mut self, session: u64, details: Dict) -> Message {
+        self.phase = Phase::Established;
+        Message::Welcome { session, details }
+    }
+
+    /// Asks for authentication: the CHALLENGE to send.
+    pub fn challenge(&mut self, method: &str, extra: Dict) -> Message {
+        self.phase = Phase::Challenging;
+        Message::Challenge {
+            method: method.to_owned(),
+            extra,
+        }
+    }
+
+    /// Refuses the session (during the handshake) or ends it: the ABORT to send.
+    pub fn abort(&mut self, reason: &str, message: &str) -> Message {
+        self.phase = Phase::Closed;
+        let mut details = Dict::new();
+        details.insert("message".into(), Value::from(message));
+        Message::Abort {
+            details,
+            reason: reason.to_owned(),
+        }
+    }
+
+    /// Leaves an established session (the router shuts down, or closes it): the GOODBYE to
+    /// send; the client's answer ends it.
+    pub fn goodbye(&mut self, reason: &str) -> Message {
+        self.phase = Phase::Closing;
+        Message::Goodbye {
+            details: Dict::new(),
+            reason: reason.to_owned(),
+        }
+    }
+
+    fn violation(&mut self, why: impl Into<String>) -> Action {
+        let why = why.into();
+        let abort = self.abort(uri::PROTOCOL_VIOLATION, &why);
+        Action::Close {
+            message: Some(abort),
+            code: 1002,
+            reason: why,
+        }
+    }
+
+    /// Handles one frame (`binary`: it came as a binary WebSocket frame).
+    pub fn handle(&mut self, bytes: &[u8], binary: bool) -> Action {
+        if matches!(self.phase, Phase::Closed) {
+            return Action::None;
+        }
+        if binary != self.serializer.is_binary() {
+            return self.violation(if binary {
+                "a binary frame on a text serializer"
+            } else {
+                "a text frame on a binary serializer"
+            });
+        }
+        let size = v2::decoded_size(self.serializer, bytes);
+        if size > self.limits.max_decoded_size {
+            let why = format!(
+                "message too big once decoded (limit {} bytes)",
+                self.limits.max_decoded_size
+            );
+            let abort = self.abort(uri::PAYLOAD_SIZE_EXCEEDED, &why);
+            return Action::Close {
+                message: Some(abort),
+                code: 1009,
+                reason: why,
+            };
+        }
+        let message = match v2::decode(self.serializer, bytes) {
+            Ok(m) => m,
+            Err(e) => return self.violation(e.to_string()),
+        };
+        match self.phase {
+            Phase::Establishing => self.establishing(message),
+            Phase::Challenging => match message {
+                Message::Authenticate { signature, extra } => {
+                    Action::Authenticate { signature, extra }
+                }
+                Message::Abort { .. } => self.closed_by_peer(),
+                other => self.violation(format!(
+                    "message {} while authenticating: AUTHENTICATE expected",
+                    other.code()
+                )),
+            },
+            Phase::Established => self.established(message),
+            Phase::Closing => match message {
+                Message::Goodbye { .. } | Message::Abort { .. } => self.closed_by_peer(),
+                // Requests that crossed our GOODBYE are dropped.
+                _ => Action::None,
+            },
+            Phase::Closed => Action::None,
+        }
+    }
+
+    fn closed_by_peer(&mut self) -> Action {
+        self.phase = Phase::Closed;
+        Action::Close {
+            message: None,
+            code: 1000,
+            reason: String::new(),
+        }
+    }
+
+    fn establishing(&mut self, message: Message) -> Action {
+        match message {
+            Message::Hello { realm, details } => {
+                if !valid_uri(&realm) || realm.len() > self.limits.max_uri_length {
+                    let abort = self.abort(uri::INVALID_URI, "the realm is not a valid URI");
+                    return Action::Close {
+                        message: Some(abort),
+                        code: 1000,
+                        reason: "invalid realm".into(),
+                    };
+                }
+                let mut details = details;
+                let authid = match details.remove("authid") {
+                    None | Some(Value::Null) => None,
+                    Some(Value::String(s)) => Some(s),
+                    Some(_) => return self.violation("HELLO.Details.authid must be a string"),
+                };
+                let authmethods = match details.remove("authmethods") {
+                    None | Some(Value::Null) => Vec::new(),
+                    Some(Value::Array(list)) => {
+                        let mut methods = Vec::with_capacity(list.len());
+                        for m in list {
+                            let Value::String(m) = m else {
+                                return self.violation("HELLO.Details.authmethods must be strings");
+                            };
+                            methods.push(m);
+                        }
+                        methods
+                    }
+                    Some(_) => return self.violation("HELLO.Details.authmethods must be a list"),
+                };
+                let authextra = match details.remove("authextra") {
+                    None | Some(Value::Null) => Dict::new(),
+                    Some(Value::Object(d)) => d,
+                    Some(_) => return self.violation("HELLO.Details.authextra must be a dict"),
+                };
+                let roles = match details.remove("roles") {
+                    Some(Value::Object(d)) if !d.is_empty() => d,
+                    _ => return self.violation("HELLO.Details.roles must announce a role"),
+                };
+                Action::Hello {
+                    realm,
+                    authid,
+                    authmethods,
+                    authextra,
+                    roles,
+                }
+            }
+            Message::Abort { .. } => self.closed_by_peer(),
+            other => self.violation(format!(
+                "message {} before the session was established",
+                other.code()
+            )),
+        }
+    }
+
+    /// Checks a client request id; `Some(violation)` in strict mode.
+    fn request_id(&mut self, request: u64) -> Option<Action> {
+        let expected = if self.last_request >= v2::MAX_ID {
+            1
+        } else {
+            self.last_request + 1
+        };
+        self.last_request = request;
+        if request == expected {
+            return None;
+        }
+        self.out_of_sequence += 1;
+        self.strict_request_ids
+            .then(|| self.violation(format!("request id {request}, expected {expected}")))
+    }
+
+    fn error(request_type: u64, request: u64, error: &str, message: String) -> Action {
+        Action::Reply(Message::Error {
+            request_type,
+            request,
+            details: Dict::new(),
+            error: error.to_owned(),
+            args: vec![Value::String(message)],
+            kwargs: Dict::new(),
+        })
+    }
+
+    /// `Some(error)` when `uri` may not be used in a `request_type` request.
+    fn check_uri(&self, request_type: u64, request: u64, uri: &str) -> Option<Action> {
+        if uri.len() > self.limits.max_uri_length {
+            return Some(Self::error(
+                request_type,
+                request,
+                uri::INVALID_URI,
+                format!("URI longer than {} bytes", self.limits.max_uri_length),
+            ));
+        }
+        if !valid_uri(uri) {
+            return Some(Self::error(
+                request_type,
+                request,
+                uri::INVALID_URI,
+                "not a valid WAMP v2 URI (dot-separated, no empty components, no whitespace or #)"
+                    .into(),
+            ));
+        }
+        let reserved = uri == "wamp" || uri.starts_with("wamp.");
+        if reserved && matches!(request_type, code::PUBLISH | code::REGISTER) {
+            return Some(Self::error(
+                request_type,
+                request,
+                uri::INVALID_URI,
+                "URIs under `wamp.` are reserved for the protocol".into(),
+            ));
+        }
+        None
+    }
+
+    fn established(&mut self, message: Message) -> Action {
+        let request = match &message {
+            Message::Subscribe { request, .. }
+            | Message::Unsubscribe { request, .. }
+            | Message::Publish { request, .. }
+            | Message::Call { request, .. }
+            | Message::Register { request, .. }
+            | Message::Unregister { request, .. } => Some(*request),
+            _ => None,
+        };
+        if let Some(request) = request
+            && let Some(violation) = self.request_id(request)
+        {
+            return violation;
+        }
+        match message {
+            Message::Subscribe {
+                request,
+                options,
+                topic,
+            } => {
+                match option_str(&options, "match") {
+                    Err(()) => return self.violation("SUBSCRIBE.Options.match must be a string"),
+                    Ok(None | Some("exact")) => {}
+                    Ok(Some(policy)) => {
+                        return Self::error(
+                            code::SUBSCRIBE,
+                            request,
+                            uri::OPTION_NOT_ALLOWED,
+                            format!("match policy {policy:?} is not supported"),
+                        );
+                    }
+                }
+                if let Some(e) = self.check_uri(code::SUBSCRIBE, request, &topic) {
+                    return e;
+                }
+                Action::Subscribe { request, topic }
+            }
+            Message::Unsubscribe {
+                request,
+                subscription,
+            } => Action::Unsubscribe {
+                request,
+                subscription,
+            },
+            Message::Publish {
+                request,
+                options,
+                topic,
+                args,
+                kwargs,
+            } => {
+                let (Ok(acknowledge), Ok(exclude_me)) = (
+                    option_bool(&options, "acknowledge"),
+                    option_bool(&options, "exclude_me"),
+                ) else {
+                    return self
+                        .violation("PUBLISH options acknowledge and exclude_me are booleans");
+                };
+                let (Ok(exclude), Ok(eligible)) = (
+                    option_ids(&options, "exclude"),
+                    option_ids(&options, "eligible"),
+                ) else {
+                    return self.violation("PUBLISH options exclude and eligible are lists of ids");
+                };
+                if let Some(e) = self.check_uri(code::PUBLISH, request, &topic) {
+                    // Errors of publications are sent only when acknowledged.
+                    return if acknowledge.unwrap_or(false) {
+                        e
+                    } else {
+                        Action::None
+                    };
+                }
+                Action::Publish {
+                    request,
+                    topic,
+                    args,
+                    kwargs,
+                    acknowledge: acknowledge.unwrap_or(false),
+                    exclude_me: exclude_me.unwrap_or(true),
+                    exclude: exclude.unwrap_or_default(),
+                    eligible,
+                }
+            }
+            Message::Call {
+                request,
+                options,
+                procedure,
+                args,
+                kwargs,
+            } => {
+                let timeout_ms = match options.get("timeout") {
+                    None | Some(Value::Null) => 0,
+                    Some(Value::Number(n)) if n.as_u64().is_some() => n.as_u64().unwrap_or(0),
+                    Some(_) => return self.violation("CALL.Options.timeout must be an integer"),
+                };
+                if let Some(e) = self.check_uri(code::CALL, request, &procedure) {
+                    return e;
+                }
+                Action::Call {
+                    request,
+                    procedure,
+                    args,
+                    kwargs,
+                    timeout_ms,
+                }
+            }
+            Message::Register {
+                request,
+                options,
+                procedure,
+            } => {
+                match (
+                    option_str(&options, "match"),
+                    option_str(&options, "invoke"),
+                ) {
+                    (Err(()), _) | (_, Err(())) => {
+                        return self.violation("REGISTER options match and invoke are strings");
+                    }
+                    (Ok(None | Some("exact")), Ok(None | Some("single"))) => {}
+                    _ => {
+                        return Self::error(
+                            code::REGISTER,
+                            request,
+                            uri::OPTION_NOT_ALLOWED,
+                            "only exact, single registrations are supported".into(),
+                        );
+                    }
+                }
+                if let Some(e) = self.check_uri(code::REGISTER, request, &procedure) {
+                    return e;
+                }
+                Action::Register { request, procedure }
+            }
+            Message::Unregister {
+                request,
+                registration,
+            } => Action::Unregister {
+                request,
+                registration,
+            },
+            Message::Yield {
+                request,
+                args,
+                kwargs,
+                ..
+            } => Action::Yield {
+                request,
+                args,
+                kwargs,
+            },
+            Message::Error {
+                request_type: code::INVOCATION,
+                request,
+                error,
+                args,
+                kwargs,
+                ..
+            } => Action::InvocationError {
+                request,
+                error,
+                args,
+                kwargs,
+            },
+            Message::Cancel { request, .. } => Action::Cancel { request },
+            Message::Goodbye { .. } => {
+                self.phase = Phase::Closed;
+                Action::Close {
+                    message: Some(Message::Goodbye {
+                        details: Dict::new(),
+                        reason: uri::GOODBYE_AND_OUT.into(),
+                    }),
+                    code: 1000,
+                    reason: String::new(),
+                }
+            }
+            Message::Abort { .. } => self.closed_by_peer(),
+            other => self.violation(format!(
+                "message {} is not sent by clients in an established session",
+                other.code()
+            )),
+        }
+    }
+}
+
+/// The loose URI rule of the spec: dot-separated components, none empty, without
+/// whitespace or `#`.
+///
+/// ```
+/// use tower_wamp::core::session::v2::valid_uri;
+/// assert!(valid_uri("com.example.add"));
+/// assert!(!valid_uri("http://example.com/api#add"));
+/// assert!(!valid_uri("com..add") && !valid_uri("") && !valid_uri("com.example."));
+/// ```
+#[must_use]
+pub fn valid_uri(uri: &str) -> bool {
+    uri.split('.')
+        .all(|c| !c.is_empty() && !c.chars().any(|ch| ch == '#' || ch.is_whitespace()))
+}
+
+/// A string option; `Ok(None)` when absent or `null` (wampy sends `undefined`, which
+/// MessagePack and CBOR carry as null), `Err` when of another type.
+fn option_str<'a>(options: &'a Dict, key: &str) -> Result<Option<&'a str>, ()> {
+    match options.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(()),
+    }
+}
+
+fn option_bool(options: &Dict, key: &str) -> Result<Option<bool>, ()> {
+    match options.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(_) => Err(()),
+    }
+}
+
+fn option_ids(options: &Dict, key: &str) -> Result<Option<Vec<u64>>, ()> {
+    match options.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(list)) => list
+            .iter()
+            .map(|v| {
+                v.as_u64()
+                    .filter(|id| (1..=v2::MAX_ID).contains(id))
+                    .ok_or(())
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some),
+        Some(_) => Err(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::codec::v2::encode;
+    use serde_json::json;
+
+    fn established(serializer: Serializer) -> State {
+        let mut s = State::new(serializer);
+        let hello = encode(
+            serializer,
+            &Message::Hello {
+                realm: "realm1".into(),
+                details: json!({"roles": {"caller": {}}})
+                    .as_object()
+                    .unwrap()
+                    .clone(),
+            },
+        );
+        assert!(matches!(
+            s.handle(&hello, serializer.is_binary()),
+            Action::Hello { .. }
+        ));
+        s.welcome(1, Dict::new());
+        s
+    }
+
+    fn json(s: &mut State, text: &str) -> Action {
+        s.handle(text.as_bytes(), false)
+    }
+
+    fn aborts(a: &Action) -> bool {
+        matches!(a, Action::Close { message: Some(Message::Abort { reason, .. }), .. } if reason == uri::PROTOCOL_VIOLATION)
+    }
+
+    fn error_uri(a: &Action) -> Option<&str> {
+        match a {
+            Action::Reply(Message::Error { error, .. }) => Some(error),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn only_hello_opens_a_session() {
+        for early in [
+            r#"[32, 1, {}, "t"]"#,
+            r#"[6, {}, "wamp.close.normal"]"#,
+            "[5]",
+            "nope",
+        ] {
+            let mut s = State::new(Serializer::Json);
+            assert!(aborts(&json(&mut s, early)), "{early}");
+            assert_eq!(s.phase(), Phase::Closed);
+            assert_eq!(
+                json(&mut s, r#"[1, "realm1", {"roles": {"caller": {}}}]"#),
+                Action::None
+            );
+        }
+        let mut s = State::new(Serializer::Json);
+        assert!(
+            aborts(&json(&mut s, r#"[1, "realm1", {}]"#)),
+            "roles are required"
+        );
+        let mut s = State::new(Serializer::Json);
+        let a = json(&mut s, r#"[1, "bad realm", {"roles": {"caller": {}}}]"#);
+        assert!(
+            matches!(&a, Action::Close { message: Some(Message::Abort { reason, .. }), .. } if reason == uri::INVALID_URI),
+            "{a:?}"
+        );
+        let mut s = State::new(Serializer::Json);
+        match json(
+            &mut s,
+            r#"[1, "realm1", {"roles": {"caller": {}}, "authid": "ada", "authmethods": ["wampcra", "ticket"]}]"#,
+        ) {
+            Action::Hello {
+                authid,
+                authmethods,
+                ..
+            } => {
+                assert_eq!(authid.as_deref(), Some("ada"));
+                assert_eq!(authmethods, ["wampcra", "ticket"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        s.challenge("wampcra", Dict::new());
+        assert!(
+            aborts(&json(&mut s, r#"[32, 1, {}, "t"]"#)),
+            "nothing before AUTHENTICATE"
+        );
+    }
+
+    #[test]
+    fn requests_are_checked() {
+        let mut s = established(Serializer::Json);
+        assert_eq!(
+            error_uri(&json(&mut s, r#"[32, 1, {}, "http://x/y#z"]"#)),
+            Some(uri::INVALID_URI)
+        );
+        assert_eq!(
+            error_uri(&json(&mut s, r#"[64, 2, {}, "wamp.session.get"]"#)),
+            Some(uri::INVALID_URI)
+        );
+        assert_eq!(
+            error_uri(&json(&mut s, r#"[32, 3, {"match": "wildcard"}, "a..b"]"#)),
+            Some(uri::OPTION_NOT_ALLOWED)
+        );
+        // wampy's `undefined` arrives as null: absent.
+        assert!(matches!(
+            json(&mut s, r#"[32, 4, {"match": null}, "a.b"]"#),
+            Action::Subscribe { .. }
+        ));
+        // An unacknowledged publish to a bad URI is dropped silently.
+        assert_eq!(json(&mut s, r#"[16, 5, {}, "a b"]"#), Action::None);
+        match json(
+            &mut s,
+            r#"[16, 6, {"acknowledge": true, "exclude_me": false, "eligible": [7]}, "a.b", [1], {"k": 2}]"#,
+        ) {
+            Action::Publish {
+                acknowledge,
+                exclude_me,
+                eligible,
+                args,
+                kwargs,
+                ..
+            } => {
+                assert!(acknowledge && !exclude_me);
+                assert_eq!(eligible, Some(vec![7]));
+                assert_eq!(
+                    (args, kwargs),
+                    (vec![json!(1)], json!({"k": 2}).as_object().unwrap().clone())
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            aborts(&json(&mut s, r#"[16, 7, {"acknowledge": 1}, "a.b"]"#)),
+            "wrong type"
+        );
+        assert_eq!(s.out_of_sequence(), 0);
+    }
+
+    #[test]
+    fn request_ids_out_of_sequence_are_counted_or_refused() {
+        let mut s = established(Serializer::Json);
+        assert!(matches!(
+            json(&mut s, r#"[48, 5, {}, "a.b"]"#),
+            Action::Call { .. }
+        ));
+        assert_eq!(s.out_of_sequence(), 1);
+        let mut strict = established(Serializer::Json).strict_request_ids(true);
+        assert!(aborts(&json(&mut strict, r#"[48, 5, {}, "a.b"]"#)));
+    }
+
+    #[test]
+    fn goodbye_is_answered_and_frames_must_match_the_serializer() {
+        let mut s = established(Serializer::Json);
+        match json(&mut s, r#"[6, {}, "wamp.close.normal"]"#) {
+            Action::Close {
+                message: Some(Message::Goodbye { reason, .. }),
+                code: 1000,
+                ..
+            } => {
+                assert_eq!(reason, uri::GOODBYE_AND_OUT);
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut s = established(Serializer::Cbor);
+        assert!(aborts(&s.handle(b"[32, 1, {}, \"t\"]", false)));
+        let mut s = established(Serializer::MsgPack);
+        let call = encode(
+            Serializer::MsgPack,
+            &Message::Call {
+                request: 1,
+                options: Dict::new(),
+                procedure: "a.b".into(),
+                args: vec![json!(1)],
+                kwargs: Dict::new(),
+            },
+        );
+        assert!(matches!(s.handle(&call, true), Action::Call { .. }));
+        // A router-only message from the client.
+        assert!(aborts(&json(
+            &mut established(Serializer::Json),
+            r#"[36, 1, 2, {}]"#
+        )));
+        let mut s = established(Serializer::Json);
+        let goodbye = s.goodbye(uri::SYSTEM_SHUTDOWN);
+        assert!(matches!(goodbye, Message::Goodbye { .. }));
+        assert_eq!(json(&mut s, r#"[48, 1, {}, "a.b"]"#), Action::None);
+        assert!(matches!(
+            json(&mut s, r#"[6, {}, "wamp.close.normal"]"#),
+            Action::Close { code: 1000, .. }
+        ));
+    }
+}
