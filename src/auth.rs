@@ -767,6 +767,205 @@ impl Inner<()> {
     }
 }
 
+/// The router's answer to a WAMP v2 HELLO, or to an AUTHENTICATE.
+#[derive(Debug)]
+pub(crate) enum V2Auth {
+    /// Open the session as this identity (`None`: no authentication configured).
+    Welcome {
+        key: Option<AuthKey>,
+        authid: String,
+        authrole: &'static str,
+        authmethod: &'static str,
+        authprovider: &'static str,
+    },
+    /// Send CHALLENGE with this extra; the signature must equal `expected`.
+    Challenge {
+        extra: serde_json::Map<String, Value>,
+        expected: String,
+        key: String,
+    },
+    /// Refuse with ABORT.
+    Abort {
+        reason: &'static str,
+        message: String,
+    },
+}
+
+/// WAMP v2 authentication: anonymous, the upstream identity, and WAMP-CRA with the same
+/// secret provider, throttle and key derivation as v1.
+impl Inner<()> {
+    pub(crate) async fn v2_hello(
+        &self,
+        session: &Session,
+        parts: &Parts,
+        authid: Option<String>,
+        authmethods: &[String],
+    ) -> V2Auth {
+        let Some(cra) = self.auth.as_deref() else {
+            return V2Auth::Welcome {
+                key: None,
+                authid: random_token(12),
+                authrole: "anonymous",
+                authmethod: "anonymous",
+                authprovider: "static",
+            };
+        };
+        let identity = cra.identity.as_ref().and_then(|identity| {
+            std::panic::catch_unwind(AssertUnwindSafe(|| identity(parts))).unwrap_or_else(|p| {
+                tracing::error!(panic = %Clip(&panic_message(&*p)), "identity_from panicked: WAMP-CRA is required");
+                None
+            })
+        });
+        if let Some(key) = identity {
+            return V2Auth::Welcome {
+                key: Some(AuthKey::Key(key.clone())),
+                authid: key,
+                authrole: "user",
+                authmethod: "upstream",
+                authprovider: "identity_from",
+            };
+        }
+        let anonymous = || V2Auth::Welcome {
+            key: Some(AuthKey::Anonymous),
+            authid: random_token(12),
+            authrole: "anonymous",
+            authmethod: "anonymous",
+            authprovider: "static",
+        };
+        let offered: Vec<&str> = if authmethods.is_empty() {
+            vec!["anonymous"]
+        } else {
+            authmethods.iter().map(String::as_str).collect()
+        };
+        for method in offered {
+            match method {
+                "wampcra" => {
+                    let Some(key) = authid.clone() else { continue };
+                    return self.v2_challenge(cra, session, parts, key).await;
+                }
+                "anonymous" if cra.allow_anonymous => return anonymous(),
+                _ => {}
+            }
+        }
+        V2Auth::Abort {
+            reason: "wamp.error.no_matching_auth_method",
+            message: "offer wampcra with an authid".into(),
+        }
+    }
+
+    async fn v2_challenge(
+        &self,
+        cra: &WampCra,
+        session: &Session,
+        parts: &Parts,
+        key: String,
+    ) -> V2Auth {
+        if cra.throttle.exhausted(&key, peer_ip(parts)) {
+            tracing::warn!(auth_key = %Clip(&key), "HELLO refused: too many failed attempts for this key or address");
+            return V2Auth::Abort {
+                reason: "wamp.error.authentication_denied",
+                message: "too many failed authentication attempts: try again later".into(),
+            };
+        }
+        let secret = match AssertUnwindSafe(async {
+            (cra.secret)(
+                session.clone(),
+                key.clone(),
+                Value::Object(serde_json::Map::new()),
+            )
+            .await
+        })
+        .catch_unwind()
+        .await
+        {
+            Ok(Some(secret)) => secret,
+            Ok(None) => {
+                return V2Auth::Abort {
+                    reason: "wamp.error.no_such_principal",
+                    message: "no such authid".into(),
+                };
+            }
+            Err(p) => {
+                tracing::error!(panic = %Clip(&panic_message(&*p)), "secret provider panicked");
+                return V2Auth::Abort {
+                    reason: "wamp.error.authentication_failed",
+                    message: "secret provider failed".into(),
+                };
+            }
+        };
+        let Some(signing_key) = cra.derived.signing_key(&secret).await else {
+            return V2Auth::Abort {
+                reason: "wamp.error.authentication_failed",
+                message: "key derivation failed".into(),
+            };
+        };
+        let challenge = serde_json::json!({
+            "authid": key,
+            "authrole": "user",
+            "authmethod": "wampcra",
+            "authprovider": "static",
+            "nonce": random_token(16),
+            "timestamp": utc_timestamp(std::time::SystemTime::now()),
+            "session": session.id().as_u64(),
+        })
+        .to_string();
+        let expected = sign(&signing_key, &challenge);
+        let mut extra = serde_json::Map::new();
+        extra.insert("challenge".into(), Value::String(challenge));
+        if let Some(salt) = secret.salt() {
+            extra.insert("salt".into(), Value::String(salt.salt.clone()));
+            extra.insert("iterations".into(), Value::from(salt.iterations));
+            extra.insert("keylen".into(), Value::from(salt.keylen));
+        }
+        tracing::info!("authentication challenge issued");
+        V2Auth::Challenge {
+            extra,
+            expected,
+            key,
+        }
+    }
+
+    /// Checks the AUTHENTICATE of a v2 session: one attempt per session.
+    pub(crate) fn v2_authenticate(
+        &self,
+        parts: &Parts,
+        key: String,
+        expected: &str,
+        signature: &str,
+    ) -> V2Auth {
+        let Some(cra) = self.auth.as_deref() else {
+            return V2Auth::Abort {
+                reason: "wamp.error.authentication_failed",
+                message: "no authentication configured".into(),
+            };
+        };
+        let peer = peer_ip(parts);
+        if cra.throttle.exhausted(&key, peer) {
+            return V2Auth::Abort {
+                reason: "wamp.error.authentication_denied",
+                message: "too many failed authentication attempts: try again later".into(),
+            };
+        }
+        if signature_matches(expected, signature) {
+            tracing::info!(auth_key = %Clip(&key), "authenticated");
+            V2Auth::Welcome {
+                key: Some(AuthKey::Key(key.clone())),
+                authid: key,
+                authrole: "user",
+                authmethod: "wampcra",
+                authprovider: "static",
+            }
+        } else {
+            tracing::warn!("invalid WAMP-CRA signature");
+            cra.throttle.record_failure(&key, peer);
+            V2Auth::Abort {
+                reason: "wamp.error.authentication_denied",
+                message: "invalid signature".into(),
+            }
+        }
+    }
+}
+
 fn auth_error(name: &str, description: &str) -> RpcError {
     RpcError::new(format!("http://api.wamp.ws/error#{name}"), description)
 }

@@ -64,6 +64,8 @@ pub struct Call {
     pub(crate) call_id: String,
     pub(crate) procedure: String,
     pub(crate) args: Value,
+    /// Keyword arguments (WAMP v2; always empty for v1 calls).
+    pub(crate) kwargs: Value,
     pub(crate) session: Session,
     pub(crate) parts: Arc<Parts>,
     pub(crate) hub: Option<Arc<Hub>>,
@@ -80,6 +82,7 @@ impl Call {
             call_id: "call".into(),
             procedure: procedure.into(),
             args: Value::Array(args),
+            kwargs: Value::Object(serde_json::Map::new()),
             session: Session::detached(SessionId::random()),
             parts: empty_parts(),
             hub: None,
@@ -97,9 +100,35 @@ impl Call {
             call_id,
             procedure,
             args: Value::Array(args),
+            kwargs: Value::Object(serde_json::Map::new()),
             session,
             parts,
             hub: None,
+        }
+    }
+
+    /// Sets the keyword arguments (what a WAMP v2 caller sends as `kwargs`).
+    ///
+    /// ```
+    /// use tower_wamp::Call;
+    /// let call = Call::new("com.example.greet", vec![])
+    ///     .with_kwargs(serde_json::json!({"name": "ada"}).as_object().unwrap().clone());
+    /// assert_eq!(call.kwargs()["name"], "ada");
+    /// ```
+    #[must_use]
+    pub fn with_kwargs(mut self, kwargs: serde_json::Map<String, Value>) -> Self {
+        self.kwargs = Value::Object(kwargs);
+        self
+    }
+
+    /// The keyword arguments (empty for WAMP v1 calls).
+    #[must_use]
+    pub fn kwargs(&self) -> &serde_json::Map<String, Value> {
+        static EMPTY: std::sync::OnceLock<serde_json::Map<String, Value>> =
+            std::sync::OnceLock::new();
+        match &self.kwargs {
+            Value::Object(map) => map,
+            _ => EMPTY.get_or_init(serde_json::Map::new),
         }
     }
 
@@ -214,7 +243,7 @@ impl fmt::Debug for Call {
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be used as an argument of a WAMP RPC handler",
     label = "not a WAMP call extractor",
-    note = "every argument must implement `FromCall<S>`: `Args<T>`, `Session`, `Procedure`, `CallId`, `State<T>`, `Extension<T>`, `HeaderMap`, `UpgradeRequest`, `Wamp`, `Option<T>`, or your own type"
+    note = "every argument must implement `FromCall<S>`: `Args<T>`, `Kwargs<T>`, `Session`, `Procedure`, `CallId`, `State<T>`, `Extension<T>`, `HeaderMap`, `UpgradeRequest`, `Wamp`, `Option<T>`, or your own type"
 )]
 pub trait FromCall<S>: Sized {
     /// The error sent back when extraction fails.
@@ -256,6 +285,40 @@ impl<S: Sync, T: DeserializeOwned + Send> FromCall<S> for Args<T> {
         T::deserialize(&call.args)
             .map(Args)
             .map_err(|e| RpcError::invalid_argument(format!("invalid arguments: {e}")))
+    }
+}
+
+/// The call's keyword arguments (WAMP v2 `kwargs`), deserialized into `T`; a WAMP v1 call
+/// has none, so `T` sees an empty object. Deserialization errors are answered with
+/// `http://api.wamp.ws/error#invalid-argument` (`wamp.error.invalid_argument` in v2).
+///
+/// ```
+/// use tower_wamp::{Call, Kwargs, WampRouter};
+/// use tower::ServiceExt;
+///
+/// #[derive(serde::Deserialize)]
+/// struct Greeting { name: String }
+///
+/// async fn greet(Kwargs(g): Kwargs<Greeting>) -> String { format!("hello {}", g.name) }
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let router = WampRouter::new().rpc("com.example.greet", greet);
+/// let call = Call::new("com.example.greet", vec![])
+///     .with_kwargs(serde_json::json!({"name": "ada"}).as_object().unwrap().clone());
+/// let reply = router.oneshot(call).await.unwrap();
+/// assert_eq!(reply.result(), Some(&serde_json::json!("hello ada")));
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Kwargs<T>(pub T);
+
+impl<S: Sync, T: DeserializeOwned + Send> FromCall<S> for Kwargs<T> {
+    type Rejection = RpcError;
+
+    async fn from_call(call: &Call, _state: &S) -> Result<Self, RpcError> {
+        T::deserialize(&call.kwargs)
+            .map(Kwargs)
+            .map_err(|e| RpcError::invalid_argument(format!("invalid keyword arguments: {e}")))
     }
 }
 

@@ -15,13 +15,18 @@ use std::{
 
 use tokio::sync::Notify;
 
+use serde_json::Value;
+
 use crate::{
     core::{
         SessionId,
         broker::{Broker, Budget, Subscribed},
+        codec::{v1, v2},
+        random_id,
     },
     metrics::{Metrics, MetricsSnapshot},
-    session::{Frame, Outbox, SendError, event_frame},
+    session::{Frame, Outbox, SendError},
+    wire::{Payload, Proto},
 };
 
 #[derive(Debug, Default)]
@@ -105,12 +110,13 @@ impl Hub {
         id: &SessionId,
         outbox: &Outbox,
         budget: Option<Budget>,
-    ) -> Subscribed {
+    ) -> (Subscribed, Option<u64>) {
         let mut broker = write(&self.broker);
         if outbox.is_closed() {
-            return Subscribed::Already;
+            return (Subscribed::Already, None);
         }
-        broker.subscribe(topic, id, outbox.clone(), budget)
+        let outcome = broker.subscribe(topic, id, outbox.clone(), budget);
+        (outcome, broker.subscription_id(topic))
     }
 
     pub(crate) fn unsubscribe(&self, topic: &str, id: &SessionId) -> bool {
@@ -125,11 +131,11 @@ impl Hub {
         write(&self.broker).remove_session(id)
     }
 
-    /// Queues one shared frame for every recipient; returns how many got it.
+    /// Queues the publication for every recipient, encoded once per protocol that a
+    /// recipient speaks; returns how many got it.
     pub(crate) fn deliver(
         &self,
-        topic: &str,
-        frame: &Frame,
+        out: &Outgoing<'_>,
         exclude: &[SessionId],
         eligible: Option<&[SessionId]>,
     ) -> usize {
@@ -142,11 +148,19 @@ impl Hub {
         }
         let fan_out = |recipients: &mut Vec<Outbox>| {
             recipients.clear();
-            read(&self.broker).for_each_recipient(topic, exclude, eligible, |_, outbox| {
-                recipients.push(outbox.clone());
-            });
+            let subscription = {
+                let broker = read(&self.broker);
+                broker.for_each_recipient(out.topic, exclude, eligible, |_, outbox| {
+                    recipients.push(outbox.clone());
+                });
+                broker.subscription_id(out.topic)
+            };
+            let mut frames: [Option<Frame>; 4] = Default::default();
             let mut delivered = 0;
             for outbox in recipients.drain(..) {
+                let proto = outbox.proto();
+                let frame = frames[proto.index()]
+                    .get_or_insert_with(|| out.encode(proto, subscription.unwrap_or(1)));
                 if outbox.push(frame.clone()).is_ok() {
                     delivered += 1;
                 }
@@ -164,6 +178,43 @@ impl Hub {
             // Re-entered (a publish from inside a publish, e.g. a logging layer): a fresh list.
             Err(_) => fan_out(&mut Vec::new()),
         })
+    }
+
+    pub(crate) fn subscription_id(&self, topic: &str) -> Option<u64> {
+        read(&self.broker).subscription_id(topic)
+    }
+
+    pub(crate) fn topic_of_subscription(&self, id: u64) -> Option<Arc<str>> {
+        read(&self.broker).topic_of(id).cloned()
+    }
+}
+
+/// One publication on its way to subscribers, in both versions' forms.
+pub(crate) struct Outgoing<'a> {
+    pub(crate) topic: &'a str,
+    /// The v1 event.
+    pub(crate) event: &'a Value,
+    /// The v2 arguments.
+    pub(crate) payload: &'a Payload,
+    /// The v2 publication id.
+    pub(crate) publication: u64,
+}
+
+impl Outgoing<'_> {
+    fn encode(&self, proto: Proto, subscription: u64) -> Frame {
+        match proto {
+            Proto::V1 => Frame::from(v1::encode_event(self.topic, self.event)),
+            Proto::V2(serializer) => Frame::v2(
+                serializer,
+                &v2::Message::Event {
+                    subscription,
+                    publication: self.publication,
+                    details: v2::Dict::new(),
+                    args: self.payload.args.clone(),
+                    kwargs: self.payload.kwargs.clone(),
+                },
+            ),
+        }
     }
 }
 
@@ -203,9 +254,25 @@ impl Wamp {
     /// # Errors
     /// [`SendError::Serialize`] if `event` does not serialize to JSON.
     pub fn publish(&self, topic: &str, event: &impl Serialize) -> Result<usize, SendError> {
-        Ok(self
-            .hub
-            .deliver(topic, &event_frame(topic, event)?, &[], None))
+        self.send_out(topic, event, &[], None)
+    }
+
+    fn send_out(
+        &self,
+        topic: &str,
+        event: &impl Serialize,
+        exclude: &[SessionId],
+        eligible: Option<&[SessionId]>,
+    ) -> Result<usize, SendError> {
+        let event = serde_json::to_value(event).map_err(|e| SendError::Serialize(e.to_string()))?;
+        let payload = Payload::from_event(event.clone());
+        let out = Outgoing {
+            topic,
+            event: &event,
+            payload: &payload,
+            publication: random_id(),
+        };
+        Ok(self.hub.deliver(&out, exclude, eligible))
     }
 
     /// Sends to every subscriber of `topic` except the sessions in `exclude`.
@@ -218,9 +285,7 @@ impl Wamp {
         event: &impl Serialize,
         exclude: &[SessionId],
     ) -> Result<usize, SendError> {
-        Ok(self
-            .hub
-            .deliver(topic, &event_frame(topic, event)?, exclude, None))
+        self.send_out(topic, event, exclude, None)
     }
 
     /// Sends only to those subscribers of `topic` that are in `eligible`.
@@ -233,15 +298,15 @@ impl Wamp {
         event: &impl Serialize,
         eligible: &[SessionId],
     ) -> Result<usize, SendError> {
-        Ok(self
-            .hub
-            .deliver(topic, &event_frame(topic, event)?, &[], Some(eligible)))
+        self.send_out(topic, event, &[], Some(eligible))
     }
 
-    /// Sends `[8, topic, event]` to one session, subscribed or not.
+    /// Sends `[8, topic, event]` to one WAMP v1 session, subscribed or not; a WAMP v2
+    /// session gets an EVENT with `args = [event]` only if it is subscribed to `topic`.
     ///
     /// # Errors
-    /// [`SendError::NoSuchSession`] if no open session has this id, or another
+    /// [`SendError::NoSuchSession`] if no open session has this id,
+    /// [`SendError::NoSubscription`] for a v2 session not subscribed to `topic`, or another
     /// [`SendError`] if the send fails.
     pub fn send(
         &self,
@@ -250,14 +315,36 @@ impl Wamp {
         event: &impl Serialize,
     ) -> Result<(), SendError> {
         let outbox = self.hub.outbox(session).ok_or(SendError::NoSuchSession)?;
-        outbox.push(event_frame(topic, event)?)
+        match outbox.proto() {
+            Proto::V1 => outbox.push(crate::session::event_frame(topic, event)?),
+            Proto::V2(serializer) => {
+                // A v2 EVENT names a subscription: only a subscribed session can get one.
+                let subscription = match self.hub.subscription_id(topic) {
+                    Some(id) if self.hub.is_subscribed(topic, session) => id,
+                    _ => return Err(SendError::NoSubscription),
+                };
+                let event =
+                    serde_json::to_value(event).map_err(|e| SendError::Serialize(e.to_string()))?;
+                let frame = Frame::v2(
+                    serializer,
+                    &v2::Message::Event {
+                        subscription,
+                        publication: random_id(),
+                        details: v2::Dict::new(),
+                        args: vec![event],
+                        kwargs: v2::Dict::new(),
+                    },
+                );
+                outbox.push(frame)
+            }
+        }
     }
 
     /// Subscribes an open session to `topic`, bypassing the topic rules and hooks.
     /// Returns `false` if the session is not open or was already subscribed.
     pub fn subscribe(&self, session: &SessionId, topic: &str) -> bool {
         match self.hub.outbox(session) {
-            Some(outbox) => self.hub.subscribe(topic, session, &outbox, None) == Subscribed::New,
+            Some(outbox) => self.hub.subscribe(topic, session, &outbox, None).0 == Subscribed::New,
             None => false,
         }
     }
@@ -372,26 +459,26 @@ impl Wamp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::QueueLimits;
+    use crate::{session::QueueLimits, wire::Proto};
 
     #[test]
     fn a_closed_session_cannot_be_subscribed() {
         let hub = Hub::default();
         let id = SessionId::from("s");
-        let outbox = Outbox::new(QueueLimits::default(), hub.metrics.clone());
+        let outbox = Outbox::new(QueueLimits::default(), hub.metrics.clone(), Proto::V1);
         assert!(hub.add_session(id.clone(), outbox.clone()));
         // A task that looked the session up, then the session ended.
         outbox.end();
         hub.remove_subscriptions(&id);
         hub.remove_session(&id);
-        assert_ne!(hub.subscribe("t", &id, &outbox, None), Subscribed::New);
+        assert_ne!(hub.subscribe("t", &id, &outbox, None).0, Subscribed::New);
         assert!(!hub.is_subscribed("t", &id));
     }
 
     #[tokio::test]
     async fn sessions_added_after_shutdown_began_are_refused() {
         let wamp = Wamp::default();
-        let outbox = Outbox::new(QueueLimits::default(), wamp.hub.metrics.clone());
+        let outbox = Outbox::new(QueueLimits::default(), wamp.hub.metrics.clone(), Proto::V1);
         assert!(wamp.shutdown(std::time::Duration::ZERO).await);
         assert!(!wamp.hub.add_session(SessionId::from("late"), outbox));
         assert!(wamp.sessions().is_empty());

@@ -22,9 +22,14 @@ use tower::{Layer, Service};
 
 use crate::{
     OriginPolicy, SlowConsumerPolicy, Wamp, WampRouter,
-    core::{broker::Budget, codec::v1::SUBPROTOCOL, session::SessionLimits},
+    core::{
+        broker::Budget,
+        codec::{v1::SUBPROTOCOL, v2::Serializer},
+        session::SessionLimits,
+    },
     router::Inner,
     session::QueueLimits,
+    wire::Proto,
 };
 
 /// What one session may hold at once of calls in flight: entries and bytes of the CALL
@@ -53,6 +58,8 @@ pub(crate) struct Config {
     pub(crate) subscriptions: Budget,
     pub(crate) calls: CallBudget,
     pub(crate) allowed_hosts: Option<Vec<String>>,
+    /// The subprotocols served, in the router's order of preference.
+    pub(crate) protocols: Vec<Proto>,
 }
 
 impl Default for Config {
@@ -80,7 +87,20 @@ impl Default for Config {
                 bytes: 4 << 20,
             },
             allowed_hosts: None,
+            protocols: vec![
+                Proto::V2(Serializer::Json),
+                Proto::V2(Serializer::MsgPack),
+                Proto::V2(Serializer::Cbor),
+                Proto::V1,
+            ],
         }
+    }
+}
+
+fn subprotocol(proto: Proto) -> &'static str {
+    match proto {
+        Proto::V1 => SUBPROTOCOL,
+        Proto::V2(s) => s.subprotocol(),
     }
 }
 
@@ -112,10 +132,10 @@ impl RateLimit {
     }
 }
 
-/// The WAMP v1 endpoint as a tower [`Layer`].
+/// The WAMP endpoint (v1 and v2) as a tower [`Layer`].
 ///
 /// The service it makes answers WebSocket upgrade requests itself (Origin check,
-/// subprotocol `wamp`, upgrade, then the WAMP session) and passes every other request
+/// subprotocol (`wamp.2.json`, `wamp.2.msgpack`, `wamp.2.cbor` or `wamp`), upgrade, then the WAMP session) and passes every other request
 /// to the inner service unchanged.
 ///
 /// ```no_run
@@ -365,6 +385,39 @@ impl WampLayer {
         self
     }
 
+    /// The WebSocket subprotocols served, in order of preference: a client that offers
+    /// several gets the first of these that it offers. Default: `wamp.2.json`,
+    /// `wamp.2.msgpack`, `wamp.2.cbor`, `wamp` (WAMP v1).
+    ///
+    /// ```
+    /// use tower_wamp::{WampLayer, WampRouter};
+    /// // WAMP v1 only, as before WAMP v2 was served.
+    /// let v1 = WampLayer::new(WampRouter::new()).subprotocols(["wamp"]);
+    /// // Prefer MessagePack.
+    /// let v2 = WampLayer::new(WampRouter::new()).subprotocols(["wamp.2.msgpack", "wamp.2.json"]);
+    /// ```
+    ///
+    /// # Panics
+    /// If a name is not one of the four, or the list is empty.
+    #[must_use]
+    pub fn subprotocols<'a>(mut self, names: impl IntoIterator<Item = &'a str>) -> Self {
+        let protocols: Vec<Proto> = names
+            .into_iter()
+            .map(|name| {
+                if name.eq_ignore_ascii_case(SUBPROTOCOL) {
+                    Proto::V1
+                } else {
+                    Proto::V2(Serializer::from_subprotocol(name).unwrap_or_else(|| {
+                        panic!("unknown WAMP subprotocol {name:?}: wamp, wamp.2.json, wamp.2.msgpack or wamp.2.cbor")
+                    }))
+                }
+            })
+            .collect();
+        assert!(!protocols.is_empty(), "serve at least one subprotocol");
+        self.config_mut().protocols = protocols;
+        self
+    }
+
     /// Close the connection (1002, or 1003 for binary frames) on frames that are not
     /// WAMP v1, instead of logging and ignoring them (the default, as clj-wamp did).
     #[must_use]
@@ -420,13 +473,21 @@ impl WampLayer {
             tracing::warn!(%rejection, "WebSocket handshake refused");
             return (StatusCode::FORBIDDEN, rejection.to_string()).into_response();
         }
-        let Some(protocol) = offered_wamp(&parts.headers) else {
-            tracing::warn!("WebSocket handshake without the `wamp` subprotocol refused");
+        let Some((protocol, proto)) = chosen_protocol(&parts.headers, &self.config.protocols)
+        else {
+            tracing::warn!("WebSocket handshake without a WAMP subprotocol refused");
+            let served: Vec<&str> = self
+                .config
+                .protocols
+                .iter()
+                .map(|p| subprotocol(*p))
+                .collect();
             return (
                 StatusCode::BAD_REQUEST,
                 format!(
-                    "this endpoint speaks WAMP v1: offer the WebSocket subprotocol `{SUBPROTOCOL}` \
-                     (Sec-WebSocket-Protocol); supported subprotocols: {SUBPROTOCOL}"
+                    "this endpoint speaks WAMP: offer a WebSocket subprotocol it serves \
+                     (Sec-WebSocket-Protocol); supported subprotocols: {}",
+                    served.join(", ")
                 ),
             )
                 .into_response();
@@ -454,7 +515,7 @@ impl WampLayer {
                 tracing::warn!(error = %e, "WebSocket upgrade failed");
                 hub.release_slot();
             })
-            .on_upgrade(move |socket| crate::socket::run(socket, router, config, parts))
+            .on_upgrade(move |socket| crate::socket::run(socket, router, config, parts, proto))
     }
 }
 
@@ -498,17 +559,24 @@ fn owned_uri(uri: &http::Uri) -> http::Uri {
     uri.to_string().parse().unwrap_or_else(|_| uri.clone())
 }
 
-/// The `wamp` entry of `Sec-WebSocket-Protocol` (a comma list, compared without case, spaces
-/// tolerated), as the client spelled it.
-fn offered_wamp(headers: &HeaderMap) -> Option<HeaderValue> {
-    headers
+/// The first of `served` that the client offers in `Sec-WebSocket-Protocol` (a comma list,
+/// compared without case, spaces tolerated), echoed as the client spelled it.
+fn chosen_protocol(headers: &HeaderMap, served: &[Proto]) -> Option<(HeaderValue, Proto)> {
+    let offered: Vec<&str> = headers
         .get_all(header::SEC_WEBSOCKET_PROTOCOL)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(str::trim)
-        .find(|p| p.eq_ignore_ascii_case(SUBPROTOCOL))
-        .and_then(|p| HeaderValue::from_str(p).ok())
+        .collect();
+    served.iter().find_map(|proto| {
+        let name = subprotocol(*proto);
+        offered
+            .iter()
+            .find(|o| o.eq_ignore_ascii_case(name))
+            .and_then(|o| HeaderValue::from_str(o).ok())
+            .map(|v| (v, *proto))
+    })
 }
 
 fn is_websocket_upgrade<B>(req: &Request<B>) -> bool {
@@ -598,8 +666,8 @@ impl<B> Service<Request<B>> for NotUpgrade {
     fn call(&mut self, _req: Request<B>) -> Self::Future {
         ready(Ok((
             StatusCode::BAD_REQUEST,
-            "not a WebSocket upgrade request: this endpoint speaks WAMP v1 over WebSocket \
-             (subprotocol `wamp`)",
+            "not a WebSocket upgrade request: this endpoint speaks WAMP over WebSocket \
+             (subprotocols `wamp.2.json`, `wamp.2.msgpack`, `wamp.2.cbor` and `wamp`)",
         )
             .into_response()))
     }

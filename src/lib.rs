@@ -13,10 +13,12 @@ mod origin;
 mod router;
 mod session;
 mod socket;
+mod v2;
+mod wire;
 
 pub use crate::core::{RpcError, SessionId};
 pub use extract::{
-    Args, Call, CallId, Extension, FromCall, FromRef, Procedure, State, UpgradeRequest,
+    Args, Call, CallId, Extension, FromCall, FromRef, Kwargs, Procedure, State, UpgradeRequest,
 };
 pub use handler::{IntoCallResult, RpcHandler};
 pub use hub::Wamp;

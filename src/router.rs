@@ -20,6 +20,7 @@ use crate::{
     Call, RpcError, Session, Wamp,
     auth::{AUTH, AUTHREQ, WampCra},
     clip::Clip,
+    core::random_id,
     core::{
         Exclude, SessionId,
         auth::Action,
@@ -28,7 +29,9 @@ use crate::{
         pattern::{Pattern, PatternTable},
     },
     handler::{BoxFuture, RpcHandler},
-    session::{CloseReason, Frame},
+    hub::Outgoing,
+    session::CloseReason,
+    wire::Payload,
 };
 
 pub(crate) type ErasedRpc<S> =
@@ -335,6 +338,10 @@ pub(crate) struct Inner<S> {
     pub(crate) auth: Option<Arc<WampCra>>,
     call_timeout: Option<Duration>,
     procedure_timeouts: HashMap<String, Duration>,
+    /// The WAMP v2 realms served (empty: any realm name opens the one realm).
+    realms: Vec<String>,
+    /// Other names of procedures and topics: alias → the URI they are registered under.
+    aliases: HashMap<String, String>,
     wamp: Wamp,
 }
 
@@ -349,6 +356,8 @@ impl<S> Clone for Inner<S> {
             auth: self.auth.clone(),
             call_timeout: self.call_timeout,
             procedure_timeouts: self.procedure_timeouts.clone(),
+            realms: self.realms.clone(),
+            aliases: self.aliases.clone(),
             wamp: self.wamp.clone(),
         }
     }
@@ -442,6 +451,8 @@ impl<S: Clone + Send + Sync + 'static> WampRouter<S> {
                 auth: None,
                 call_timeout: None,
                 procedure_timeouts: HashMap::new(),
+                realms: Vec::new(),
+                aliases: HashMap::new(),
                 wamp: Wamp::default(),
             }),
         }
@@ -468,6 +479,58 @@ impl<S: Clone + Send + Sync + 'static> WampRouter<S> {
         let erased: ErasedRpc<S> = Arc::new(move |call, state| handler.clone().call(call, state));
         let previous = self.inner_mut().procedures.insert(uri.to_owned(), erased);
         assert!(previous.is_none(), "procedure {uri:?} is registered twice");
+        self
+    }
+
+    /// Serves WAMP v2 clients that join the realm `name` (call it once per name; every name
+    /// opens the same procedures, topics and sessions). Without it, any realm name is
+    /// accepted. A HELLO for another realm gets ABORT `wamp.error.no_such_realm`. WAMP v1
+    /// has no realms.
+    ///
+    /// ```
+    /// use tower_wamp::WampRouter;
+    /// let router: WampRouter = WampRouter::new().realm("realm1");
+    /// ```
+    ///
+    /// # Panics
+    /// If `name` is not a valid WAMP v2 URI.
+    #[must_use]
+    pub fn realm(mut self, name: &str) -> Self {
+        assert!(
+            crate::core::session::v2::valid_uri(name),
+            "realm {name:?} is not a valid WAMP v2 URI"
+        );
+        self.inner_mut().realms.push(name.to_owned());
+        self
+    }
+
+    /// Another name for a procedure or topic URI: calls, subscriptions and publications to
+    /// `alias` are those of `uri`, with its handler, rules, hooks and permissions (checked
+    /// against `uri`). WAMP v1 URIs such as `http://example.com/api#add` are not valid WAMP
+    /// v2 URIs (`#` is forbidden there): give v2 clients a dotted name for them.
+    ///
+    /// ```
+    /// use tower_wamp::{Args, Topic, WampRouter};
+    /// let router: WampRouter = WampRouter::new()
+    ///     .rpc("http://example.com/api#add", |Args(n): Args<Vec<i64>>| async move { n.iter().sum::<i64>() })
+    ///     .alias("com.example.add", "http://example.com/api#add")
+    ///     .topic("http://example.com/event#chat", Topic::new())
+    ///     .alias("com.example.chat", "http://example.com/event#chat");
+    /// ```
+    ///
+    /// # Panics
+    /// If `alias` is already an alias, or is itself registered as a procedure.
+    #[must_use]
+    pub fn alias(mut self, alias: &str, uri: &str) -> Self {
+        assert!(
+            !self.inner.procedures.contains_key(alias),
+            "{alias:?} is a procedure of its own"
+        );
+        let previous = self
+            .inner_mut()
+            .aliases
+            .insert(alias.to_owned(), uri.to_owned());
+        assert!(previous.is_none(), "alias {alias:?} is given twice");
         self
     }
 
@@ -651,6 +714,8 @@ impl<S: Clone + Send + Sync + 'static> WampRouter<S> {
                 auth: inner.auth,
                 call_timeout: inner.call_timeout,
                 procedure_timeouts: inner.procedure_timeouts,
+                realms: inner.realms,
+                aliases: inner.aliases,
                 wamp: inner.wamp,
             }),
         }
@@ -705,6 +770,9 @@ impl Inner<()> {
     /// The whole call pipeline: authorization, lookup, before hook, handler, after hooks.
     pub(crate) async fn dispatch(&self, mut call: Call) -> CallReply {
         call.hub = Some(self.wamp.hub.clone());
+        if !self.aliases.is_empty() {
+            call.procedure = self.canonical(std::mem::take(&mut call.procedure));
+        }
         // What the after-call hooks see; built only when there are such hooks.
         let hooks = &self.hooks;
         let info =
@@ -794,6 +862,18 @@ impl Inner<()> {
         }
     }
 
+    /// The URI an alias stands for, or the URI itself.
+    pub(crate) fn canonical(&self, uri: String) -> String {
+        match self.aliases.get(&uri) {
+            Some(target) => target.clone(),
+            None => uri,
+        }
+    }
+
+    pub(crate) fn serves_realm(&self, realm: &str) -> bool {
+        self.realms.is_empty() || self.realms.iter().any(|r| r == realm)
+    }
+
     pub(crate) fn auth_config(&self) -> Option<&WampCra> {
         self.auth.as_deref()
     }
@@ -832,20 +912,30 @@ impl Inner<()> {
     }
 
     /// A client's SUBSCRIBE, within the session's `budget` of subscriptions.
-    pub(crate) async fn subscribe(&self, session: &Session, topic: String, budget: Option<Budget>) {
+    /// A client's SUBSCRIBE, within the session's `budget` of subscriptions: returns the
+    /// subscription id, or why not.
+    pub(crate) async fn subscribe(
+        &self,
+        session: &Session,
+        topic: String,
+        budget: Option<Budget>,
+    ) -> Result<u64, Refused> {
+        let topic = self.canonical(topic);
         let Some(outbox) = session.outbox() else {
-            return;
+            return Err(Refused::Closing);
         };
-        if self.wamp.hub.is_subscribed(&topic, session.id()) {
-            return;
+        if self.wamp.hub.is_subscribed(&topic, session.id())
+            && let Some(id) = self.wamp.hub.subscription_id(&topic)
+        {
+            return Ok(id);
         }
         if !self.permitted(session, Action::Subscribe, &topic).await {
             tracing::debug!(topic = %Clip(&topic), "SUBSCRIBE not permitted: dropped");
-            return;
+            return Err(Refused::NotAuthorized);
         }
         let Some(rules) = self.topics.get(&topic) else {
             tracing::debug!(topic = %Clip(&topic), "SUBSCRIBE to an unmapped topic ignored");
-            return;
+            return Err(Refused::NotAuthorized);
         };
         let allowed = match &rules.subscribe {
             SubscribeRule::Allow => true,
@@ -865,13 +955,13 @@ impl Inner<()> {
         };
         if !allowed {
             tracing::debug!(topic = %Clip(&topic), "SUBSCRIBE denied");
-            return;
+            return Err(Refused::NotAuthorized);
         }
-        match self
+        let (outcome, id) = self
             .wamp
             .hub
-            .subscribe(&topic, session.id(), outbox, budget)
-        {
+            .subscribe(&topic, session.id(), outbox, budget);
+        match outcome {
             Subscribed::New => {
                 if let Some(hook) = &self.hooks.after_subscribe {
                     guarded("after_subscribe", || hook(session, &topic));
@@ -893,11 +983,14 @@ impl Inner<()> {
                     ),
                     true,
                 );
+                return Err(Refused::Closing);
             }
         }
+        id.ok_or(Refused::Closing)
     }
 
     pub(crate) fn unsubscribe(&self, session: &Session, topic: &str) {
+        let topic = self.aliases.get(topic).map_or(topic, String::as_str);
         if self.wamp.hub.unsubscribe(topic, session.id())
             && let Some(hook) = &self.hooks.on_unsubscribe
         {
@@ -905,21 +998,25 @@ impl Inner<()> {
         }
     }
 
+    /// A client's PUBLISH: permissions, topic rules, broker function, fan-out. `payload` is
+    /// the v2 form when a v2 client published. Returns the publication id, or why not.
     pub(crate) async fn publish(
         &self,
         session: &Session,
         topic: String,
         event: Value,
+        payload: Option<Payload>,
         exclude: Exclude,
         eligible: Option<Vec<SessionId>>,
-    ) {
+    ) -> Result<u64, Refused> {
+        let topic = self.canonical(topic);
         if !self.permitted(session, Action::Publish, &topic).await {
             tracing::debug!(topic = %Clip(&topic), "PUBLISH not permitted: dropped");
-            return;
+            return Err(Refused::NotAuthorized);
         }
         let Some(rules) = self.topics.get(&topic) else {
             tracing::debug!(topic = %Clip(&topic), "PUBLISH to an unmapped topic dropped");
-            return;
+            return Err(Refused::NotAuthorized);
         };
         let exclude = match exclude {
             Exclude::List(list) => list,
@@ -934,11 +1031,12 @@ impl Inner<()> {
             exclude,
             eligible,
         };
+        let original = payload.map(|p| (publication.event.clone(), p));
         let publication = match &rules.publish {
             PublishRule::Allow => publication,
             PublishRule::Deny => {
                 tracing::debug!(topic = %Clip(&publication.topic), "PUBLISH denied");
-                return;
+                return Err(Refused::NotAuthorized);
             }
             PublishRule::Broker(broker) => {
                 match AssertUnwindSafe(async { (broker.0)(session.clone(), publication).await })
@@ -948,30 +1046,46 @@ impl Inner<()> {
                     Ok(Some(p)) => p,
                     Ok(None) => {
                         tracing::debug!("PUBLISH denied by the broker function");
-                        return;
+                        return Err(Refused::NotAuthorized);
                     }
                     Err(p) => {
                         tracing::error!(panic = %Clip(&panic_message(&*p)), "broker function panicked");
-                        return;
+                        return Err(Refused::NotAuthorized);
                     }
                 }
             }
         };
-        let frame = Frame::from(crate::core::codec::v1::encode_event(
-            &publication.topic,
-            &publication.event,
-        ));
-        let delivered = self.wamp.hub.deliver(
-            &publication.topic,
-            &frame,
-            &publication.exclude,
-            publication.eligible.as_deref(),
-        );
+        // A v2 publisher's args and kwargs go to v2 subscribers as they were, unless a broker
+        // function rewrote the event.
+        let payload = match original {
+            Some((event, payload)) if event == publication.event => payload,
+            _ => Payload::from_event(publication.event.clone()),
+        };
+        let out = Outgoing {
+            topic: &publication.topic,
+            event: &publication.event,
+            payload: &payload,
+            publication: random_id(),
+        };
+        let delivered =
+            self.wamp
+                .hub
+                .deliver(&out, &publication.exclude, publication.eligible.as_deref());
         tracing::trace!(topic = %Clip(&publication.topic), delivered, "event dispatched");
         if let Some(hook) = &self.hooks.after_publish {
             guarded("after_publish", || hook(session, &publication));
         }
+        Ok(out.publication)
     }
+}
+
+/// Why the router refused a SUBSCRIBE or PUBLISH (v1 drops it; v2 answers with an ERROR).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// Not permitted, denied by a rule, predicate or broker function, or an unmapped topic.
+    NotAuthorized,
+    /// The session is closing or spent its budget.
+    Closing,
 }
 
 impl tower::Service<Call> for WampRouter<()> {

@@ -7,7 +7,6 @@ use std::{
     sync::{Arc, Mutex, MutexGuard, PoisonError},
 };
 
-use axum::extract::ws::Utf8Bytes;
 use serde::Serialize;
 use tokio::sync::Notify;
 
@@ -17,9 +16,8 @@ use crate::core::{
     codec::v1,
 };
 use crate::metrics::Metrics;
-
-/// One encoded text frame, shared cheaply between recipients.
-pub(crate) type Frame = Utf8Bytes;
+pub(crate) use crate::wire::Frame;
+use crate::wire::Proto;
 
 /// A request to close a session, read by its socket task.
 #[derive(Debug, Clone)]
@@ -89,6 +87,8 @@ struct Shared {
     notify: Notify,
     limits: QueueLimits,
     metrics: Arc<Metrics>,
+    /// What the session speaks: how events for it are encoded.
+    proto: Proto,
 }
 
 /// What the socket task does next.
@@ -108,13 +108,18 @@ const SLOW_CONSUMER: &str = "slow consumer: outbound queue full";
 pub(crate) struct Outbox(Arc<Shared>);
 
 impl Outbox {
-    pub(crate) fn new(limits: QueueLimits, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(limits: QueueLimits, metrics: Arc<Metrics>, proto: Proto) -> Self {
         Self(Arc::new(Shared {
             state: Mutex::default(),
             notify: Notify::new(),
             limits,
             metrics,
+            proto,
         }))
+    }
+
+    pub(crate) fn proto(&self) -> Proto {
+        self.0.proto
     }
 
     fn state(&self) -> MutexGuard<'_, QueueState> {
@@ -326,6 +331,8 @@ pub enum SendError {
     NoSuchSession,
     /// The event could not be serialized to JSON.
     Serialize(String),
+    /// A WAMP v2 session receives events only on its subscriptions (an EVENT names one).
+    NoSubscription,
 }
 
 impl fmt::Display for SendError {
@@ -336,6 +343,9 @@ impl fmt::Display for SendError {
             Self::NotConnected => f.write_str("the session has no connection"),
             Self::NoSuchSession => f.write_str("no open session has this id"),
             Self::Serialize(e) => write!(f, "the event does not serialize: {e}"),
+            Self::NoSubscription => {
+                f.write_str("a WAMP v2 session receives events only on its subscriptions")
+            }
         }
     }
 }
@@ -467,6 +477,9 @@ impl Session {
     /// [`SendError`] if the session is gone, not connected, or its queue is full.
     pub fn send_event(&self, topic: &str, event: &impl Serialize) -> Result<(), SendError> {
         let outbox = self.outbox.as_ref().ok_or(SendError::NotConnected)?;
+        if outbox.proto() != Proto::V1 {
+            return Err(SendError::NoSubscription);
+        }
         outbox.push(event_frame(topic, event)?)
     }
 
@@ -528,6 +541,7 @@ mod tests {
                 policy,
             },
             Arc::default(),
+            Proto::V1,
         )
     }
 

@@ -36,16 +36,20 @@ use crate::{
     Call, CallReply, RpcError, Session,
     clip::Clip,
     core::{
-        SessionId,
+        Exclude, SessionId,
         auth::AuthKey,
-        codec::v1,
-        error_uri,
-        session::{Action, SessionState},
+        codec::{
+            v1,
+            v2::{self as v2c, Dict},
+        },
+        error_uri, random_id,
+        session::{Action, SessionState, v2 as v2s},
     },
     layer::Config,
     metrics::Metrics,
-    router::{Inner, panic_message},
-    session::{CloseReason, CloseRequest, Next, Outbox, Queued},
+    router::{Inner, Refused, panic_message},
+    session::{CloseReason, CloseRequest, Frame, Next, Outbox, Queued},
+    wire::{Payload, Proto, v2_error_uri},
 };
 
 /// How long a closing session may take to send its close frame (and, with a draining
@@ -54,20 +58,31 @@ const CLOSE_DEADLINE: Duration = Duration::from_secs(2);
 /// How long to wait for the client's answer to our close frame before dropping the socket.
 const CLOSE_ANSWER: Duration = Duration::from_secs(1);
 
-type Sink = SplitSink<WebSocket, WsMessage>;
-type Stream = SplitStream<WebSocket>;
+pub(crate) type Sink = SplitSink<WebSocket, WsMessage>;
+pub(crate) type Stream = SplitStream<WebSocket>;
+
+/// The protocol state machine of a session.
+enum ProtoState {
+    V1(SessionState),
+    V2(v2s::State),
+}
 
 pub(crate) async fn run(
     ws: WebSocket,
     router: Arc<Inner<()>>,
     config: Arc<Config>,
     parts: Arc<Parts>,
+    proto: Proto,
 ) {
     // Frees the `max_sessions` slot however the task ends, a panic included.
     let _slot = SlotGuard(router.clone());
-    let id = SessionId::random();
-    let span = tracing::info_span!("wamp_session", session_id = %id);
-    session(ws, id, router, config, parts)
+    let id = match proto {
+        Proto::V1 => SessionId::random(),
+        // WAMP v2 session ids are numbers, drawn at random in [1, 2^53].
+        Proto::V2(_) => SessionId::numeric(random_id()),
+    };
+    let span = tracing::info_span!("wamp_session", session_id = %id, protocol = ?proto);
+    session(ws, id, router, config, parts, proto)
         .instrument(span)
         .await;
 }
@@ -147,6 +162,7 @@ async fn session(
     router: Arc<Inner<()>>,
     config: Arc<Config>,
     parts: Arc<Parts>,
+    proto: Proto,
 ) {
     let hub = router.wamp().hub.clone();
     let (mut sink, mut stream) = ws.split();
@@ -154,30 +170,54 @@ async fn session(
         going_away(&mut sink).await;
         return;
     }
-    let welcome = v1::encode_welcome(&id, &config.server_ident);
-    match tokio::time::timeout(
-        config.write_timeout,
-        sink.send(WsMessage::Text(welcome.into())),
-    )
-    .await
-    {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            tracing::debug!(error = %e, "client left before WELCOME");
-            return;
+    let outbox = Outbox::new(config.queue, hub.metrics.clone(), proto);
+    let session = Session::connected(id.clone(), outbox.clone());
+    let state = match proto {
+        Proto::V1 => {
+            let welcome = v1::encode_welcome(&id, &config.server_ident);
+            match tokio::time::timeout(
+                config.write_timeout,
+                sink.send(WsMessage::Text(welcome.into())),
+            )
+            .await
+            {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "client left before WELCOME");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!("WELCOME not written in time");
+                    return;
+                }
+            }
+            ProtoState::V1(SessionState::with_limits(
+                config.close_on_protocol_violation,
+                config.limits,
+            ))
         }
-        Err(_) => {
-            tracing::debug!("WELCOME not written in time");
-            return;
+        Proto::V2(serializer) => {
+            match crate::v2::open(
+                &mut sink,
+                &mut stream,
+                &router,
+                &config,
+                &parts,
+                &session,
+                serializer,
+            )
+            .await
+            {
+                crate::v2::Opened::Welcome { state } => ProtoState::V2(state),
+                crate::v2::Opened::Refused => return,
+            }
         }
-    }
-    let outbox = Outbox::new(config.queue, hub.metrics.clone());
+    };
     if !hub.add_session(id.clone(), outbox.clone()) {
         // Shutdown began while this session was being set up.
         going_away(&mut sink).await;
         return;
     }
-    let session = Session::connected(id, outbox.clone());
     let mut open = OpenSession {
         router: router.clone(),
         session: session.clone(),
@@ -185,7 +225,8 @@ async fn session(
         reason: CloseReason::Error("the session task panicked".into()),
     };
     let mut auth_deadline = None;
-    if let Some(cra) = router.auth_config() {
+    // A v2 session authenticated in its handshake.
+    if let (Some(cra), Proto::V1) = (router.auth_config(), proto) {
         let identity = cra.identity.as_ref().and_then(|identity| {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| identity(&parts)))
                 .unwrap_or_else(|p| {
@@ -206,7 +247,7 @@ async fn session(
     let clock = Clock::new(Instant::now());
     let mut conn = Conn {
         router: router.clone(),
-        state: SessionState::with_limits(config.close_on_protocol_violation, config.limits),
+        state,
         rate: RateState::new(&config),
         config: config.clone(),
         parts,
@@ -374,7 +415,7 @@ async fn write_batch(
 ) -> Result<u64, WriteError> {
     let n = batch.len() as u64;
     while let Some(queued) = batch.pop_front() {
-        step(deadline, sink.feed(WsMessage::Text(queued.frame))).await?;
+        step(deadline, sink.feed(queued.frame.into_message())).await?;
     }
     step(deadline, sink.flush()).await?;
     Ok(n)
@@ -453,7 +494,7 @@ async fn close(sink: &mut Sink, outbox: &Outbox, request: CloseRequest) -> (Clos
     let goodbye = async {
         if drain {
             for queued in outbox.take_remaining() {
-                sink.feed(WsMessage::Text(queued.frame)).await?;
+                sink.feed(queued.frame.into_message()).await?;
             }
         }
         sink.send(WsMessage::Close(Some(CloseFrame {
@@ -529,7 +570,7 @@ struct Conn {
     parts: Arc<Parts>,
     session: Session,
     outbox: Outbox,
-    state: SessionState,
+    state: ProtoState,
     rate: RateState,
     metrics: Arc<Metrics>,
     /// Calls that awaited: aborted when the session ends.
@@ -578,14 +619,32 @@ impl Conn {
             match message {
                 WsMessage::Text(text) => {
                     Metrics::add(&self.metrics.messages_in, 1);
-                    // Calls are charged what their arguments take once decoded.
-                    let (action, size) = self.state.handle_text_sized(text.as_str());
-                    self.act_marked(action, size, clock).await;
+                    match &mut self.state {
+                        ProtoState::V1(state) => {
+                            // Calls are charged what their arguments take once decoded.
+                            let (action, size) = state.handle_text_sized(text.as_str());
+                            self.act_marked(action, size, clock).await;
+                        }
+                        ProtoState::V2(state) => {
+                            let size = v2c::decoded_size(state.serializer(), text.as_bytes());
+                            let action = state.handle(text.as_bytes(), false);
+                            self.act_v2_marked(action, size, clock).await;
+                        }
+                    }
                 }
-                WsMessage::Binary(_) => {
+                WsMessage::Binary(bytes) => {
                     Metrics::add(&self.metrics.messages_in, 1);
-                    let action = self.state.handle_binary();
-                    self.act_marked(action, 0, clock).await;
+                    match &mut self.state {
+                        ProtoState::V1(state) => {
+                            let action = state.handle_binary();
+                            self.act_marked(action, 0, clock).await;
+                        }
+                        ProtoState::V2(state) => {
+                            let size = v2c::decoded_size(state.serializer(), &bytes);
+                            let action = state.handle(&bytes, true);
+                            self.act_v2_marked(action, size, clock).await;
+                        }
+                    }
                 }
                 WsMessage::Close(frame) => return client_close(frame),
                 // Pings are answered by the WebSocket itself; pongs only count as life.
@@ -628,9 +687,10 @@ impl Conn {
                 call_id,
                 procedure,
                 args,
-            } => self.spawn_call(call_id, procedure, args, size),
+            } => self.spawn_call(ReplyTo::V1(call_id), procedure, args, Dict::new(), size),
             Action::Subscribe { topic } => {
-                self.router
+                let _ = self
+                    .router
                     .subscribe(&self.session, topic, Some(self.config.subscriptions))
                     .await;
             }
@@ -641,8 +701,9 @@ impl Conn {
                 exclude,
                 eligible,
             } => {
-                self.router
-                    .publish(&self.session, topic, event, exclude, eligible)
+                let _ = self
+                    .router
+                    .publish(&self.session, topic, event, None, exclude, eligible)
                     .await;
             }
             Action::Reply(frame) => {
@@ -659,12 +720,12 @@ impl Conn {
     }
 
     /// Reserves room for one more call in flight, or answers it with `#too-many-calls`.
-    fn admit(&self, call_id: &str, size: usize) -> Option<InFlightGuard> {
+    fn admit(&self, reply_to: &ReplyTo, size: usize) -> Option<InFlightGuard> {
         let budget = self.config.calls;
         let calls = self.in_flight.calls.load(Ordering::Relaxed);
         let bytes = self.in_flight.bytes.load(Ordering::Relaxed);
         if calls >= budget.calls || bytes + size > budget.bytes {
-            tracing::debug!(call_id = %Clip(call_id), calls, bytes, "too many calls in flight");
+            tracing::debug!(calls, bytes, "too many calls in flight");
             self.metrics.error(error_uri::TOO_MANY_CALLS);
             let error = RpcError::new(
                 error_uri::TOO_MANY_CALLS,
@@ -673,9 +734,7 @@ impl Conn {
                     budget.calls, budget.bytes
                 ),
             );
-            let _ = self
-                .outbox
-                .push_reply(v1::encode_call_error(call_id, &error).into());
+            let _ = self.outbox.push_reply(reply_to.error(&error));
             return None;
         }
         self.in_flight.calls.fetch_add(1, Ordering::Relaxed);
@@ -690,15 +749,17 @@ impl Conn {
 
     fn spawn_call(
         &mut self,
-        call_id: String,
+        reply_to: ReplyTo,
         procedure: String,
         args: Vec<serde_json::Value>,
+        kwargs: Dict,
         size: usize,
     ) {
         Metrics::add(&self.metrics.calls_total, 1);
-        let Some(guard) = self.admit(&call_id, size) else {
+        let Some(guard) = self.admit(&reply_to, size) else {
             return;
         };
+        let call_id = reply_to.call_id();
         let span = tracing::debug_span!("wamp_call", call_id = %Clip(&call_id), procedure = %Clip(&procedure));
         let call = Call::from_wire(
             call_id,
@@ -706,22 +767,22 @@ impl Conn {
             args,
             self.session.clone(),
             self.parts.clone(),
-        );
+        )
+        .with_kwargs(kwargs);
         let router = self.router.clone();
         let outbox = self.outbox.clone();
         let metrics = self.metrics.clone();
         let mut call = Box::pin(
             async move {
-                let call_id = call.call_id.clone();
                 let reply = router.dispatch(call).await;
                 drop(guard);
                 let frame = match reply {
-                    CallReply::Result(result) => v1::encode_call_result(&call_id, &result),
+                    CallReply::Result(result) => reply_to.result(result),
                     CallReply::Error(error) => {
                         metrics.error(error.uri());
-                        let frame = v1::encode_call_error(&call_id, &error);
+                        let frame = reply_to.error(&error);
                         if error.kills() {
-                            let _ = outbox.push_reply(frame.into());
+                            let _ = outbox.push_reply(frame);
                             outbox.close(1002, "closed after a fatal call error", true);
                             return;
                         }
@@ -729,7 +790,7 @@ impl Conn {
                     }
                     CallReply::Suppressed => return,
                 };
-                let _ = outbox.push_reply(frame.into());
+                let _ = outbox.push_reply(frame);
             }
             .instrument(span),
         );
@@ -741,6 +802,237 @@ impl Conn {
         if call.as_mut().poll(&mut cx).is_pending() {
             while self.calls.try_join_next().is_some() {}
             self.calls.spawn(call);
+        }
+    }
+
+    /// [`act_v2`](Self::act_v2), with the keepalive's pong deadline suspended while it awaits.
+    async fn act_v2_marked(&mut self, action: v2s::Action, size: usize, clock: &Clock) {
+        clock.busy.store(true, Ordering::Relaxed);
+        self.act_v2(action, size).await;
+        clock.busy.store(false, Ordering::Relaxed);
+        clock.read(Instant::now(), false);
+    }
+
+    fn serializer(&self) -> v2c::Serializer {
+        match &self.state {
+            ProtoState::V2(state) => state.serializer(),
+            ProtoState::V1(_) => v2c::Serializer::Json,
+        }
+    }
+
+    fn reply_v2(&self, message: &v2c::Message) {
+        let _ = self
+            .outbox
+            .push_reply(Frame::v2(self.serializer(), message));
+    }
+
+    fn error_v2(&self, request_type: u64, request: u64, error: &str, message: &str) {
+        self.reply_v2(&v2c::Message::Error {
+            request_type,
+            request,
+            details: Dict::new(),
+            error: error.to_owned(),
+            args: vec![serde_json::Value::from(message)],
+            kwargs: Dict::new(),
+        });
+    }
+
+    /// Carries out what the v2 state machine decided.
+    async fn act_v2(&mut self, action: v2s::Action, size: usize) {
+        use v2c::{Message as M, code};
+        use v2s::Action as A;
+        match action {
+            A::None | A::Hello { .. } | A::Authenticate { .. } | A::Cancel { .. } => {}
+            A::Subscribe { request, topic } => {
+                match self
+                    .router
+                    .subscribe(&self.session, topic, Some(self.config.subscriptions))
+                    .await
+                {
+                    Ok(subscription) => self.reply_v2(&M::Subscribed {
+                        request,
+                        subscription,
+                    }),
+                    Err(Refused::NotAuthorized) => self.error_v2(
+                        code::SUBSCRIBE,
+                        request,
+                        "wamp.error.not_authorized",
+                        "not authorized to subscribe to this topic",
+                    ),
+                    Err(Refused::Closing) => {}
+                }
+            }
+            A::Unsubscribe {
+                request,
+                subscription,
+            } => {
+                let hub = &self.router.wamp().hub;
+                match hub.topic_of_subscription(subscription) {
+                    Some(topic) if hub.is_subscribed(&topic, self.session.id()) => {
+                        self.router.unsubscribe(&self.session, &topic);
+                        self.reply_v2(&M::Unsubscribed { request });
+                    }
+                    _ => self.error_v2(
+                        code::UNSUBSCRIBE,
+                        request,
+                        "wamp.error.no_such_subscription",
+                        "no such subscription",
+                    ),
+                }
+            }
+            A::Publish {
+                request,
+                topic,
+                args,
+                kwargs,
+                acknowledge,
+                exclude_me,
+                exclude,
+                eligible,
+            } => {
+                let payload = Payload { args, kwargs };
+                let event = payload.to_event();
+                let mut excluded: Vec<SessionId> =
+                    exclude.into_iter().map(SessionId::numeric).collect();
+                if exclude_me {
+                    excluded.push(self.session.id().clone());
+                }
+                let eligible =
+                    eligible.map(|ids| ids.into_iter().map(SessionId::numeric).collect());
+                let outcome = self
+                    .router
+                    .publish(
+                        &self.session,
+                        topic,
+                        event,
+                        Some(payload),
+                        Exclude::List(excluded),
+                        eligible,
+                    )
+                    .await;
+                match (acknowledge, outcome) {
+                    (false, _) => {}
+                    (true, Ok(publication)) => self.reply_v2(&M::Published {
+                        request,
+                        publication,
+                    }),
+                    (true, Err(_)) => self.error_v2(
+                        code::PUBLISH,
+                        request,
+                        "wamp.error.not_authorized",
+                        "not authorized to publish to this topic",
+                    ),
+                }
+            }
+            A::Call {
+                request,
+                procedure,
+                args,
+                kwargs,
+                ..
+            } => {
+                let reply_to = ReplyTo::V2 {
+                    serializer: self.serializer(),
+                    request,
+                };
+                self.spawn_call(reply_to, procedure, args, kwargs, size);
+            }
+            A::Register { request, .. } => self.error_v2(
+                code::REGISTER,
+                request,
+                "wamp.error.not_authorized",
+                "this router does not accept registrations from clients yet",
+            ),
+            A::Unregister { request, .. } => self.error_v2(
+                code::UNREGISTER,
+                request,
+                "wamp.error.no_such_registration",
+                "no such registration",
+            ),
+            A::Yield { .. } | A::InvocationError { .. } => {
+                if let ProtoState::V2(state) = &mut self.state {
+                    let why = "a YIELD or ERROR for an invocation that was never issued";
+                    let abort = state.abort(v2s::uri::PROTOCOL_VIOLATION, why);
+                    let _ = self
+                        .outbox
+                        .push_reply(Frame::v2(state.serializer(), &abort));
+                    self.outbox.close(1002, why, true);
+                }
+            }
+            A::Reply(message) => self.reply_v2(&message),
+            A::Close {
+                message,
+                code,
+                reason,
+            } => {
+                if let Some(m) = message {
+                    self.reply_v2(&m);
+                }
+                tracing::debug!(code, reason = %Clip(&reason), "closing");
+                self.outbox.close(code, &reason, true);
+            }
+        }
+    }
+}
+
+/// Whom a call's answer goes to, and in which form.
+enum ReplyTo {
+    /// A v1 CALL: CALLRESULT or CALLERROR with this call id.
+    V1(String),
+    /// A v2 CALL: RESULT or ERROR for this request.
+    V2 {
+        serializer: v2c::Serializer,
+        request: u64,
+    },
+}
+
+impl ReplyTo {
+    fn call_id(&self) -> String {
+        match self {
+            Self::V1(id) => id.clone(),
+            Self::V2 { request, .. } => request.to_string(),
+        }
+    }
+
+    fn result(&self, result: serde_json::Value) -> Frame {
+        match self {
+            Self::V1(id) => Frame::from(v1::encode_call_result(id, &result)),
+            Self::V2 {
+                serializer,
+                request,
+            } => Frame::v2(
+                *serializer,
+                &v2c::Message::Result {
+                    request: *request,
+                    details: Dict::new(),
+                    args: vec![result],
+                    kwargs: Dict::new(),
+                },
+            ),
+        }
+    }
+
+    fn error(&self, error: &RpcError) -> Frame {
+        match self {
+            Self::V1(id) => Frame::from(v1::encode_call_error(id, error)),
+            Self::V2 {
+                serializer,
+                request,
+            } => {
+                let mut args = vec![serde_json::Value::from(error.description())];
+                args.extend(error.details().cloned());
+                Frame::v2(
+                    *serializer,
+                    &v2c::Message::Error {
+                        request_type: v2c::code::CALL,
+                        request: *request,
+                        details: Dict::new(),
+                        error: v2_error_uri(error.uri()),
+                        args,
+                        kwargs: Dict::new(),
+                    },
+                )
+            }
         }
     }
 }

@@ -126,7 +126,7 @@ async fn origin_policies() {
 
 #[tokio::test]
 async fn the_wamp_subprotocol_is_required() {
-    for offered in [None, Some("wamp.2.json"), Some("soap, chat")] {
+    for offered in [None, Some("wamp.3.json"), Some("soap, chat")] {
         let mut h = vec![];
         if let Some(o) = offered {
             h.push(("sec-websocket-protocol", o));
@@ -137,7 +137,10 @@ async fn the_wamp_subprotocol_is_required() {
             .unwrap();
         assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{offered:?}");
         let body = body_text(resp).await;
-        assert!(body.contains("supported subprotocols: wamp"), "{body}");
+        assert!(
+            body.contains("supported subprotocols: wamp.2.json, wamp.2.msgpack, wamp.2.cbor, wamp"),
+            "{body}"
+        );
     }
 }
 

@@ -72,9 +72,11 @@ async fn chat_subscribe(session: Session, topic: String) -> bool {
     true
 }
 
-/// The demo's router.
+/// The demo's router: WAMP v1 clients use clj-wamp's URIs, WAMP v2 clients (realm
+/// `realm1`) the same procedures and chat under `com.example.*`.
 pub fn router() -> WampRouter {
     WampRouter::new()
+        .realm("realm1")
         // Attribute-declared handlers carry their own URIs ...
         .route(add)
         .route(echo)
@@ -83,6 +85,12 @@ pub fn router() -> WampRouter {
         .topic(&evt_url("prefix*"), Topic::new())
         .topic(&evt_url("sub-only"), Topic::subscribe_only())
         .topic(&evt_url("pub-only"), Topic::publish_only())
+        // The same procedures and chat room for WAMP v2 clients ('#' is not allowed in v2).
+        .alias("com.example.add", &rpc_url("add"))
+        .alias("com.example.echo", &rpc_url("echo"))
+        .alias("com.example.chat", &evt_url("chat"))
+        // v2 clients may use any other topic under com.example.
+        .topic("com.example.*", Topic::new())
         .on_open(|s| tracing::info!(session = %s.id(), "opened"))
         .on_close(|s, reason| tracing::info!(session = %s.id(), ?reason, "closed"))
 }
@@ -156,7 +164,8 @@ pub fn demo_auth() -> WampCra {
                 // Guests may echo and listen, not add or publish.
                 _ => Permissions::none()
                     .allow_call(&rpc_url("echo"))
-                    .allow_subscribe(&evt_url("*")),
+                    .allow_subscribe(&evt_url("*"))
+                    .allow_subscribe("com.example.*"),
             }
         },
     )

@@ -12,8 +12,19 @@ use super::SessionId;
 
 #[derive(Debug)]
 pub(crate) struct Broker<H> {
-    topics: HashMap<Arc<str>, HashMap<SessionId, H>>,
+    topics: HashMap<Arc<str>, TopicSubs<H>>,
     sessions: HashMap<SessionId, SessionTopics>,
+    /// Subscription id → topic, for WAMP v2's UNSUBSCRIBE.
+    ids: HashMap<u64, Arc<str>>,
+    next_id: u64,
+}
+
+/// One topic's subscription: its id (the same for every subscriber, as WAMP v2 asks) and
+/// its subscribers.
+#[derive(Debug)]
+struct TopicSubs<H> {
+    id: u64,
+    subs: HashMap<SessionId, H>,
 }
 
 #[derive(Debug, Default)]
@@ -43,6 +54,8 @@ impl<H> Default for Broker<H> {
         Self {
             topics: HashMap::new(),
             sessions: HashMap::new(),
+            ids: HashMap::new(),
+            next_id: 0,
         }
     }
 }
@@ -74,10 +87,16 @@ impl<H> Broker<H> {
         };
         mine.topics.insert(key.clone());
         mine.bytes += topic.len();
-        self.topics
-            .entry(key)
-            .or_default()
-            .insert(session.clone(), handle);
+        let (ids, next_id) = (&mut self.ids, &mut self.next_id);
+        let entry = self.topics.entry(key.clone()).or_insert_with(|| {
+            *next_id += 1;
+            ids.insert(*next_id, key);
+            TopicSubs {
+                id: *next_id,
+                subs: HashMap::new(),
+            }
+        });
+        entry.subs.insert(session.clone(), handle);
         Subscribed::New
     }
 
@@ -98,10 +117,12 @@ impl<H> Broker<H> {
     }
 
     fn remove_from_topic(&mut self, topic: &str, session: &SessionId) {
-        if let Some(subs) = self.topics.get_mut(topic) {
-            subs.remove(session);
-            if subs.is_empty() {
+        if let Some(entry) = self.topics.get_mut(topic) {
+            entry.subs.remove(session);
+            if entry.subs.is_empty() {
+                let id = entry.id;
                 self.topics.remove(topic);
+                self.ids.remove(&id);
             }
         }
     }
@@ -123,12 +144,25 @@ impl<H> Broker<H> {
     pub(crate) fn is_subscribed(&self, topic: &str, session: &SessionId) -> bool {
         self.topics
             .get(topic)
-            .is_some_and(|subs| subs.contains_key(session))
+            .is_some_and(|entry| entry.subs.contains_key(session))
+    }
+
+    /// The id of the subscription to `topic`, while it has subscribers.
+    pub(crate) fn subscription_id(&self, topic: &str) -> Option<u64> {
+        self.topics.get(topic).map(|entry| entry.id)
+    }
+
+    /// The topic of a subscription id.
+    pub(crate) fn topic_of(&self, id: u64) -> Option<&Arc<str>> {
+        self.ids.get(&id)
     }
 
     /// The sessions subscribed to `topic`.
     pub(crate) fn subscribers(&self, topic: &str) -> impl Iterator<Item = &SessionId> {
-        self.topics.get(topic).into_iter().flat_map(|s| s.keys())
+        self.topics
+            .get(topic)
+            .into_iter()
+            .flat_map(|entry| entry.subs.keys())
     }
 
     /// The topics a session is subscribed to.
@@ -149,7 +183,7 @@ impl<H> Broker<H> {
         deliver: impl FnMut(&SessionId, &H),
     ) -> usize {
         match self.topics.get(topic) {
-            Some(subs) => for_each_recipient(subs, exclude, eligible, deliver),
+            Some(entry) => for_each_recipient(&entry.subs, exclude, eligible, deliver),
             None => 0,
         }
     }
@@ -260,6 +294,26 @@ mod tests {
         );
         assert_eq!(b.topic_count(), 0);
         assert_eq!(b.session_count(), 0);
+        assert!(b.ids.is_empty());
+    }
+
+    #[test]
+    fn a_topic_has_one_subscription_id_for_all_its_subscribers() {
+        let s = ids(2);
+        let mut b = Broker::default();
+        b.subscribe("t", &s[0], 0, None);
+        b.subscribe("t", &s[1], 1, None);
+        b.subscribe("u", &s[0], 0, None);
+        let (t, u) = (
+            b.subscription_id("t").unwrap(),
+            b.subscription_id("u").unwrap(),
+        );
+        assert_ne!(t, u);
+        assert_eq!(b.topic_of(t).map(|t| &**t), Some("t"));
+        b.unsubscribe("t", &s[0]);
+        assert_eq!(b.subscription_id("t"), Some(t), "still subscribed by s1");
+        b.unsubscribe("t", &s[1]);
+        assert_eq!((b.subscription_id("t"), b.topic_of(t)), (None, None));
     }
 
     #[test]

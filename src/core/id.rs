@@ -50,6 +50,42 @@ pub fn random_token(bytes: usize) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
 }
 
+/// A random WAMP v2 id, uniform in [1, 2^53] (session and publication ids must be drawn
+/// so), from the OS CSPRNG.
+///
+/// ```
+/// let id = tower_wamp::core::random_id();
+/// assert!((1..=1 << 53).contains(&id));
+/// ```
+///
+/// # Panics
+/// If the operating system has no random source.
+#[must_use]
+pub fn random_id() -> u64 {
+    let mut buf = [0u8; 8];
+    getrandom::fill(&mut buf).expect("the OS random number generator is unavailable");
+    // 53 random bits, shifted into [1, 2^53].
+    (u64::from_le_bytes(buf) >> 11) + 1
+}
+
+impl SessionId {
+    /// The text form of a WAMP v2 session id: its decimal digits.
+    ///
+    /// ```
+    /// assert_eq!(tower_wamp::core::SessionId::numeric(42).as_str(), "42");
+    /// ```
+    #[must_use]
+    pub fn numeric(id: u64) -> Self {
+        Self(id.to_string().into())
+    }
+
+    /// The WAMP v2 session id, for a session that has one.
+    #[must_use]
+    pub fn as_u64(&self) -> Option<u64> {
+        self.0.parse().ok()
+    }
+}
+
 impl From<&str> for SessionId {
     fn from(s: &str) -> Self {
         Self(s.into())

@@ -17,5 +17,5 @@ mod message;
 pub(crate) mod pattern;
 pub mod session;
 
-pub use id::{SessionId, random_token};
+pub use id::{SessionId, random_id, random_token};
 pub use message::{Exclude, Message, RpcError, error_uri};

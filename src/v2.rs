@@ -1,0 +1,210 @@
+//! The opening of a WAMP v2 session: HELLO, the realm, authentication, WELCOME or ABORT.
+//! After WELCOME the session runs in the same socket task as a v1 session.
+
+use std::{sync::Arc, time::Duration};
+
+use axum::extract::ws::Message as WsMessage;
+use futures_util::{SinkExt as _, StreamExt as _};
+use http::request::Parts;
+use serde_json::Value;
+use tokio::time::Instant;
+
+use crate::{
+    Session,
+    auth::V2Auth,
+    clip::Clip,
+    core::{
+        codec::v2::{Dict, Message, Serializer},
+        session::v2::{Action, State},
+    },
+    layer::Config,
+    router::Inner,
+    socket::{Sink, Stream},
+    wire::Frame,
+};
+
+/// How long a client may take to send HELLO (and AUTHENTICATE) without authentication
+/// configured; with it, the authentication timeout applies.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// What the handshake ends with.
+pub(crate) enum Opened {
+    /// WELCOME is sent.
+    Welcome { state: State },
+    /// ABORT or a close was sent, or the client left.
+    Refused,
+}
+
+async fn send(sink: &mut Sink, config: &Config, serializer: Serializer, message: &Message) -> bool {
+    let frame = Frame::v2(serializer, message).into_message();
+    matches!(
+        tokio::time::timeout(config.write_timeout, sink.send(frame)).await,
+        Ok(Ok(()))
+    )
+}
+
+async fn refuse(sink: &mut Sink, config: &Config, state: &mut State, reason: &str, message: &str) {
+    tracing::info!(reason, message = %Clip(message), "session refused");
+    let abort = state.abort(reason, message);
+    send(sink, config, state.serializer(), &abort).await;
+    let _ = tokio::time::timeout(
+        config.write_timeout,
+        sink.send(WsMessage::Close(Some(axum::extract::ws::CloseFrame {
+            code: 1000,
+            reason: "".into(),
+        }))),
+    )
+    .await;
+}
+
+/// The WELCOME details: who the session is, and what the router implements (announced
+/// only for what is implemented).
+fn welcome_details(
+    config: &Config,
+    authid: String,
+    authrole: &str,
+    authmethod: &str,
+    authprovider: &str,
+) -> Dict {
+    let features = |names: &[&str]| {
+        let mut f = Dict::new();
+        for n in names {
+            f.insert((*n).to_owned(), Value::Bool(true));
+        }
+        let mut role = Dict::new();
+        role.insert("features".into(), Value::Object(f));
+        Value::Object(role)
+    };
+    let mut roles = Dict::new();
+    roles.insert("broker".into(), features(&["publisher_exclusion"]));
+    roles.insert("dealer".into(), features(&[]));
+    let mut d = Dict::new();
+    d.insert("agent".into(), Value::String(config.server_ident.clone()));
+    d.insert("authid".into(), Value::String(authid));
+    d.insert("authrole".into(), authrole.into());
+    d.insert("authmethod".into(), authmethod.into());
+    d.insert("authprovider".into(), authprovider.into());
+    d.insert("roles".into(), Value::Object(roles));
+    d
+}
+
+/// Runs the opening handshake of a v2 session whose id is `session`'s.
+pub(crate) async fn open(
+    sink: &mut Sink,
+    stream: &mut Stream,
+    router: &Arc<Inner<()>>,
+    config: &Config,
+    parts: &Parts,
+    session: &Session,
+    serializer: Serializer,
+) -> Opened {
+    let mut state = State::with_limits(serializer, config.limits);
+    let timeout = router
+        .auth_config()
+        .map_or(HELLO_TIMEOUT, |cra| cra.timeout)
+        .max(Duration::from_millis(1));
+    let deadline = Instant::now() + timeout;
+    // The challenge issued: (auth key, expected signature).
+    let mut pending: Option<(String, String)> = None;
+    loop {
+        let message = match tokio::time::timeout_at(deadline, stream.next()).await {
+            Err(_) => {
+                refuse(
+                    sink,
+                    config,
+                    &mut state,
+                    "wamp.error.authentication_failed",
+                    "no HELLO or AUTHENTICATE in time",
+                )
+                .await;
+                return Opened::Refused;
+            }
+            Ok(None | Some(Err(_))) => return Opened::Refused,
+            Ok(Some(Ok(m))) => m,
+        };
+        let action = match &message {
+            WsMessage::Text(t) => state.handle(t.as_bytes(), false),
+            WsMessage::Binary(b) => state.handle(b, true),
+            WsMessage::Close(_) => return Opened::Refused,
+            _ => continue,
+        };
+        let decision = match action {
+            Action::Hello {
+                realm,
+                authid,
+                authmethods,
+                ..
+            } => {
+                if !router.serves_realm(&realm) {
+                    refuse(
+                        sink,
+                        config,
+                        &mut state,
+                        "wamp.error.no_such_realm",
+                        "no such realm",
+                    )
+                    .await;
+                    return Opened::Refused;
+                }
+                router.v2_hello(session, parts, authid, &authmethods).await
+            }
+            Action::Authenticate { signature, .. } => {
+                let Some((key, expected)) = pending.take() else {
+                    refuse(
+                        sink,
+                        config,
+                        &mut state,
+                        "wamp.error.protocol_violation",
+                        "AUTHENTICATE without a CHALLENGE",
+                    )
+                    .await;
+                    return Opened::Refused;
+                };
+                router.v2_authenticate(parts, key, &expected, &signature)
+            }
+            Action::Close { message, .. } => {
+                if let Some(m) = message {
+                    send(sink, config, serializer, &m).await;
+                }
+                return Opened::Refused;
+            }
+            _ => continue,
+        };
+        match decision {
+            V2Auth::Welcome {
+                key,
+                authid,
+                authrole,
+                authmethod,
+                authprovider,
+            } => {
+                // Without authentication configured there is no key, and none is checked.
+                if let Some(key) = key {
+                    session.mark_authenticated(key);
+                }
+                let details = welcome_details(config, authid, authrole, authmethod, authprovider);
+                let id = session.id().as_u64().unwrap_or(1);
+                let welcome = state.welcome(id, details);
+                if !send(sink, config, serializer, &welcome).await {
+                    return Opened::Refused;
+                }
+                return Opened::Welcome { state };
+            }
+            V2Auth::Challenge {
+                extra,
+                expected,
+                key,
+            } => {
+                pending = Some((key, expected));
+                let challenge = state.challenge("wampcra", extra);
+                if !send(sink, config, serializer, &challenge).await {
+                    return Opened::Refused;
+                }
+            }
+            V2Auth::Abort { reason, message } => {
+                refuse(sink, config, &mut state, reason, &message).await;
+                return Opened::Refused;
+            }
+        }
+    }
+}

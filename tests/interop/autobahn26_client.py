@@ -1,0 +1,116 @@
+"""A WAMP v2 client on autobahn-python 26 (asyncio) against the demo.
+
+usage: autobahn26_client.py URL SERIALIZER MODE
+  SERIALIZER: json | msgpack | cbor
+  MODE: anonymous | cra:USER:SECRET
+Prints one JSON object with what it saw, as the last line.
+"""
+import asyncio
+import json
+import sys
+
+from autobahn.asyncio.wamp import ApplicationRunner, ApplicationSession
+from autobahn.wamp import auth
+from autobahn.wamp.exception import ApplicationError
+from autobahn.wamp.serializer import CBORSerializer, JsonSerializer, MsgPackSerializer
+from autobahn.wamp.types import PublishOptions
+
+url, serializer, mode = sys.argv[1], sys.argv[2], sys.argv[3]
+result = {}
+
+
+class Client(ApplicationSession):
+    def onConnect(self):
+        if mode.startswith("cra:"):
+            _, user, self.secret = mode.split(":", 2)
+            self.join("realm1", ["wampcra"], user)
+        else:
+            self.join("realm1")
+
+    def onChallenge(self, challenge):
+        extra = challenge.extra
+        key = self.secret
+        if "salt" in extra:
+            key = auth.derive_key(self.secret, extra["salt"], extra["iterations"], extra["keylen"])
+        signature = auth.compute_wcs(key, extra["challenge"])
+        return signature.decode("ascii") if isinstance(signature, bytes) else signature
+
+    async def onJoin(self, details):
+        try:
+            await self.scenario(details)
+        except Exception as e:  # report, never hang
+            result["exception"] = repr(e)
+        self.leave()
+
+    async def scenario(self, details):
+        result["session"] = details.session
+        result["authid"] = details.authid
+        result["authrole"] = details.authrole
+        result["authmethod"] = details.authmethod
+        result["add"] = await self.call("com.example.add", 1, 2, 39)
+        result["echo"] = await self.call("com.example.echo", {"k": [1, "\u00fc"]})
+        result["echo_binary"] = list(await self.call("com.example.echo", b"\x00\x01\xfe\xff"))
+        try:
+            await self.call("com.example.add", "x")
+        except ApplicationError as e:
+            result["add_error"] = [e.error, list(e.args)]
+        try:
+            await self.call("com.example.nothing")
+        except ApplicationError as e:
+            result["notfound"] = e.error
+        loop = asyncio.get_running_loop()
+        chat = loop.create_future()
+        other = loop.create_future()
+
+        def on_chat(*args, **kwargs):
+            if not chat.done():
+                chat.set_result([list(args), kwargs])
+
+        def on_other(*args, **kwargs):
+            if not other.done():
+                other.set_result([[list(a) if isinstance(a, bytes) else a for a in args], kwargs])
+
+        try:
+            await self.subscribe(on_chat, "com.example.chat")
+            await self.subscribe(on_other, "com.example.other")
+        except ApplicationError as e:
+            result["subscribe_error"] = e.error
+            return
+        try:
+            pub = await self.publish(
+                "com.example.chat",
+                "hello from autobahn 26",
+                options=PublishOptions(acknowledge=True, exclude_me=False),
+            )
+            result["published"] = pub.id > 0
+            result["chat"] = await asyncio.wait_for(chat, 5)
+            await self.publish(
+                "com.example.other",
+                b"\x00\xff",
+                2,
+                k="v",
+                options=PublishOptions(acknowledge=True, exclude_me=False),
+            )
+            result["other"] = await asyncio.wait_for(other, 5)
+        except ApplicationError as e:
+            result["publish_error"] = e.error
+
+    def onLeave(self, details):
+        result["leave"] = details.reason
+        self.disconnect()
+
+    def onDisconnect(self):
+        asyncio.get_event_loop().stop()
+
+
+serializers = {
+    "json": JsonSerializer(),
+    "msgpack": MsgPackSerializer(),
+    "cbor": CBORSerializer(),
+}
+runner = ApplicationRunner(url, "realm1", serializers=[serializers[serializer]])
+try:
+    runner.run(Client)
+except Exception as e:
+    result["runner_exception"] = repr(e)
+print(json.dumps(result))

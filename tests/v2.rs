@@ -1,0 +1,559 @@
+//! WAMP v2 over real sockets, in every serializer, and across versions: v2 clients and v1
+//! clients on one router share handlers, topics, rules and authentication.
+mod common;
+
+use std::{net::SocketAddr, time::Duration};
+
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::{Message as Ws, client::IntoClientRequest, http::HeaderValue};
+use tower_wamp::{
+    Args, Kwargs, RpcError, Topic, WampLayer, WampRouter,
+    auth::{Secret, WampCra},
+    core::{
+        auth::{AuthKey, Permissions, derive_key, sign},
+        codec::v2::{Dict, Message, Serializer, decode, encode},
+    },
+};
+
+const CHAT: &str = "com.example.chat";
+
+fn dict(v: Value) -> Dict {
+    v.as_object().cloned().unwrap_or_default()
+}
+
+fn router() -> WampRouter {
+    WampRouter::new()
+        .realm("realm1")
+        .topic(CHAT, Topic::new())
+        .topic("http://example.com/event#chat", Topic::new())
+        .topic(
+            "com.example.closed",
+            Topic::new().deny_subscribe().deny_publish(),
+        )
+        .rpc("com.example.add", |Args(n): Args<Vec<f64>>| async move {
+            n.iter().sum::<f64>()
+        })
+        .rpc("com.example.greet", |Kwargs(k): Kwargs<Value>| async move {
+            format!("hello {}", k["name"].as_str().unwrap_or("?"))
+        })
+        .rpc("com.example.fail", || async {
+            Err::<(), _>(
+                RpcError::new("com.example.error.oops", "it failed")
+                    .with_details(json!({"code": 7})),
+            )
+        })
+}
+
+struct V2 {
+    ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    serializer: Serializer,
+    session: u64,
+    welcome: Dict,
+    next: u64,
+}
+
+async fn open(
+    addr: SocketAddr,
+    serializer: Serializer,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    let mut req = format!("ws://{addr}/ws").into_client_request().unwrap();
+    req.headers_mut().insert(
+        "sec-websocket-protocol",
+        HeaderValue::from_static(serializer.subprotocol()),
+    );
+    let (ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
+    assert_eq!(
+        resp.headers()["sec-websocket-protocol"],
+        serializer.subprotocol()
+    );
+    ws
+}
+
+impl V2 {
+    async fn join(addr: SocketAddr, serializer: Serializer) -> Self {
+        Self::join_with(addr, serializer, "realm1", json!({}))
+            .await
+            .unwrap()
+    }
+
+    /// HELLO with extra details; `Err` with the ABORT reason.
+    async fn join_with(
+        addr: SocketAddr,
+        serializer: Serializer,
+        realm: &str,
+        extra: Value,
+    ) -> Result<Self, String> {
+        let ws = open(addr, serializer).await;
+        let mut c = Self {
+            ws,
+            serializer,
+            session: 0,
+            welcome: Dict::new(),
+            next: 0,
+        };
+        let mut details = dict(json!({"roles": {"caller": {}, "subscriber": {}, "publisher": {}}}));
+        details.extend(dict(extra));
+        c.send(&Message::Hello {
+            realm: realm.into(),
+            details,
+        })
+        .await;
+        match c.recv().await {
+            Message::Welcome { session, details } => {
+                c.session = session;
+                c.welcome = details;
+                Ok(c)
+            }
+            Message::Abort { reason, .. } => Err(reason),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn request(&mut self) -> u64 {
+        self.next += 1;
+        self.next
+    }
+
+    async fn send(&mut self, m: &Message) {
+        let bytes = encode(self.serializer, m);
+        let frame = if self.serializer.is_binary() {
+            Ws::binary(bytes)
+        } else {
+            Ws::text(String::from_utf8(bytes).unwrap())
+        };
+        self.ws.send(frame).await.unwrap();
+    }
+
+    async fn recv(&mut self) -> Message {
+        loop {
+            let frame = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("timed out waiting for a message")
+                .expect("connection ended")
+                .expect("websocket error");
+            match frame {
+                Ws::Text(t) => {
+                    assert!(
+                        !self.serializer.is_binary(),
+                        "a text frame on {:?}",
+                        self.serializer
+                    );
+                    return decode(self.serializer, t.as_bytes()).unwrap();
+                }
+                Ws::Binary(b) => {
+                    assert!(self.serializer.is_binary(), "a binary frame on json");
+                    return decode(self.serializer, &b).unwrap();
+                }
+                Ws::Close(f) => panic!("closed: {f:?}"),
+                _ => {}
+            }
+        }
+    }
+
+    async fn call(&mut self, procedure: &str, args: Value, kwargs: Value) -> Message {
+        let request = self.request();
+        self.send(&Message::Call {
+            request,
+            options: Dict::new(),
+            procedure: procedure.into(),
+            args: args.as_array().cloned().unwrap_or_default(),
+            kwargs: dict(kwargs),
+        })
+        .await;
+        self.recv().await
+    }
+
+    async fn subscribe(&mut self, topic: &str) -> Message {
+        let request = self.request();
+        self.send(&Message::Subscribe {
+            request,
+            options: Dict::new(),
+            topic: topic.into(),
+        })
+        .await;
+        self.recv().await
+    }
+
+    async fn publish(&mut self, topic: &str, args: Value, kwargs: Value, options: Value) {
+        let request = self.request();
+        self.send(&Message::Publish {
+            request,
+            options: dict(options),
+            topic: topic.into(),
+            args: args.as_array().cloned().unwrap_or_default(),
+            kwargs: dict(kwargs),
+        })
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn every_serializer_opens_a_session_and_calls_a_handler() {
+    let addr = serve_router(router()).await;
+    for serializer in Serializer::ALL {
+        let mut c = V2::join(addr, serializer).await;
+        assert!((1..=1 << 53).contains(&c.session));
+        assert_eq!(c.welcome["authrole"], "anonymous");
+        assert_eq!(
+            c.welcome["roles"]["broker"]["features"]["publisher_exclusion"],
+            true
+        );
+        match c
+            .call("com.example.add", json!([1, 2, 3.5]), json!({}))
+            .await
+        {
+            Message::Result {
+                request: 1,
+                args,
+                kwargs,
+                ..
+            } => {
+                assert_eq!(args, vec![json!(6.5)], "{serializer:?}");
+                assert!(kwargs.is_empty());
+            }
+            other => panic!("{serializer:?}: {other:?}"),
+        }
+        match c
+            .call("com.example.greet", json!([]), json!({"name": "ada"}))
+            .await
+        {
+            Message::Result { args, .. } => assert_eq!(args, vec![json!("hello ada")]),
+            other => panic!("{other:?}"),
+        }
+        match c.call("com.example.fail", json!([]), json!({})).await {
+            Message::Error {
+                request_type: 48,
+                request: 3,
+                error,
+                args,
+                ..
+            } => {
+                assert_eq!(error, "com.example.error.oops");
+                assert_eq!(args, vec![json!("it failed"), json!({"code": 7})]);
+            }
+            other => panic!("{other:?}"),
+        }
+        match c.call("com.example.nothing", json!([]), json!({})).await {
+            Message::Error { error, .. } => assert_eq!(error, "wamp.error.no_such_procedure"),
+            other => panic!("{other:?}"),
+        }
+        match c.call("com.example.add", json!(["x"]), json!({})).await {
+            Message::Error { error, .. } => assert_eq!(error, "wamp.error.invalid_argument"),
+            other => panic!("{other:?}"),
+        }
+        c.send(&Message::Goodbye {
+            details: Dict::new(),
+            reason: "wamp.close.normal".into(),
+        })
+        .await;
+        match c.recv().await {
+            Message::Goodbye { reason, .. } => assert_eq!(reason, "wamp.close.goodbye_and_out"),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_server_prefers_v2_json_and_a_wrong_realm_is_aborted() {
+    let addr = serve_router(router()).await;
+    let mut req = format!("ws://{addr}/ws").into_client_request().unwrap();
+    req.headers_mut().insert(
+        "sec-websocket-protocol",
+        HeaderValue::from_static("wamp, wamp.2.cbor, wamp.2.json"),
+    );
+    let (_ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
+    assert_eq!(resp.headers()["sec-websocket-protocol"], "wamp.2.json");
+    let refused = V2::join_with(addr, Serializer::Json, "realm2", json!({})).await;
+    assert_eq!(refused.err().as_deref(), Some("wamp.error.no_such_realm"));
+}
+
+#[tokio::test]
+async fn events_cross_versions_both_ways_in_every_serializer() {
+    let addr = serve_router(router()).await;
+    let mut v1 = connect(addr).await;
+    v1.subscribe(CHAT).await;
+    let mut subs = Vec::new();
+    for serializer in Serializer::ALL {
+        let mut c = V2::join(addr, serializer).await;
+        let Message::Subscribed {
+            request: 1,
+            subscription,
+        } = c.subscribe(CHAT).await
+        else {
+            panic!()
+        };
+        subs.push((c, subscription));
+    }
+    let ids: Vec<u64> = subs.iter().map(|(_, id)| *id).collect();
+    assert!(
+        ids.windows(2).all(|w| w[0] == w[1]),
+        "one subscription id per topic: {ids:?}"
+    );
+    // v1 → v2: the event is args[0].
+    v1.send(json!([7, CHAT, {"said": "hi"}])).await;
+    assert_eq!(
+        v1.recv().await,
+        json!([8, CHAT, {"said": "hi"}]),
+        "v1 publishers get their own events"
+    );
+    for (c, subscription) in &mut subs {
+        match c.recv().await {
+            Message::Event {
+                subscription: s,
+                args,
+                kwargs,
+                ..
+            } => {
+                assert_eq!(s, *subscription);
+                assert_eq!(args, vec![json!({"said": "hi"})]);
+                assert!(kwargs.is_empty());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    // v2 → v1 and v2, with binary in args, acknowledged; the publisher is excluded.
+    let binary = tower_wamp::core::codec::v2::binary_string(&[0, 1, 254, 255]);
+    let (publisher, _) = &mut subs[1];
+    publisher
+        .publish(
+            CHAT,
+            json!([binary, 2]),
+            json!({"k": true}),
+            json!({"acknowledge": true}),
+        )
+        .await;
+    assert!(matches!(
+        publisher.recv().await,
+        Message::Published { request: 2, .. }
+    ));
+    assert_eq!(
+        v1.recv().await,
+        json!([8, CHAT, {"args": [binary, 2], "kwargs": {"k": true}}])
+    );
+    for i in [0, 2] {
+        match subs[i].0.recv().await {
+            Message::Event { args, kwargs, .. } => {
+                assert_eq!(args, vec![json!(binary), json!(2)]);
+                assert_eq!(kwargs, dict(json!({"k": true})));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    subs[1].0.ws.close(None).await.unwrap();
+    // Unsubscribe, then nothing more arrives; a refused publish is an ERROR when acknowledged.
+    let (c, subscription) = &mut subs[0];
+    c.send(&Message::Unsubscribe {
+        request: 2,
+        subscription: *subscription,
+    })
+    .await;
+    assert_eq!(c.recv().await, Message::Unsubscribed { request: 2 });
+    c.send(&Message::Unsubscribe {
+        request: 3,
+        subscription: *subscription,
+    })
+    .await;
+    assert!(
+        matches!(c.recv().await, Message::Error { request_type: 34, error, .. } if error == "wamp.error.no_such_subscription")
+    );
+    c.publish(
+        "com.example.closed",
+        json!([1]),
+        json!({}),
+        json!({"acknowledge": true}),
+    )
+    .await;
+    assert!(
+        matches!(c.recv().await, Message::Error { request_type: 16, error, .. } if error == "wamp.error.not_authorized")
+    );
+    assert!(
+        matches!(c.subscribe("com.example.closed").await, Message::Error { request_type: 32, error, .. } if error == "wamp.error.not_authorized")
+    );
+    v1.send(json!([7, CHAT, 1])).await;
+    assert_eq!(v1.recv().await, json!([8, CHAT, 1]));
+    let quiet = tokio::time::timeout(QUIET, c.ws.next()).await;
+    assert!(quiet.is_err(), "no event after UNSUBSCRIBE: {quiet:?}");
+}
+
+#[tokio::test]
+async fn protocol_violations_are_aborted() {
+    let addr = serve_router(router()).await;
+    // A message before HELLO.
+    let mut ws = open(addr, Serializer::Json).await;
+    ws.send(Ws::text(r#"[32, 1, {}, "com.example.chat"]"#))
+        .await
+        .unwrap();
+    let Some(Ok(Ws::Text(t))) = ws.next().await else {
+        panic!()
+    };
+    assert!(
+        matches!(decode(Serializer::Json, t.as_bytes()).unwrap(), Message::Abort { reason, .. } if reason == "wamp.error.protocol_violation")
+    );
+    // A YIELD nobody asked for, and a text frame on msgpack.
+    let mut c = V2::join(addr, Serializer::Json).await;
+    c.send(&Message::Yield {
+        request: 9,
+        options: Dict::new(),
+        args: vec![],
+        kwargs: Dict::new(),
+    })
+    .await;
+    assert!(
+        matches!(c.recv().await, Message::Abort { reason, .. } if reason == "wamp.error.protocol_violation")
+    );
+    let mut c = V2::join(addr, Serializer::MsgPack).await;
+    c.ws.send(Ws::text("[48, 1, {}, \"com.example.add\"]"))
+        .await
+        .unwrap();
+    assert!(
+        matches!(c.recv().await, Message::Abort { reason, .. } if reason == "wamp.error.protocol_violation")
+    );
+}
+
+fn cra_router() -> WampRouter {
+    router().auth(
+        WampCra::new(
+            |_s, key: String, _e| async move {
+                match key.as_str() {
+                    "ada" => Some(Secret::plain("secret")),
+                    "carol" => Some(Secret::salted("secret", "salt123", 1000, 32)),
+                    _ => None,
+                }
+            },
+            |_s, key: AuthKey| async move {
+                match key {
+                    AuthKey::Key(_) => Permissions::all(),
+                    _ => Permissions::none(),
+                }
+            },
+        )
+        .allow_anonymous(true),
+    )
+}
+
+async fn cra_join(
+    addr: SocketAddr,
+    serializer: Serializer,
+    authid: &str,
+    secret: &str,
+) -> Result<V2, String> {
+    let ws = open(addr, serializer).await;
+    let mut c = V2 {
+        ws,
+        serializer,
+        session: 0,
+        welcome: Dict::new(),
+        next: 0,
+    };
+    c.send(&Message::Hello {
+        realm: "realm1".into(),
+        details: dict(
+            json!({"roles": {"caller": {}}, "authmethods": ["wampcra"], "authid": authid}),
+        ),
+    })
+    .await;
+    let extra = match c.recv().await {
+        Message::Challenge { method, extra } => {
+            assert_eq!(method, "wampcra");
+            extra
+        }
+        Message::Abort { reason, .. } => return Err(reason),
+        other => panic!("{other:?}"),
+    };
+    let key = match extra.get("salt") {
+        Some(salt) => derive_key(
+            secret,
+            salt.as_str().unwrap(),
+            u32::try_from(extra["iterations"].as_u64().unwrap()).unwrap(),
+            usize::try_from(extra["keylen"].as_u64().unwrap()).unwrap(),
+        ),
+        None => secret.to_owned(),
+    };
+    let signature = sign(&key, extra["challenge"].as_str().unwrap());
+    c.send(&Message::Authenticate {
+        signature,
+        extra: Dict::new(),
+    })
+    .await;
+    match c.recv().await {
+        Message::Welcome { session, details } => {
+            c.session = session;
+            c.welcome = details;
+            Ok(c)
+        }
+        Message::Abort { reason, .. } => Err(reason),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn wampcra_on_v2_with_the_same_secrets_and_permissions_as_v1() {
+    let addr = serve_router(cra_router()).await;
+    for serializer in Serializer::ALL {
+        let mut ada = cra_join(addr, serializer, "ada", "secret").await.unwrap();
+        assert_eq!(
+            (
+                ada.welcome["authid"].as_str(),
+                ada.welcome["authmethod"].as_str()
+            ),
+            (Some("ada"), Some("wampcra"))
+        );
+        assert!(matches!(
+            ada.call("com.example.add", json!([1, 1]), json!({})).await,
+            Message::Result { .. }
+        ));
+        let carol = cra_join(addr, serializer, "carol", "secret").await.unwrap();
+        assert_eq!(carol.welcome["authid"], "carol");
+        assert_eq!(
+            cra_join(addr, serializer, "ada", "wrong")
+                .await
+                .err()
+                .as_deref(),
+            Some("wamp.error.authentication_denied")
+        );
+        assert_eq!(
+            cra_join(addr, serializer, "nobody", "x")
+                .await
+                .err()
+                .as_deref(),
+            Some("wamp.error.no_such_principal")
+        );
+    }
+    // Anonymous is allowed, and gets the anonymous permissions: nothing.
+    let mut anon = V2::join(addr, Serializer::Json).await;
+    assert_eq!(anon.welcome["authmethod"], "anonymous");
+    assert!(
+        matches!(anon.call("com.example.add", json!([1]), json!({})).await, Message::Error { error, .. } if error == "wamp.error.not_authorized")
+    );
+}
+
+#[tokio::test]
+async fn without_anonymous_a_hello_without_credentials_is_aborted() {
+    let router = router().auth(WampCra::new(
+        |_s, _k: String, _e| async { None::<Secret> },
+        |_s, _k: AuthKey| async { Permissions::all() },
+    ));
+    let addr = serve_router(router).await;
+    let refused = V2::join_with(addr, Serializer::Cbor, "realm1", json!({})).await;
+    assert_eq!(
+        refused.err().as_deref(),
+        Some("wamp.error.no_matching_auth_method")
+    );
+}
+
+#[tokio::test]
+async fn a_v1_only_layer_refuses_v2() {
+    let addr = serve_layer(WampLayer::new(router()).subprotocols(["wamp"])).await;
+    let mut req = format!("ws://{addr}/ws").into_client_request().unwrap();
+    req.headers_mut().insert(
+        "sec-websocket-protocol",
+        HeaderValue::from_static("wamp.2.json"),
+    );
+    assert!(tokio_tungstenite::connect_async(req).await.is_err());
+    let _v1 = connect(addr).await;
+    tokio::time::sleep(Duration::from_millis(10)).await;
+}
