@@ -4,6 +4,7 @@
 pub mod auth;
 mod clip;
 pub mod core;
+mod dealer;
 pub mod extract;
 mod handler;
 mod hub;

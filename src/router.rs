@@ -294,6 +294,14 @@ pub enum CallReply {
     Error(RpcError),
     /// An after-hook suppressed the reply: nothing is sent.
     Suppressed,
+    /// The result of a procedure that a WAMP v2 client registered: its positional and
+    /// keyword arguments (a v1 caller gets them as one value, see the README's mapping).
+    Arguments {
+        /// Positional results.
+        args: Vec<Value>,
+        /// Keyword results.
+        kwargs: serde_json::Map<String, Value>,
+    },
 }
 
 impl CallReply {
@@ -519,12 +527,18 @@ impl<S: Clone + Send + Sync + 'static> WampRouter<S> {
     /// ```
     ///
     /// # Panics
-    /// If `alias` is already an alias, or is itself registered as a procedure.
+    /// If `alias` is already an alias, is itself registered as a procedure, or names
+    /// another alias (or `uri` is an alias: aliases do not chain).
     #[must_use]
     pub fn alias(mut self, alias: &str, uri: &str) -> Self {
         assert!(
             !self.inner.procedures.contains_key(alias),
             "{alias:?} is a procedure of its own"
+        );
+        assert!(
+            !self.inner.aliases.contains_key(uri)
+                && !self.inner.aliases.values().any(|target| target == alias),
+            "aliases do not chain: {alias:?} -> {uri:?}"
         );
         let previous = self
             .inner_mut()
@@ -736,8 +750,17 @@ impl WampRouter<()> {
 
 enum Target<'a> {
     User(&'a ErasedRpc<()>),
+    /// A procedure a WAMP v2 client registered.
+    Remote(u64, crate::dealer::Callee),
     AuthReq,
     Auth,
+}
+
+/// What a procedure returned: one value (the router's handlers), or v2 arguments (a
+/// client's procedure).
+enum Outcome {
+    Value(Value),
+    Arguments(Payload),
 }
 
 /// Describes a caught panic payload.
@@ -802,10 +825,13 @@ impl Inner<()> {
                 }
                 match self.procedures.get(&call.procedure) {
                     Some(handler) => Target::User(handler),
-                    None => {
-                        tracing::debug!("unknown procedure");
-                        return self.after_error(info, RpcError::not_found());
-                    }
+                    None => match self.wamp.hub.callee(&call.procedure) {
+                        Some((registration, callee)) => Target::Remote(registration, callee),
+                        None => {
+                            tracing::debug!("unknown procedure");
+                            return self.after_error(info, RpcError::not_found());
+                        }
+                    },
                 }
             }
         };
@@ -824,11 +850,25 @@ impl Inner<()> {
                 }
             }
         }
-        let mut running: Pin<Box<dyn Future<Output = Result<Value, RpcError>> + Send + '_>> =
+        let value = |r: Result<Value, RpcError>| r.map(Outcome::Value);
+        let mut running: Pin<Box<dyn Future<Output = Result<Outcome, RpcError>> + Send + '_>> =
             match target {
-                Target::User(handler) => Box::pin(async move { handler(call, ()).await }),
-                Target::AuthReq => Box::pin(self.authreq(call)),
-                Target::Auth => Box::pin(self.authenticate(call)),
+                Target::User(handler) => Box::pin(async move { value(handler(call, ()).await) }),
+                Target::Remote(registration, callee) => Box::pin(async move {
+                    let args = match call.args {
+                        Value::Array(args) => args,
+                        other => vec![other],
+                    };
+                    let kwargs = match call.kwargs {
+                        Value::Object(kwargs) => kwargs,
+                        _ => serde_json::Map::new(),
+                    };
+                    crate::dealer::invoke(registration, callee, args, kwargs)
+                        .await
+                        .map(Outcome::Arguments)
+                }),
+                Target::AuthReq => Box::pin(async move { value(self.authreq(call).await) }),
+                Target::Auth => Box::pin(async move { value(self.authenticate(call).await) }),
             };
         if let Some(deadline) = deadline {
             running = Box::pin(async move {
@@ -841,7 +881,22 @@ impl Inner<()> {
             });
         }
         match AssertUnwindSafe(running).catch_unwind().await {
-            Ok(Ok(result)) => match &self.hooks.after_call_success {
+            Ok(Ok(Outcome::Arguments(payload))) => match &self.hooks.after_call_success {
+                Some(hook) => match guarded("after_call_success", || {
+                    hook(info.expect("built when hooks are set"), payload.to_event())
+                }) {
+                    Some(Some(result)) => CallReply::Result(result),
+                    Some(None) => CallReply::Suppressed,
+                    None => {
+                        CallReply::Error(RpcError::internal("after_call_success hook panicked"))
+                    }
+                },
+                None => CallReply::Arguments {
+                    args: payload.args,
+                    kwargs: payload.kwargs,
+                },
+            },
+            Ok(Ok(Outcome::Value(result))) => match &self.hooks.after_call_success {
                 Some(hook) => match guarded("after_call_success", || {
                     hook(info.expect("built when hooks are set"), result)
                 }) {
@@ -867,6 +922,29 @@ impl Inner<()> {
         match self.aliases.get(&uri) {
             Some(target) => target.clone(),
             None => uri,
+        }
+    }
+
+    /// A v2 client's REGISTER: permission, then the table (a procedure of the router's own,
+    /// or another client's, is `procedure_already_exists`).
+    pub(crate) async fn register(
+        &self,
+        session: &Session,
+        procedure: String,
+        callee: &crate::dealer::Callee,
+        budget: usize,
+    ) -> Result<u64, &'static str> {
+        let procedure = self.canonical(procedure);
+        if !self.permitted(session, Action::Register, &procedure).await {
+            return Err("wamp.error.not_authorized");
+        }
+        if self.procedures.contains_key(&procedure) || procedure == AUTH || procedure == AUTHREQ {
+            return Err("wamp.error.procedure_already_exists");
+        }
+        match self.wamp.hub.register(&procedure, callee, budget) {
+            Ok(id) => Ok(id),
+            Err(crate::dealer::RegisterError::Exists) => Err("wamp.error.procedure_already_exists"),
+            Err(crate::dealer::RegisterError::OverBudget) => Err("budget"),
         }
     }
 
@@ -919,15 +997,19 @@ impl Inner<()> {
         session: &Session,
         topic: String,
         budget: Option<Budget>,
+        ack: Option<&(dyn Fn(u64) -> crate::wire::Frame + Sync)>,
     ) -> Result<u64, Refused> {
         let topic = self.canonical(topic);
         let Some(outbox) = session.outbox() else {
             return Err(Refused::Closing);
         };
-        if self.wamp.hub.is_subscribed(&topic, session.id())
-            && let Some(id) = self.wamp.hub.subscription_id(&topic)
-        {
-            return Ok(id);
+        if self.wamp.hub.is_subscribed(&topic, session.id()) {
+            // Subscribing again: the same subscription, acknowledged again.
+            let (_, id) = self
+                .wamp
+                .hub
+                .subscribe(&topic, session.id(), outbox, budget, ack);
+            return id.ok_or(Refused::Closing);
         }
         if !self.permitted(session, Action::Subscribe, &topic).await {
             tracing::debug!(topic = %Clip(&topic), "SUBSCRIBE not permitted: dropped");
@@ -960,7 +1042,7 @@ impl Inner<()> {
         let (outcome, id) = self
             .wamp
             .hub
-            .subscribe(&topic, session.id(), outbox, budget);
+            .subscribe(&topic, session.id(), outbox, budget, ack);
         match outcome {
             Subscribed::New => {
                 if let Some(hook) = &self.hooks.after_subscribe {
@@ -989,13 +1071,19 @@ impl Inner<()> {
         id.ok_or(Refused::Closing)
     }
 
-    pub(crate) fn unsubscribe(&self, session: &Session, topic: &str) {
+    /// A client's UNSUBSCRIBE; `ack` is a v2 UNSUBSCRIBED. Returns whether it was subscribed.
+    pub(crate) fn unsubscribe(
+        &self,
+        session: &Session,
+        topic: &str,
+        ack: Option<crate::wire::Frame>,
+    ) -> bool {
         let topic = self.aliases.get(topic).map_or(topic, String::as_str);
-        if self.wamp.hub.unsubscribe(topic, session.id())
-            && let Some(hook) = &self.hooks.on_unsubscribe
-        {
+        let done = self.wamp.hub.unsubscribe(topic, session.id(), ack);
+        if done && let Some(hook) = &self.hooks.on_unsubscribe {
             guarded("on_unsubscribe", || hook(session, topic));
         }
+        done
     }
 
     /// A client's PUBLISH: permissions, topic rules, broker function, fan-out. `payload` is
@@ -1031,7 +1119,9 @@ impl Inner<()> {
             exclude,
             eligible,
         };
-        let original = payload.map(|p| (publication.event.clone(), p));
+        // Only a broker function can rewrite the event: keep a copy to tell, then.
+        let rewritable = matches!(rules.publish, PublishRule::Broker(_));
+        let original = payload.map(|p| (rewritable.then(|| publication.event.clone()), p));
         let publication = match &rules.publish {
             PublishRule::Allow => publication,
             PublishRule::Deny => {
@@ -1058,7 +1148,8 @@ impl Inner<()> {
         // A v2 publisher's args and kwargs go to v2 subscribers as they were, unless a broker
         // function rewrote the event.
         let payload = match original {
-            Some((event, payload)) if event == publication.event => payload,
+            Some((None, payload)) => payload,
+            Some((Some(event), payload)) if event == publication.event => payload,
             _ => Payload::from_event(publication.event.clone()),
         };
         let out = Outgoing {

@@ -256,6 +256,7 @@ async fn session(
         metrics: metrics.clone(),
         calls: JoinSet::new(),
         in_flight: Arc::default(),
+        pending: Arc::default(),
     };
 
     let (reason, ended_by) = {
@@ -268,8 +269,11 @@ async fn session(
         }
     };
     // The session's calls end with it; its tables are cleaned up and `on_close` runs now,
-    // before the last I/O of the close handshake.
+    // before the last I/O of the close handshake. Calls to its procedures fail.
     conn.calls.abort_all();
+    outbox.end();
+    hub.remove_registrations(&id);
+    conn.pending.close();
     drop(conn);
     let client_closed = matches!(reason, CloseReason::Client { .. });
     open.reason = reason;
@@ -576,6 +580,8 @@ struct Conn {
     /// Calls that awaited: aborted when the session ends.
     calls: JoinSet<()>,
     in_flight: Arc<InFlight>,
+    /// As a WAMP v2 callee: the invocations it was sent and has not answered.
+    pending: Arc<crate::dealer::Pending>,
 }
 
 impl Conn {
@@ -691,10 +697,12 @@ impl Conn {
             Action::Subscribe { topic } => {
                 let _ = self
                     .router
-                    .subscribe(&self.session, topic, Some(self.config.subscriptions))
+                    .subscribe(&self.session, topic, Some(self.config.subscriptions), None)
                     .await;
             }
-            Action::Unsubscribe { topic } => self.router.unsubscribe(&self.session, &topic),
+            Action::Unsubscribe { topic } => {
+                self.router.unsubscribe(&self.session, &topic, None);
+            }
             Action::Publish {
                 topic,
                 event,
@@ -778,6 +786,9 @@ impl Conn {
                 drop(guard);
                 let frame = match reply {
                     CallReply::Result(result) => reply_to.result(result),
+                    CallReply::Arguments { args, kwargs } => {
+                        reply_to.arguments(Payload { args, kwargs })
+                    }
                     CallReply::Error(error) => {
                         metrics.error(error.uri());
                         let frame = reply_to.error(&error);
@@ -837,6 +848,22 @@ impl Conn {
         });
     }
 
+    /// A callee's YIELD or ERROR: to its caller, discarded when late, a protocol violation
+    /// for an invocation never issued.
+    fn answered(&mut self, request: u64, answer: crate::dealer::Yielded) {
+        if self.pending.answer(request, answer) != crate::dealer::Answered::Unknown {
+            return;
+        }
+        if let ProtoState::V2(state) = &mut self.state {
+            let why = "a YIELD or ERROR for an invocation that was never issued";
+            let abort = state.abort(v2s::uri::PROTOCOL_VIOLATION, why);
+            let _ = self
+                .outbox
+                .push_reply(Frame::v2(state.serializer(), &abort));
+            self.outbox.close(1002, why, true);
+        }
+    }
+
     /// Carries out what the v2 state machine decided.
     async fn act_v2(&mut self, action: v2s::Action, size: usize) {
         use v2c::{Message as M, code};
@@ -844,15 +871,28 @@ impl Conn {
         match action {
             A::None | A::Hello { .. } | A::Authenticate { .. } | A::Cancel { .. } => {}
             A::Subscribe { request, topic } => {
+                // SUBSCRIBED is queued under the broker's lock, before any EVENT.
+                let serializer = self.serializer();
+                let ack = move |subscription| {
+                    Frame::v2(
+                        serializer,
+                        &M::Subscribed {
+                            request,
+                            subscription,
+                        },
+                    )
+                };
                 match self
                     .router
-                    .subscribe(&self.session, topic, Some(self.config.subscriptions))
+                    .subscribe(
+                        &self.session,
+                        topic,
+                        Some(self.config.subscriptions),
+                        Some(&ack),
+                    )
                     .await
                 {
-                    Ok(subscription) => self.reply_v2(&M::Subscribed {
-                        request,
-                        subscription,
-                    }),
+                    Ok(_) => {}
                     Err(Refused::NotAuthorized) => self.error_v2(
                         code::SUBSCRIBE,
                         request,
@@ -869,8 +909,9 @@ impl Conn {
                 let hub = &self.router.wamp().hub;
                 match hub.topic_of_subscription(subscription) {
                     Some(topic) if hub.is_subscribed(&topic, self.session.id()) => {
-                        self.router.unsubscribe(&self.session, &topic);
-                        self.reply_v2(&M::Unsubscribed { request });
+                        // UNSUBSCRIBED is queued under the broker's lock, after every EVENT.
+                        let ack = Frame::v2(self.serializer(), &M::Unsubscribed { request });
+                        self.router.unsubscribe(&self.session, &topic, Some(ack));
                     }
                     _ => self.error_v2(
                         code::UNSUBSCRIBE,
@@ -937,27 +978,78 @@ impl Conn {
                 };
                 self.spawn_call(reply_to, procedure, args, kwargs, size);
             }
-            A::Register { request, .. } => self.error_v2(
-                code::REGISTER,
-                request,
-                "wamp.error.not_authorized",
-                "this router does not accept registrations from clients yet",
-            ),
-            A::Unregister { request, .. } => self.error_v2(
-                code::UNREGISTER,
-                request,
-                "wamp.error.no_such_registration",
-                "no such registration",
-            ),
-            A::Yield { .. } | A::InvocationError { .. } => {
-                if let ProtoState::V2(state) = &mut self.state {
-                    let why = "a YIELD or ERROR for an invocation that was never issued";
-                    let abort = state.abort(v2s::uri::PROTOCOL_VIOLATION, why);
-                    let _ = self
-                        .outbox
-                        .push_reply(Frame::v2(state.serializer(), &abort));
-                    self.outbox.close(1002, why, true);
+            A::Register { request, procedure } => {
+                let callee = crate::dealer::Callee {
+                    session: self.session.id().clone(),
+                    outbox: self.outbox.clone(),
+                    pending: self.pending.clone(),
+                };
+                let budget = self.config.subscriptions.entries;
+                match self
+                    .router
+                    .register(&self.session, procedure, &callee, budget)
+                    .await
+                {
+                    Ok(registration) => self.reply_v2(&M::Registered {
+                        request,
+                        registration,
+                    }),
+                    Err("budget") => {
+                        tracing::warn!(limit = budget, "too many registrations: closing");
+                        self.outbox.close(
+                            1008,
+                            &format!("too many registrations (limit {budget})"),
+                            true,
+                        );
+                    }
+                    Err(error) => self.error_v2(
+                        code::REGISTER,
+                        request,
+                        error,
+                        "the procedure cannot be registered",
+                    ),
                 }
+            }
+            A::Unregister {
+                request,
+                registration,
+            } => {
+                if self
+                    .router
+                    .wamp()
+                    .hub
+                    .unregister(registration, self.session.id())
+                {
+                    self.reply_v2(&M::Unregistered { request });
+                } else {
+                    self.error_v2(
+                        code::UNREGISTER,
+                        request,
+                        "wamp.error.no_such_registration",
+                        "no such registration",
+                    );
+                }
+            }
+            A::Yield {
+                request,
+                args,
+                kwargs,
+            } => {
+                let answer = crate::dealer::Yielded::Result(Payload { args, kwargs });
+                self.answered(request, answer);
+            }
+            A::InvocationError {
+                request,
+                error,
+                args,
+                kwargs,
+            } => {
+                let answer = crate::dealer::Yielded::Error {
+                    error,
+                    args,
+                    kwargs,
+                };
+                self.answered(request, answer);
             }
             A::Reply(message) => self.reply_v2(&message),
             A::Close {
@@ -1012,9 +1104,42 @@ impl ReplyTo {
         }
     }
 
+    /// The arguments of a client's procedure: as they are for v2, as one value for v1.
+    fn arguments(&self, payload: Payload) -> Frame {
+        match self {
+            Self::V1(id) => Frame::from(v1::encode_call_result(id, &payload.to_event())),
+            Self::V2 {
+                serializer,
+                request,
+            } => Frame::v2(
+                *serializer,
+                &v2c::Message::Result {
+                    request: *request,
+                    details: Dict::new(),
+                    args: payload.args,
+                    kwargs: payload.kwargs,
+                },
+            ),
+        }
+    }
+
     fn error(&self, error: &RpcError) -> Frame {
         match self {
             Self::V1(id) => Frame::from(v1::encode_call_error(id, error)),
+            Self::V2 {
+                serializer,
+                request,
+            } if !error.args().is_empty() || !error.kwargs().is_empty() => Frame::v2(
+                *serializer,
+                &v2c::Message::Error {
+                    request_type: v2c::code::CALL,
+                    request: *request,
+                    details: Dict::new(),
+                    error: v2_error_uri(error.uri()),
+                    args: error.args().to_vec(),
+                    kwargs: error.kwargs().clone(),
+                },
+            ),
             Self::V2 {
                 serializer,
                 request,

@@ -98,12 +98,50 @@ pub(crate) async fn open(
     session: &Session,
     serializer: Serializer,
 ) -> Opened {
-    let mut state = State::with_limits(serializer, config.limits);
+    // The whole handshake, a slow secret provider included, has one deadline: the
+    // authentication timeout, or HELLO_TIMEOUT without one (or when it is turned off).
     let timeout = router
         .auth_config()
-        .map_or(HELLO_TIMEOUT, |cra| cra.timeout)
-        .max(Duration::from_millis(1));
+        .map(|cra| cra.timeout)
+        .filter(|t| !t.is_zero())
+        .unwrap_or(HELLO_TIMEOUT);
     let deadline = Instant::now() + timeout;
+    let mut state = State::with_limits(serializer, config.limits);
+    let outcome = tokio::time::timeout_at(
+        deadline,
+        handshake(
+            sink, stream, router, config, parts, session, &mut state, deadline,
+        ),
+    )
+    .await;
+    match outcome {
+        Ok(opened) => opened,
+        Err(_) => {
+            refuse(
+                sink,
+                config,
+                &mut state,
+                "wamp.error.authentication_failed",
+                "the handshake took too long",
+            )
+            .await;
+            Opened::Refused
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn handshake(
+    sink: &mut Sink,
+    stream: &mut Stream,
+    router: &Arc<Inner<()>>,
+    config: &Config,
+    parts: &Parts,
+    session: &Session,
+    state: &mut State,
+    deadline: Instant,
+) -> Opened {
+    let serializer = state.serializer();
     // The challenge issued: (auth key, expected signature).
     let mut pending: Option<(String, String)> = None;
     loop {
@@ -112,7 +150,7 @@ pub(crate) async fn open(
                 refuse(
                     sink,
                     config,
-                    &mut state,
+                    state,
                     "wamp.error.authentication_failed",
                     "no HELLO or AUTHENTICATE in time",
                 )
@@ -139,7 +177,7 @@ pub(crate) async fn open(
                     refuse(
                         sink,
                         config,
-                        &mut state,
+                        state,
                         "wamp.error.no_such_realm",
                         "no such realm",
                     )
@@ -153,7 +191,7 @@ pub(crate) async fn open(
                     refuse(
                         sink,
                         config,
-                        &mut state,
+                        state,
                         "wamp.error.protocol_violation",
                         "AUTHENTICATE without a CHALLENGE",
                     )
@@ -188,7 +226,9 @@ pub(crate) async fn open(
                 if !send(sink, config, serializer, &welcome).await {
                     return Opened::Refused;
                 }
-                return Opened::Welcome { state };
+                return Opened::Welcome {
+                    state: state.clone(),
+                };
             }
             V2Auth::Challenge {
                 extra,
@@ -202,7 +242,7 @@ pub(crate) async fn open(
                 }
             }
             V2Auth::Abort { reason, message } => {
-                refuse(sink, config, &mut state, reason, &message).await;
+                refuse(sink, config, state, reason, &message).await;
                 return Opened::Refused;
             }
         }

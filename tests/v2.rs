@@ -557,3 +557,244 @@ async fn a_v1_only_layer_refuses_v2() {
     let _v1 = connect(addr).await;
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
+
+/// Answers INVOCATIONs of `c` until the connection ends: `com.example.mul` multiplies its
+/// args; anything else fails with args and kwargs; returns how many it answered.
+async fn serve_callee(mut c: V2, mul: u64, fail: u64) -> (V2, usize) {
+    let mut answered = 0;
+    while let Ok(Some(Ok(frame))) = tokio::time::timeout(QUIET * 4, c.ws.next()).await {
+        let bytes = match frame {
+            Ws::Text(t) => t.as_bytes().to_vec(),
+            Ws::Binary(b) => b.to_vec(),
+            _ => continue,
+        };
+        let Ok(Message::Invocation {
+            request,
+            registration,
+            args,
+            kwargs,
+            ..
+        }) = decode(c.serializer, &bytes)
+        else {
+            continue;
+        };
+        let reply = if registration == mul {
+            let product: f64 = args.iter().filter_map(Value::as_f64).product();
+            Message::Yield {
+                request,
+                options: Dict::new(),
+                args: vec![json!(product)],
+                kwargs,
+            }
+        } else {
+            assert_eq!(registration, fail);
+            Message::Error {
+                request_type: 68,
+                request,
+                details: Dict::new(),
+                error: "com.example.error.nope".into(),
+                args: vec![json!("no"), json!(2)],
+                kwargs: dict(json!({"why": "test"})),
+            }
+        };
+        c.send(&reply).await;
+        answered += 1;
+    }
+    (c, answered)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_v2_client_registers_procedures_that_v1_and_v2_callers_call() {
+    let addr = serve_router(router()).await;
+    let mut callee = V2::join(addr, Serializer::MsgPack).await;
+    let register = |c: &mut V2, procedure: &str| {
+        let request = c.request();
+        (
+            request,
+            Message::Register {
+                request,
+                options: Dict::new(),
+                procedure: procedure.into(),
+            },
+        )
+    };
+    let (_, m) = register(&mut callee, "com.example.mul");
+    callee.send(&m).await;
+    let Message::Registered {
+        registration: mul, ..
+    } = callee.recv().await
+    else {
+        panic!()
+    };
+    let (_, m) = register(&mut callee, "com.example.fails");
+    callee.send(&m).await;
+    let Message::Registered {
+        registration: fail, ..
+    } = callee.recv().await
+    else {
+        panic!()
+    };
+    // The router's own procedures, and procedures already registered, are taken.
+    for taken in ["com.example.add", "com.example.mul"] {
+        let (request, m) = register(&mut callee, taken);
+        callee.send(&m).await;
+        assert!(
+            matches!(callee.recv().await, Message::Error { request_type: 64, request: r, error, .. } if r == request && error == "wamp.error.procedure_already_exists"),
+            "{taken}"
+        );
+    }
+    let serving = tokio::spawn(serve_callee(callee, mul, fail));
+    // A v2 caller in another serializer, with kwargs passed through.
+    let mut caller = V2::join(addr, Serializer::Json).await;
+    match caller
+        .call("com.example.mul", json!([2, 3.5]), json!({"unit": "m"}))
+        .await
+    {
+        Message::Result { args, kwargs, .. } => {
+            assert_eq!(args, vec![json!(7.0)]);
+            assert_eq!(kwargs, dict(json!({"unit": "m"})));
+        }
+        other => panic!("{other:?}"),
+    }
+    match caller.call("com.example.fails", json!([]), json!({})).await {
+        Message::Error {
+            request_type: 48,
+            error,
+            args,
+            kwargs,
+            ..
+        } => {
+            assert_eq!(error, "com.example.error.nope");
+            assert_eq!(args, vec![json!("no"), json!(2)]);
+            assert_eq!(kwargs, dict(json!({"why": "test"})));
+        }
+        other => panic!("{other:?}"),
+    }
+    // A v1 caller: its arguments are the args; the result comes back as one value.
+    let mut v1 = connect(addr).await;
+    assert_eq!(
+        v1.call("c1", "com.example.mul", &[json!(4), json!(5)])
+            .await,
+        json!([3, "c1", 20.0])
+    );
+    let e = v1.call("c2", "com.example.fails", &[]).await;
+    assert_eq!(
+        (e[0].clone(), e[2].clone(), e[3].clone()),
+        (json!(4), json!("com.example.error.nope"), json!("no"))
+    );
+    let (_callee, answered) = serving.await.unwrap();
+    assert_eq!(answered, 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callee_that_leaves_fails_its_pending_calls_and_frees_its_names() {
+    let addr = serve_router(router()).await;
+    let mut callee = V2::join(addr, Serializer::Cbor).await;
+    callee
+        .send(&Message::Register {
+            request: 1,
+            options: Dict::new(),
+            procedure: "com.example.slow".into(),
+        })
+        .await;
+    assert!(matches!(
+        callee.recv().await,
+        Message::Registered { request: 1, .. }
+    ));
+    let mut caller = V2::join(addr, Serializer::Json).await;
+    caller
+        .send(&Message::Call {
+            request: 1,
+            options: Dict::new(),
+            procedure: "com.example.slow".into(),
+            args: vec![],
+            kwargs: Dict::new(),
+        })
+        .await;
+    let Message::Invocation { request: 1, .. } = callee.recv().await else {
+        panic!()
+    };
+    // The callee leaves without answering: the caller gets an ERROR, not a hang.
+    callee.ws.close(None).await.unwrap();
+    match caller.recv().await {
+        Message::Error {
+            request_type: 48,
+            request: 1,
+            error,
+            ..
+        } => assert_eq!(error, "wamp.error.canceled"),
+        other => panic!("{other:?}"),
+    }
+    // Its name is free again.
+    match caller.call("com.example.slow", json!([]), json!({})).await {
+        Message::Error { error, .. } => assert_eq!(error, "wamp.error.no_such_procedure"),
+        other => panic!("{other:?}"),
+    }
+    let mut again = V2::join(addr, Serializer::Json).await;
+    again
+        .send(&Message::Register {
+            request: 1,
+            options: Dict::new(),
+            procedure: "com.example.slow".into(),
+        })
+        .await;
+    assert!(matches!(again.recv().await, Message::Registered { .. }));
+    // UNREGISTER by its owner only.
+    let Message::Registered { .. } = ({
+        again
+            .send(&Message::Register {
+                request: 2,
+                options: Dict::new(),
+                procedure: "com.example.other".into(),
+            })
+            .await;
+        again.recv().await
+    }) else {
+        panic!()
+    };
+    caller
+        .send(&Message::Unregister {
+            request: 9,
+            registration: 1,
+        })
+        .await;
+    assert!(
+        matches!(caller.recv().await, Message::Error { request_type: 66, error, .. } if error == "wamp.error.no_such_registration")
+    );
+}
+
+#[tokio::test]
+async fn subscribed_comes_before_any_event_of_the_subscription() {
+    // A hook that greets every new subscriber with an event, as applications do.
+    let base = router();
+    let wamp = base.handle();
+    let router = base.after_subscribe(move |session, topic| {
+        let _ = wamp.send(session.id(), topic, &"welcome");
+    });
+    let addr = serve_router(router).await;
+    let mut c = V2::join(addr, Serializer::Json).await;
+    let Message::Subscribed { subscription, .. } = c.subscribe(CHAT).await else {
+        panic!("SUBSCRIBED first")
+    };
+    match c.recv().await {
+        Message::Event { subscription: s, args, .. } => {
+            assert_eq!((s, args), (subscription, vec![json!("welcome")]));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_auth_timeout_of_zero_turns_it_off_for_v2_too() {
+    let router = router().auth(
+        WampCra::new(
+            |_s, _k: String, _e| async { None::<Secret> },
+            |_s, _k: AuthKey| async { Permissions::all() },
+        )
+        .allow_anonymous(true)
+        .timeout(Duration::ZERO),
+    );
+    let addr = serve_router(router).await;
+    let c = V2::join(addr, Serializer::Json).await;
+    assert_eq!(c.welcome["authmethod"], "anonymous");
+}

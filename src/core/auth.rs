@@ -214,6 +214,8 @@ pub enum Action {
     Subscribe,
     /// PUBLISH to a topic.
     Publish,
+    /// REGISTER a procedure (WAMP v2 callees).
+    Register,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -274,6 +276,7 @@ pub struct Permissions {
     call: Grant,
     subscribe: Grant,
     publish: Grant,
+    register: Grant,
 }
 
 impl Permissions {
@@ -290,6 +293,7 @@ impl Permissions {
             call: Grant::Everything,
             subscribe: Grant::Everything,
             publish: Grant::Everything,
+            register: Grant::Everything,
         }
     }
 
@@ -298,6 +302,7 @@ impl Permissions {
             Action::Call => &mut self.call,
             Action::Subscribe => &mut self.subscribe,
             Action::Publish => &mut self.publish,
+            Action::Register => &mut self.register,
         }
     }
 
@@ -362,6 +367,12 @@ impl Permissions {
         self.allow(Action::Publish, pattern)
     }
 
+    /// `allow(Action::Register, pattern)`: WAMP v2 clients may register procedures there.
+    #[must_use]
+    pub fn allow_register(self, pattern: &str) -> Self {
+        self.allow(Action::Register, pattern)
+    }
+
     /// Whether `action` on `uri` is permitted.
     #[must_use]
     pub fn allows(&self, action: Action, uri: &str) -> bool {
@@ -369,6 +380,7 @@ impl Permissions {
             Action::Call => self.call.allows(uri),
             Action::Subscribe => self.subscribe.allows(uri),
             Action::Publish => self.publish.allows(uri),
+            Action::Register => self.register.allows(uri),
         }
     }
 }

@@ -152,6 +152,9 @@ pub mod error_uri {
     pub const TOO_MANY_CALLS: &str = "http://api.wamp.ws/error#too-many-calls";
 }
 
+/// An error's WAMP v2 `args` and `kwargs`.
+type V2Arguments = (Vec<Value>, serde_json::Map<String, Value>);
+
 /// The error a procedure answers with: a CALLERROR on the wire.
 ///
 /// `details` becomes the optional fifth element (omitted when `None`, never `null`).
@@ -173,6 +176,8 @@ pub struct RpcError {
     description: String,
     details: Option<Value>,
     kill: bool,
+    /// WAMP v2 positional and keyword arguments, when given (boxed: errors stay small).
+    v2: Option<Box<V2Arguments>>,
 }
 
 impl RpcError {
@@ -183,7 +188,45 @@ impl RpcError {
             description: description.into(),
             details: None,
             kill: false,
+            v2: None,
         }
+    }
+
+    /// Sets the WAMP v2 `args` of the error (by default a v2 caller gets
+    /// `[description, details]`).
+    ///
+    /// ```
+    /// use serde_json::json;
+    /// let e = tower_wamp::RpcError::new("com.example.error.busy", "busy").with_args(vec![json!(1)]);
+    /// assert_eq!(e.args(), &[json!(1)]);
+    /// ```
+    #[must_use]
+    pub fn with_args(mut self, args: Vec<Value>) -> Self {
+        self.v2.get_or_insert_with(Box::default).0 = args;
+        self
+    }
+
+    /// Sets the WAMP v2 `kwargs` of the error.
+    #[must_use]
+    pub fn with_kwargs(mut self, kwargs: serde_json::Map<String, Value>) -> Self {
+        self.v2.get_or_insert_with(Box::default).1 = kwargs;
+        self
+    }
+
+    /// The WAMP v2 `args`, if set.
+    #[must_use]
+    pub fn args(&self) -> &[Value] {
+        self.v2.as_ref().map_or(&[], |v2| &v2.0)
+    }
+
+    /// The WAMP v2 `kwargs`, if set.
+    #[must_use]
+    pub fn kwargs(&self) -> &serde_json::Map<String, Value> {
+        static EMPTY: std::sync::OnceLock<serde_json::Map<String, Value>> =
+            std::sync::OnceLock::new();
+        self.v2
+            .as_ref()
+            .map_or_else(|| EMPTY.get_or_init(serde_json::Map::new), |v2| &v2.1)
     }
 
     /// `http://api.wamp.ws/error#generic` / `generic error`.

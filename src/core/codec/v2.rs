@@ -31,6 +31,10 @@ pub type Dict = Map<String, Value>;
 /// The largest id: 2^53.
 pub const MAX_ID: u64 = 1 << 53;
 
+/// How deep lists and dicts may nest in a MessagePack or CBOR frame (serde_json's limit for
+/// JSON is 128): decoding recurses, and a thread's stack is finite.
+const MAX_DEPTH: usize = 128;
+
 /// A WAMP v2 serializer, chosen per connection by its WebSocket subprotocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -309,8 +313,12 @@ pub fn decode(serializer: Serializer, bytes: &[u8]) -> Result<Message, DecodeErr
             serde_json::from_slice(bytes).map_err(|e| DecodeError::Syntax(e.to_string()))?
         }
         Serializer::MsgPack => {
+            // 0xc1 is never used; rmpv would read it as nil.
+            if count_msgpack(bytes).is_none() {
+                return Err(DecodeError::Syntax("not MessagePack".into()));
+            }
             let mut rest = bytes;
-            let v = rmpv::decode::read_value(&mut rest)
+            let v = rmpv::decode::read_value_with_max_depth(&mut rest, MAX_DEPTH)
                 .map_err(|e| DecodeError::Syntax(e.to_string()))?;
             if !rest.is_empty() {
                 return Err(DecodeError::Syntax("bytes after the message".into()));
@@ -318,8 +326,13 @@ pub fn decode(serializer: Serializer, bytes: &[u8]) -> Result<Message, DecodeErr
             from_msgpack(v)?
         }
         Serializer::Cbor => {
+            let mut rest = bytes;
             let v: ciborium::Value =
-                ciborium::de::from_reader(bytes).map_err(|e| DecodeError::Syntax(e.to_string()))?;
+                ciborium::de::from_reader_with_recursion_limit(&mut rest, MAX_DEPTH)
+                    .map_err(|e| DecodeError::Syntax(e.to_string()))?;
+            if !rest.is_empty() {
+                return Err(DecodeError::Syntax("bytes after the message".into()));
+            }
             from_cbor(v)?
         }
     };
@@ -926,7 +939,7 @@ const PER_OBJECT: usize = 640;
 
 /// An estimate, from above, of the memory a frame takes once decoded, from one pass over
 /// its bytes: MessagePack and CBOR encode an empty dict in one byte, which decodes to
-/// hundreds. A frame that cannot be scanned is estimated at its length (decoding rejects it).
+/// hundreds. A frame that cannot be scanned is estimated at `usize::MAX`.
 ///
 /// ```
 /// use tower_wamp::core::codec::v2::{Serializer, decoded_size};
@@ -942,8 +955,14 @@ pub fn decoded_size(serializer: Serializer, bytes: &[u8]) -> usize {
         Serializer::MsgPack => count_msgpack(bytes),
         Serializer::Cbor => count_cbor(bytes),
     };
-    let (items, objects) = counted.unwrap_or((1, 0));
-    bytes.len() + items * PER_ITEM + objects * PER_OBJECT
+    // A frame that cannot be scanned is not decoded either: estimate it as too big.
+    let Some((items, objects)) = counted else {
+        return usize::MAX;
+    };
+    bytes
+        .len()
+        .saturating_add(items.saturating_mul(PER_ITEM))
+        .saturating_add(objects.saturating_mul(PER_OBJECT))
 }
 
 fn be(bytes: &[u8], at: usize, n: usize) -> Option<usize> {
@@ -1021,7 +1040,8 @@ fn count_cbor(bytes: &[u8]) -> Option<(usize, usize)> {
             2 | 3 if info != 31 => arg,
             _ => 0,
         };
-        if major != 6 && b != 0xff {
+        // Tags count too: each wraps its value in a box.
+        if b != 0xff {
             items += 1;
         }
         if major == 5 {
@@ -1295,6 +1315,32 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn unscannable_deep_and_trailing_frames_are_refused() {
+        // One million empty maps and a reserved byte, or a trailing CBOR byte: the estimate
+        // must not fall back to the frame's length.
+        let msgpack = [
+            vec![0x93, 0x30, 0x01, 0xdd, 0, 0x0f, 0x42, 0x40],
+            vec![0x80; 1_000_000],
+            vec![0xc1],
+        ]
+        .concat();
+        assert_eq!(decoded_size(Serializer::MsgPack, &msgpack), usize::MAX);
+        assert!(decode(Serializer::MsgPack, &[0x91, 0xc1]).is_err());
+        let cbor = encode(Serializer::Cbor, &Message::Unsubscribed { request: 1 });
+        assert!(decode(Serializer::Cbor, &[cbor.clone(), vec![0x1c]].concat()).is_err());
+        assert!(decode(Serializer::Cbor, &[cbor.clone(), vec![0x01]].concat()).is_err());
+        assert_eq!(
+            decoded_size(Serializer::Cbor, &[cbor, vec![0x1c]].concat()),
+            usize::MAX
+        );
+        // Nesting beyond the limit is an error, not a stack overflow.
+        let deep = [vec![0x91; 100_000], vec![0x01]].concat();
+        assert!(decode(Serializer::MsgPack, &deep).is_err());
+        let deep = [vec![0x81; 100_000], vec![0x01]].concat();
+        assert!(decode(Serializer::Cbor, &deep).is_err());
     }
 
     #[test]
