@@ -178,3 +178,79 @@ async fn autobahn26_authenticates_with_wampcra_on_the_demo() {
         "{guest}"
     );
 }
+
+/// The Node packages of `tests/e2e` (AutobahnJS 26.3.1, wampy 8.0.2), installed if needed.
+async fn node_clients() -> Result<PathBuf, String> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e");
+    let node = tokio::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .await;
+    if !node.is_ok_and(|o| o.status.success()) {
+        return Err("node is not installed".into());
+    }
+    if !dir.join("node_modules/autobahn").exists() || !dir.join("node_modules/wampy").exists() {
+        let ok = tokio::process::Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--silent"])
+            .current_dir(&dir)
+            .status()
+            .await
+            .is_ok_and(|s| s.success());
+        if !ok {
+            return Err("`npm ci` in tests/e2e failed".into());
+        }
+    }
+    Ok(dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn autobahnjs_and_wampy_use_the_demo_with_every_serializer() {
+    let dir = match node_clients().await {
+        Ok(dir) => dir,
+        Err(why) if std::env::var_os("CI").is_none() => {
+            return eprintln!("SKIPPED AutobahnJS/wampy interop: {why}");
+        }
+        Err(why) => panic!("AutobahnJS/wampy interop cannot run on CI: {why}"),
+    };
+    let addr = common::serve_layer(app::layer_for(app::router())).await;
+    let run = tokio::process::Command::new("node")
+        .arg(dir.join("v2_interop.mjs"))
+        .arg(format!("ws://{addr}/ws"))
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(60), run)
+        .await
+        .expect("the clients finished within 60 s")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let got: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{e}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
+    for serializer in ["json", "msgpack", "cbor"] {
+        let js = &got["autobahnjs"][serializer];
+        assert_eq!(js.get("failed"), None, "AutobahnJS {serializer}: {js}");
+        assert_eq!(js["session"], true);
+        assert_eq!(js["add"], 42, "AutobahnJS {serializer}");
+        assert_eq!(
+            js["echo"],
+            json!({"k": [1, "ü"]}),
+            "AutobahnJS {serializer}"
+        );
+        assert_eq!(js["add_error"], "wamp.error.invalid_argument");
+        assert_eq!(js["notfound"], "wamp.error.no_such_procedure");
+        // Its own procedure, registered and called through the router, kwargs passed through.
+        assert_eq!(
+            js["mul"],
+            json!([[42], {"unit": "m"}]),
+            "AutobahnJS {serializer}"
+        );
+        assert_eq!(js["chat"][0][0]["message"], "hello from AutobahnJS");
+        let wampy = &got["wampy"][serializer];
+        assert_eq!(wampy.get("failed"), None, "wampy {serializer}: {wampy}");
+        assert_eq!(wampy["add"], json!([42]), "wampy {serializer}");
+        // wampy subscribes with {match: undefined}: read as absent, in every serializer.
+        assert_eq!(
+            wampy["chat"][0][0]["message"], "hello from wampy",
+            "wampy {serializer}"
+        );
+    }
+}

@@ -777,7 +777,11 @@ async fn subscribed_comes_before_any_event_of_the_subscription() {
         panic!("SUBSCRIBED first")
     };
     match c.recv().await {
-        Message::Event { subscription: s, args, .. } => {
+        Message::Event {
+            subscription: s,
+            args,
+            ..
+        } => {
             assert_eq!((s, args), (subscription, vec![json!("welcome")]));
         }
         other => panic!("{other:?}"),

@@ -846,6 +846,9 @@ fn from_msgpack(v: rmpv::Value) -> Result<Value, DecodeError> {
             }
             Value::Object(map)
         }
+        // msgpackr (wampy) encodes JavaScript's `undefined` as fixext 1, type 0, byte 0:
+        // read it as null, which options treat as absent.
+        M::Ext(0, data) if data == [0] => Value::Null,
         M::Ext(..) => return Err(syntax("MessagePack extension types are not WAMP values")),
     })
 }
@@ -1315,6 +1318,30 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn javascripts_undefined_reads_as_null() {
+        // wampy 8's SUBSCRIBE options `{match: undefined}` under msgpack (msgpackr) and cbor
+        // (cbor-x).
+        let msgpack = [
+            0x94, 0x20, 0x01, 0x81, 0xa5, b'm', b'a', b't', b'c', b'h', 0xd4, 0x00, 0x00, 0xa1,
+            b't',
+        ];
+        let cbor = [
+            0x84, 0x18, 0x20, 0x01, 0xa1, 0x65, b'm', b'a', b't', b'c', b'h', 0xf7, 0x61, b't',
+        ];
+        for (s, bytes) in [
+            (Serializer::MsgPack, &msgpack[..]),
+            (Serializer::Cbor, &cbor[..]),
+        ] {
+            match decode(s, bytes) {
+                Ok(Message::Subscribe { options, .. }) => {
+                    assert_eq!(options["match"], Value::Null, "{s:?}")
+                }
+                other => panic!("{s:?}: {other:?}"),
+            }
+        }
     }
 
     #[test]

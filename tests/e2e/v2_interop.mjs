@@ -1,0 +1,81 @@
+// WAMP v2 interop: AutobahnJS 26 and wampy 8 use the demo with json, msgpack and cbor.
+// usage: node v2_interop.mjs ws://HOST:PORT/ws
+// Prints one JSON object: {autobahnjs: {json: {...}, ...}, wampy: {json: {...}, ...}}.
+import WebSocket from 'ws';
+import autobahn from 'autobahn';
+import { Wampy } from 'wampy';
+import { JsonSerializer } from 'wampy/JsonSerializer.js';
+import { MsgpackSerializer } from 'wampy/MsgpackSerializer.js';
+import { CborSerializer } from 'wampy/CborSerializer.js';
+
+// Node 20 has no global WebSocket; AutobahnJS looks for one when it connects.
+if (!globalThis.WebSocket) globalThis.WebSocket = WebSocket;
+
+const url = process.argv[2];
+const within = (ms, p) => Promise.race([p, new Promise((_, no) => setTimeout(() => no(new Error('timeout')), ms))]);
+
+function autobahnSession(serializer) {
+  const serializers = {
+    json: new autobahn.serializer.JSONSerializer(),
+    msgpack: new autobahn.serializer.MsgpackSerializer(),
+    cbor: new autobahn.serializer.CBORSerializer(),
+  };
+  const connection = new autobahn.Connection({ url, realm: 'realm1', serializers: [serializers[serializer]], max_retries: 0 });
+  return new Promise((resolve, reject) => {
+    connection.onopen = (session) => resolve({ session, connection });
+    connection.onclose = (reason) => reject(new Error(`closed: ${reason}`));
+    connection.open();
+  });
+}
+
+async function withAutobahn(serializer) {
+  const out = {};
+  const { session, connection } = await within(5000, autobahnSession(serializer));
+  out.session = session.id > 0;
+  out.add = await session.call('com.example.add', [1, 2, 39]);
+  out.echo = await session.call('com.example.echo', [{ k: [1, 'ü'] }]);
+  try { await session.call('com.example.add', ['x']); } catch (e) { out.add_error = e.error; }
+  try { await session.call('com.example.nothing'); } catch (e) { out.notfound = e.error; }
+  // A procedure of its own, called by itself through the router.
+  await session.register('com.example.js.mul', (args, kwargs) => new autobahn.Result([args[0] * args[1]], kwargs));
+  const mul = await session.call('com.example.js.mul', [6, 7], { unit: 'm' });
+  out.mul = [mul.args, mul.kwargs];
+  const got = new Promise((resolve) => session.subscribe('com.example.chat', (args, kwargs) => resolve([args, kwargs])));
+  await new Promise((r) => setTimeout(r, 50));
+  await session.publish('com.example.chat', ['hello from AutobahnJS'], {}, { acknowledge: true, exclude_me: false });
+  out.chat = await within(5000, got);
+  connection.close();
+  return out;
+}
+
+async function wampySession(serializer) {
+  const serializers = { json: new JsonSerializer(), msgpack: new MsgpackSerializer(), cbor: new CborSerializer() };
+  const w = new Wampy(url, { realm: 'realm1', ws: WebSocket, serializer: serializers[serializer], autoReconnect: false });
+  await within(5000, w.connect());
+  return w;
+}
+
+async function withWampy(serializer) {
+  const out = {};
+  const a = await wampySession(serializer);
+  const b = await wampySession(serializer);
+  out.session = Number(a.getSessionId()) > 0;
+  out.add = (await a.call('com.example.add', [1, 2, 39])).argsList;
+  try { await a.call('com.example.add', ['x']); } catch (e) { out.add_error = e.error; }
+  // wampy's own SUBSCRIBE options, {match: undefined}, as it sends them.
+  const got = new Promise((resolve) => a.subscribe('com.example.chat', (e) => resolve([e.argsList, e.argsDict ?? {}])));
+  await new Promise((r) => setTimeout(r, 50));
+  await b.publish('com.example.chat', ['hello from wampy'], { acknowledge: true });
+  out.chat = await within(5000, got);
+  await a.disconnect();
+  await b.disconnect();
+  return out;
+}
+
+const result = { autobahnjs: {}, wampy: {} };
+for (const serializer of ['json', 'msgpack', 'cbor']) {
+  try { result.autobahnjs[serializer] = await withAutobahn(serializer); } catch (e) { result.autobahnjs[serializer] = { failed: String(e) }; }
+  try { result.wampy[serializer] = await withWampy(serializer); } catch (e) { result.wampy[serializer] = { failed: String(e) }; }
+}
+console.log(JSON.stringify(result));
+process.exit(0);
