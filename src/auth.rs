@@ -778,8 +778,9 @@ pub(crate) enum V2Auth {
         authmethod: &'static str,
         authprovider: &'static str,
     },
-    /// Send CHALLENGE with this extra; the signature must equal `expected`.
+    /// Send CHALLENGE for `method` with this extra; the signature must equal `expected`.
     Challenge {
+        method: &'static str,
         extra: serde_json::Map<String, Value>,
         expected: String,
         key: String,
@@ -842,6 +843,10 @@ impl Inner<()> {
                 "wampcra" => {
                     let Some(key) = authid.clone() else { continue };
                     return self.v2_challenge(cra, session, parts, key).await;
+                }
+                "ticket" => {
+                    let Some(key) = authid.clone() else { continue };
+                    return self.v2_ticket(cra, session, parts, key).await;
                 }
                 "anonymous" if cra.allow_anonymous => return anonymous(),
                 _ => {}
@@ -919,8 +924,69 @@ impl Inner<()> {
         }
         tracing::info!("authentication challenge issued");
         V2Auth::Challenge {
+            method: "wampcra",
             extra,
             expected,
+            key,
+        }
+    }
+
+    /// Ticket authentication: the ticket is the secret the secret provider gives for the
+    /// authid (a plain secret, or a salted secret's password; a derived key has no ticket).
+    async fn v2_ticket(
+        &self,
+        cra: &WampCra,
+        session: &Session,
+        parts: &Parts,
+        key: String,
+    ) -> V2Auth {
+        if cra.throttle.exhausted(&key, peer_ip(parts)) {
+            return V2Auth::Abort {
+                reason: "wamp.error.authentication_denied",
+                message: "too many failed authentication attempts: try again later".into(),
+            };
+        }
+        let secret = AssertUnwindSafe(async {
+            (cra.secret)(
+                session.clone(),
+                key.clone(),
+                Value::Object(serde_json::Map::new()),
+            )
+            .await
+        })
+        .catch_unwind()
+        .await;
+        let ticket = match secret {
+            Ok(Some(
+                Secret::Plain(ticket)
+                | Secret::Salted {
+                    password: ticket, ..
+                },
+            )) => ticket,
+            Ok(Some(Secret::Derived { .. })) => {
+                return V2Auth::Abort {
+                    reason: "wamp.error.no_matching_auth_method",
+                    message: "no ticket for this authid: use wampcra".into(),
+                };
+            }
+            Ok(None) => {
+                return V2Auth::Abort {
+                    reason: "wamp.error.no_such_principal",
+                    message: "no such authid".into(),
+                };
+            }
+            Err(p) => {
+                tracing::error!(panic = %Clip(&panic_message(&*p)), "secret provider panicked");
+                return V2Auth::Abort {
+                    reason: "wamp.error.authentication_failed",
+                    message: "secret provider failed".into(),
+                };
+            }
+        };
+        V2Auth::Challenge {
+            method: "ticket",
+            extra: serde_json::Map::new(),
+            expected: ticket,
             key,
         }
     }
@@ -929,6 +995,7 @@ impl Inner<()> {
     pub(crate) fn v2_authenticate(
         &self,
         parts: &Parts,
+        method: &'static str,
         key: String,
         expected: &str,
         signature: &str,
@@ -946,13 +1013,21 @@ impl Inner<()> {
                 message: "too many failed authentication attempts: try again later".into(),
             };
         }
-        if signature_matches(expected, signature) {
-            tracing::info!(auth_key = %Clip(&key), "authenticated");
+        let matches = match method {
+            "ticket" => {
+                use subtle::ConstantTimeEq as _;
+                expected.len() == signature.len()
+                    && bool::from(expected.as_bytes().ct_eq(signature.as_bytes()))
+            }
+            _ => signature_matches(expected, signature),
+        };
+        if matches {
+            tracing::info!(auth_key = %Clip(&key), method, "authenticated");
             V2Auth::Welcome {
                 key: Some(AuthKey::Key(key.clone())),
                 authid: key,
                 authrole: "user",
-                authmethod: "wampcra",
+                authmethod: method,
                 authprovider: "static",
             }
         } else {

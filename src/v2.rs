@@ -142,8 +142,8 @@ async fn handshake(
     deadline: Instant,
 ) -> Opened {
     let serializer = state.serializer();
-    // The challenge issued: (auth key, expected signature).
-    let mut pending: Option<(String, String)> = None;
+    // The challenge issued: (method, auth key, expected signature).
+    let mut pending: Option<(&'static str, String, String)> = None;
     loop {
         let message = match tokio::time::timeout_at(deadline, stream.next()).await {
             Err(_) => {
@@ -187,7 +187,7 @@ async fn handshake(
                 router.v2_hello(session, parts, authid, &authmethods).await
             }
             Action::Authenticate { signature, .. } => {
-                let Some((key, expected)) = pending.take() else {
+                let Some((method, key, expected)) = pending.take() else {
                     refuse(
                         sink,
                         config,
@@ -198,7 +198,7 @@ async fn handshake(
                     .await;
                     return Opened::Refused;
                 };
-                router.v2_authenticate(parts, key, &expected, &signature)
+                router.v2_authenticate(parts, method, key, &expected, &signature)
             }
             Action::Close { message, .. } => {
                 if let Some(m) = message {
@@ -231,12 +231,13 @@ async fn handshake(
                 };
             }
             V2Auth::Challenge {
+                method,
                 extra,
                 expected,
                 key,
             } => {
-                pending = Some((key, expected));
-                let challenge = state.challenge("wampcra", extra);
+                pending = Some((method, key, expected));
+                let challenge = state.challenge(method, extra);
                 if !send(sink, config, serializer, &challenge).await {
                     return Opened::Refused;
                 }

@@ -802,3 +802,66 @@ async fn an_auth_timeout_of_zero_turns_it_off_for_v2_too() {
     let c = V2::join(addr, Serializer::Json).await;
     assert_eq!(c.welcome["authmethod"], "anonymous");
 }
+
+async fn ticket_join(addr: SocketAddr, authid: &str, ticket: &str) -> Result<V2, String> {
+    let ws = open(addr, Serializer::Json).await;
+    let mut c = V2 {
+        ws,
+        serializer: Serializer::Json,
+        session: 0,
+        welcome: Dict::new(),
+        next: 0,
+    };
+    c.send(&Message::Hello {
+        realm: "realm1".into(),
+        details: dict(
+            json!({"roles": {"caller": {}}, "authmethods": ["ticket"], "authid": authid}),
+        ),
+    })
+    .await;
+    match c.recv().await {
+        Message::Challenge { method, .. } => assert_eq!(method, "ticket"),
+        Message::Abort { reason, .. } => return Err(reason),
+        other => panic!("{other:?}"),
+    }
+    c.send(&Message::Authenticate {
+        signature: ticket.into(),
+        extra: Dict::new(),
+    })
+    .await;
+    match c.recv().await {
+        Message::Welcome { details, .. } => {
+            c.welcome = details;
+            Ok(c)
+        }
+        Message::Abort { reason, .. } => Err(reason),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn ticket_authentication_uses_the_same_secrets() {
+    let addr = serve_router(cra_router()).await;
+    let mut ada = ticket_join(addr, "ada", "secret").await.unwrap();
+    assert_eq!(
+        (
+            ada.welcome["authid"].as_str(),
+            ada.welcome["authmethod"].as_str()
+        ),
+        (Some("ada"), Some("ticket"))
+    );
+    assert!(matches!(
+        ada.call("com.example.add", json!([1]), json!({})).await,
+        Message::Result { .. }
+    ));
+    // A salted secret's password is its ticket.
+    assert!(ticket_join(addr, "carol", "secret").await.is_ok());
+    assert_eq!(
+        ticket_join(addr, "ada", "secreT").await.err().as_deref(),
+        Some("wamp.error.authentication_denied")
+    );
+    assert_eq!(
+        ticket_join(addr, "ada", "").await.err().as_deref(),
+        Some("wamp.error.authentication_denied")
+    );
+}
