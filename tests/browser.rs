@@ -1,5 +1,5 @@
 //! The demo in real headless Chromium (Playwright), and interop with the npm `wamp1`
-//! client. Node packages come from `tests/e2e/package-lock.json` (`npm ci`, run here when
+//! client. Node packages come from `tests/e2e/package-lock.json` (`npm install`, run here when
 //! missing); Chromium is Debian's `chromium`. Outside CI a missing piece skips these
 //! tests with a message; on CI (`CI` set) it fails them.
 
@@ -35,13 +35,13 @@ async fn prerequisites(chromium: bool) -> Result<(), String> {
         }
         if !e2e_dir().join("node_modules/playwright-core").exists() {
             let ok = Command::new("npm")
-                .args(["ci", "--no-audit", "--no-fund", "--silent"])
+                .args(["install", "--no-audit", "--no-fund", "--silent"])
                 .current_dir(e2e_dir())
                 .status()
                 .await
                 .is_ok_and(|s| s.success());
             if !ok {
-                return Err("`npm ci` in tests/e2e failed".to_owned());
+                return Err("`npm install` in tests/e2e failed".to_owned());
             }
         }
         Ok(())
