@@ -120,6 +120,8 @@ pub(crate) struct Callee {
 pub(crate) enum RegisterError {
     Exists,
     OverBudget,
+    /// The callee's session is closing.
+    Closing,
 }
 
 /// The procedures registered by clients.
@@ -194,10 +196,21 @@ impl Registrations {
     pub(crate) fn callee(&self, uri: &str) -> Option<(u64, Callee)> {
         self.by_uri.get(uri).cloned()
     }
+
+    /// Whether `registration` is still `session`'s.
+    pub(crate) fn holds(&self, registration: u64, session: &SessionId) -> bool {
+        self.by_id
+            .get(&registration)
+            .and_then(|uri| self.by_uri.get(uri))
+            .is_some_and(|(id, c)| *id == registration && &c.session == session)
+    }
 }
 
-/// Runs one call on a client's procedure: the INVOCATION, then its answer.
+/// Runs one call on a client's procedure: the INVOCATION (queued under the registrations'
+/// lock, only while the registration stands, so it never comes before REGISTERED or after
+/// UNREGISTERED), then its answer.
 pub(crate) async fn invoke(
+    hub: &crate::hub::Hub,
     registration: u64,
     callee: Callee,
     args: Vec<Value>,
@@ -207,8 +220,26 @@ pub(crate) async fn invoke(
     let Proto::V2(serializer) = callee.outbox.proto() else {
         return Err(gone());
     };
-    let Some((request, answer)) = callee.pending.start() else {
-        return Err(gone());
+    let invocation = |request| {
+        Frame::v2(
+            serializer,
+            &Message::Invocation {
+                request,
+                registration,
+                details: Dict::new(),
+                args: args.clone(),
+                kwargs: kwargs.clone(),
+            },
+        )
+    };
+    let (request, answer) = match hub.start_invocation(registration, &callee, &invocation) {
+        Some(started) => started,
+        None => {
+            return Err(RpcError::new(
+                "wamp.error.no_such_procedure",
+                "the procedure was unregistered",
+            ));
+        }
     };
     // If this call is dropped (its caller left, it timed out), the invocation is forgotten.
     struct Forget<'a>(&'a Pending, u64);
@@ -218,20 +249,6 @@ pub(crate) async fn invoke(
         }
     }
     let _forget = Forget(&callee.pending, request);
-    let invocation = Message::Invocation {
-        request,
-        registration,
-        details: Dict::new(),
-        args,
-        kwargs,
-    };
-    if callee
-        .outbox
-        .push_reply(Frame::v2(serializer, &invocation))
-        .is_err()
-    {
-        return Err(gone());
-    }
     match answer.await {
         Ok(Yielded::Result(payload)) => Ok(payload),
         Ok(Yielded::Error {

@@ -183,23 +183,60 @@ impl Hub {
         read(&self.broker).subscription_id(topic)
     }
 
+    /// Registers; `ack` (REGISTERED) is queued under the registrations' lock, before any
+    /// INVOCATION of the registration.
     pub(crate) fn register(
         &self,
         uri: &str,
         callee: &crate::dealer::Callee,
         budget: usize,
+        ack: &(dyn Fn(u64) -> Frame + Sync),
     ) -> Result<u64, crate::dealer::RegisterError> {
         let mut registrations = write(&self.registrations);
         // Refused under the lock once the callee's session is closing (its registrations are
         // removed under the same lock after it is marked closed).
         if callee.outbox.is_closed() {
-            return Err(crate::dealer::RegisterError::OverBudget);
+            return Err(crate::dealer::RegisterError::Closing);
         }
-        registrations.register(uri, callee, budget)
+        let id = registrations.register(uri, callee, budget)?;
+        let _ = callee.outbox.push_reply(ack(id));
+        Ok(id)
     }
 
-    pub(crate) fn unregister(&self, id: u64, session: &SessionId) -> bool {
-        write(&self.registrations).unregister(id, session)
+    /// Unregisters; `ack` (UNREGISTERED) is queued under the lock, after every INVOCATION.
+    pub(crate) fn unregister(
+        &self,
+        id: u64,
+        session: &SessionId,
+        outbox: &Outbox,
+        ack: Frame,
+    ) -> bool {
+        let mut registrations = write(&self.registrations);
+        let done = registrations.unregister(id, session);
+        if done {
+            let _ = outbox.push_reply(ack);
+        }
+        done
+    }
+
+    /// Queues an INVOCATION while `registration` is still the callee's: its request id and
+    /// the receiver of the answer, or `None` (unregistered, or the callee left).
+    pub(crate) fn start_invocation(
+        &self,
+        registration: u64,
+        callee: &crate::dealer::Callee,
+        invocation: &dyn Fn(u64) -> Frame,
+    ) -> Option<(u64, tokio::sync::oneshot::Receiver<crate::dealer::Yielded>)> {
+        let registrations = read(&self.registrations);
+        if !registrations.holds(registration, &callee.session) {
+            return None;
+        }
+        let (request, answer) = callee.pending.start()?;
+        if callee.outbox.push_reply(invocation(request)).is_err() {
+            callee.pending.forget(request);
+            return None;
+        }
+        Some((request, answer))
     }
 
     pub(crate) fn remove_registrations(&self, session: &SessionId) {

@@ -863,7 +863,7 @@ impl Inner<()> {
                         Value::Object(kwargs) => kwargs,
                         _ => serde_json::Map::new(),
                     };
-                    crate::dealer::invoke(registration, callee, args, kwargs)
+                    crate::dealer::invoke(&self.wamp.hub, registration, callee, args, kwargs)
                         .await
                         .map(Outcome::Arguments)
                 }),
@@ -885,6 +885,11 @@ impl Inner<()> {
                 Some(hook) => match guarded("after_call_success", || {
                     hook(info.expect("built when hooks are set"), payload.to_event())
                 }) {
+                    // Passed through unchanged: the callee's own args and kwargs.
+                    Some(Some(result)) if result == payload.to_event() => CallReply::Arguments {
+                        args: payload.args,
+                        kwargs: payload.kwargs,
+                    },
                     Some(Some(result)) => CallReply::Result(result),
                     Some(None) => CallReply::Suppressed,
                     None => {
@@ -933,6 +938,7 @@ impl Inner<()> {
         procedure: String,
         callee: &crate::dealer::Callee,
         budget: usize,
+        ack: &(dyn Fn(u64) -> crate::wire::Frame + Sync),
     ) -> Result<u64, &'static str> {
         let procedure = self.canonical(procedure);
         if !self.permitted(session, Action::Register, &procedure).await {
@@ -941,10 +947,11 @@ impl Inner<()> {
         if self.procedures.contains_key(&procedure) || procedure == AUTH || procedure == AUTHREQ {
             return Err("wamp.error.procedure_already_exists");
         }
-        match self.wamp.hub.register(&procedure, callee, budget) {
+        match self.wamp.hub.register(&procedure, callee, budget, ack) {
             Ok(id) => Ok(id),
             Err(crate::dealer::RegisterError::Exists) => Err("wamp.error.procedure_already_exists"),
             Err(crate::dealer::RegisterError::OverBudget) => Err("budget"),
+            Err(crate::dealer::RegisterError::Closing) => Err("closing"),
         }
     }
 
@@ -1003,14 +1010,6 @@ impl Inner<()> {
         let Some(outbox) = session.outbox() else {
             return Err(Refused::Closing);
         };
-        if self.wamp.hub.is_subscribed(&topic, session.id()) {
-            // Subscribing again: the same subscription, acknowledged again.
-            let (_, id) = self
-                .wamp
-                .hub
-                .subscribe(&topic, session.id(), outbox, budget, ack);
-            return id.ok_or(Refused::Closing);
-        }
         if !self.permitted(session, Action::Subscribe, &topic).await {
             tracing::debug!(topic = %Clip(&topic), "SUBSCRIBE not permitted: dropped");
             return Err(Refused::NotAuthorized);

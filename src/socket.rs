@@ -101,14 +101,21 @@ struct OpenSession {
     router: Arc<Inner<()>>,
     session: Session,
     outbox: Outbox,
+    /// As a v2 callee: its invocations in flight, failed when it ends.
+    pending: Arc<crate::dealer::Pending>,
     reason: CloseReason,
 }
 
 impl Drop for OpenSession {
     fn drop(&mut self) {
-        // Ended first: a subscribe racing with this close is refused under the broker's
-        // lock, then the subscriptions are removed under it.
+        // Ended first: a subscribe or register racing with this close is refused under the
+        // broker's (registrations') lock, then the entries are removed under it.
         self.outbox.end();
+        self.router
+            .wamp()
+            .hub
+            .remove_registrations(self.session.id());
+        self.pending.close();
         tracing::info!(reason = ?self.reason, "session closed");
         self.router.closed(&self.session, &self.reason);
     }
@@ -218,10 +225,12 @@ async fn session(
         going_away(&mut sink).await;
         return;
     }
+    let pending: Arc<crate::dealer::Pending> = Arc::default();
     let mut open = OpenSession {
         router: router.clone(),
         session: session.clone(),
         outbox: outbox.clone(),
+        pending: pending.clone(),
         reason: CloseReason::Error("the session task panicked".into()),
     };
     let mut auth_deadline = None;
@@ -256,7 +265,7 @@ async fn session(
         metrics: metrics.clone(),
         calls: JoinSet::new(),
         in_flight: Arc::default(),
-        pending: Arc::default(),
+        pending,
     };
 
     let (reason, ended_by) = {
@@ -271,9 +280,6 @@ async fn session(
     // The session's calls end with it; its tables are cleaned up and `on_close` runs now,
     // before the last I/O of the close handshake. Calls to its procedures fail.
     conn.calls.abort_all();
-    outbox.end();
-    hub.remove_registrations(&id);
-    conn.pending.close();
     drop(conn);
     let client_closed = matches!(reason, CloseReason::Client { .. });
     open.reason = reason;
@@ -693,7 +699,14 @@ impl Conn {
                 call_id,
                 procedure,
                 args,
-            } => self.spawn_call(ReplyTo::V1(call_id), procedure, args, Dict::new(), size),
+            } => self.spawn_call(
+                ReplyTo::V1(call_id),
+                procedure,
+                args,
+                Dict::new(),
+                size,
+                None,
+            ),
             Action::Subscribe { topic } => {
                 let _ = self
                     .router
@@ -762,6 +775,7 @@ impl Conn {
         args: Vec<serde_json::Value>,
         kwargs: Dict,
         size: usize,
+        timeout: Option<Duration>,
     ) {
         Metrics::add(&self.metrics.calls_total, 1);
         let Some(guard) = self.admit(&reply_to, size) else {
@@ -782,7 +796,16 @@ impl Conn {
         let metrics = self.metrics.clone();
         let mut call = Box::pin(
             async move {
-                let reply = router.dispatch(call).await;
+                // A v2 caller's `timeout` option: the call (and a client callee's
+                // invocation with it) ends at the deadline.
+                let reply = match timeout {
+                    Some(deadline) => tokio::time::timeout(deadline, router.dispatch(call))
+                        .await
+                        .unwrap_or_else(|_| {
+                            CallReply::Error(RpcError::new(error_uri::TIMEOUT, "call timed out"))
+                        }),
+                    None => router.dispatch(call).await,
+                };
                 drop(guard);
                 let frame = match reply {
                     CallReply::Result(result) => reply_to.result(result),
@@ -911,7 +934,15 @@ impl Conn {
                     Some(topic) if hub.is_subscribed(&topic, self.session.id()) => {
                         // UNSUBSCRIBED is queued under the broker's lock, after every EVENT.
                         let ack = Frame::v2(self.serializer(), &M::Unsubscribed { request });
-                        self.router.unsubscribe(&self.session, &topic, Some(ack));
+                        if !self.router.unsubscribe(&self.session, &topic, Some(ack)) {
+                            // Unsubscribed by the server meanwhile.
+                            self.error_v2(
+                                code::UNSUBSCRIBE,
+                                request,
+                                "wamp.error.no_such_subscription",
+                                "no such subscription",
+                            );
+                        }
                     }
                     _ => self.error_v2(
                         code::UNSUBSCRIBE,
@@ -970,13 +1001,14 @@ impl Conn {
                 procedure,
                 args,
                 kwargs,
-                ..
+                timeout_ms,
             } => {
                 let reply_to = ReplyTo::V2 {
                     serializer: self.serializer(),
                     request,
                 };
-                self.spawn_call(reply_to, procedure, args, kwargs, size);
+                let timeout = (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms));
+                self.spawn_call(reply_to, procedure, args, kwargs, size, timeout);
             }
             A::Register { request, procedure } => {
                 let callee = crate::dealer::Callee {
@@ -985,15 +1017,23 @@ impl Conn {
                     pending: self.pending.clone(),
                 };
                 let budget = self.config.subscriptions.entries;
+                // REGISTERED is queued under the registrations' lock, before any INVOCATION.
+                let serializer = self.serializer();
+                let ack = move |registration| {
+                    Frame::v2(
+                        serializer,
+                        &M::Registered {
+                            request,
+                            registration,
+                        },
+                    )
+                };
                 match self
                     .router
-                    .register(&self.session, procedure, &callee, budget)
+                    .register(&self.session, procedure, &callee, budget, &ack)
                     .await
                 {
-                    Ok(registration) => self.reply_v2(&M::Registered {
-                        request,
-                        registration,
-                    }),
+                    Ok(_) | Err("closing") => {}
                     Err("budget") => {
                         tracing::warn!(limit = budget, "too many registrations: closing");
                         self.outbox.close(
@@ -1014,14 +1054,14 @@ impl Conn {
                 request,
                 registration,
             } => {
-                if self
-                    .router
-                    .wamp()
-                    .hub
-                    .unregister(registration, self.session.id())
-                {
-                    self.reply_v2(&M::Unregistered { request });
-                } else {
+                // UNREGISTERED is queued under the registrations' lock, after every INVOCATION.
+                let ack = Frame::v2(self.serializer(), &M::Unregistered { request });
+                if !self.router.wamp().hub.unregister(
+                    registration,
+                    self.session.id(),
+                    &self.outbox,
+                    ack,
+                ) {
                     self.error_v2(
                         code::UNREGISTER,
                         request,

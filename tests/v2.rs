@@ -865,3 +865,49 @@ async fn ticket_authentication_uses_the_same_secrets() {
         Some("wamp.error.authentication_denied")
     );
 }
+
+#[tokio::test]
+async fn a_callers_timeout_ends_a_call_to_a_silent_callee_and_a_late_yield_is_dropped() {
+    let addr = serve_router(router()).await;
+    let mut callee = V2::join(addr, Serializer::Json).await;
+    callee
+        .send(&Message::Register {
+            request: 1,
+            options: Dict::new(),
+            procedure: "com.example.silent".into(),
+        })
+        .await;
+    assert!(matches!(callee.recv().await, Message::Registered { .. }));
+    let mut caller = V2::join(addr, Serializer::Json).await;
+    caller
+        .send(&Message::Call {
+            request: 1,
+            options: dict(json!({"timeout": 100})),
+            procedure: "com.example.silent".into(),
+            args: vec![],
+            kwargs: Dict::new(),
+        })
+        .await;
+    let Message::Invocation { request, .. } = callee.recv().await else {
+        panic!()
+    };
+    match caller.recv().await {
+        Message::Error {
+            request: 1, error, ..
+        } => assert_eq!(error, "wamp.error.timeout"),
+        other => panic!("{other:?}"),
+    }
+    // The callee answers late: discarded, not a protocol violation; it goes on serving.
+    callee
+        .send(&Message::Yield {
+            request,
+            options: Dict::new(),
+            args: vec![json!(1)],
+            kwargs: Dict::new(),
+        })
+        .await;
+    assert!(matches!(
+        callee.call("com.example.add", json!([1]), json!({})).await,
+        Message::Result { .. }
+    ));
+}
