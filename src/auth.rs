@@ -865,38 +865,9 @@ impl Inner<()> {
         parts: &Parts,
         key: String,
     ) -> V2Auth {
-        if cra.throttle.exhausted(&key, peer_ip(parts)) {
-            tracing::warn!(auth_key = %Clip(&key), "HELLO refused: too many failed attempts for this key or address");
-            return V2Auth::Abort {
-                reason: "wamp.error.authentication_denied",
-                message: "too many failed authentication attempts: try again later".into(),
-            };
-        }
-        let secret = match AssertUnwindSafe(async {
-            (cra.secret)(
-                session.clone(),
-                key.clone(),
-                Value::Object(serde_json::Map::new()),
-            )
-            .await
-        })
-        .catch_unwind()
-        .await
-        {
-            Ok(Some(secret)) => secret,
-            Ok(None) => {
-                return V2Auth::Abort {
-                    reason: "wamp.error.no_such_principal",
-                    message: "no such authid".into(),
-                };
-            }
-            Err(p) => {
-                tracing::error!(panic = %Clip(&panic_message(&*p)), "secret provider panicked");
-                return V2Auth::Abort {
-                    reason: "wamp.error.authentication_failed",
-                    message: "secret provider failed".into(),
-                };
-            }
+        let secret = match v2_secret(cra, session, parts, &key).await {
+            Ok(secret) => secret,
+            Err(abort) => return abort,
         };
         let Some(signing_key) = cra.derived.signing_key(&secret).await else {
             return V2Auth::Abort {
@@ -940,48 +911,20 @@ impl Inner<()> {
         parts: &Parts,
         key: String,
     ) -> V2Auth {
-        if cra.throttle.exhausted(&key, peer_ip(parts)) {
-            return V2Auth::Abort {
-                reason: "wamp.error.authentication_denied",
-                message: "too many failed authentication attempts: try again later".into(),
-            };
-        }
-        let secret = AssertUnwindSafe(async {
-            (cra.secret)(
-                session.clone(),
-                key.clone(),
-                Value::Object(serde_json::Map::new()),
-            )
-            .await
-        })
-        .catch_unwind()
-        .await;
-        let ticket = match secret {
-            Ok(Some(
+        let ticket = match v2_secret(cra, session, parts, &key).await {
+            Ok(
                 Secret::Plain(ticket)
                 | Secret::Salted {
                     password: ticket, ..
                 },
-            )) => ticket,
-            Ok(Some(Secret::Derived { .. })) => {
+            ) => ticket,
+            Ok(Secret::Derived { .. }) => {
                 return V2Auth::Abort {
                     reason: "wamp.error.no_matching_auth_method",
                     message: "no ticket for this authid: use wampcra".into(),
                 };
             }
-            Ok(None) => {
-                return V2Auth::Abort {
-                    reason: "wamp.error.no_such_principal",
-                    message: "no such authid".into(),
-                };
-            }
-            Err(p) => {
-                tracing::error!(panic = %Clip(&panic_message(&*p)), "secret provider panicked");
-                return V2Auth::Abort {
-                    reason: "wamp.error.authentication_failed",
-                    message: "secret provider failed".into(),
-                };
-            }
+            Err(abort) => return abort,
         };
         V2Auth::Challenge {
             method: "ticket",
@@ -1037,6 +980,41 @@ impl Inner<()> {
                 reason: "wamp.error.authentication_denied",
                 message: "invalid signature".into(),
             }
+        }
+    }
+}
+
+/// The secret of a v2 authid, unless the throttle refuses it, it is unknown, or the
+/// provider fails: then the ABORT to send.
+async fn v2_secret(
+    cra: &WampCra,
+    session: &Session,
+    parts: &Parts,
+    key: &str,
+) -> Result<Secret, V2Auth> {
+    if cra.throttle.exhausted(key, peer_ip(parts)) {
+        tracing::warn!(auth_key = %Clip(key), "HELLO refused: too many failed attempts for this key or address");
+        return Err(V2Auth::Abort {
+            reason: "wamp.error.authentication_denied",
+            message: "too many failed authentication attempts: try again later".into(),
+        });
+    }
+    let extra = Value::Object(serde_json::Map::new());
+    match AssertUnwindSafe(async { (cra.secret)(session.clone(), key.to_owned(), extra).await })
+        .catch_unwind()
+        .await
+    {
+        Ok(Some(secret)) => Ok(secret),
+        Ok(None) => Err(V2Auth::Abort {
+            reason: "wamp.error.no_such_principal",
+            message: "no such authid".into(),
+        }),
+        Err(p) => {
+            tracing::error!(panic = %Clip(&panic_message(&*p)), "secret provider panicked");
+            Err(V2Auth::Abort {
+                reason: "wamp.error.authentication_failed",
+                message: "secret provider failed".into(),
+            })
         }
     }
 }

@@ -81,6 +81,23 @@ struct QueueState {
     ended: bool,
 }
 
+impl QueueState {
+    /// Drops queued events, oldest first, while `over` holds; replies stay. Returns how
+    /// many were dropped.
+    fn drop_oldest_events(&mut self, over: impl Fn(&Self) -> bool) -> u64 {
+        let mut dropped = 0;
+        while over(self) {
+            let Some(at) = self.frames.iter().position(|f| !f.reply) else {
+                break;
+            };
+            let old = self.frames.remove(at).expect("position is in range");
+            self.bytes -= old.frame.len();
+            dropped += 1;
+        }
+        dropped
+    }
+}
+
 #[derive(Debug)]
 struct Shared {
     state: Mutex<QueueState>,
@@ -182,16 +199,7 @@ impl Outbox {
                     return Err(SendError::QueueFull);
                 }
                 (SlowConsumerPolicy::DropOldest, false) => {
-                    let mut dropped = 0;
-                    while over(&q) {
-                        // Oldest events first; replies stay.
-                        let Some(at) = q.frames.iter().position(|f| !f.reply) else {
-                            break;
-                        };
-                        let old = q.frames.remove(at).expect("position is in range");
-                        q.bytes -= old.frame.len();
-                        dropped += 1;
-                    }
+                    let mut dropped = q.drop_oldest_events(over);
                     if over(&q) {
                         // Only replies are left, or the frame alone is larger than the limit.
                         dropped += 1;
@@ -204,15 +212,7 @@ impl Outbox {
                 (SlowConsumerPolicy::DropNewest | SlowConsumerPolicy::DropOldest, true) => {
                     // Make room for the reply by dropping events, oldest first; a client
                     // whose queue holds only replies it does not read is a slow consumer.
-                    let mut dropped = 0;
-                    while over(&q) {
-                        let Some(at) = q.frames.iter().position(|f| !f.reply) else {
-                            break;
-                        };
-                        let old = q.frames.remove(at).expect("position is in range");
-                        q.bytes -= old.frame.len();
-                        dropped += 1;
-                    }
+                    let dropped = q.drop_oldest_events(over);
                     Metrics::add(&self.0.metrics.events_dropped, dropped);
                     if over(&q) && !q.frames.is_empty() {
                         return self.disconnect_slow(q);

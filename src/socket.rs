@@ -638,8 +638,7 @@ impl Conn {
                             self.act_marked(action, size, clock).await;
                         }
                         ProtoState::V2(state) => {
-                            let size = v2c::decoded_size(state.serializer(), text.as_bytes());
-                            let action = state.handle(text.as_bytes(), false);
+                            let (action, size) = state.handle_sized(text.as_bytes(), false);
                             self.act_v2_marked(action, size, clock).await;
                         }
                     }
@@ -652,8 +651,7 @@ impl Conn {
                             self.act_marked(action, 0, clock).await;
                         }
                         ProtoState::V2(state) => {
-                            let size = v2c::decoded_size(state.serializer(), &bytes);
-                            let action = state.handle(&bytes, true);
+                            let (action, size) = state.handle_sized(&bytes, true);
                             self.act_v2_marked(action, size, clock).await;
                         }
                     }

@@ -246,6 +246,17 @@ impl State {
 
     /// Handles one frame (`binary`: it came as a binary WebSocket frame).
     pub fn handle(&mut self, bytes: &[u8], binary: bool) -> Action {
+        self.handle_sized(bytes, binary).0
+    }
+
+    /// Handles one frame; also returns the estimate of its decoded size (what a call holds
+    /// while it runs).
+    pub fn handle_sized(&mut self, bytes: &[u8], binary: bool) -> (Action, usize) {
+        let size = v2::decoded_size(self.serializer, bytes);
+        (self.handle_measured(bytes, binary, size), size)
+    }
+
+    fn handle_measured(&mut self, bytes: &[u8], binary: bool, size: usize) -> Action {
         if matches!(self.phase, Phase::Closed) {
             return Action::None;
         }
@@ -256,7 +267,6 @@ impl State {
                 "a text frame on a binary serializer"
             });
         }
-        let size = v2::decoded_size(self.serializer, bytes);
         if size > self.limits.max_decoded_size {
             let why = format!(
                 "message too big once decoded (limit {} bytes)",
