@@ -778,11 +778,11 @@ pub(crate) enum V2Auth {
         authmethod: &'static str,
         authprovider: &'static str,
     },
-    /// Send CHALLENGE for `method` with this extra; the signature must equal `expected`.
+    /// Send CHALLENGE for `method` with this extra; AUTHENTICATE must match `expected`.
     Challenge {
         method: &'static str,
         extra: serde_json::Map<String, Value>,
-        expected: String,
+        expected: Expected,
         key: String,
     },
     /// Refuse with ABORT.
@@ -790,6 +790,17 @@ pub(crate) enum V2Auth {
         reason: &'static str,
         message: String,
     },
+}
+
+/// What a v2 AUTHENTICATE must carry.
+#[derive(Debug)]
+pub(crate) enum Expected {
+    /// The WAMP-CRA signature of the challenge.
+    Signature(String),
+    /// The ticket itself.
+    Ticket(String),
+    /// A ticket whose PBKDF2 derivation with `salt` is `key` (a stored derived key).
+    DerivedTicket { key: String, salt: Salt },
 }
 
 /// WAMP v2 authentication: anonymous, the upstream identity, and WAMP-CRA with the same
@@ -897,13 +908,14 @@ impl Inner<()> {
         V2Auth::Challenge {
             method: "wampcra",
             extra,
-            expected,
+            expected: Expected::Signature(expected),
             key,
         }
     }
 
     /// Ticket authentication: the ticket is the secret the secret provider gives for the
-    /// authid (a plain secret, or a salted secret's password; a derived key has no ticket).
+    /// authid (a plain secret, or a salted secret's password; for a derived key, the
+    /// password it was derived from).
     async fn v2_ticket(
         &self,
         cra: &WampCra,
@@ -911,36 +923,31 @@ impl Inner<()> {
         parts: &Parts,
         key: String,
     ) -> V2Auth {
-        let ticket = match v2_secret(cra, session, parts, &key).await {
+        let expected = match v2_secret(cra, session, parts, &key).await {
             Ok(
                 Secret::Plain(ticket)
                 | Secret::Salted {
                     password: ticket, ..
                 },
-            ) => ticket,
-            Ok(Secret::Derived { .. }) => {
-                return V2Auth::Abort {
-                    reason: "wamp.error.no_matching_auth_method",
-                    message: "no ticket for this authid: use wampcra".into(),
-                };
-            }
+            ) => Expected::Ticket(ticket),
+            Ok(Secret::Derived { key, salt }) => Expected::DerivedTicket { key, salt },
             Err(abort) => return abort,
         };
         V2Auth::Challenge {
             method: "ticket",
             extra: serde_json::Map::new(),
-            expected: ticket,
+            expected,
             key,
         }
     }
 
     /// Checks the AUTHENTICATE of a v2 session: one attempt per session.
-    pub(crate) fn v2_authenticate(
+    pub(crate) async fn v2_authenticate(
         &self,
         parts: &Parts,
         method: &'static str,
         key: String,
-        expected: &str,
+        expected: Expected,
         signature: &str,
     ) -> V2Auth {
         let Some(cra) = self.auth.as_deref() else {
@@ -956,13 +963,25 @@ impl Inner<()> {
                 message: "too many failed authentication attempts: try again later".into(),
             };
         }
-        let matches = match method {
-            "ticket" => {
-                use subtle::ConstantTimeEq as _;
-                expected.len() == signature.len()
-                    && bool::from(expected.as_bytes().ct_eq(signature.as_bytes()))
+        let equal = |a: &str, b: &str| {
+            use subtle::ConstantTimeEq as _;
+            a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+        };
+        let matches = match expected {
+            Expected::Signature(expected) => signature_matches(&expected, signature),
+            Expected::Ticket(ticket) => equal(&ticket, signature),
+            Expected::DerivedTicket { key, salt } => {
+                // PBKDF2 off the runtime's workers, two at a time (the throttle bounds
+                // how often one key or address may try).
+                let salted = Secret::Salted {
+                    password: signature.to_owned(),
+                    salt,
+                };
+                cra.derived
+                    .signing_key(&salted)
+                    .await
+                    .is_some_and(|derived| equal(&derived, &key))
             }
-            _ => signature_matches(expected, signature),
         };
         if matches {
             tracing::info!(auth_key = %Clip(&key), method, "authenticated");

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use crate::{
     Session,
-    auth::V2Auth,
+    auth::{Expected, V2Auth},
     clip::Clip,
     core::{
         codec::v2::{Dict, Message, Serializer},
@@ -142,8 +142,8 @@ async fn handshake(
     deadline: Instant,
 ) -> Opened {
     let serializer = state.serializer();
-    // The challenge issued: (method, auth key, expected signature).
-    let mut pending: Option<(&'static str, String, String)> = None;
+    // The challenge issued: (method, auth key, what AUTHENTICATE must match).
+    let mut pending: Option<(&'static str, String, Expected)> = None;
     loop {
         let message = match tokio::time::timeout_at(deadline, stream.next()).await {
             Err(_) => {
@@ -198,7 +198,9 @@ async fn handshake(
                     .await;
                     return Opened::Refused;
                 };
-                router.v2_authenticate(parts, method, key, &expected, &signature)
+                router
+                    .v2_authenticate(parts, method, key, expected, &signature)
+                    .await
             }
             Action::Close { message, .. } => {
                 if let Some(m) = message {

@@ -9,118 +9,23 @@
 mod app;
 mod common;
 
-use std::{
-    path::{Path, PathBuf},
-    process::Command,
-};
-
-use serde_json::{Value, json};
-
-fn run(cmd: &mut Command) -> bool {
-    cmd.status().map(|s| s.success()).unwrap_or(false)
-}
-
-fn python27() -> Option<PathBuf> {
-    let root = Command::new("pyenv")
-        .arg("root")
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
-        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".pyenv")))?;
-    let mut versions: Vec<PathBuf> = std::fs::read_dir(root.join("versions"))
-        .ok()?
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with("2.7"))
-        .map(|e| e.path().join("bin/python"))
-        .filter(|p| p.exists())
-        .collect();
-    versions.sort();
-    versions.pop()
-}
-
-/// The venv's python with autobahn 0.8.15, created if needed.
-fn autobahn_python() -> Result<PathBuf, String> {
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-wamp1");
-    let py = venv.join("bin/python");
-    let ready =
-        |py: &Path| run(Command::new(py).args(["-c", "import autobahn.wamp1.protocol, twisted"]));
-    if py.exists() && ready(&py) {
-        return Ok(py);
-    }
-    let py27 = python27().ok_or("Python 2.7 not found (pyenv versions 2.7.x)")?;
-    let steps: [(&Path, &[&str]); 3] = [
-        (
-            &py27,
-            &["-m", "pip", "install", "-q", "virtualenv==20.15.1"],
-        ),
-        (&py27, &["-m", "virtualenv", "-q", venv.to_str().unwrap()]),
-        (
-            &venv.join("bin/pip"),
-            &[
-                "install",
-                "-q",
-                "autobahn[twisted]==0.8.15",
-                "Twisted==20.3.0",
-            ],
-        ),
-    ];
-    for (prog, args) in steps {
-        if !run(Command::new(prog).args(args)) {
-            return Err(format!(
-                "setup step failed: {} {}",
-                prog.display(),
-                args.join(" ")
-            ));
-        }
-    }
-    if ready(&py) {
-        Ok(py)
-    } else {
-        Err("autobahn did not import after install".into())
-    }
-}
-
-/// The peer's python, `None` (with a message) where it cannot run outside CI.
-async fn peer() -> Option<PathBuf> {
-    static SETUP: tokio::sync::OnceCell<Result<PathBuf, String>> =
-        tokio::sync::OnceCell::const_new();
-    let setup = SETUP
-        .get_or_init(|| async { tokio::task::spawn_blocking(autobahn_python).await.unwrap() })
-        .await;
-    match setup {
-        Ok(py) => Some(py.clone()),
-        Err(why) if std::env::var_os("CI").is_none() => {
-            eprintln!("SKIPPED autobahn interop: {why}");
-            None
-        }
-        Err(why) => panic!("autobahn interop cannot run on CI: {why}"),
-    }
-}
+use common::peers;
+use serde_json::json;
 
 /// Runs a client script against `addr` and parses the JSON object it prints last.
-async fn run_script(py: &Path, script: &str, addr: std::net::SocketAddr) -> Value {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/interop")
-        .join(script);
-    let out = tokio::process::Command::new(py)
-        .arg(script)
-        .arg(format!("ws://{addr}/ws"))
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let line = stdout
-        .lines()
-        .last()
-        .unwrap_or_else(|| panic!("no output; stderr:\n{stderr}"));
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"))
+async fn run_script(
+    py: &std::path::Path,
+    script: &str,
+    addr: std::net::SocketAddr,
+) -> serde_json::Value {
+    peers::run_script(py, script, &[format!("ws://{addr}/ws")]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn autobahn_cra_client_authenticates_with_the_demo() {
-    let Some(py) = peer().await else { return };
+    let Some(py) = peers::autobahn08().await else {
+        return;
+    };
     let addr = common::serve_layer(app::layer_for(app::auth_router())).await;
     let got = run_script(&py, "autobahn_cra_client.py", addr).await;
     // The client reports errors as (uri, desc, details); details is None when absent.
@@ -157,7 +62,9 @@ async fn autobahn_cra_client_authenticates_with_the_demo() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn autobahn_python_client_uses_the_demo() {
-    let Some(py) = peer().await else { return };
+    let Some(py) = peers::autobahn08().await else {
+        return;
+    };
     let router = app::router();
     let wamp = router.handle();
     let addr = common::serve_layer(app::layer_for(router)).await;

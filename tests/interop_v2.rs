@@ -1,110 +1,30 @@
 //! Interop: the independent autobahn-python 26 WAMP v2 client (asyncio) uses the demo with
 //! each serializer, anonymously and with WAMP-CRA, beside a WAMP v1 client.
 //!
-//! The test sets up its own virtualenv (`.venv-wamp2`, about 30 s, once) with the
-//! machine's `python3`. Without it the test is skipped with a message, except on CI (`CI`
-//! set), where a missing peer fails the run.
+//! The tests set up their own virtualenv (`.venv-wamp2`, about 30 s, once; see
+//! `common::peers`). Without it they are skipped with a message, except on CI.
 
 #[path = "../examples/demo/app.rs"]
 #[allow(dead_code)]
 mod app;
 mod common;
 
-use std::{
-    path::{Path, PathBuf},
-    process::Command,
-};
+use std::path::{Path, PathBuf};
 
+use common::peers;
 use serde_json::{Value, json};
 
-fn run(cmd: &mut Command) -> bool {
-    cmd.status().map(|s| s.success()).unwrap_or(false)
-}
-
-/// The venv's python with autobahn 26, created if needed.
-fn autobahn26() -> Result<PathBuf, String> {
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-wamp2");
-    let py = venv.join("bin/python");
-    let ready = |py: &Path| {
-        run(Command::new(py).args([
-            "-c",
-            "import autobahn, msgpack, cbor2; assert autobahn.__version__.startswith('26.')",
-        ]))
-    };
-    if py.exists() && ready(&py) {
-        return Ok(py);
-    }
-    let steps: [(&Path, &[&str]); 2] = [
-        (
-            Path::new("python3"),
-            &["-m", "venv", venv.to_str().unwrap()],
-        ),
-        (
-            &venv.join("bin/pip"),
-            &[
-                "install",
-                "-q",
-                "autobahn[asyncio,serialization]==26.10.2",
-                "numpy<2",
-            ],
-        ),
-    ];
-    for (prog, args) in steps {
-        if !run(Command::new(prog).args(args)) {
-            return Err(format!(
-                "setup step failed: {} {}",
-                prog.display(),
-                args.join(" ")
-            ));
-        }
-    }
-    if ready(&py) {
-        Ok(py)
-    } else {
-        Err("autobahn 26 did not import after install".into())
-    }
-}
-
-async fn peer() -> Option<PathBuf> {
-    static SETUP: tokio::sync::OnceCell<Result<PathBuf, String>> =
-        tokio::sync::OnceCell::const_new();
-    let setup = SETUP
-        .get_or_init(|| async { tokio::task::spawn_blocking(autobahn26).await.unwrap() })
-        .await;
-    match setup {
-        Ok(py) => Some(py.clone()),
-        Err(why) if std::env::var_os("CI").is_none() => {
-            eprintln!("SKIPPED autobahn 26 interop: {why}");
-            None
-        }
-        Err(why) => panic!("autobahn 26 interop cannot run on CI: {why}"),
-    }
-}
-
+/// One run of `autobahn26_client.py` (see its usage) against the demo at `addr`.
 async fn client(py: &Path, addr: std::net::SocketAddr, serializer: &str, mode: &str) -> Value {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/autobahn26_client.py");
-    let run = tokio::process::Command::new(py)
-        .arg(script)
-        .arg(format!("ws://{addr}/ws"))
-        .args([serializer, mode])
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(std::time::Duration::from_secs(60), run)
-        .await
-        .expect("the client finished within 60 s")
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let line = stdout
-        .lines()
-        .last()
-        .unwrap_or_else(|| panic!("no output; stderr:\n{stderr}"));
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"))
+    let args = [format!("ws://{addr}/ws"), serializer.into(), mode.into()];
+    peers::run_script(py, "autobahn26_client.py", &args).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn autobahn26_uses_the_demo_with_every_serializer_beside_a_v1_client() {
-    let Some(py) = peer().await else { return };
+    let Some(py) = peers::autobahn26().await else {
+        return;
+    };
     let addr = common::serve_layer(app::layer_for(app::router())).await;
     // A WAMP v1 client in the same chat room.
     let mut v1 = common::connect(addr).await;
@@ -150,8 +70,10 @@ async fn autobahn26_uses_the_demo_with_every_serializer_beside_a_v1_client() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn autobahn26_authenticates_with_wampcra_on_the_demo() {
-    let Some(py) = peer().await else { return };
+async fn autobahn26_authenticates_with_wampcra_and_ticket_on_the_demo() {
+    let Some(py) = peers::autobahn26().await else {
+        return;
+    };
     let addr = common::serve_layer(app::layer_for(app::auth_router())).await;
     for serializer in ["json", "msgpack", "cbor"] {
         for (user, method) in [("ada", "plain"), ("carol", "salted")] {
@@ -167,6 +89,21 @@ async fn autobahn26_authenticates_with_wampcra_on_the_demo() {
             "{serializer}: {wrong}"
         );
         assert_eq!(wrong.get("add"), None);
+    }
+    // Ticket: the same users, the secret (or carol's password) as the ticket.
+    for serializer in ["json", "cbor"] {
+        for user in ["ada", "carol"] {
+            let got = client(&py, addr, serializer, &format!("ticket:{user}:secret")).await;
+            assert_eq!(got.get("exception"), None, "{serializer} ticket: {got}");
+            assert_eq!(got["authid"], user, "{serializer} ticket");
+            assert_eq!(got["authmethod"], "ticket");
+            assert_eq!(got["add"], 42, "{serializer} ticket");
+        }
+        let wrong = client(&py, addr, serializer, "ticket:carol:wrong").await;
+        assert_eq!(
+            wrong["leave"], "wamp.error.authentication_denied",
+            "{serializer}: {wrong}"
+        );
     }
     // Anonymous guests get the guests' permissions: no add.
     let guest = client(&py, addr, "json", "anonymous").await;

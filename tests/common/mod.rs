@@ -1,6 +1,8 @@
 //! Test harness: a real server on 127.0.0.1:0 and a real WebSocket client.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod peers;
+
 use std::{net::SocketAddr, time::Duration};
 
 use axum::Router;

@@ -2,7 +2,7 @@
 
 usage: autobahn26_client.py URL SERIALIZER MODE
   SERIALIZER: json | msgpack | cbor
-  MODE: anonymous | cra:USER:SECRET
+  MODE: anonymous | cra:USER:SECRET | ticket:USER:TICKET
 Prints one JSON object with what it saw, as the last line.
 """
 import asyncio
@@ -21,13 +21,15 @@ result = {}
 
 class Client(ApplicationSession):
     def onConnect(self):
-        if mode.startswith("cra:"):
-            _, user, self.secret = mode.split(":", 2)
-            self.join("realm1", ["wampcra"], user)
+        if mode.startswith(("cra:", "ticket:")):
+            method, user, self.secret = mode.split(":", 2)
+            self.join("realm1", ["wampcra" if method == "cra" else "ticket"], user)
         else:
             self.join("realm1")
 
     def onChallenge(self, challenge):
+        if challenge.method == "ticket":
+            return self.secret
         extra = challenge.extra
         key = self.secret
         if "salt" in extra:
