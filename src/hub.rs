@@ -488,7 +488,7 @@ impl Wamp {
         };
         tracing::info!(sessions = open.len(), "shutting down");
         for outbox in open {
-            outbox.close(1001, "server shutting down", true);
+            outbox.close_with_goodbye(1001, "server shutting down", "wamp.close.system_shutdown");
         }
         let all_gone = async {
             loop {
@@ -513,7 +513,7 @@ impl Wamp {
     pub fn close(&self, session: &SessionId) -> bool {
         match self.hub.outbox(session) {
             Some(outbox) => {
-                outbox.close(1000, "closed by the server", true);
+                outbox.close_with_goodbye(1000, "closed by the server", crate::session::KILLED);
                 true
             }
             None => false,

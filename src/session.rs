@@ -4,7 +4,7 @@
 use std::{
     collections::VecDeque,
     fmt,
-    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    sync::{Arc, Mutex, MutexGuard, PoisonError, Weak},
 };
 
 use serde::Serialize;
@@ -26,6 +26,9 @@ pub(crate) struct CloseRequest {
     pub(crate) reason: String,
     /// Send what is already queued before the close frame.
     pub(crate) drain: bool,
+    /// For a v2 session: the GOODBYE reason to send before the close frame (a close
+    /// the router starts, not one the session machine answers).
+    pub(crate) goodbye: Option<&'static str>,
 }
 
 /// What a session does when its outbound queue is full.
@@ -116,6 +119,8 @@ pub(crate) enum Next {
 }
 
 const SLOW_CONSUMER: &str = "slow consumer: outbound queue full";
+/// The GOODBYE reason of a v2 session the router closes (the application, an idle timeout).
+pub(crate) const KILLED: &str = "wamp.close.killed";
 
 /// One session's bounded outbound queue (frames and bytes) and its close signal. Producers
 /// never wait: a full queue applies the [`SlowConsumerPolicy`] to events; a reply that
@@ -166,6 +171,7 @@ impl Outbox {
             code: 1008,
             reason: SLOW_CONSUMER.into(),
             drain: false,
+            goodbye: None,
         });
         q.frames.clear();
         q.bytes = 0;
@@ -234,6 +240,16 @@ impl Outbox {
 
     /// Asks the socket task to close the connection; the first request wins.
     pub(crate) fn close(&self, code: u16, reason: &str, drain: bool) {
+        self.close_request(code, reason, drain, None);
+    }
+
+    /// Closes after the queued frames; a v2 session is told GOODBYE with `goodbye` (for
+    /// example `wamp.close.system_shutdown`) and `reason` as its message first.
+    pub(crate) fn close_with_goodbye(&self, code: u16, reason: &str, goodbye: &'static str) {
+        self.close_request(code, reason, true, Some(goodbye));
+    }
+
+    fn close_request(&self, code: u16, reason: &str, drain: bool, goodbye: Option<&'static str>) {
         {
             let mut q = self.state();
             if q.ended || q.close.is_some() {
@@ -248,6 +264,7 @@ impl Outbox {
                 code,
                 reason: reason.to_owned(),
                 drain,
+                goodbye,
             });
         }
         self.0.notify.notify_one();
@@ -375,6 +392,9 @@ pub struct Session {
     id: SessionId,
     outbox: Option<Outbox>,
     auth: Arc<Mutex<AuthSlot>>,
+    /// The router, for a v2 session's subscription ids (weak: a handle kept by the
+    /// application does not keep the router alive).
+    hub: Weak<crate::hub::Hub>,
 }
 
 /// A session's WAMP-CRA state.
@@ -390,11 +410,12 @@ pub(crate) struct AuthSlot {
 }
 
 impl Session {
-    pub(crate) fn connected(id: SessionId, outbox: Outbox) -> Self {
+    pub(crate) fn connected(id: SessionId, outbox: Outbox, hub: &Arc<crate::hub::Hub>) -> Self {
         Self {
             id,
             outbox: Some(outbox),
             auth: Arc::default(),
+            hub: Arc::downgrade(hub),
         }
     }
 
@@ -456,6 +477,7 @@ impl Session {
             id,
             outbox: None,
             auth: Arc::default(),
+            hub: Weak::new(),
         }
     }
 
@@ -471,22 +493,27 @@ impl Session {
         self.outbox.as_ref().is_some_and(|o| !o.is_closed())
     }
 
-    /// Sends `[8, topic, event]` to this session alone, whether or not it is subscribed.
+    /// Sends `event` on `topic` to this session alone: a WAMP v1 session gets
+    /// `[8, topic, event]` whether or not it is subscribed; a WAMP v2 session gets an EVENT
+    /// with `args = [event]` if it is subscribed to `topic` (an EVENT names a
+    /// subscription), as [`Wamp::send`](crate::Wamp::send) does.
     ///
     /// # Errors
-    /// [`SendError`] if the session is gone, not connected, or its queue is full.
+    /// [`SendError`] if the session is gone, not connected, its queue is full, or it is a
+    /// v2 session not subscribed to `topic` ([`SendError::NoSubscription`]).
     pub fn send_event(&self, topic: &str, event: &impl Serialize) -> Result<(), SendError> {
         let outbox = self.outbox.as_ref().ok_or(SendError::NotConnected)?;
-        if outbox.proto() != Proto::V1 {
-            return Err(SendError::NoSubscription);
+        if outbox.proto() == Proto::V1 {
+            return outbox.push(event_frame(topic, event)?);
         }
-        outbox.push(event_frame(topic, event)?)
+        let hub = self.hub.upgrade().ok_or(SendError::Closed)?;
+        crate::Wamp { hub }.send(&self.id, topic, event)
     }
 
     /// Closes the connection with a normal close (1000) after what is queued is sent.
     pub fn close(&self) {
         if let Some(o) = &self.outbox {
-            o.close(1000, "closed by the server", true);
+            o.close_with_goodbye(1000, "closed by the server", KILLED);
         }
     }
 

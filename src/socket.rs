@@ -178,7 +178,7 @@ async fn session(
         return;
     }
     let outbox = Outbox::new(config.queue, hub.metrics.clone(), proto);
-    let session = Session::connected(id.clone(), outbox.clone());
+    let session = Session::connected(id.clone(), outbox.clone(), &hub);
     let state = match proto {
         Proto::V1 => {
             let welcome = v1::encode_welcome(&id, &config.server_ident);
@@ -374,7 +374,7 @@ impl Timers {
             && now >= clock.last_message() + idle
         {
             tracing::info!("idle timeout: closing");
-            outbox.close(1000, "idle timeout", true);
+            outbox.close_with_goodbye(1000, "idle timeout", crate::session::KILLED);
         }
         if let Some(sent) = self.ping_sent {
             if clock.last_read() >= sent {
@@ -500,12 +500,30 @@ async fn close(sink: &mut Sink, outbox: &Outbox, request: CloseRequest) -> (Clos
         code,
         reason,
         drain,
+        goodbye,
     } = request;
+    let goodbye = match (goodbye, outbox.proto()) {
+        (Some(uri), Proto::V2(serializer)) => {
+            let mut details = crate::core::codec::v2::Dict::new();
+            details.insert("message".into(), reason.clone().into());
+            Some(Frame::v2(
+                serializer,
+                &crate::core::codec::v2::Message::Goodbye {
+                    details,
+                    reason: uri.into(),
+                },
+            ))
+        }
+        _ => None,
+    };
     let goodbye = async {
         if drain {
             for queued in outbox.take_remaining() {
                 sink.feed(queued.frame.into_message()).await?;
             }
+        }
+        if let Some(frame) = goodbye {
+            sink.feed(frame.into_message()).await?;
         }
         sink.send(WsMessage::Close(Some(CloseFrame {
             code,

@@ -911,3 +911,98 @@ async fn a_callers_timeout_ends_a_call_to_a_silent_callee_and_a_late_yield_is_dr
         Message::Result { .. }
     ));
 }
+
+/// The next frame must be the close frame: its code.
+async fn close_code(c: &mut V2) -> u16 {
+    match tokio::time::timeout(WAIT, c.ws.next()).await {
+        Ok(Some(Ok(Ws::Close(Some(f))))) => f.code.into(),
+        other => panic!("expected a close frame: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_router_says_goodbye_before_it_closes_a_v2_session() {
+    let router = router();
+    let wamp = router.handle();
+    let addr = serve_router(router).await;
+    for serializer in [Serializer::Json, Serializer::MsgPack, Serializer::Cbor] {
+        // The application closes one session: GOODBYE wamp.close.killed, then 1000.
+        let mut c = V2::join(addr, serializer).await;
+        let id = wamp
+            .sessions()
+            .into_iter()
+            .find(|s| s.as_u64() == Some(c.session))
+            .unwrap();
+        assert!(wamp.close(&id));
+        match c.recv().await {
+            Message::Goodbye { reason, details } => {
+                assert_eq!(reason, "wamp.close.killed");
+                assert_eq!(details["message"], "closed by the server");
+            }
+            other => panic!("{serializer:?}: {other:?}"),
+        }
+        assert_eq!(close_code(&mut c).await, 1000);
+    }
+    // Shutdown: GOODBYE wamp.close.system_shutdown, then 1001.
+    let mut c = V2::join(addr, Serializer::Cbor).await;
+    let mut v1 = common::connect(addr).await;
+    let shutdown = tokio::spawn(async move { wamp.shutdown(WAIT).await });
+    match c.recv().await {
+        Message::Goodbye { reason, .. } => assert_eq!(reason, "wamp.close.system_shutdown"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(close_code(&mut c).await, 1001);
+    // v1 has no GOODBYE: the close frame alone.
+    assert_eq!(v1.recv_close().await.0, 1001);
+    drop((c, v1));
+    assert!(shutdown.await.unwrap());
+}
+
+#[tokio::test]
+async fn a_handler_sends_an_event_to_its_v2_caller_on_a_subscription() {
+    let router = router().rpc(
+        "com.example.whisper",
+        |session: tower_wamp::Session| async move {
+            match session.send_event(CHAT, &"psst") {
+                Ok(()) => "sent".to_owned(),
+                Err(e) => e.to_string(),
+            }
+        },
+    );
+    let addr = serve_router(router).await;
+    let mut c = V2::join(addr, Serializer::MsgPack).await;
+    // Not subscribed: an EVENT would name no subscription.
+    match c.call("com.example.whisper", json!([]), json!({})).await {
+        Message::Result { args, .. } => assert_eq!(
+            args,
+            [json!(
+                "a WAMP v2 session receives events only on its subscriptions"
+            )]
+        ),
+        other => panic!("{other:?}"),
+    }
+    let Message::Subscribed { subscription, .. } = c.subscribe(CHAT).await else {
+        panic!("not subscribed")
+    };
+    let request = c.request();
+    c.send(&Message::Call {
+        request,
+        options: Dict::new(),
+        procedure: "com.example.whisper".into(),
+        args: vec![],
+        kwargs: Dict::new(),
+    })
+    .await;
+    match c.recv().await {
+        Message::Event {
+            subscription: s,
+            args,
+            ..
+        } => {
+            assert_eq!(s, subscription);
+            assert_eq!(args, [json!("psst")]);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(c.recv().await, Message::Result { args, .. } if args == [json!("sent")]));
+}
