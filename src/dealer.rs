@@ -22,6 +22,7 @@ use crate::{
     RpcError,
     core::{
         SessionId,
+        broker::Budget,
         codec::v2::{Dict, MAX_ID, Message},
     },
     session::Outbox,
@@ -129,7 +130,8 @@ pub(crate) enum RegisterError {
 pub(crate) struct Registrations {
     by_uri: HashMap<String, (u64, Callee)>,
     by_id: HashMap<u64, String>,
-    per_session: HashMap<SessionId, usize>,
+    /// Per session: how many registrations, and the bytes of their URIs.
+    per_session: HashMap<SessionId, (usize, usize)>,
     next_id: u64,
 }
 
@@ -138,16 +140,17 @@ impl Registrations {
         &mut self,
         uri: &str,
         callee: &Callee,
-        budget: usize,
+        budget: Budget,
     ) -> Result<u64, RegisterError> {
         if self.by_uri.contains_key(uri) {
             return Err(RegisterError::Exists);
         }
-        let count = self.per_session.entry(callee.session.clone()).or_default();
-        if *count >= budget {
+        let (count, bytes) = self.per_session.entry(callee.session.clone()).or_default();
+        if *count >= budget.entries || *bytes + uri.len() > budget.bytes {
             return Err(RegisterError::OverBudget);
         }
         *count += 1;
+        *bytes += uri.len();
         self.next_id += 1;
         let id = self.next_id;
         self.by_uri.insert(uri.to_owned(), (id, callee.clone()));
@@ -169,9 +172,10 @@ impl Registrations {
         }
         let uri = self.by_id.remove(&id).expect("looked up above");
         self.by_uri.remove(&uri);
-        if let Some(n) = self.per_session.get_mut(session) {
-            *n -= 1;
-            if *n == 0 {
+        if let Some((count, bytes)) = self.per_session.get_mut(session) {
+            *count -= 1;
+            *bytes -= uri.len();
+            if *count == 0 {
                 self.per_session.remove(session);
             }
         }

@@ -189,7 +189,7 @@ impl Hub {
         &self,
         uri: &str,
         callee: &crate::dealer::Callee,
-        budget: usize,
+        budget: crate::core::broker::Budget,
         ack: &(dyn Fn(u64) -> Frame + Sync),
     ) -> Result<u64, crate::dealer::RegisterError> {
         let mut registrations = write(&self.registrations);

@@ -318,7 +318,8 @@ impl WampLayer {
     }
 
     /// How many topics one session may subscribe to (default 1024); one more closes the
-    /// session (1008, `too many subscriptions`). [`Wamp::subscribe`] is not limited.
+    /// session (1008, `too many subscriptions`). [`Wamp::subscribe`] is not limited. The
+    /// same number bounds a v2 callee's registrations (counted apart).
     #[must_use]
     pub fn max_subscriptions(mut self, topics: usize) -> Self {
         self.config_mut().subscriptions.entries = topics;
@@ -326,7 +327,8 @@ impl WampLayer {
     }
 
     /// How many bytes of topic URIs one session's subscriptions may take (default 256 KiB);
-    /// more closes the session (1008).
+    /// more closes the session (1008). The same bound applies to the URIs of a v2
+    /// callee's registrations (counted apart).
     #[must_use]
     pub fn max_subscription_bytes(mut self, bytes: usize) -> Self {
         self.config_mut().subscriptions.bytes = bytes;

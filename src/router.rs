@@ -937,7 +937,7 @@ impl Inner<()> {
         session: &Session,
         procedure: String,
         callee: &crate::dealer::Callee,
-        budget: usize,
+        budget: crate::core::broker::Budget,
         ack: &(dyn Fn(u64) -> crate::wire::Frame + Sync),
     ) -> Result<u64, &'static str> {
         let procedure = self.canonical(procedure);

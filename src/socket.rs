@@ -1032,7 +1032,8 @@ impl Conn {
                     outbox: self.outbox.clone(),
                     pending: self.pending.clone(),
                 };
-                let budget = self.config.subscriptions.entries;
+                // Registrations share the subscriptions' budget (entries and URI bytes).
+                let budget = self.config.subscriptions;
                 // REGISTERED is queued under the registrations' lock, before any INVOCATION.
                 let serializer = self.serializer();
                 let ack = move |registration| {
@@ -1051,10 +1052,17 @@ impl Conn {
                 {
                     Ok(_) | Err("closing") => {}
                     Err("budget") => {
-                        tracing::warn!(limit = budget, "too many registrations: closing");
+                        tracing::warn!(
+                            entries = budget.entries,
+                            bytes = budget.bytes,
+                            "too many registrations: closing"
+                        );
                         self.outbox.close(
                             1008,
-                            &format!("too many registrations (limit {budget})"),
+                            &format!(
+                                "too many registrations (limit {} procedures, {} bytes)",
+                                budget.entries, budget.bytes
+                            ),
                             true,
                         );
                     }

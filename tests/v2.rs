@@ -1006,3 +1006,75 @@ async fn a_handler_sends_an_event_to_its_v2_caller_on_a_subscription() {
     }
     assert!(matches!(c.recv().await, Message::Result { args, .. } if args == [json!("sent")]));
 }
+
+/// REGISTERs `procedure`; `true` if REGISTERED came back.
+async fn register(c: &mut V2, procedure: &str) -> bool {
+    let request = c.request();
+    c.send(&Message::Register {
+        request,
+        options: Dict::new(),
+        procedure: procedure.into(),
+    })
+    .await;
+    match tokio::time::timeout(WAIT, c.ws.next()).await {
+        Ok(Some(Ok(Ws::Close(_)))) | Ok(None) => false,
+        Ok(Some(Ok(frame))) => {
+            let bytes = frame.into_data();
+            matches!(decode(c.serializer, &bytes), Ok(Message::Registered { .. }))
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn registrations_have_a_budget_in_entries_and_bytes() {
+    // Entries: the 4th of 3 closes the session (1008).
+    let addr = serve_layer(WampLayer::new(router()).max_subscriptions(3)).await;
+    let mut c = V2::join(addr, Serializer::Json).await;
+    for i in 0..3 {
+        assert!(register(&mut c, &format!("com.example.p{i}")).await);
+    }
+    let request = c.request();
+    c.send(&Message::Register {
+        request,
+        options: Dict::new(),
+        procedure: "com.example.p3".into(),
+    })
+    .await;
+    assert_eq!(close_code(&mut c).await, 1008);
+    // Bytes: two 40-byte URIs do not fit in 64 bytes, however few they are.
+    let addr = serve_layer(WampLayer::new(router()).max_subscription_bytes(64)).await;
+    let mut c = V2::join(addr, Serializer::Json).await;
+    let uri = |i: u32| format!("com.example.{}{i}", "x".repeat(40 - 13));
+    assert_eq!(uri(0).len(), 40);
+    assert!(register(&mut c, &uri(0)).await);
+    let request = c.request();
+    c.send(&Message::Register {
+        request,
+        options: Dict::new(),
+        procedure: uri(1),
+    })
+    .await;
+    assert_eq!(close_code(&mut c).await, 1008);
+    // Unregistering frees the room it took.
+    let mut c = V2::join(addr, Serializer::Json).await;
+    for _ in 0..3 {
+        let request = c.request();
+        c.send(&Message::Register {
+            request,
+            options: Dict::new(),
+            procedure: uri(0),
+        })
+        .await;
+        let Message::Registered { registration, .. } = c.recv().await else {
+            panic!("not registered")
+        };
+        let request = c.request();
+        c.send(&Message::Unregister {
+            request,
+            registration,
+        })
+        .await;
+        assert!(matches!(c.recv().await, Message::Unregistered { .. }));
+    }
+}
