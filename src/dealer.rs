@@ -52,6 +52,19 @@ pub(crate) struct Pending {
     closed: std::sync::atomic::AtomicBool,
 }
 
+/// The most invocations one callee may have unanswered; beyond, calls to it are refused
+/// with `wamp.error.too_many_calls` (its callers' own budgets bound each of them).
+pub(crate) const MAX_PENDING: usize = 4096;
+
+/// Why an invocation was not started.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// The registration or the callee is gone.
+    Gone,
+    /// The callee has too many invocations unanswered or queued.
+    Busy,
+}
+
 /// What became of a YIELD or ERROR from a callee.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Answered {
@@ -67,12 +80,16 @@ impl Pending {
         self.calls.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A new invocation id and the receiver of its answer; `None` once the callee left.
-    pub(crate) fn start(&self) -> Option<(u64, oneshot::Receiver<Yielded>)> {
+    /// A new invocation id and the receiver of its answer; `Err` once the callee left or
+    /// while it has [`MAX_PENDING`] invocations unanswered.
+    pub(crate) fn start(&self) -> Result<(u64, oneshot::Receiver<Yielded>), Refused> {
         let (tx, rx) = oneshot::channel();
         let mut calls = self.calls();
         if self.closed.load(Ordering::SeqCst) {
-            return None;
+            return Err(Refused::Gone);
+        }
+        if calls.len() >= MAX_PENDING {
+            return Err(Refused::Busy);
         }
         let id = match self.last.load(Ordering::SeqCst) {
             MAX_ID => 1,
@@ -80,7 +97,7 @@ impl Pending {
         };
         self.last.store(id, Ordering::SeqCst);
         calls.insert(id, tx);
-        Some((id, rx))
+        Ok((id, rx))
     }
 
     /// Delivers a callee's answer.
@@ -237,11 +254,17 @@ pub(crate) async fn invoke(
         )
     };
     let (request, answer) = match hub.start_invocation(registration, &callee, &invocation) {
-        Some(started) => started,
-        None => {
+        Ok(started) => started,
+        Err(Refused::Gone) => {
             return Err(RpcError::new(
                 "wamp.error.no_such_procedure",
                 "the procedure was unregistered",
+            ));
+        }
+        Err(Refused::Busy) => {
+            return Err(RpcError::new(
+                crate::core::error_uri::TOO_MANY_CALLS,
+                "the callee is busy: too many invocations waiting for it",
             ));
         }
     };
@@ -317,6 +340,20 @@ mod tests {
             rx.try_recv().is_err(),
             "the callee left: the caller's answer is gone"
         );
-        assert!(p.start().is_none());
+        assert_eq!(p.start().err(), Some(Refused::Gone));
+    }
+
+    #[test]
+    fn a_callee_has_a_bounded_number_of_invocations_waiting() {
+        let p = Pending::default();
+        let mut waiting: Vec<_> = (0..MAX_PENDING).map(|_| p.start().unwrap()).collect();
+        assert_eq!(p.start().err(), Some(Refused::Busy));
+        // An answer makes room again.
+        let (id, _rx) = waiting.pop().unwrap();
+        assert_eq!(
+            p.answer(id, Yielded::Result(Payload::default())),
+            Answered::Delivered
+        );
+        assert!(p.start().is_ok());
     }
 }

@@ -226,17 +226,24 @@ impl Hub {
         registration: u64,
         callee: &crate::dealer::Callee,
         invocation: &dyn Fn(u64) -> Frame,
-    ) -> Option<(u64, tokio::sync::oneshot::Receiver<crate::dealer::Yielded>)> {
+    ) -> Result<(u64, tokio::sync::oneshot::Receiver<crate::dealer::Yielded>), crate::dealer::Refused>
+    {
+        use crate::{dealer::Refused, session::SendError};
         let registrations = read(&self.registrations);
         if !registrations.holds(registration, &callee.session) {
-            return None;
+            return Err(Refused::Gone);
         }
         let (request, answer) = callee.pending.start()?;
-        if callee.outbox.push_reply(invocation(request)).is_err() {
-            callee.pending.forget(request);
-            return None;
+        match callee.outbox.push_invocation(invocation(request)) {
+            Ok(()) => Ok((request, answer)),
+            Err(e) => {
+                callee.pending.forget(request);
+                Err(match e {
+                    SendError::QueueFull => Refused::Busy,
+                    _ => Refused::Gone,
+                })
+            }
         }
-        Some((request, answer))
     }
 
     pub(crate) fn remove_registrations(&self, session: &SessionId) {

@@ -165,6 +165,22 @@ impl Outbox {
         self.enqueue(Queued { frame, reply: true })
     }
 
+    /// Queues an INVOCATION unless the queue is full: a busy callee is not disconnected for
+    /// the calls others make; the caller is refused instead. Once queued it is never
+    /// dropped (as a reply).
+    pub(crate) fn push_invocation(&self, frame: Frame) -> Result<(), SendError> {
+        let limits = self.0.limits;
+        {
+            let q = self.state();
+            if !q.frames.is_empty()
+                && (q.frames.len() >= limits.frames || q.bytes + frame.len() > limits.bytes)
+            {
+                return Err(SendError::QueueFull);
+            }
+        }
+        self.enqueue(Queued { frame, reply: true })
+    }
+
     /// Closes the session as a slow consumer (the queue lock is held by the caller).
     fn disconnect_slow(&self, mut q: MutexGuard<'_, QueueState>) -> Result<(), SendError> {
         q.close = Some(CloseRequest {

@@ -1078,3 +1078,67 @@ async fn registrations_have_a_budget_in_entries_and_bytes() {
         assert!(matches!(c.recv().await, Message::Unregistered { .. }));
     }
 }
+
+#[tokio::test]
+async fn a_callee_that_does_not_keep_up_gets_no_more_invocations_and_stays_connected() {
+    // The caller's own budget is not what refuses here.
+    let layer = WampLayer::new(router())
+        .outbound_queue_capacity(8)
+        .max_call_bytes(64 << 20);
+    let wamp = layer.handle();
+    let addr = serve_layer(layer).await;
+    // A callee with a tiny receive buffer that never reads after REGISTERED.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(addr).await.unwrap();
+    let mut req = format!("ws://{addr}/ws").into_client_request().unwrap();
+    req.headers_mut().insert(
+        "sec-websocket-protocol",
+        HeaderValue::from_static("wamp.2.json"),
+    );
+    let (ws, _) =
+        tokio_tungstenite::client_async(req, tokio_tungstenite::MaybeTlsStream::Plain(stream))
+            .await
+            .unwrap();
+    let mut callee = V2 {
+        ws,
+        serializer: Serializer::Json,
+        session: 0,
+        welcome: Dict::new(),
+        next: 0,
+    };
+    callee
+        .send(&Message::Hello {
+            realm: "realm1".into(),
+            details: dict(json!({"roles": {"callee": {}}})),
+        })
+        .await;
+    let Message::Welcome { session, .. } = callee.recv().await else {
+        panic!("no welcome")
+    };
+    assert!(register(&mut callee, "com.example.slow").await);
+    // Calls at network speed, 64 KiB each (7.5 MiB, more than the kernel's buffers
+    // take): the callee's queue fills.
+    let mut caller = V2::join(addr, Serializer::Json).await;
+    let big = "x".repeat(64 << 10);
+    for _ in 0..120 {
+        let request = caller.request();
+        caller
+            .send(&Message::Call {
+                request,
+                options: Dict::new(),
+                procedure: "com.example.slow".into(),
+                args: vec![json!(big)],
+                kwargs: Dict::new(),
+            })
+            .await;
+    }
+    // The caller hears that the callee is busy ...
+    match caller.recv().await {
+        Message::Error { error, .. } => assert_eq!(error, "wamp.error.too_many_calls"),
+        other => panic!("{other:?}"),
+    }
+    // ... and the callee is still there, not closed as a slow consumer.
+    assert!(wamp.sessions().iter().any(|s| s.as_u64() == Some(session)));
+    assert_eq!(wamp.metrics().slow_consumers_disconnected, 0);
+}
