@@ -169,16 +169,7 @@ impl Outbox {
     /// the calls others make; the caller is refused instead. Once queued it is never
     /// dropped (as a reply).
     pub(crate) fn push_invocation(&self, frame: Frame) -> Result<(), SendError> {
-        let limits = self.0.limits;
-        {
-            let q = self.state();
-            if !q.frames.is_empty()
-                && (q.frames.len() >= limits.frames || q.bytes + frame.len() > limits.bytes)
-            {
-                return Err(SendError::QueueFull);
-            }
-        }
-        self.enqueue(Queued { frame, reply: true })
+        self.enqueue_or_refuse(Queued { frame, reply: true }, true)
     }
 
     /// Closes the session as a slow consumer (the queue lock is held by the caller).
@@ -199,6 +190,12 @@ impl Outbox {
     }
 
     fn enqueue(&self, item: Queued) -> Result<(), SendError> {
+        self.enqueue_or_refuse(item, false)
+    }
+
+    /// Queues `item`; with `refuse`, a full queue refuses it instead of applying the
+    /// slow-consumer policy.
+    fn enqueue_or_refuse(&self, item: Queued, refuse: bool) -> Result<(), SendError> {
         let limits = self.0.limits;
         let len = item.frame.len();
         let mut q = self.state();
@@ -211,6 +208,9 @@ impl Outbox {
             !q.frames.is_empty()
                 && (q.frames.len() >= limits.frames || q.bytes + len > limits.bytes)
         };
+        if over(&q) && refuse {
+            return Err(SendError::QueueFull);
+        }
         if over(&q) {
             match (limits.policy, item.reply) {
                 (SlowConsumerPolicy::Disconnect, _) => return self.disconnect_slow(q),

@@ -1083,7 +1083,7 @@ async fn registrations_have_a_budget_in_entries_and_bytes() {
 async fn a_callee_that_does_not_keep_up_gets_no_more_invocations_and_stays_connected() {
     // The caller's own budget is not what refuses here.
     let layer = WampLayer::new(router())
-        .outbound_queue_capacity(8)
+        .outbound_queue_bytes(256 << 10)
         .max_call_bytes(64 << 20);
     let wamp = layer.handle();
     let addr = serve_layer(layer).await;
