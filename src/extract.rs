@@ -6,6 +6,7 @@
 //! |---|---|
 //! | [`Args<T>`] | the positional arguments, deserialized into `T` (a tuple, a `Vec`, a struct from a sequence) |
 //! | [`Session`] | the calling session: its id, a way to send it events |
+//! | [`Caller`] | who calls: session id, authid, authrole, protocol |
 //! | [`Procedure`] | the procedure URI, CURIE already resolved |
 //! | [`CallId`] | the client's call id |
 //! | [`State<T>`](State) | shared state, `T: FromRef<S>`: the same state type as your axum app |
@@ -327,6 +328,52 @@ impl<S: Sync> FromCall<S> for Session {
 
     async fn from_call(call: &Call, _state: &S) -> Result<Self, Self::Rejection> {
         Ok(call.session.clone())
+    }
+}
+
+/// Who makes the call: the session id, its authid and authrole (as its WAMP v2 WELCOME
+/// said, or from its WAMP v1 authentication; see [`Session::authid`]) and the protocol it
+/// speaks. A router's handler always sees its caller (WAMP v2's caller disclosure is for
+/// callees that are clients).
+///
+/// ```
+/// use tower_wamp::{Call, Caller, WampRouter};
+///
+/// async fn whoami(caller: Caller) -> String {
+///     format!("{} as {:?}", caller.session, caller.authrole)
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use tower::ServiceExt as _;
+/// let router = WampRouter::new().rpc("com.example.whoami", whoami);
+/// let reply = router.oneshot(Call::new("com.example.whoami", vec![])).await.unwrap();
+/// assert!(reply.result().unwrap().as_str().unwrap().ends_with("as None"));
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Caller {
+    /// The caller's session id.
+    pub session: SessionId,
+    /// Its authid, if it has one.
+    pub authid: Option<String>,
+    /// Its authrole, once authenticated.
+    pub authrole: Option<String>,
+    /// The protocol it speaks (`None` for a [`Call`] built in a test).
+    pub protocol: Option<crate::Protocol>,
+}
+
+impl<S: Sync> FromCall<S> for Caller {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_call(call: &Call, _state: &S) -> Result<Self, Self::Rejection> {
+        let s = &call.session;
+        Ok(Self {
+            session: s.id().clone(),
+            authid: s.authid(),
+            authrole: s.authrole(),
+            protocol: s.protocol(),
+        })
     }
 }
 

@@ -19,7 +19,8 @@ mod wire;
 
 pub use crate::core::{RpcError, SessionId};
 pub use extract::{
-    Args, Call, CallId, Extension, FromCall, FromRef, Kwargs, Procedure, State, UpgradeRequest,
+    Args, Call, CallId, Caller, Extension, FromCall, FromRef, Kwargs, Procedure, State,
+    UpgradeRequest,
 };
 pub use handler::{IntoCallResult, RpcHandler};
 pub use hub::Wamp;
@@ -30,7 +31,7 @@ pub use router::{
     BrokerFunction, CallInfo, CallReply, Publication, PublishRule, Route, SubscribePredicateFn,
     SubscribeRule, Topic, WampRouter,
 };
-pub use session::{CloseReason, SendError, Session, SlowConsumerPolicy};
+pub use session::{CloseReason, Protocol, SendError, Session, SlowConsumerPolicy};
 
 #[doc(hidden)]
 pub use handler::{Fallible, Plain};

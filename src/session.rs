@@ -423,6 +423,59 @@ pub(crate) struct AuthSlot {
     /// No new `authreq` before this instant (the penalty of the last failure).
     pub(crate) retry_after: Option<tokio::time::Instant>,
     pub(crate) cached: Option<Arc<Permissions>>,
+    /// The authid and authrole a v2 session was welcomed with.
+    pub(crate) welcomed_as: Option<(String, String)>,
+}
+
+/// The WAMP version (and, for v2, the serializer) a session speaks.
+///
+/// ```
+/// use tower_wamp::{Protocol, Session};
+/// assert_eq!(Session::detached("s".into()).protocol(), None);
+/// assert_eq!(Protocol::V1.subprotocol(), "wamp");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Protocol {
+    /// WAMP v1, subprotocol `wamp`.
+    V1,
+    /// WAMP v2 over JSON (`wamp.2.json`).
+    V2Json,
+    /// WAMP v2 over MessagePack (`wamp.2.msgpack`).
+    V2MsgPack,
+    /// WAMP v2 over CBOR (`wamp.2.cbor`).
+    V2Cbor,
+}
+
+impl Protocol {
+    /// The WebSocket subprotocol name.
+    #[must_use]
+    pub fn subprotocol(self) -> &'static str {
+        match self {
+            Self::V1 => "wamp",
+            Self::V2Json => "wamp.2.json",
+            Self::V2MsgPack => "wamp.2.msgpack",
+            Self::V2Cbor => "wamp.2.cbor",
+        }
+    }
+
+    /// Whether this is WAMP v2.
+    #[must_use]
+    pub fn is_v2(self) -> bool {
+        self != Self::V1
+    }
+}
+
+impl From<Proto> for Protocol {
+    fn from(proto: Proto) -> Self {
+        use crate::core::codec::v2::Serializer;
+        match proto {
+            Proto::V1 => Self::V1,
+            Proto::V2(Serializer::Json) => Self::V2Json,
+            Proto::V2(Serializer::MsgPack) => Self::V2MsgPack,
+            Proto::V2(_) => Self::V2Cbor,
+        }
+    }
 }
 
 impl Session {
@@ -478,6 +531,55 @@ impl Session {
     /// Authenticates the live session (every handle to it).
     pub(crate) fn mark_authenticated(&self, key: AuthKey) {
         self.auth_slot().state = AuthState::Authenticated(key);
+    }
+
+    /// Records the authid and authrole of a v2 session's WELCOME.
+    pub(crate) fn mark_welcomed(&self, authid: &str, authrole: &str) {
+        self.auth_slot().welcomed_as = Some((authid.to_owned(), authrole.to_owned()));
+    }
+
+    /// The session's authid: for WAMP v2 the one its WELCOME gave (a random one for
+    /// anonymous sessions), for WAMP v1 the auth key it authenticated with; `None` before
+    /// authentication, for v1 anonymous sessions, and without authentication configured
+    /// on v1.
+    ///
+    /// ```
+    /// use tower_wamp::{Session, core::auth::AuthKey};
+    /// let s = Session::detached("s".into()).authenticated_as(AuthKey::Key("ada".into()));
+    /// assert_eq!(s.authid().as_deref(), Some("ada"));
+    /// assert_eq!(s.authrole().as_deref(), Some("user"));
+    /// ```
+    #[must_use]
+    pub fn authid(&self) -> Option<String> {
+        let slot = self.auth_slot();
+        if let Some((authid, _)) = &slot.welcomed_as {
+            return Some(authid.clone());
+        }
+        match &slot.state {
+            AuthState::Authenticated(AuthKey::Key(key)) => Some(key.clone()),
+            _ => None,
+        }
+    }
+
+    /// The session's authrole: for WAMP v2 the one its WELCOME gave; for WAMP v1 `user`
+    /// for an auth key, `anonymous` for anonymous authentication, `None` before it.
+    #[must_use]
+    pub fn authrole(&self) -> Option<String> {
+        let slot = self.auth_slot();
+        if let Some((_, authrole)) = &slot.welcomed_as {
+            return Some(authrole.clone());
+        }
+        match &slot.state {
+            AuthState::Authenticated(AuthKey::Key(_)) => Some("user".into()),
+            AuthState::Authenticated(_) => Some("anonymous".into()),
+            _ => None,
+        }
+    }
+
+    /// The protocol the session speaks; `None` for a session without a connection.
+    #[must_use]
+    pub fn protocol(&self) -> Option<Protocol> {
+        self.outbox.as_ref().map(|o| o.proto().into())
     }
 
     /// A session with this id and no connection, for tests of handlers.

@@ -222,6 +222,7 @@ async fn handshake(
                 if let Some(key) = key {
                     session.mark_authenticated(key);
                 }
+                session.mark_welcomed(&authid, authrole);
                 let details = welcome_details(config, authid, authrole, authmethod, authprovider);
                 let id = session.id().as_u64().unwrap_or(1);
                 let welcome = state.welcome(id, details);

@@ -1142,3 +1142,49 @@ async fn a_callee_that_does_not_keep_up_gets_no_more_invocations_and_stays_conne
     assert!(wamp.sessions().iter().any(|s| s.as_u64() == Some(session)));
     assert_eq!(wamp.metrics().slow_consumers_disconnected, 0);
 }
+
+async fn whoami(caller: tower_wamp::Caller) -> Value {
+    json!({
+        "session": caller.session.as_str(),
+        "authid": caller.authid,
+        "authrole": caller.authrole,
+        "protocol": caller.protocol.map(|p| p.subprotocol()),
+    })
+}
+
+#[tokio::test]
+async fn a_handler_sees_who_calls_in_either_version() {
+    let addr = serve_router(router().rpc("com.example.whoami", whoami)).await;
+    let mut c = V2::join(addr, Serializer::MsgPack).await;
+    match c.call("com.example.whoami", json!([]), json!({})).await {
+        Message::Result { args, .. } => assert_eq!(
+            args[0],
+            json!({
+                "session": c.session.to_string(),
+                "authid": c.welcome["authid"],
+                "authrole": "anonymous",
+                "protocol": "wamp.2.msgpack",
+            })
+        ),
+        other => panic!("{other:?}"),
+    }
+    let mut v1 = common::connect(addr).await;
+    let reply = v1.call("c1", "com.example.whoami", &[]).await;
+    assert_eq!(
+        reply[2],
+        json!({"session": v1.session_id, "authid": null, "authrole": null, "protocol": "wamp"})
+    );
+    // Authenticated with WAMP-CRA: the authid and role of its WELCOME.
+    let addr = serve_router(cra_router().rpc("com.example.whoami", whoami)).await;
+    let mut ada = cra_join(addr, Serializer::Json, "ada", "secret")
+        .await
+        .unwrap();
+    match ada.call("com.example.whoami", json!([]), json!({})).await {
+        Message::Result { args, .. } => {
+            assert_eq!(args[0]["authid"], "ada");
+            assert_eq!(args[0]["authrole"], "user");
+            assert_eq!(args[0]["protocol"], "wamp.2.json");
+        }
+        other => panic!("{other:?}"),
+    }
+}
