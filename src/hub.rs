@@ -37,6 +37,8 @@ pub(crate) struct Hub {
     /// Sessions accepted (from the upgrade on) and not yet ended.
     slots: AtomicUsize,
     shutting_down: AtomicBool,
+    /// Woken when shutdown begins (for sessions still in their handshake).
+    shutdown_begun: Notify,
     session_gone: Notify,
     /// Procedures registered by WAMP v2 clients.
     registrations: RwLock<crate::dealer::Registrations>,
@@ -68,6 +70,17 @@ impl Hub {
 
     pub(crate) fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once shutdown has begun (at once if it has).
+    pub(crate) async fn shutdown_begun(&self) {
+        let begun = self.shutdown_begun.notified();
+        tokio::pin!(begun);
+        begun.as_mut().enable();
+        if self.is_shutting_down() {
+            return;
+        }
+        begun.await;
     }
 
     pub(crate) fn remove_session(&self, id: &SessionId) {
@@ -493,6 +506,8 @@ impl Wamp {
             self.hub.shutting_down.store(true, Ordering::SeqCst);
             sessions.values().cloned().collect()
         };
+        // Sessions in their handshake are not listed yet: they refuse themselves.
+        self.hub.shutdown_begun.notify_waiters();
         tracing::info!(sessions = open.len(), "shutting down");
         for outbox in open {
             outbox.close_with_goodbye(1001, "server shutting down", "wamp.close.system_shutdown");

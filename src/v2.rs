@@ -44,13 +44,25 @@ async fn send(sink: &mut Sink, config: &Config, serializer: Serializer, message:
 }
 
 async fn refuse(sink: &mut Sink, config: &Config, state: &mut State, reason: &str, message: &str) {
+    refuse_with(sink, config, state, reason, message, 1000).await;
+}
+
+/// ABORT, then the close frame with `code`.
+async fn refuse_with(
+    sink: &mut Sink,
+    config: &Config,
+    state: &mut State,
+    reason: &str,
+    message: &str,
+    code: u16,
+) {
     tracing::info!(reason, message = %Clip(message), "session refused");
     let abort = state.abort(reason, message);
     send(sink, config, state.serializer(), &abort).await;
     let _ = tokio::time::timeout(
         config.write_timeout,
         sink.send(WsMessage::Close(Some(axum::extract::ws::CloseFrame {
-            code: 1000,
+            code,
             reason: "".into(),
         }))),
     )
@@ -107,16 +119,32 @@ pub(crate) async fn open(
         .unwrap_or(HELLO_TIMEOUT);
     let deadline = Instant::now() + timeout;
     let mut state = State::with_limits(serializer, config.limits);
-    let outcome = tokio::time::timeout_at(
-        deadline,
-        handshake(
-            sink, stream, router, config, parts, session, &mut state, deadline,
-        ),
-    )
-    .await;
+    let hub = router.wamp().hub.clone();
+    // Shutdown does not wait for a handshake: the client is refused at once.
+    let outcome = tokio::select! {
+        outcome = tokio::time::timeout_at(
+            deadline,
+            handshake(
+                sink, stream, router, config, parts, session, &mut state, deadline,
+            ),
+        ) => Some(outcome),
+        () = hub.shutdown_begun() => None,
+    };
     match outcome {
-        Ok(opened) => opened,
-        Err(_) => {
+        Some(Ok(opened)) => opened,
+        None => {
+            refuse_with(
+                sink,
+                config,
+                &mut state,
+                "wamp.close.system_shutdown",
+                "server shutting down",
+                1001,
+            )
+            .await;
+            Opened::Refused
+        }
+        Some(Err(_)) => {
             refuse(
                 sink,
                 config,

@@ -1188,3 +1188,31 @@ async fn a_handler_sees_who_calls_in_either_version() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test]
+async fn shutdown_refuses_a_client_still_in_its_handshake() {
+    let router = router();
+    let wamp = router.handle();
+    let addr = serve_router(router).await;
+    // Connected, no HELLO yet (the handshake would wait 20 s for it).
+    let ws = open(addr, Serializer::Json).await;
+    let mut c = V2 {
+        ws,
+        serializer: Serializer::Json,
+        session: 0,
+        welcome: Dict::new(),
+        next: 0,
+    };
+    tokio::time::sleep(QUIET).await;
+    let shutdown = tokio::spawn(async move { wamp.shutdown(Duration::from_secs(3)).await });
+    match c.recv().await {
+        Message::Abort { reason, .. } => assert_eq!(reason, "wamp.close.system_shutdown"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(close_code(&mut c).await, 1001);
+    drop(c);
+    assert!(
+        shutdown.await.unwrap(),
+        "every session ended before the deadline"
+    );
+}
