@@ -421,7 +421,11 @@ impl WampLayer {
     }
 
     /// Close the connection (1002, or 1003 for binary frames) on frames that are not
-    /// WAMP v1, instead of logging and ignoring them (the default, as clj-wamp did).
+    /// WAMP v1, instead of logging and ignoring them (the default, as clj-wamp did). For
+    /// WAMP v2 it makes a request id out of sequence (not the previous one plus one) a
+    /// protocol violation (ABORT); by default such ids are only counted, since older
+    /// clients draw random ones. Every other v2 violation is always aborted, as the spec
+    /// asks.
     #[must_use]
     pub fn close_on_protocol_violation(mut self, yes: bool) -> Self {
         self.config_mut().close_on_protocol_violation = yes;

@@ -118,7 +118,9 @@ pub(crate) async fn open(
         .filter(|t| !t.is_zero())
         .unwrap_or(HELLO_TIMEOUT);
     let deadline = Instant::now() + timeout;
-    let mut state = State::with_limits(serializer, config.limits);
+    // The opt-in strictness of v1 extends to v2's request ids.
+    let mut state = State::with_limits(serializer, config.limits)
+        .strict_request_ids(config.close_on_protocol_violation);
     let hub = router.wamp().hub.clone();
     // Shutdown does not wait for a handshake: the client is refused at once.
     let outcome = tokio::select! {

@@ -1216,3 +1216,21 @@ async fn shutdown_refuses_a_client_still_in_its_handshake() {
         "every session ended before the deadline"
     );
 }
+
+#[tokio::test]
+async fn request_ids_out_of_sequence_are_a_violation_only_when_asked() {
+    for strict in [false, true] {
+        let layer = WampLayer::new(router()).close_on_protocol_violation(strict);
+        let addr = serve_layer(layer).await;
+        let mut c = V2::join(addr, Serializer::Json).await;
+        c.next = 4; // the first request id should be 1; this one is 5
+        let reply = c.call("com.example.add", json!([1, 2]), json!({})).await;
+        match (strict, reply) {
+            (false, Message::Result { args, .. }) => assert_eq!(args, [json!(3.0)]),
+            (true, Message::Abort { reason, .. }) => {
+                assert_eq!(reason, "wamp.error.protocol_violation")
+            }
+            (_, other) => panic!("strict {strict}: {other:?}"),
+        }
+    }
+}
