@@ -1,6 +1,7 @@
-//! The demo in real headless Chromium (Playwright), and interop with the npm `wamp1`
-//! client. Node packages come from `tests/e2e/package-lock.json` (`npm install`, run here when
-//! missing); Chromium is Debian's `chromium`. Outside CI a missing piece skips these
+//! The demo in real headless Chromium (Playwright): the WAMP v1 page and the WAMP v2 page
+//! on AutobahnJS's browser build, and interop with the npm `wamp1` client. Node packages
+//! come from `tests/e2e/package-lock.json` (`npm install`, run here when missing); Chromium
+//! is Debian's `chromium`. Outside CI a missing piece skips these
 //! tests with a message; on CI (`CI` set) it fails them.
 
 #[path = "../examples/demo/app.rs"]
@@ -33,7 +34,10 @@ async fn prerequisites(chromium: bool) -> Result<(), String> {
         if !node.is_ok_and(|o| o.status.success()) {
             return Err("node is not installed".to_owned());
         }
-        if !e2e_dir().join("node_modules/playwright-core").exists() {
+        let installed = ["playwright-core", "autobahn-browser"]
+            .iter()
+            .all(|p| e2e_dir().join("node_modules").join(p).exists());
+        if !installed {
             let ok = Command::new("npm")
                 .args(["install", "--no-audit", "--no-fund", "--silent"])
                 .current_dir(e2e_dir())
@@ -64,9 +68,19 @@ fn skip_or_fail(why: String) {
     eprintln!("SKIPPED: {why}");
 }
 
-/// Serves the demo site on `addr` (port 0: any free port); returns the address too.
-async fn serve_at(addr: SocketAddr, auth: bool) -> (JoinHandle<()>, tower_wamp::Wamp, SocketAddr) {
-    let (site, wamp) = app::site(auth);
+/// AutobahnJS's browser build from the test's own packages.
+fn autobahn_js() -> PathBuf {
+    e2e_dir().join("node_modules/autobahn-browser/autobahn.min.js")
+}
+
+/// Serves the demo site on `addr` (port 0: any free port), AutobahnJS from `autobahn_js`;
+/// returns the address too.
+async fn serve_with(
+    addr: SocketAddr,
+    auth: bool,
+    autobahn_js: PathBuf,
+) -> (JoinHandle<()>, tower_wamp::Wamp, SocketAddr) {
+    let (site, wamp) = app::site_with(auth, autobahn_js);
     // Rebinding a port that was just released (the restart) may need a moment.
     let mut tries = 0;
     let listener = loop {
@@ -85,6 +99,10 @@ async fn serve_at(addr: SocketAddr, auth: bool) -> (JoinHandle<()>, tower_wamp::
     (task, wamp, bound)
 }
 
+async fn serve_at(addr: SocketAddr, auth: bool) -> (JoinHandle<()>, tower_wamp::Wamp, SocketAddr) {
+    serve_with(addr, auth, autobahn_js()).await
+}
+
 fn any_port() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
 }
@@ -96,12 +114,15 @@ async fn the_demo_page_works_in_chromium() {
     }
     let (mut plain_server, mut plain_wamp, plain) = serve_at(any_port(), false).await;
     let (_auth_server, _, auth) = serve_at(any_port(), true).await;
+    let missing = e2e_dir().join("no-such-dir/autobahn.min.js");
+    let (_bare_server, _, bare) = serve_with(any_port(), false, missing).await;
     let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("screenshots");
     let mut node = Command::new("node")
         .arg(e2e_dir().join("demo.mjs"))
         .arg(format!("http://127.0.0.1:{}/", plain.port()))
         .arg(format!("http://localhost:{}/", auth.port()))
         .arg(&shots)
+        .arg(format!("http://127.0.0.1:{}/", bare.port()))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -156,14 +177,88 @@ async fn the_demo_page_works_in_chromium() {
             .starts_with("logged in as carol"),
         "{f}"
     );
+    check_v2(&f);
     for shot in [
         "demo-chat-rpc.png",
         "demo-guest-refused.png",
         "demo-auth.png",
+        "demo-v2.png",
+        "demo-v2-guest.png",
     ] {
         assert!(shots.join(shot).exists(), "{shot} written");
     }
     plain_server.abort();
+}
+
+/// The WAMP v2 page's findings (AutobahnJS in Chromium, json, msgpack and cbor).
+fn check_v2(f: &Value) {
+    assert_eq!(f["page_errors"], json!([]), "no script errors on the pages");
+    for (serializer, name) in [("json", "Cyd"), ("msgpack", "Dan"), ("cbor", "Eve")] {
+        assert_eq!(
+            f["v2_protocols"][serializer],
+            json!([
+                format!("WAMP v2 (AutobahnJS, {serializer})"),
+                format!("wamp.2.{serializer}")
+            ])
+        );
+        // Each v2 page's line reached the v1 page and the other v2 pages.
+        let line = format!("{name}: {name} over {serializer}");
+        let v1_lines = f["v1_page_lines"].as_array().unwrap();
+        assert!(v1_lines.contains(&json!(line)), "{line} on v1: {f}");
+        if serializer != "msgpack" {
+            let v2_lines = f["v2_page_lines"].as_array().unwrap();
+            assert!(v2_lines.contains(&json!(line)), "{line} on v2: {f}");
+        }
+        let rpc = &f["v2_rpc"][serializer];
+        assert_eq!(rpc["add"], "com.example.add → 6.5");
+        let error = rpc["add_error"].as_str().unwrap();
+        assert!(
+            error.starts_with("com.example.add → error wamp.error.invalid_argument: "),
+            "{error}"
+        );
+        assert_eq!(rpc["echo"], "com.example.echo → \"ünïcødé ✓\"");
+        assert_eq!(f["v2_reconnected"][serializer], true);
+    }
+    // The v1 page's line reached the v2 pages.
+    assert!(
+        f["v2_page_lines"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("Ada: Ada to everyone"))
+    );
+    assert_eq!(
+        f["v2_guest_publish"],
+        "Guest2: may I speak on v2?  (not delivered: wamp.error.not_authorized: not authorized to publish to this topic)"
+    );
+    let add = f["v2_guest_add"].as_str().unwrap();
+    assert!(
+        add.starts_with("com.example.add → error wamp.error.not_authorized"),
+        "{add}"
+    );
+    let refused = f["v2_login_refused"].as_str().unwrap();
+    assert!(
+        refused.starts_with("login refused: ")
+            && refused.contains("(wamp.error.authentication_denied)"),
+        "{refused}"
+    );
+    assert_eq!(
+        f["v2_login"],
+        "logged in as carol: authid carol, authrole user"
+    );
+    assert_eq!(f["v2_auth_chat"], true);
+    // Without AutobahnJS: a readable 404 and notice; the v1 page still works.
+    let notice = f["no_autobahn_notice"].as_str().unwrap();
+    assert!(
+        notice.contains("npm install --prefix examples/demo"),
+        "{notice}"
+    );
+    assert_eq!(f["no_autobahn_http"][0], 404);
+    let body = f["no_autobahn_http"][1].as_str().unwrap();
+    assert!(
+        body.contains("npm install --prefix examples/demo"),
+        "{body}"
+    );
+    assert_eq!(f["no_autobahn_v1"], true);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,7 @@
 mod app;
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::peers;
 use serde_json::{Value, json};
@@ -116,33 +116,9 @@ async fn autobahn26_authenticates_with_wampcra_and_ticket_on_the_demo() {
     );
 }
 
-/// The Node packages of `tests/e2e` (AutobahnJS 26.3.1, wampy 8.0.2), installed if needed.
-async fn node_clients() -> Result<PathBuf, String> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e");
-    let node = tokio::process::Command::new("node")
-        .arg("--version")
-        .output()
-        .await;
-    if !node.is_ok_and(|o| o.status.success()) {
-        return Err("node is not installed".into());
-    }
-    if !dir.join("node_modules/autobahn").exists() || !dir.join("node_modules/wampy").exists() {
-        let ok = tokio::process::Command::new("npm")
-            .args(["install", "--no-audit", "--no-fund", "--silent"])
-            .current_dir(&dir)
-            .status()
-            .await
-            .is_ok_and(|s| s.success());
-        if !ok {
-            return Err("`npm install` in tests/e2e failed".into());
-        }
-    }
-    Ok(dir)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn autobahnjs_and_wampy_use_the_demo_with_every_serializer() {
-    let dir = match node_clients().await {
+    let dir = match peers::node_clients().await {
         Ok(dir) => dir,
         Err(why) if std::env::var_os("CI").is_none() => {
             return eprintln!("SKIPPED AutobahnJS/wampy interop: {why}");

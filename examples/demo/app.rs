@@ -105,14 +105,42 @@ pub fn layer_for(router: WampRouter) -> WampLayer {
 }
 
 /// The whole demo site: the page at `/` (a chat room and an RPC panel on a small browser
-/// WAMP v1 client) and the WAMP endpoint at `/ws`. Also returns the server handle.
+/// WAMP v1 client; `/?wamp=2` runs it on AutobahnJS over WAMP v2) and the WAMP endpoint at
+/// `/ws`. Also returns the server handle. AutobahnJS comes from
+/// [`default_autobahn_js`] (`npm install --prefix examples/demo`).
 pub fn site(auth: bool) -> (axum::Router, tower_wamp::Wamp) {
-    use axum::{http::header, routing::get};
+    site_with(auth, default_autobahn_js())
+}
+
+/// Where `npm install --prefix examples/demo` puts AutobahnJS's browser build.
+pub fn default_autobahn_js() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/demo/node_modules/autobahn-browser/autobahn.min.js")
+}
+
+/// [`site`], serving AutobahnJS's browser build at `/autobahn.min.js` from `autobahn_js`
+/// (read at request time: a 404 when it is missing, and only the v2 page needs it).
+pub fn site_with(auth: bool, autobahn_js: std::path::PathBuf) -> (axum::Router, tower_wamp::Wamp) {
+    use axum::{http::StatusCode, http::header, routing::get};
+    const INSTALL: &str = "run `npm install --prefix examples/demo` for the v2 page";
     let router = if auth { auth_router() } else { router() };
     let wamp = router.handle();
     let file = |body: &'static str, mime: &'static str| {
         get(move || async move { ([(header::CONTENT_TYPE, mime)], body) })
     };
+    let autobahn = get(move || async move {
+        match tokio::fs::read(&autobahn_js).await {
+            Ok(js) => Ok(([(header::CONTENT_TYPE, "text/javascript")], js)),
+            Err(e) => {
+                // The path stays in the server's log, not in the answer.
+                tracing::warn!(path = %autobahn_js.display(), error = %e, "AutobahnJS missing");
+                Err((
+                    StatusCode::NOT_FOUND,
+                    format!("AutobahnJS is not installed: {INSTALL}\n"),
+                ))
+            }
+        }
+    });
     let site = axum::Router::new()
         .route(
             "/",
@@ -126,6 +154,14 @@ pub fn site(auth: bool) -> (axum::Router, tower_wamp::Wamp) {
             file(include_str!("static/app.js"), "text/javascript"),
         )
         .route(
+            "/v1.js",
+            file(include_str!("static/v1.js"), "text/javascript"),
+        )
+        .route(
+            "/v2.js",
+            file(include_str!("static/v2.js"), "text/javascript"),
+        )
+        .route(
             "/wamp.js",
             file(include_str!("static/wamp.js"), "text/javascript"),
         )
@@ -133,6 +169,7 @@ pub fn site(auth: bool) -> (axum::Router, tower_wamp::Wamp) {
             "/style.css",
             file(include_str!("static/style.css"), "text/css"),
         )
+        .route("/autobahn.min.js", autobahn)
         .route(
             "/config.json",
             get(move || async move { axum::Json(json!({ "auth": auth })) }),

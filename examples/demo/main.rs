@@ -6,6 +6,10 @@
 //! WAMP_DEMO_ADDR=127.0.0.1:9000 cargo run --example demo
 //! cargo run --example demo -- --auth             # WAMP-CRA required (users ada, carol, anonymous)
 //! ```
+//!
+//! The page is at `http://127.0.0.1:8080/` (WAMP v1, our own small client) and
+//! `http://127.0.0.1:8080/?wamp=2` (WAMP v2 on AutobahnJS; `&serializer=msgpack` or `cbor`),
+//! which needs `npm install --prefix examples/demo` once.
 
 mod app;
 
@@ -48,7 +52,12 @@ async fn main() {
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    tracing::info!("tower-wamp demo on ws://{}/ws", local);
+    tracing::info!("tower-wamp demo on ws://{local}/ws, page http://{local}/ (WAMP v2: /?wamp=2)");
+    if !app::default_autobahn_js().exists() {
+        tracing::warn!(
+            "AutobahnJS not installed: run `npm install --prefix examples/demo` for the v2 page"
+        );
+    }
     // Connect info gives WAMP-CRA's failure throttle the peer's address.
     let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app)

@@ -177,3 +177,28 @@ pub fn last_json(script: &str, stdout: &[u8], stderr: &[u8]) -> Value {
         .unwrap_or_else(|| panic!("{script}: no output; stderr:\n{stderr}"));
     serde_json::from_str(line).unwrap_or_else(|e| panic!("{script}: {e}: {stdout}\n{stderr}"))
 }
+
+/// The Node packages of `tests/e2e` (AutobahnJS 26.3.1, wampy 8.0.2), installed if needed;
+/// returns that directory.
+pub async fn node_clients() -> Result<PathBuf, String> {
+    let dir = root().join("tests/e2e");
+    let node = tokio::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .await;
+    if !node.is_ok_and(|o| o.status.success()) {
+        return Err("node is not installed".into());
+    }
+    if !dir.join("node_modules/autobahn").exists() || !dir.join("node_modules/wampy").exists() {
+        let ok = tokio::process::Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--silent"])
+            .current_dir(&dir)
+            .status()
+            .await
+            .is_ok_and(|s| s.success());
+        if !ok {
+            return Err("`npm install` in tests/e2e failed".into());
+        }
+    }
+    Ok(dir)
+}

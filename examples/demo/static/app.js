@@ -1,11 +1,19 @@
-import { WampClient } from '/wamp.js';
-
-const API = 'http://clj-wamp-example/api#';
-const EV = 'http://clj-wamp-example/event#';
+// The demo page: a chat room and an RPC panel. `/` runs on WAMP v1 (our own client,
+// wamp.js), `/?wamp=2&serializer=json|msgpack|cbor` on WAMP v2 (AutobahnJS). Both client
+// adapters (v1.js, v2.js) have the same small interface, so everything below is shared.
 const $ = (id) => document.getElementById(id);
+const params = new URLSearchParams(location.search);
+const v2 = params.get('wamp') === '2';
+const serializer = params.get('serializer') || 'json';
 const config = await (await fetch('/config.json')).json();
-let credentials = null; // [key, secret] once the user chose, kept for reconnects
 const pending = new Map(); // own chat lines not yet seen back
+
+// The header's protocol switch: mark the current choice.
+document.querySelector(`nav a[data-wamp="${v2 ? 2 : 1}"]`).setAttribute('aria-current', 'page');
+if (v2) {
+  $('serializers').hidden = false;
+  document.querySelector(`#serializers a[data-serializer="${serializer}"]`)?.setAttribute('aria-current', 'page');
+}
 
 function show(text, cls) {
   const li = document.createElement('li');
@@ -15,31 +23,24 @@ function show(text, cls) {
   return li;
 }
 
-function setState(state, sessionId) {
+function setState(state, sessionId, protocol) {
   $('state').dataset.state = state;
   $('state').textContent = state;
   $('session').textContent = sessionId ?? '–';
+  if (protocol) $('subprotocol').textContent = protocol;
 }
 
-const client = new WampClient(`ws://${location.host}/ws`, {
-  onstate: setState,
-  onwelcome: async () => {
-    client.prefix('api', API);
-    client.prefix('event', EV);
-    if (config.auth) {
-      if (!credentials) {
-        $('login').hidden = false;
-        return;
-      }
-      await login(...credentials);
-    }
-    join();
-  },
-});
+function showLogin(refusal) {
+  if (refusal) {
+    $('auth-status').textContent = `login refused: ${refusal.desc} (${refusal.uri})`;
+    $('auth-status').dataset.user = '';
+  }
+  $('login').hidden = false;
+}
 
 function join() {
-  client.subscribe('event:chat', (event) => {
-    const mine = event.from === client.sessionId && pending.has(event.message);
+  client.subscribe((event) => {
+    const mine = String(event.from) === String(client.sessionId) && pending.has(event.message);
     if (mine) {
       clearTimeout(pending.get(event.message).timer);
       pending.get(event.message).li.className = 'delivered';
@@ -50,51 +51,60 @@ function join() {
   });
 }
 
+let client;
+try {
+  const { createClient } = await import(v2 ? '/v2.js' : '/v1.js');
+  client = await createClient({ auth: config.auth, serializer, onstate: setState, onjoin: join, onlogin: showLogin });
+} catch (e) {
+  setState('unavailable', null);
+  $('notice').textContent = e.message;
+  $('notice').hidden = false;
+  throw e;
+}
+$('protocol').textContent = client.label;
+$('chat-topic').textContent = client.names.chat;
+$('add-name').textContent = client.names.add;
+$('echo-name').textContent = client.names.echo;
+
 async function login(key, secret) {
+  $('login').hidden = true;
   try {
-    const permissions = await client.authenticate(key, secret);
-    const may = (c) => Object.keys(permissions[c] || {}).length;
-    $('auth-status').textContent =
-      `logged in as ${key ?? 'guest'}: ${may('rpc')} procedures, ${may('subscribe')} subscribable, ${may('publish')} publishable topics`;
+    $('auth-status').textContent = await client.login(key, secret);
     $('auth-status').dataset.user = key ?? 'guest';
-    $('login').hidden = true;
-    return true;
   } catch (e) {
-    $('auth-status').textContent = `login refused: ${e.desc} (${e.uri})`;
-    $('auth-status').dataset.user = '';
-    credentials = null;
-    return false;
+    showLogin(e);
   }
 }
 
-async function chooseLogin(key, secret) {
-  credentials = [key, secret];
-  if (await login(key, secret)) join();
-}
+$('login-btn').onclick = () => login($('key').value, $('secret').value);
+$('guest-btn').onclick = () => login(null, null);
 
-$('login-btn').onclick = () => chooseLogin($('key').value, $('secret').value);
-$('guest-btn').onclick = () => chooseLogin(null, null);
-
-$('chat-form').onsubmit = (e) => {
+$('chat-form').onsubmit = async (e) => {
   e.preventDefault();
   const text = $('message').value.trim();
   if (!text) return;
   $('message').value = '';
   const li = show(`${$('name').value || 'me'}: ${text}`, 'sending');
-  // WAMP v1 never acknowledges a publication: the router sends it back to us (the
-  // publisher is included), so a line that does not come back was refused.
-  const timer = setTimeout(() => {
+  // The router sends our own line back to us: that marks it delivered. A refusal is an
+  // error (v2) or a line that never comes back (v1).
+  const refuse = (why) => {
+    clearTimeout(timer);
     li.className = 'refused';
-    li.textContent += '  (not delivered: publishing refused)';
+    li.textContent += `  (not delivered: ${why})`;
     pending.delete(text);
-  }, 1500);
+  };
+  const timer = setTimeout(() => refuse('publishing refused'), 1500);
   pending.set(text, { li, timer });
-  client.publish('event:chat', { name: $('name').value, message: text });
+  try {
+    await client.publish({ name: $('name').value, message: text });
+  } catch (e) {
+    refuse(`${e.uri}: ${e.desc}`);
+  }
 };
 
 async function rpc(procedure, args) {
   try {
-    $('rpc-result').textContent = `${procedure} → ${JSON.stringify(await client.call(procedure, ...args))}`;
+    $('rpc-result').textContent = `${procedure} → ${JSON.stringify(await client.call(procedure, args))}`;
     $('rpc-result').className = 'ok';
   } catch (e) {
     $('rpc-result').textContent = `${procedure} → error ${e.uri}: ${e.desc}`;
@@ -105,10 +115,10 @@ async function rpc(procedure, args) {
 $('add-form').onsubmit = (e) => {
   e.preventDefault();
   const args = $('add-args').value.split(',').map((s) => s.trim()).map((s) => (s !== '' && !isNaN(s) ? Number(s) : s));
-  rpc('api:add', args);
+  rpc(client.names.add, args);
 };
 
 $('echo-form').onsubmit = (e) => {
   e.preventDefault();
-  rpc('api:echo', [$('echo-arg').value]);
+  rpc(client.names.echo, [$('echo-arg').value]);
 };
