@@ -244,7 +244,7 @@ impl fmt::Debug for Call {
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be used as an argument of a WAMP RPC handler",
     label = "not a WAMP call extractor",
-    note = "every argument must implement `FromCall<S>`: `Args<T>`, `Kwargs<T>`, `Session`, `Procedure`, `CallId`, `State<T>`, `Extension<T>`, `HeaderMap`, `UpgradeRequest`, `Wamp`, `Option<T>`, or your own type"
+    note = "every argument must implement `FromCall<S>`: `Args<T>`, `Kwargs<T>`, `Session`, `Caller`, `Procedure`, `CallId`, `State<T>`, `Extension<T>`, `HeaderMap`, `UpgradeRequest`, `Wamp`, `Option<T>`, or your own type"
 )]
 pub trait FromCall<S>: Sized {
     /// The error sent back when extraction fails.
