@@ -194,6 +194,9 @@ pub struct WampCra {
     pub(crate) max_failures: u32,
     pub(crate) throttle: Arc<Throttle>,
     derived: Arc<DerivedKeys>,
+    /// One PBKDF2 run at a time for tickets checked against a derived key (never cached:
+    /// the input is the client's).
+    ticket_derivations: Arc<tokio::sync::Semaphore>,
 }
 
 /// Failed signatures counted across sessions, per auth key and per peer address (IPv6 by
@@ -295,6 +298,21 @@ impl Throttle {
                 (*n, *start) = (0, now);
             }
             *n += 1;
+        }
+    }
+
+    /// Takes back a failure recorded for an attempt that then succeeded.
+    fn refund(&self, key: &str, peer: Option<IpAddr>) {
+        let mut tables = self.tables.lock().unwrap_or_else(PoisonError::into_inner);
+        let tables = &mut *tables;
+        let names = [
+            (&mut tables.keys, Some(Self::digest(key.as_bytes()))),
+            (&mut tables.addresses, peer.map(Self::address)),
+        ];
+        for (table, name) in names {
+            if let Some((n, _)) = name.and_then(|name| table.get_mut(&name)) {
+                *n = n.saturating_sub(1);
+            }
         }
     }
 }
@@ -402,6 +420,7 @@ impl WampCra {
             max_failures: 5,
             throttle: Arc::new(Throttle::new(20, Duration::from_secs(600))),
             derived: Arc::default(),
+            ticket_derivations: Arc::new(tokio::sync::Semaphore::new(1)),
         }
     }
 
@@ -793,7 +812,6 @@ pub(crate) enum V2Auth {
 }
 
 /// What a v2 AUTHENTICATE must carry.
-#[derive(Debug)]
 pub(crate) enum Expected {
     /// The WAMP-CRA signature of the challenge.
     Signature(String),
@@ -801,6 +819,17 @@ pub(crate) enum Expected {
     Ticket(String),
     /// A ticket whose PBKDF2 derivation with `salt` is `key` (a stored derived key).
     DerivedTicket { key: String, salt: Salt },
+}
+
+impl fmt::Debug for Expected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Tickets and keys never appear in logs.
+        f.write_str(match self {
+            Self::Signature(_) => "Expected::Signature(<redacted>)",
+            Self::Ticket(_) => "Expected::Ticket(<redacted>)",
+            Self::DerivedTicket { .. } => "Expected::DerivedTicket(<redacted>)",
+        })
+    }
 }
 
 /// WAMP v2 authentication: anonymous, the upstream identity, and WAMP-CRA with the same
@@ -963,24 +992,43 @@ impl Inner<()> {
                 message: "too many failed authentication attempts: try again later".into(),
             };
         }
+        // Equal in constant time, whatever the lengths (digests of both are compared).
         let equal = |a: &str, b: &str| {
             use subtle::ConstantTimeEq as _;
-            a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+            bool::from(Sha256::digest(a.as_bytes()).ct_eq(&Sha256::digest(b.as_bytes())))
         };
         let matches = match expected {
             Expected::Signature(expected) => signature_matches(&expected, signature),
             Expected::Ticket(ticket) => equal(&ticket, signature),
-            Expected::DerivedTicket { key, salt } => {
-                // PBKDF2 off the runtime's workers, two at a time (the throttle bounds
-                // how often one key or address may try).
-                let salted = Secret::Salted {
-                    password: signature.to_owned(),
-                    salt,
+            Expected::DerivedTicket { key: stored, salt } => {
+                // The attempt counts before the work, so that a client who gives up (or
+                // is cut off by the deadline) while PBKDF2 runs has still paid for it.
+                cra.throttle.record_failure(&key, peer);
+                let Ok(permit) = cra.ticket_derivations.clone().try_acquire_owned() else {
+                    tracing::warn!("ticket refused: another ticket is being checked");
+                    return V2Auth::Abort {
+                        reason: "wamp.error.authentication_failed",
+                        message: "busy: try again".into(),
+                    };
                 };
-                cra.derived
-                    .signing_key(&salted)
-                    .await
-                    .is_some_and(|derived| equal(&derived, &key))
+                let ticket = signature.to_owned();
+                let derived = tokio::task::spawn_blocking(move || {
+                    let derived = derive_key(&ticket, &salt.salt, salt.iterations, salt.keylen);
+                    drop(permit);
+                    derived
+                })
+                .await;
+                let ok = derived.is_ok_and(|derived| equal(&derived, &stored));
+                if ok {
+                    cra.throttle.refund(&key, peer);
+                } else {
+                    tracing::warn!("invalid ticket");
+                    return V2Auth::Abort {
+                        reason: "wamp.error.authentication_denied",
+                        message: "invalid ticket".into(),
+                    };
+                }
+                ok
             }
         };
         if matches {

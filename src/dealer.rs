@@ -25,7 +25,7 @@ use crate::{
         broker::Budget,
         codec::v2::{Dict, MAX_ID, Message},
     },
-    session::Outbox,
+    session::{Outbox, SendError},
     wire::{Frame, Payload, Proto},
 };
 
@@ -80,10 +80,13 @@ impl Pending {
         self.calls.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A new invocation id and the receiver of its answer; `Err` once the callee left or
-    /// while it has [`MAX_PENDING`] invocations unanswered.
-    pub(crate) fn start(&self) -> Result<(u64, oneshot::Receiver<Yielded>), Refused> {
-        let (tx, rx) = oneshot::channel();
+    /// Starts an invocation: `send` queues it under the next request id; `Err` once the
+    /// callee left, while it has [`MAX_PENDING`] invocations unanswered, or when `send`
+    /// finds no room (the id is then not used: INVOCATION ids stay sequential).
+    pub(crate) fn start(
+        &self,
+        send: impl FnOnce(u64) -> Result<(), SendError>,
+    ) -> Result<(u64, oneshot::Receiver<Yielded>), Refused> {
         let mut calls = self.calls();
         if self.closed.load(Ordering::SeqCst) {
             return Err(Refused::Gone);
@@ -95,7 +98,13 @@ impl Pending {
             MAX_ID => 1,
             last => last + 1,
         };
+        match send(id) {
+            Ok(()) => {}
+            Err(SendError::QueueFull) => return Err(Refused::Busy),
+            Err(_) => return Err(Refused::Gone),
+        }
         self.last.store(id, Ordering::SeqCst);
+        let (tx, rx) = oneshot::channel();
         calls.insert(id, tx);
         Ok((id, rx))
     }
@@ -313,7 +322,7 @@ mod tests {
     #[test]
     fn answers_are_delivered_once_and_late_ones_told_from_unknown_ones() {
         let p = Pending::default();
-        let (id, mut rx) = p.start().unwrap();
+        let (id, mut rx) = p.start(|_| Ok(())).unwrap();
         assert_eq!(id, 1);
         assert_eq!(
             p.answer(id, Yielded::Result(Payload::default())),
@@ -328,32 +337,46 @@ mod tests {
             p.answer(99, Yielded::Result(Payload::default())),
             Answered::Unknown
         );
-        let (id, _rx) = p.start().unwrap();
+        let (id, _rx) = p.start(|_| Ok(())).unwrap();
         p.forget(id);
         assert_eq!(
             p.answer(id, Yielded::Result(Payload::default())),
             Answered::Late
         );
-        let (_, mut rx) = p.start().unwrap();
+        let (_, mut rx) = p.start(|_| Ok(())).unwrap();
         p.close();
         assert!(
             rx.try_recv().is_err(),
             "the callee left: the caller's answer is gone"
         );
-        assert_eq!(p.start().err(), Some(Refused::Gone));
+        assert_eq!(p.start(|_| Ok(())).err(), Some(Refused::Gone));
     }
 
     #[test]
     fn a_callee_has_a_bounded_number_of_invocations_waiting() {
         let p = Pending::default();
-        let mut waiting: Vec<_> = (0..MAX_PENDING).map(|_| p.start().unwrap()).collect();
-        assert_eq!(p.start().err(), Some(Refused::Busy));
+        let mut waiting: Vec<_> = (0..MAX_PENDING)
+            .map(|_| p.start(|_| Ok(())).unwrap())
+            .collect();
+        assert_eq!(p.start(|_| Ok(())).err(), Some(Refused::Busy));
         // An answer makes room again.
         let (id, _rx) = waiting.pop().unwrap();
         assert_eq!(
             p.answer(id, Yielded::Result(Payload::default())),
             Answered::Delivered
         );
-        assert!(p.start().is_ok());
+        assert!(p.start(|_| Ok(())).is_ok());
+    }
+
+    #[test]
+    fn an_invocation_that_is_not_sent_does_not_use_up_its_id() {
+        let p = Pending::default();
+        let (first, _a) = p.start(|_| Ok(())).unwrap();
+        assert_eq!(
+            p.start(|_| Err(SendError::QueueFull)).err(),
+            Some(Refused::Busy)
+        );
+        let (next, _b) = p.start(|_| Ok(())).unwrap();
+        assert_eq!(next, first + 1);
     }
 }

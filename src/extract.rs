@@ -331,9 +331,9 @@ impl<S: Sync> FromCall<S> for Session {
     }
 }
 
-/// Who makes the call: the session id, its authid and authrole (as its WAMP v2 WELCOME
-/// said, or from its WAMP v1 authentication; see [`Session::authid`]) and the protocol it
-/// speaks. A router's handler always sees its caller (WAMP v2's caller disclosure is for
+/// Who makes the call: the session id, its authid and authrole (see [`Session::authid`]
+/// and [`Session::authrole`]: an authid only for a session authenticated as someone, in
+/// either version) and the protocol it speaks. A router's handler always sees its caller (WAMP v2's caller disclosure is for
 /// callees that are clients).
 ///
 /// ```
@@ -355,9 +355,9 @@ impl<S: Sync> FromCall<S> for Session {
 pub struct Caller {
     /// The caller's session id.
     pub session: SessionId,
-    /// Its authid, if it has one.
+    /// The auth key it authenticated with; `None` for anonymous sessions.
     pub authid: Option<String>,
-    /// Its authrole, once authenticated.
+    /// `user` or `anonymous` (`None` for a v1 session without authentication).
     pub authrole: Option<String>,
     /// The protocol it speaks (`None` for a [`Call`] built in a test).
     pub protocol: Option<crate::Protocol>,

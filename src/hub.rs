@@ -192,10 +192,6 @@ impl Hub {
         delivered
     }
 
-    pub(crate) fn subscription_id(&self, topic: &str) -> Option<u64> {
-        read(&self.broker).subscription_id(topic)
-    }
-
     /// Registers; `ack` (REGISTERED) is queued under the registrations' lock, before any
     /// INVOCATION of the registration.
     pub(crate) fn register(
@@ -241,22 +237,14 @@ impl Hub {
         invocation: &dyn Fn(u64) -> Frame,
     ) -> Result<(u64, tokio::sync::oneshot::Receiver<crate::dealer::Yielded>), crate::dealer::Refused>
     {
-        use crate::{dealer::Refused, session::SendError};
+        use crate::dealer::Refused;
         let registrations = read(&self.registrations);
         if !registrations.holds(registration, &callee.session) {
             return Err(Refused::Gone);
         }
-        let (request, answer) = callee.pending.start()?;
-        match callee.outbox.push_invocation(invocation(request)) {
-            Ok(()) => Ok((request, answer)),
-            Err(e) => {
-                callee.pending.forget(request);
-                Err(match e {
-                    SendError::QueueFull => Refused::Busy,
-                    _ => Refused::Gone,
-                })
-            }
-        }
+        callee
+            .pending
+            .start(|request| callee.outbox.push_invocation(invocation(request)))
     }
 
     pub(crate) fn remove_registrations(&self, session: &SessionId) {
@@ -401,13 +389,16 @@ impl Wamp {
         match outbox.proto() {
             Proto::V1 => outbox.push(crate::session::event_frame(topic, event)?),
             Proto::V2(serializer) => {
-                // A v2 EVENT names a subscription: only a subscribed session can get one.
-                let subscription = match self.hub.subscription_id(topic) {
-                    Some(id) if self.hub.is_subscribed(topic, session) => id,
-                    _ => return Err(SendError::NoSubscription),
-                };
                 let event =
                     serde_json::to_value(event).map_err(|e| SendError::Serialize(e.to_string()))?;
+                // A v2 EVENT names a subscription: only a subscribed session can get one.
+                // Looked up and queued under the broker's lock, as publications are, so
+                // the EVENT never follows the session's UNSUBSCRIBED.
+                let broker = read(&self.hub.broker);
+                let subscription = match broker.subscription_id(topic) {
+                    Some(id) if broker.is_subscribed(topic, session) => id,
+                    _ => return Err(SendError::NoSubscription),
+                };
                 let frame = Frame::v2(
                     serializer,
                     &v2::Message::Event {

@@ -48,6 +48,7 @@ pub(crate) struct Config {
     pub(crate) max_message_size: usize,
     pub(crate) queue: QueueLimits,
     pub(crate) close_on_protocol_violation: bool,
+    pub(crate) strict_request_ids: bool,
     pub(crate) ping_interval: Option<Duration>,
     pub(crate) pong_timeout: Duration,
     pub(crate) idle_timeout: Option<Duration>,
@@ -71,6 +72,7 @@ impl Default for Config {
             max_message_size: 1 << 20,
             queue: QueueLimits::default(),
             close_on_protocol_violation: false,
+            strict_request_ids: false,
             ping_interval: Some(Duration::from_secs(30)),
             pong_timeout: Duration::from_secs(20),
             idle_timeout: None,
@@ -421,14 +423,25 @@ impl WampLayer {
     }
 
     /// Close the connection (1002, or 1003 for binary frames) on frames that are not
-    /// WAMP v1, instead of logging and ignoring them (the default, as clj-wamp did). For
-    /// WAMP v2 it makes a request id out of sequence (not the previous one plus one) a
-    /// protocol violation (ABORT); by default such ids are only counted, since older
-    /// clients draw random ones. Every other v2 violation is always aborted, as the spec
-    /// asks.
+    /// WAMP v1, instead of logging and ignoring them (the default, as clj-wamp did). WAMP
+    /// v2 violations are always answered with ABORT, as the spec asks.
     #[must_use]
     pub fn close_on_protocol_violation(mut self, yes: bool) -> Self {
         self.config_mut().close_on_protocol_violation = yes;
+        self
+    }
+
+    /// Make a WAMP v2 request id out of sequence (not the previous one plus one) a protocol
+    /// violation (ABORT). Off by default: such ids are only counted, since older clients
+    /// draw random ones.
+    ///
+    /// ```
+    /// # use tower_wamp::{WampLayer, WampRouter};
+    /// let layer = WampLayer::new(WampRouter::new()).strict_request_ids(true);
+    /// ```
+    #[must_use]
+    pub fn strict_request_ids(mut self, yes: bool) -> Self {
+        self.config_mut().strict_request_ids = yes;
         self
     }
 

@@ -165,9 +165,10 @@ impl Outbox {
         self.enqueue(Queued { frame, reply: true })
     }
 
-    /// Queues an INVOCATION unless the queue is full: a busy callee is not disconnected for
-    /// the calls others make; the caller is refused instead. Once queued it is never
-    /// dropped (as a reply).
+    /// Queues an INVOCATION unless the queue is three quarters full (in frames or bytes):
+    /// a busy callee is not disconnected for the calls others make, and the last quarter
+    /// stays for its replies and events. The caller is refused instead. Once queued it is
+    /// never dropped (as a reply).
     pub(crate) fn push_invocation(&self, frame: Frame) -> Result<(), SendError> {
         self.enqueue_or_refuse(Queued { frame, reply: true }, true)
     }
@@ -208,7 +209,11 @@ impl Outbox {
             !q.frames.is_empty()
                 && (q.frames.len() >= limits.frames || q.bytes + len > limits.bytes)
         };
-        if over(&q) && refuse {
+        if refuse
+            && !q.frames.is_empty()
+            && (q.frames.len() >= limits.frames - limits.frames / 4
+                || q.bytes + len > limits.bytes - limits.bytes / 4)
+        {
             return Err(SendError::QueueFull);
         }
         if over(&q) {
@@ -423,8 +428,8 @@ pub(crate) struct AuthSlot {
     /// No new `authreq` before this instant (the penalty of the last failure).
     pub(crate) retry_after: Option<tokio::time::Instant>,
     pub(crate) cached: Option<Arc<Permissions>>,
-    /// The authid and authrole a v2 session was welcomed with.
-    pub(crate) welcomed_as: Option<(String, String)>,
+    /// The authrole a v2 session was welcomed with.
+    pub(crate) welcomed_as: Option<&'static str>,
 }
 
 /// The WAMP version (and, for v2, the serializer) a session speaks.
@@ -533,15 +538,16 @@ impl Session {
         self.auth_slot().state = AuthState::Authenticated(key);
     }
 
-    /// Records the authid and authrole of a v2 session's WELCOME.
-    pub(crate) fn mark_welcomed(&self, authid: &str, authrole: &str) {
-        self.auth_slot().welcomed_as = Some((authid.to_owned(), authrole.to_owned()));
+    /// Records the authrole of a v2 session's WELCOME.
+    pub(crate) fn mark_welcomed(&self, authrole: &'static str) {
+        self.auth_slot().welcomed_as = Some(authrole);
     }
 
-    /// The session's authid: for WAMP v2 the one its WELCOME gave (a random one for
-    /// anonymous sessions), for WAMP v1 the auth key it authenticated with; `None` before
-    /// authentication, for v1 anonymous sessions, and without authentication configured
-    /// on v1.
+    /// The session's authid: the auth key it authenticated with (WAMP-CRA or ticket, or
+    /// the upstream identity), in either version. `None` for anonymous sessions (a v2
+    /// anonymous session's WELCOME carries a random authid, which names no one), before
+    /// authentication, and without authentication configured. So `authid().is_some()`
+    /// means "authenticated as someone".
     ///
     /// ```
     /// use tower_wamp::{Session, core::auth::AuthKey};
@@ -551,23 +557,20 @@ impl Session {
     /// ```
     #[must_use]
     pub fn authid(&self) -> Option<String> {
-        let slot = self.auth_slot();
-        if let Some((authid, _)) = &slot.welcomed_as {
-            return Some(authid.clone());
-        }
-        match &slot.state {
+        match &self.auth_slot().state {
             AuthState::Authenticated(AuthKey::Key(key)) => Some(key.clone()),
             _ => None,
         }
     }
 
-    /// The session's authrole: for WAMP v2 the one its WELCOME gave; for WAMP v1 `user`
-    /// for an auth key, `anonymous` for anonymous authentication, `None` before it.
+    /// The session's authrole: `user` for an auth key, `anonymous` otherwise, as a v2
+    /// WELCOME says; `None` for a WAMP v1 session before it authenticates or without
+    /// authentication configured (v1 has no roles).
     #[must_use]
     pub fn authrole(&self) -> Option<String> {
         let slot = self.auth_slot();
-        if let Some((_, authrole)) = &slot.welcomed_as {
-            return Some(authrole.clone());
+        if let Some(authrole) = slot.welcomed_as {
+            return Some(authrole.into());
         }
         match &slot.state {
             AuthState::Authenticated(AuthKey::Key(_)) => Some("user".into()),

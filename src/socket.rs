@@ -174,7 +174,7 @@ async fn session(
     let hub = router.wamp().hub.clone();
     let (mut sink, mut stream) = ws.split();
     if hub.is_shutting_down() {
-        going_away(&mut sink).await;
+        going_away(&mut sink, proto, false).await;
         return;
     }
     let outbox = Outbox::new(config.queue, hub.metrics.clone(), proto);
@@ -222,7 +222,7 @@ async fn session(
     };
     if !hub.add_session(id.clone(), outbox.clone()) {
         // Shutdown began while this session was being set up.
-        going_away(&mut sink).await;
+        going_away(&mut sink, proto, true).await;
         return;
     }
     let pending: Arc<crate::dealer::Pending> = Arc::default();
@@ -311,13 +311,30 @@ enum EndedBy {
     Writer { close_sent: bool },
 }
 
-/// Sends a 1001 close to a session that arrives during shutdown.
-async fn going_away(sink: &mut Sink) {
-    let frame = WsMessage::Close(Some(CloseFrame {
-        code: 1001,
-        reason: "server shutting down".into(),
-    }));
-    let _ = tokio::time::timeout(CLOSE_DEADLINE, sink.send(frame)).await;
+/// Sends a 1001 close to a session that arrives during shutdown; a v2 client is told
+/// first, with GOODBYE once `welcomed`, else with ABORT (`wamp.close.system_shutdown`).
+async fn going_away(sink: &mut Sink, proto: Proto, welcomed: bool) {
+    const REASON: &str = "server shutting down";
+    let goodbye = async {
+        if let Proto::V2(serializer) = proto {
+            let mut details = crate::core::codec::v2::Dict::new();
+            details.insert("message".into(), REASON.into());
+            let reason = "wamp.close.system_shutdown".to_owned();
+            let message = if welcomed {
+                crate::core::codec::v2::Message::Goodbye { details, reason }
+            } else {
+                crate::core::codec::v2::Message::Abort { details, reason }
+            };
+            sink.feed(Frame::v2(serializer, &message).into_message())
+                .await?;
+        }
+        let frame = WsMessage::Close(Some(CloseFrame {
+            code: 1001,
+            reason: REASON.into(),
+        }));
+        sink.send(frame).await
+    };
+    let _ = tokio::time::timeout(CLOSE_DEADLINE, goodbye).await;
 }
 
 /// Keepalive, idle and authentication deadlines, kept by the writer.

@@ -118,35 +118,18 @@ pub(crate) async fn open(
         .filter(|t| !t.is_zero())
         .unwrap_or(HELLO_TIMEOUT);
     let deadline = Instant::now() + timeout;
-    // The opt-in strictness of v1 extends to v2's request ids.
-    let mut state = State::with_limits(serializer, config.limits)
-        .strict_request_ids(config.close_on_protocol_violation);
-    let hub = router.wamp().hub.clone();
-    // Shutdown does not wait for a handshake: the client is refused at once.
-    let outcome = tokio::select! {
-        outcome = tokio::time::timeout_at(
-            deadline,
-            handshake(
-                sink, stream, router, config, parts, session, &mut state, deadline,
-            ),
-        ) => Some(outcome),
-        () = hub.shutdown_begun() => None,
-    };
+    let mut state =
+        State::with_limits(serializer, config.limits).strict_request_ids(config.strict_request_ids);
+    let outcome = tokio::time::timeout_at(
+        deadline,
+        handshake(
+            sink, stream, router, config, parts, session, &mut state, deadline,
+        ),
+    )
+    .await;
     match outcome {
-        Some(Ok(opened)) => opened,
-        None => {
-            refuse_with(
-                sink,
-                config,
-                &mut state,
-                "wamp.close.system_shutdown",
-                "server shutting down",
-                1001,
-            )
-            .await;
-            Opened::Refused
-        }
-        Some(Err(_)) => {
+        Ok(opened) => opened,
+        Err(_) => {
             refuse(
                 sink,
                 config,
@@ -174,8 +157,26 @@ async fn handshake(
     let serializer = state.serializer();
     // The challenge issued: (method, auth key, what AUTHENTICATE must match).
     let mut pending: Option<(&'static str, String, Expected)> = None;
+    let hub = router.wamp().hub.clone();
     loop {
-        let message = match tokio::time::timeout_at(deadline, stream.next()).await {
+        // Shutdown does not wait for a handshake: while waiting for the client (never in
+        // the middle of a send), the client is refused at once.
+        let next = tokio::select! {
+            next = tokio::time::timeout_at(deadline, stream.next()) => next,
+            () = hub.shutdown_begun() => {
+                refuse_with(
+                    sink,
+                    config,
+                    state,
+                    "wamp.close.system_shutdown",
+                    "server shutting down",
+                    1001,
+                )
+                .await;
+                return Opened::Refused;
+            }
+        };
+        let message = match next {
             Err(_) => {
                 refuse(
                     sink,
@@ -252,7 +253,7 @@ async fn handshake(
                 if let Some(key) = key {
                     session.mark_authenticated(key);
                 }
-                session.mark_welcomed(&authid, authrole);
+                session.mark_welcomed(authrole);
                 let details = welcome_details(config, authid, authrole, authmethod, authprovider);
                 let id = session.id().as_u64().unwrap_or(1);
                 let welcome = state.welcome(id, details);

@@ -1133,9 +1133,15 @@ async fn a_callee_that_does_not_keep_up_gets_no_more_invocations_and_stays_conne
             })
             .await;
     }
-    // The caller hears that the callee is busy ...
+    // The caller hears that the callee is busy (not that it has too many calls itself) ...
     match caller.recv().await {
-        Message::Error { error, .. } => assert_eq!(error, "wamp.error.too_many_calls"),
+        Message::Error { error, args, .. } => {
+            assert_eq!(error, "wamp.error.too_many_calls");
+            assert!(
+                args[0].as_str().unwrap().contains("callee is busy"),
+                "{args:?}"
+            );
+        }
         other => panic!("{other:?}"),
     }
     // ... and the callee is still there, not closed as a slow consumer.
@@ -1161,7 +1167,8 @@ async fn a_handler_sees_who_calls_in_either_version() {
             args[0],
             json!({
                 "session": c.session.to_string(),
-                "authid": c.welcome["authid"],
+                // Anonymous: the WELCOME's random authid names no one.
+                "authid": null,
                 "authrole": "anonymous",
                 "protocol": "wamp.2.msgpack",
             })
@@ -1220,7 +1227,7 @@ async fn shutdown_refuses_a_client_still_in_its_handshake() {
 #[tokio::test]
 async fn request_ids_out_of_sequence_are_a_violation_only_when_asked() {
     for strict in [false, true] {
-        let layer = WampLayer::new(router()).close_on_protocol_violation(strict);
+        let layer = WampLayer::new(router()).strict_request_ids(strict);
         let addr = serve_layer(layer).await;
         let mut c = V2::join(addr, Serializer::Json).await;
         c.next = 4; // the first request id should be 1; this one is 5
@@ -1233,4 +1240,37 @@ async fn request_ids_out_of_sequence_are_a_violation_only_when_asked() {
             (_, other) => panic!("strict {strict}: {other:?}"),
         }
     }
+}
+
+#[tokio::test]
+async fn a_ticket_checked_against_a_derived_key_counts_until_it_succeeds() {
+    let key = derive_key("secret", "salt123", 1000, 32);
+    let cra = WampCra::new(
+        move |_s, authid: String, _e| {
+            let key = key.clone();
+            async move { (authid == "carol").then(|| Secret::derived(key, "salt123", 1000, 32)) }
+        },
+        |_s, _key: AuthKey| async { Permissions::all() },
+    )
+    .failure_throttle(2, Duration::from_secs(600));
+    let addr = serve_router(router().auth(cra)).await;
+    assert_eq!(
+        ticket_join(addr, "carol", "wrong").await.err().as_deref(),
+        Some("wamp.error.authentication_denied")
+    );
+    // Each right ticket is counted while it is checked and forgiven once it matches:
+    // one failure stays on record, below the limit of two.
+    for _ in 0..3 {
+        let carol = ticket_join(addr, "carol", "secret").await.unwrap();
+        assert_eq!(carol.welcome["authid"], "carol");
+    }
+    assert_eq!(
+        ticket_join(addr, "carol", "wrong again")
+            .await
+            .err()
+            .as_deref(),
+        Some("wamp.error.authentication_denied")
+    );
+    // Two failures: now even the right ticket is refused.
+    assert!(ticket_join(addr, "carol", "secret").await.is_err());
 }
