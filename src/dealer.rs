@@ -59,7 +59,9 @@ pub(crate) const MAX_PENDING: usize = 4096;
 /// Why an invocation was not started.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Refused {
-    /// The registration or the callee is gone.
+    /// The registration is gone.
+    Unregistered,
+    /// The callee is leaving.
     Gone,
     /// The callee has too many invocations unanswered or queued.
     Busy,
@@ -264,12 +266,13 @@ pub(crate) async fn invoke(
     };
     let (request, answer) = match hub.start_invocation(registration, &callee, &invocation) {
         Ok(started) => started,
-        Err(Refused::Gone) => {
+        Err(Refused::Unregistered) => {
             return Err(RpcError::new(
                 "wamp.error.no_such_procedure",
                 "the procedure was unregistered",
             ));
         }
+        Err(Refused::Gone) => return Err(gone()),
         Err(Refused::Busy) => {
             return Err(RpcError::new(
                 crate::core::error_uri::TOO_MANY_CALLS,

@@ -240,7 +240,7 @@ impl Hub {
         use crate::dealer::Refused;
         let registrations = read(&self.registrations);
         if !registrations.holds(registration, &callee.session) {
-            return Err(Refused::Gone);
+            return Err(Refused::Unregistered);
         }
         callee
             .pending
@@ -471,8 +471,10 @@ impl Wamp {
     }
 
     /// Graceful shutdown: refuses new upgrades (503), closes every open session with 1001
-    /// (going away) after its queued frames, runs their `on_close` hooks, and waits until
-    /// all have ended or `deadline` passes. Returns `true` if all ended in time.
+    /// (going away) after its queued frames (a WAMP v2 session gets GOODBYE
+    /// `wamp.close.system_shutdown` first, a v2 client still in its handshake ABORT with
+    /// that reason), runs their `on_close` hooks, and waits until all have ended or
+    /// `deadline` passes. Returns `true` if all ended in time.
     ///
     /// Call it from axum's graceful shutdown signal, since upgraded WebSocket connections
     /// are not tracked by the HTTP server:
@@ -521,7 +523,8 @@ impl Wamp {
         self.hub.shutting_down.load(Ordering::SeqCst)
     }
 
-    /// Closes a session (1000, after its queued frames). Returns `false` if no open
+    /// Closes a session (1000, after its queued frames; GOODBYE `wamp.close.killed` first
+    /// for WAMP v2). Returns `false` if no open
     /// session has this id.
     pub fn close(&self, session: &SessionId) -> bool {
         match self.hub.outbox(session) {

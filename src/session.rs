@@ -478,7 +478,7 @@ impl From<Proto> for Protocol {
             Proto::V1 => Self::V1,
             Proto::V2(Serializer::Json) => Self::V2Json,
             Proto::V2(Serializer::MsgPack) => Self::V2MsgPack,
-            Proto::V2(_) => Self::V2Cbor,
+            Proto::V2(Serializer::Cbor) => Self::V2Cbor,
         }
     }
 }
@@ -631,7 +631,8 @@ impl Session {
         crate::Wamp { hub }.send(&self.id, topic, event)
     }
 
-    /// Closes the connection with a normal close (1000) after what is queued is sent.
+    /// Closes the connection with a normal close (1000) after what is queued is sent; a
+    /// WAMP v2 session is told GOODBYE `wamp.close.killed` first.
     pub fn close(&self) {
         if let Some(o) = &self.outbox {
             o.close_with_goodbye(1000, "closed by the server", KILLED);

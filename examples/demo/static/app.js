@@ -12,7 +12,9 @@ const pending = new Map(); // own chat lines not yet seen back
 document.querySelector(`nav a[data-wamp="${v2 ? 2 : 1}"]`).setAttribute('aria-current', 'page');
 if (v2) {
   $('serializers').hidden = false;
-  document.querySelector(`#serializers a[data-serializer="${serializer}"]`)?.setAttribute('aria-current', 'page');
+  [...document.querySelectorAll('#serializers a')]
+    .find((a) => a.dataset.serializer === serializer)
+    ?.setAttribute('aria-current', 'page');
 }
 
 function show(text, cls) {
@@ -39,7 +41,7 @@ function showLogin(refusal) {
 }
 
 function join() {
-  client.subscribe((event) => {
+  const joined = client.subscribe((event) => {
     const mine = String(event.from) === String(client.sessionId) && pending.has(event.message);
     if (mine) {
       clearTimeout(pending.get(event.message).timer);
@@ -49,6 +51,8 @@ function join() {
       show(`${event.name || event.from}: ${event.message}`);
     }
   });
+  // v2 answers the subscription: a refusal is shown, not left unhandled.
+  Promise.resolve(joined).catch((e) => show(`(joining the chat refused: ${e.uri ?? e.error ?? e})`, 'refused'));
 }
 
 let client;
@@ -97,6 +101,8 @@ $('chat-form').onsubmit = async (e) => {
   pending.set(text, { li, timer });
   try {
     await client.publish({ name: $('name').value, message: text });
+    // Acknowledged (v2): accepted, so only the echo is awaited, however late it comes.
+    if (client.acknowledges) clearTimeout(timer);
   } catch (e) {
     refuse(`${e.uri}: ${e.desc}`);
   }

@@ -31,6 +31,7 @@ export async function createClient(ui) {
   if (!Serializer) throw new Error(`unknown serializer ${ui.serializer}: use json, msgpack or cbor`);
   const offered = `wamp.2.${ui.serializer}`;
   let session = null;
+  let shutdowns = 0; // reconnections after a server shutdown in a row
 
   // Opens a connection (with the login, if any, in its HELLO; AutobahnJS repeats it on
   // every reconnect). Resolves with the WELCOME details, rejects with {uri, desc} when the
@@ -49,6 +50,7 @@ export async function createClient(ui) {
       });
       connection.onopen = (s, details) => {
         session = s;
+        shutdowns = 0;
         joined = true;
         ui.onstate('connected', s.id, details.transport.protocol);
         ui.onjoin();
@@ -58,9 +60,13 @@ export async function createClient(ui) {
         session = null;
         ui.onstate(details.will_retry ? 'connecting' : 'disconnected', null, offered);
         if (details.will_retry) return;
-        // A router's GOODBYE (wamp.close.*, e.g. shutting down) ends the session, not the
-        // connection attempts: come back as after a lost connection.
-        if (details.reason?.startsWith('wamp.close.')) return setTimeout(() => connection.open(), 500);
+        // A router that shuts down says so (GOODBYE or ABORT wamp.close.system_shutdown):
+        // come back as after a lost connection, waiting longer each time (0.5 s to 4 s).
+        // Any other end (killed, refused) is final.
+        if (details.reason === 'wamp.close.system_shutdown') {
+          const delay = Math.min(500 * 2 ** shutdowns++, 4000);
+          return setTimeout(() => connection.open(), delay);
+        }
         // Otherwise the router refused the session (ABORT, wamp.error.*).
         const refusal = { uri: details.reason ?? reason, desc: details.message || reason };
         if (!joined) reject(refusal);
@@ -98,13 +104,21 @@ export async function createClient(ui) {
       );
       return `logged in as ${key ?? 'guest'}: authid ${details.authid}, authrole ${details.authrole}`;
     },
-    subscribe: (handler) => session.subscribe('com.example.chat', (args) => handler(args[0])),
-    // Acknowledged, so a refusal arrives as an error; exclude_me: false brings our own
-    // event back, which marks the line delivered.
-    publish: (event) =>
-      session.publish('com.example.chat', [event], {}, { acknowledge: true, exclude_me: false }).catch((e) => {
+    acknowledges: true,
+    subscribe: (handler) =>
+      session.subscribe('com.example.chat', (args) => handler(args[0])).catch((e) => {
         throw failure(e);
       }),
+    // Acknowledged, so a refusal arrives as an error; exclude_me: false brings our own
+    // event back, which marks the line delivered.
+    async publish(event) {
+      if (!session) throw { uri: 'closed', desc: 'not connected' };
+      try {
+        await session.publish('com.example.chat', [event], {}, { acknowledge: true, exclude_me: false });
+      } catch (e) {
+        throw failure(e);
+      }
+    },
     async call(procedure, args) {
       if (!session) throw { uri: 'closed', desc: 'not connected' };
       try {
