@@ -65,13 +65,18 @@ pub fn payload_offset(payload_len: usize) -> usize {
 
 impl Conn {
     pub async fn connect(addr: SocketAddr) -> io::Result<Self> {
+        Self::connect_as(addr, "wamp").await
+    }
+
+    /// Connects offering one WebSocket subprotocol.
+    pub async fn connect_as(addr: SocketAddr, subprotocol: &str) -> io::Result<Self> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         let (half, mut writer) = stream.into_split();
         let req = format!(
             "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
-             Sec-WebSocket-Protocol: wamp\r\n\r\n"
+             Sec-WebSocket-Protocol: {subprotocol}\r\n\r\n"
         );
         writer.write_all(req.as_bytes()).await?;
         let mut reader = Reader {
@@ -115,6 +120,20 @@ impl Conn {
 
     pub fn split(self) -> (Reader, Writer) {
         (self.reader, self.writer)
+    }
+
+    /// The socket, for the mio client (`fast`); nothing may be left unread.
+    pub fn into_std(self) -> io::Result<std::net::TcpStream> {
+        assert_eq!(
+            self.reader.start, self.reader.end,
+            "unread bytes would be lost"
+        );
+        let stream = self
+            .reader
+            .half
+            .reunite(self.writer.0)
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        stream.into_std()
     }
 }
 

@@ -13,7 +13,11 @@
 // A benchmark binary, not an API: its items need no docs.
 #![allow(missing_docs, missing_debug_implementations)]
 
+#[path = "../../examples/demo/app.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod app;
 mod client;
+mod fast;
 mod report;
 mod servers;
 
@@ -70,11 +74,35 @@ fn self_cpu() -> Duration {
     servers::proc_cpu(std::process::id())
 }
 
+/// The WAMP a load connection speaks.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Wire {
+    V1,
+    V2Json,
+}
+
 async fn connect_all(addr: SocketAddr, n: usize) -> Vec<Conn> {
+    connect_all_as(addr, n, Wire::V1).await
+}
+
+/// `n` sessions, WELCOME received (v2: after a HELLO for realm1).
+async fn connect_all_as(addr: SocketAddr, n: usize, wire: Wire) -> Vec<Conn> {
+    let hello = text_frame(
+        br#"[1,"realm1",{"roles":{"caller":{},"callee":{},"publisher":{},"subscriber":{}}}]"#,
+    );
     let mut conns = Vec::with_capacity(n);
     for chunk in (0..n).collect::<Vec<_>>().chunks(64) {
         let batch = join_all(chunk.iter().map(|_| async {
-            let mut c = Conn::connect(addr).await.expect("connect");
+            let mut c = match wire {
+                Wire::V1 => Conn::connect(addr).await.expect("connect"),
+                Wire::V2Json => {
+                    let mut c = Conn::connect_as(addr, "wamp.2.json")
+                        .await
+                        .expect("connect");
+                    c.stream_write(&hello).await.expect("HELLO");
+                    c
+                }
+            };
             c.next_text().await.expect("WELCOME");
             c
         }))
@@ -108,6 +136,130 @@ async fn measure(server: &Server, s: Settings, count: &AtomicU64) -> Rate {
 
 fn call_payload(id: usize, pad: usize) -> Vec<u8> {
     format!(r#"[2,"{id:08}","urn:bench:echo","{}"]"#, "x".repeat(pad)).into_bytes()
+}
+
+/// A CALL of `server`'s echo procedure in `wire`, about `size` bytes.
+fn echo_call(kind: Kind, wire: Wire, size: usize) -> Vec<u8> {
+    let (v1, v2) = match kind {
+        Kind::Demo => ("http://clj-wamp-example/api#echo", "com.example.echo"),
+        _ => ("urn:bench:echo", "urn:bench:echo"),
+    };
+    let frame = |pad: usize| match wire {
+        Wire::V1 => format!(r#"[2,"00000000","{v1}","{}"]"#, "x".repeat(pad)),
+        Wire::V2Json => format!(r#"[48,1,{{}},"{v2}",["{}"]]"#, "x".repeat(pad)),
+    };
+    let pad = size.saturating_sub(frame(0).len());
+    frame(pad).into_bytes()
+}
+
+/// Closed loop on the mio client (`fast`): `n` connections, `k` calls in flight on each,
+/// every answer counted and answered by the next call. The client runs on its own thread
+/// in this process, so its CPU is this process's.
+pub async fn rpc_on(
+    server: &Server,
+    s: Settings,
+    n: usize,
+    k: usize,
+    size: usize,
+    wire: Wire,
+) -> Rate {
+    let conns = connect_all_as(server.addr, n, wire).await;
+    let streams: Vec<_> = conns
+        .into_iter()
+        .map(|c| c.into_std().expect("socket"))
+        .collect();
+    let frame = text_frame(&echo_call(server.kind, wire, size));
+    let count = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let driver = {
+        let (count, stop) = (count.clone(), stop.clone());
+        std::thread::spawn(move || {
+            fast::drive(
+                streams,
+                |_, out| {
+                    for _ in 0..k {
+                        out.extend_from_slice(&frame);
+                    }
+                },
+                |_, _, out| {
+                    fast::bump(&count);
+                    out.extend_from_slice(&frame);
+                },
+                &stop,
+            )
+        })
+    };
+    let rate = measure(server, s, &count).await;
+    stop.store(true, Relaxed);
+    let _ = driver.join();
+    rate
+}
+
+/// v2 (json) calls to a procedure that a client registered: one callee connection
+/// answers every INVOCATION with a YIELD; `n` callers, one call in flight each.
+pub async fn two_hop(server: &Server, s: Settings, n: usize) -> Rate {
+    let mut callee = connect_all_as(server.addr, 1, Wire::V2Json).await.remove(0);
+    let uri = "com.example.bench.echo2";
+    callee
+        .stream_write(&text_frame(format!(r#"[64,1,{{}},"{uri}"]"#).as_bytes()))
+        .await
+        .expect("REGISTER");
+    let registered = callee.next_text().await.expect("REGISTERED").to_vec();
+    assert!(
+        registered.starts_with(b"[65,"),
+        "not registered: {}",
+        String::from_utf8_lossy(&registered)
+    );
+    let mut streams = vec![callee.into_std().expect("socket")];
+    for c in connect_all_as(server.addr, n, Wire::V2Json).await {
+        streams.push(c.into_std().expect("socket"));
+    }
+    let call = text_frame(format!(r#"[48,1,{{}},"{uri}",["{}"]]"#, "x".repeat(40)).as_bytes());
+    let count = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let driver = {
+        let (count, stop) = (count.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut answer = Vec::with_capacity(128);
+            fast::drive(
+                streams,
+                |i, out| {
+                    if i > 0 {
+                        out.extend_from_slice(&call);
+                    }
+                },
+                |i, payload, out| {
+                    if i == 0 {
+                        // [68, REQUEST, REGISTRATION, {}, args...]: YIELD the args back.
+                        let Some(request) = payload.strip_prefix(b"[68,") else {
+                            return;
+                        };
+                        let end = request.iter().position(|b| *b == b',').unwrap_or(0);
+                        let args = payload
+                            .iter()
+                            .position(|b| *b == b'[')
+                            .and_then(|_| payload.windows(3).position(|w| w == b"},["))
+                            .map_or(&b"[]"[..], |at| &payload[at + 2..payload.len() - 1]);
+                        answer.clear();
+                        answer.extend_from_slice(b"[70,");
+                        answer.extend_from_slice(&request[..end]);
+                        answer.extend_from_slice(b",{},");
+                        answer.extend_from_slice(args);
+                        answer.push(b']');
+                        out.extend_from_slice(&text_frame(&answer));
+                    } else {
+                        fast::bump(&count);
+                        out.extend_from_slice(&call);
+                    }
+                },
+                &stop,
+            )
+        })
+    };
+    let rate = measure(server, s, &count).await;
+    stop.store(true, Relaxed);
+    let _ = driver.join();
+    rate
 }
 
 /// Closed loop: `n` connections, `k` calls in flight on each, ~`size`-byte frames.
@@ -379,14 +531,21 @@ fn main() {
         return;
     }
     let smoke = args.iter().any(|a| a == "--smoke");
+    // Pin this client to core 1; servers go to core 0.
+    let _ = std::process::Command::new("taskset")
+        .args(["-p", "-c", "1", &std::process::id().to_string()])
+        .stdout(std::process::Stdio::null())
+        .status();
     if let Some(i) = args.iter().position(|a| a == "--profile") {
         // Hold one load on one server, for profiling it with perf:
-        // --profile rpc|fanout N SECONDS [ceiling]
+        // --profile rpc|rpc-tokio|rpc2|two-hop|fanout|memory N SECONDS [ceiling|demo]
         let what = args[i + 1].clone();
         let n: usize = args[i + 2].parse().unwrap();
         let secs: u64 = args[i + 3].parse().unwrap();
         let kind = if args.iter().any(|a| a == "ceiling") {
             Kind::Ceiling
+        } else if args.iter().any(|a| a == "demo") {
+            Kind::Demo
         } else {
             Kind::TowerWamp
         };
@@ -411,7 +570,13 @@ fn main() {
                 return;
             }
             let r = if what == "rpc" {
+                rpc_on(&server, s, n, 1, 100, Wire::V1).await
+            } else if what == "rpc-tokio" {
                 rpc(&server, s, n, 1, 100).await
+            } else if what == "rpc2" {
+                rpc_on(&server, s, n, 1, 100, Wire::V2Json).await
+            } else if what == "two-hop" {
+                two_hop(&server, s, n).await
             } else {
                 fanout(&server, s, n, 16).await
             };
@@ -422,11 +587,6 @@ fn main() {
         });
         return;
     }
-    // Pin this client to core 1; servers go to core 0.
-    let _ = std::process::Command::new("taskset")
-        .args(["-p", "-c", "1", &std::process::id().to_string()])
-        .stdout(std::process::Stdio::null())
-        .status();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -455,6 +615,10 @@ pub struct Results {
     pub latency: Vec<(Kind, Vec<Latency>)>,
     pub memory: Vec<(Kind, Memory)>,
     pub patterns: (Rate, Rate),
+    /// The ceiling at N=100 measured by the old tokio client and by the mio client.
+    pub client_check: (Rate, Rate),
+    /// N=100: v1 RPC, v2 json RPC to a handler, v2 json two-hop (client callee).
+    pub versions: Vec<(Kind, [Option<Rate>; 3])>,
 }
 
 async fn run(smoke: bool) -> Results {
@@ -511,20 +675,78 @@ async fn run(smoke: bool) -> Results {
         latency: vec![],
         memory: vec![],
         patterns: (Rate::default(), Rate::default()),
+        client_check: (Rate::default(), Rate::default()),
+        versions: vec![],
     };
+    let n100 = if smoke { 10 } else { 100 };
+    {
+        // Is the client the limit? The same ceiling, measured by both clients.
+        let old = rpc(&servers::spawn(Kind::Ceiling, "0"), settings, n100, 1, 100).await;
+        let new = rpc_on(
+            &servers::spawn(Kind::Ceiling, "0"),
+            settings,
+            n100,
+            1,
+            100,
+            Wire::V1,
+        )
+        .await;
+        eprintln!(
+            "client check: tokio client {:.0}/s at {:.0} % CPU, mio client {:.0}/s at {:.0} % CPU",
+            old.per_second, old.client_cpu, new.per_second, new.client_cpu
+        );
+        results.client_check = (old, new);
+    }
+    for kind in [Kind::Ceiling, Kind::TowerWamp, Kind::Demo] {
+        let v1 = rpc_on(&servers::spawn(kind, "0"), settings, n100, 1, 100, Wire::V1).await;
+        let (v2, hop) = if kind == Kind::Ceiling {
+            (None, None)
+        } else {
+            let v2 = rpc_on(
+                &servers::spawn(kind, "0"),
+                settings,
+                n100,
+                1,
+                100,
+                Wire::V2Json,
+            )
+            .await;
+            let hop = two_hop(&servers::spawn(kind, "0"), settings, n100).await;
+            (Some(v2), Some(hop))
+        };
+        eprintln!(
+            "{}: v1 {:.0}/s, v2 {:.0}/s, two-hop {:.0}/s",
+            kind.name(),
+            v1.per_second,
+            v2.map_or(0.0, |r| r.per_second),
+            hop.map_or(0.0, |r| r.per_second)
+        );
+        results.versions.push((kind, [Some(v1), v2, hop]));
+    }
     for &kind in &available {
         eprintln!("== {}", kind.name());
         let mut rates = vec![];
         for &n in &rpc_ns {
             let server = servers::spawn(kind, "0");
-            let r = rpc(&server, settings, n, 1, 100).await;
-            eprintln!("rpc n={n}: {:.0}/s", r.per_second);
+            let r = rpc_on(&server, settings, n, 1, 100, Wire::V1).await;
+            eprintln!(
+                "rpc n={n}: {:.0}/s, client {:.0} %",
+                r.per_second, r.client_cpu
+            );
             rates.push(r);
         }
         results.rpc.push((kind, rates));
         {
             let server = servers::spawn(kind, "0");
-            let r = rpc(&server, settings, if smoke { 2 } else { 100 }, 1, 4096).await;
+            let r = rpc_on(
+                &server,
+                settings,
+                if smoke { 2 } else { 100 },
+                1,
+                4096,
+                Wire::V1,
+            )
+            .await;
             eprintln!("rpc 4 KiB: {:.0}/s", r.per_second);
             results.rpc_4k.push((kind, r));
         }

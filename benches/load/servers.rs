@@ -27,6 +27,8 @@ use tower_wamp::{Args, OriginPolicy, Topic, WampLayer, WampRouter};
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Kind {
     TowerWamp,
+    /// The README's demo as users run it: its own `tracing` subscriber at `info`.
+    Demo,
     TowerWampPatterns,
     Ceiling,
     WampIo,
@@ -37,6 +39,7 @@ impl Kind {
     pub fn name(self) -> &'static str {
         match self {
             Self::TowerWamp => "tower-wamp",
+            Self::Demo => "tower-wamp demo (info log)",
             Self::TowerWampPatterns => "tower-wamp (10k topics, 1k patterns)",
             Self::Ceiling => "axum ceiling",
             Self::WampIo => "wamp.io 0.0.4",
@@ -137,10 +140,11 @@ pub fn spawn(kind: Kind, core: &str) -> Server {
     let mut cmd = Command::new("taskset");
     cmd.args(["-c", core]);
     match kind {
-        Kind::TowerWamp | Kind::TowerWampPatterns | Kind::Ceiling => {
+        Kind::TowerWamp | Kind::TowerWampPatterns | Kind::Ceiling | Kind::Demo => {
             cmd.arg(exe).arg("--serve").arg(match kind {
                 Kind::TowerWamp => "tower-wamp",
                 Kind::TowerWampPatterns => "tower-wamp-patterns",
+                Kind::Demo => "demo",
                 _ => "ceiling",
             });
         }
@@ -155,7 +159,12 @@ pub fn spawn(kind: Kind, core: &str) -> Server {
     }
     cmd.arg(port.to_string())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+        // The demo logs every session at info (formatted, then discarded here).
+        .stderr(if kind == Kind::Demo {
+            Stdio::null()
+        } else {
+            Stdio::inherit()
+        });
     let mut child = cmd
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {}: {e}", kind.name()));
@@ -186,6 +195,14 @@ pub fn serve(kind: &str, port: u16) {
         .unwrap();
     rt.block_on(async move {
         let app = match kind {
+            "demo" => {
+                // As the demo's main does: the fmt subscriber at info, on stderr.
+                tracing_subscriber::fmt()
+                    .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+                    .with_writer(std::io::stderr)
+                    .init();
+                crate::app::site(false).0
+            }
             "ceiling" => ceiling(),
             "tower-wamp" => tower_wamp(false),
             "tower-wamp-patterns" => tower_wamp(true),
