@@ -6,6 +6,7 @@ mod clip;
 pub mod core;
 mod dealer;
 pub mod extract;
+mod gate;
 mod handler;
 mod hub;
 mod layer;

@@ -269,7 +269,8 @@ async fn session(
     };
 
     let (reason, ended_by) = {
-        let reader = conn.read_loop(&mut stream, &clock);
+        // The reader is polled only on its own wake-ups, not on every write.
+        let reader = crate::gate::Gated::new(conn.read_loop(&mut stream, &clock));
         let writer = write_loop(&mut sink, &outbox, &config, &clock, &session, auth_deadline);
         tokio::pin!(reader, writer);
         tokio::select! {

@@ -195,6 +195,44 @@ pub async fn rpc_on(
     rate
 }
 
+/// Exactly `calls` closed-loop calls over `n` connections (see `--drive`).
+async fn drive_calls(addr: SocketAddr, what: &str, n: usize, calls: u64) -> Duration {
+    let (kind, wire) = match what {
+        "v1" => (Kind::TowerWamp, Wire::V1),
+        "v2" => (Kind::TowerWamp, Wire::V2Json),
+        "demo-v1" => (Kind::Demo, Wire::V1),
+        "demo-v2" => (Kind::Demo, Wire::V2Json),
+        other => panic!("unknown load {other}"),
+    };
+    let streams: Vec<_> = connect_all_as(addr, n, wire)
+        .await
+        .into_iter()
+        .map(|c| c.into_std().expect("socket"))
+        .collect();
+    let frame = text_frame(&echo_call(kind, wire, 100));
+    let started = Instant::now();
+    let stop = AtomicBool::new(false);
+    let mut sent = n as u64;
+    let mut answered = 0u64;
+    fast::drive(
+        streams,
+        |_, out| out.extend_from_slice(&frame),
+        |_, _, out| {
+            answered += 1;
+            if sent < calls {
+                sent += 1;
+                out.extend_from_slice(&frame);
+            }
+            if answered >= calls {
+                stop.store(true, Relaxed);
+            }
+        },
+        &stop,
+    )
+    .expect("drive");
+    started.elapsed()
+}
+
 /// v2 (json) calls to a procedure that a client registered: one callee connection
 /// answers every INVOCATION with a YIELD; `n` callers, one call in flight each.
 pub async fn two_hop(server: &Server, s: Settings, n: usize) -> Rate {
@@ -531,6 +569,22 @@ fn main() {
         return;
     }
     let smoke = args.iter().any(|a| a == "--smoke");
+    if let Some(i) = args.iter().position(|a| a == "--drive") {
+        // A fixed number of calls against a server started elsewhere (for example under
+        // `valgrind --tool=callgrind`, whose instruction counts do not move with the
+        // machine's noise): --drive ADDR v1|v2|two-hop|demo-v1|demo-v2 CONNECTIONS CALLS
+        let addr: SocketAddr = args[i + 1].parse().unwrap();
+        let what = args[i + 2].clone();
+        let n: usize = args[i + 3].parse().unwrap();
+        let calls: u64 = args[i + 4].parse().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let took = rt.block_on(drive_calls(addr, &what, n, calls));
+        eprintln!("{calls} calls in {took:?}");
+        return;
+    }
     // Pin this client to core 1; servers go to core 0.
     let _ = std::process::Command::new("taskset")
         .args(["-p", "-c", "1", &std::process::id().to_string()])
