@@ -268,22 +268,20 @@ pub async fn two_hop(server: &Server, s: Settings, n: usize) -> Rate {
                 },
                 |i, payload, out| {
                     if i == 0 {
-                        // [68, REQUEST, REGISTRATION, {}, args...]: YIELD the args back.
-                        let Some(request) = payload.strip_prefix(b"[68,") else {
+                        // [68, REQUEST, ...]: YIELD a result for REQUEST.
+                        let Some(rest) = payload.strip_prefix(b"[68,") else {
                             return;
                         };
-                        let end = request.iter().position(|b| *b == b',').unwrap_or(0);
-                        let args = payload
+                        let digits: Vec<u8> = rest
                             .iter()
-                            .position(|b| *b == b'[')
-                            .and_then(|_| payload.windows(3).position(|w| w == b"},["))
-                            .map_or(&b"[]"[..], |at| &payload[at + 2..payload.len() - 1]);
+                            .skip_while(|b| **b == b' ')
+                            .take_while(|b| b.is_ascii_digit())
+                            .copied()
+                            .collect();
                         answer.clear();
                         answer.extend_from_slice(b"[70,");
-                        answer.extend_from_slice(&request[..end]);
-                        answer.extend_from_slice(b",{},");
-                        answer.extend_from_slice(args);
-                        answer.push(b']');
+                        answer.extend_from_slice(&digits);
+                        answer.extend_from_slice(b",{},[\"ok\"]]");
                         out.extend_from_slice(&text_frame(&answer));
                     } else {
                         fast::bump(&count);
@@ -341,25 +339,53 @@ pub async fn rpc(server: &Server, s: Settings, n: usize, k: usize, size: usize) 
     rate
 }
 
-fn publish_frame(seq: u64, pad: &str) -> Vec<u8> {
-    text_frame(format!(r#"[7,"urn:bench:fan",{{"seq":{seq},"p":"{pad}"}}]"#).as_bytes())
+fn publish_frame(seq: u64, pad: &str, wire: Wire) -> Vec<u8> {
+    match wire {
+        Wire::V1 => {
+            text_frame(format!(r#"[7,"urn:bench:fan",{{"seq":{seq},"p":"{pad}"}}]"#).as_bytes())
+        }
+        Wire::V2Json => text_frame(
+            format!(
+                r#"[16,{},{{}},"com.example.bench.fan",[{{"seq":{seq},"p":"{pad}"}}]]"#,
+                seq + 1
+            )
+            .as_bytes(),
+        ),
+    }
 }
 
 /// One publisher, `n` subscribers checking sequence numbers. The publisher keeps at most
 /// `window` publishes ahead of the slowest subscriber, so no router is measured while
 /// its queues grow without bound. Counts deliveries to the `n` subscribers.
 pub async fn fanout(server: &Server, s: Settings, n: usize, window: u64) -> Rate {
-    let mut conns = connect_all(server.addr, n + 1).await;
+    fanout_as(server, s, n, window, Wire::V1).await
+}
+
+/// [`fanout`] in `wire`: v2 subscribers wait for SUBSCRIBED, the publisher sends PUBLISH
+/// with the event as its one argument.
+pub async fn fanout_as(server: &Server, s: Settings, n: usize, window: u64, wire: Wire) -> Rate {
+    let mut conns = connect_all_as(server.addr, n + 1, wire).await;
     let publisher = conns.pop().unwrap();
-    let subscribe = text_frame(br#"[5,"urn:bench:fan"]"#);
-    for c in &mut conns {
-        c.stream_write(&subscribe).await.unwrap();
+    match wire {
+        Wire::V1 => {
+            let subscribe = text_frame(br#"[5,"urn:bench:fan"]"#);
+            for c in &mut conns {
+                c.stream_write(&subscribe).await.unwrap();
+            }
+            // A round trip on every connection, so all subscriptions are in place.
+            let barrier = text_frame(&call_payload(0, 0));
+            for c in &mut conns {
+                c.stream_write(&barrier).await.unwrap();
+            }
+        }
+        Wire::V2Json => {
+            let subscribe = text_frame(br#"[32,1,{},"com.example.bench.fan"]"#);
+            for c in &mut conns {
+                c.stream_write(&subscribe).await.unwrap();
+            }
+        }
     }
-    // A round trip on every connection, so all subscriptions are in place.
-    let barrier = text_frame(&call_payload(0, 0));
-    for c in &mut conns {
-        c.stream_write(&barrier).await.unwrap();
-    }
+    // The answers: the barrier's CALLRESULT (v1) or SUBSCRIBED (v2).
     for c in &mut conns {
         c.next_text().await.unwrap();
     }
@@ -421,7 +447,7 @@ pub async fn fanout(server: &Server, s: Settings, n: usize, window: u64) -> Rate
                 .unwrap_or(sent);
             burst.clear();
             while sent < slowest + window {
-                burst.extend_from_slice(&publish_frame(sent, &pad));
+                burst.extend_from_slice(&publish_frame(sent, &pad, wire));
                 sent += 1;
             }
             if !burst.is_empty() && writer.write(&burst).await.is_err() {
@@ -600,6 +626,10 @@ fn main() {
             Kind::Ceiling
         } else if args.iter().any(|a| a == "demo") {
             Kind::Demo
+        } else if args.iter().any(|a| a == "xconn") {
+            Kind::Xconn
+        } else if args.iter().any(|a| a == "crossbar") {
+            Kind::Crossbar
         } else {
             Kind::TowerWamp
         };
@@ -631,6 +661,8 @@ fn main() {
                 rpc_on(&server, s, n, 1, 100, Wire::V2Json).await
             } else if what == "two-hop" {
                 two_hop(&server, s, n).await
+            } else if what == "fanout2" {
+                fanout_as(&server, s, n, 16, Wire::V2Json).await
             } else {
                 fanout(&server, s, n, 16).await
             };
@@ -671,8 +703,9 @@ pub struct Results {
     pub patterns: (Rate, Rate),
     /// The ceiling at N=100 measured by the old tokio client and by the mio client.
     pub client_check: (Rate, Rate),
-    /// N=100: v1 RPC, v2 json RPC to a handler, v2 json two-hop (client callee).
-    pub versions: Vec<(Kind, [Option<Rate>; 3])>,
+    /// N=100: v1 RPC, v2 json RPC to a handler, v2 json two-hop (client callee); v2 json
+    /// fan-out to 1000 subscribers.
+    pub versions: Vec<(Kind, [Option<Rate>; 4])>,
 }
 
 async fn run(smoke: bool) -> Results {
@@ -751,31 +784,53 @@ async fn run(smoke: bool) -> Results {
         );
         results.client_check = (old, new);
     }
-    for kind in [Kind::Ceiling, Kind::TowerWamp, Kind::Demo] {
-        let v1 = rpc_on(&servers::spawn(kind, "0"), settings, n100, 1, 100, Wire::V1).await;
-        let (v2, hop) = if kind == Kind::Ceiling {
+    let fan_n = if smoke { 10 } else { 1000 };
+    let mut version_kinds = vec![Kind::Ceiling, Kind::TowerWamp, Kind::Demo];
+    if !smoke {
+        for peer in [Kind::Crossbar, Kind::Xconn] {
+            match servers::unavailable(peer) {
+                None => version_kinds.push(peer),
+                Some(why) => eprintln!("skipping {}: {why}", peer.name()),
+            }
+        }
+    }
+    for kind in version_kinds {
+        let spawn = || servers::spawn(kind, "0");
+        let peer = matches!(kind, Kind::Crossbar | Kind::Xconn);
+        // Peers are routers only: no v1, no server-side procedure.
+        let v1 = if peer {
+            None
+        } else {
+            Some(rpc_on(&spawn(), settings, n100, 1, 100, Wire::V1).await)
+        };
+        let v2 = if peer || kind == Kind::Ceiling {
+            None
+        } else {
+            Some(rpc_on(&spawn(), settings, n100, 1, 100, Wire::V2Json).await)
+        };
+        let (hop, fan) = if kind == Kind::Ceiling {
             (None, None)
         } else {
-            let v2 = rpc_on(
-                &servers::spawn(kind, "0"),
-                settings,
-                n100,
-                1,
-                100,
-                Wire::V2Json,
-            )
-            .await;
-            let hop = two_hop(&servers::spawn(kind, "0"), settings, n100).await;
-            (Some(v2), Some(hop))
+            let hop = two_hop(&spawn(), settings, n100).await;
+            let fan = if kind == Kind::Demo {
+                None
+            } else {
+                Some(fanout_as(&spawn(), settings, fan_n, 16, Wire::V2Json).await)
+            };
+            (Some(hop), fan)
         };
+        let show =
+            |r: Option<Rate>| r.map_or("–".to_owned(), |r| format!("{:.0}/s", r.per_second));
         eprintln!(
-            "{}: v1 {:.0}/s, v2 {:.0}/s, two-hop {:.0}/s",
+            "{}: v1 {}, v2 {}, two-hop {}, v2 fan-out {} (anomalies {})",
             kind.name(),
-            v1.per_second,
-            v2.map_or(0.0, |r| r.per_second),
-            hop.map_or(0.0, |r| r.per_second)
+            show(v1),
+            show(v2),
+            show(hop),
+            show(fan),
+            fan.map_or(0, |r| r.anomalies)
         );
-        results.versions.push((kind, [Some(v1), v2, hop]));
+        results.versions.push((kind, [v1, v2, hop, fan]));
     }
     for &kind in &available {
         eprintln!("== {}", kind.name());

@@ -118,12 +118,15 @@ pub fn render(r: &Results) -> (String, String) {
         "The demo is the README's first command (`examples/demo`) with its own `tracing` \
          subscriber at `info` (formatted to stderr); the bench router is the same library \
          without a subscriber. v2 is `wamp.2.json`; two-hop is a v2 call to a procedure that \
-         one v2 client registered (caller → router → callee → router → caller). Ratios are to \
-         the ceiling's echo at the same N.\n"
+         one v2 client registered (caller → router → callee → router → caller); the v2 fan-out \
+         is the fan-out scenario below in v2 (sequence-checked). crossbar and xconn are v2 \
+         routers without server-side procedures, so only two-hop and fan-out apply. Ratios \
+         are to the ceiling's echo at the same N.\n"
     );
     let _ = writeln!(
         md,
-        "| server | v1 RPC | v2 RPC to a handler | v2 two-hop (client callee) |\n|---|---|---|---|"
+        "| server | v1 RPC | v2 RPC to a handler | v2 two-hop (client callee) | v2 fan-out, {} subscribers (deliveries/s) |\n|---|---|---|---|---|",
+        if s.smoke { 10 } else { 1000 }
     );
     let ceiling = r
         .versions
@@ -133,8 +136,21 @@ pub fn render(r: &Results) -> (String, String) {
         .map_or(1.0, |r| r.per_second.max(1.0));
     for (kind, figures) in &r.versions {
         let _ = write!(md, "| {} |", kind.name());
-        for f in figures {
+        for (i, f) in figures.iter().enumerate() {
             match f {
+                Some(rate) if i == 3 => {
+                    let _ = write!(
+                        md,
+                        " {}{}{} |",
+                        k(rate.per_second),
+                        bound(rate),
+                        if rate.anomalies > 0 {
+                            format!(", {} anomalies", rate.anomalies)
+                        } else {
+                            String::new()
+                        }
+                    );
+                }
                 Some(rate) if *kind == Kind::Ceiling => {
                     let _ = write!(md, " {}{} |", k(rate.per_second), bound(rate));
                 }
@@ -153,6 +169,30 @@ pub fn render(r: &Results) -> (String, String) {
             }
         }
         let _ = writeln!(md);
+    }
+    let best_peer = |col: usize| {
+        r.versions
+            .iter()
+            .filter(|(kind, _)| matches!(kind, Kind::Crossbar | Kind::Xconn))
+            .filter_map(|(kind, f)| f[col].map(|rate| (*kind, rate.per_second)))
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+    };
+    let ours = |col: usize| {
+        r.versions
+            .iter()
+            .find(|(kind, _)| *kind == Kind::TowerWamp)
+            .and_then(|(_, f)| f[col])
+            .map_or(0.0, |rate| rate.per_second)
+    };
+    for (col, what) in [(2, "two-hop calls"), (3, "v2 fan-out")] {
+        if let Some((peer, rate)) = best_peer(col) {
+            let _ = writeln!(
+                md,
+                "\n{what}: tower-wamp {:.1}× the fastest v2 peer in this run ({}).",
+                ours(col) / rate.max(1.0),
+                peer.name()
+            );
+        }
     }
 
     let _ = writeln!(

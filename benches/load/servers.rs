@@ -27,6 +27,9 @@ use tower_wamp::{Args, OriginPolicy, Topic, WampLayer, WampRouter};
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Kind {
     TowerWamp,
+    /// WAMP v2 peers (routers only: no server-side procedures).
+    Crossbar,
+    Xconn,
     /// The README's demo as users run it: its own `tracing` subscriber at `info`.
     Demo,
     TowerWampPatterns,
@@ -40,6 +43,8 @@ impl Kind {
         match self {
             Self::TowerWamp => "tower-wamp",
             Self::Demo => "tower-wamp demo (info log)",
+            Self::Crossbar => "crossbar 26.10.1",
+            Self::Xconn => "xconn 0.5.1",
             Self::TowerWampPatterns => "tower-wamp (10k topics, 1k patterns)",
             Self::Ceiling => "axum ceiling",
             Self::WampIo => "wamp.io 0.0.4",
@@ -60,6 +65,16 @@ pub struct Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        // SIGTERM first, so that a peer that runs children (crossbar) stops them too.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status();
+        for _ in 0..50 {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(40));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -70,9 +85,10 @@ impl Server {
         self.child.id()
     }
 
-    /// The server's user + system CPU time.
+    /// The server's user + system CPU time, its child processes included (crossbar runs
+    /// its router in a worker process).
     pub fn cpu(&self) -> Duration {
-        proc_cpu(self.pid())
+        tree_cpu(self.pid())
     }
 
     /// The server's resident memory in KiB.
@@ -96,6 +112,42 @@ pub fn proc_cpu(pid: u32) -> Duration {
     let field = |i: usize| f.get(i).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
     let ticks = field(11) + field(12);
     Duration::from_millis(ticks * 10)
+}
+
+/// CPU time of `pid` and every process descended from it.
+pub fn tree_cpu(pid: u32) -> Duration {
+    let mut parents = std::collections::HashMap::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(p) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, r)| r.split_whitespace().nth(1))
+            .and_then(|x| x.parse::<u32>().ok());
+        if let Some(ppid) = ppid {
+            parents.insert(p, ppid);
+        }
+    }
+    let descends = |mut p: u32| {
+        while p > 1 {
+            if p == pid {
+                return true;
+            }
+            p = parents.get(&p).copied().unwrap_or(0);
+        }
+        false
+    };
+    parents
+        .keys()
+        .filter(|p| descends(**p))
+        .map(|p| proc_cpu(*p))
+        .sum()
 }
 
 fn free_port() -> u16 {
@@ -126,8 +178,42 @@ pub fn unavailable(kind: Kind) -> Option<String> {
         Kind::Autobahn => (!autobahn_python().exists()).then(|| {
             "no .venv-wamp1 (run `cargo test --test interop_autobahn` once to create it)".into()
         }),
+        Kind::Crossbar => venv("crossbar", "crossbar==26.10.1", "crossbar"),
+        Kind::Xconn => venv("xconn", "xconn==0.5.1", "xconn"),
         _ => None,
     }
+}
+
+/// The python of `.venv-<name>`.
+fn venv_python(name: &str) -> PathBuf {
+    root().join(format!(".venv-{name}/bin/python"))
+}
+
+/// Creates `.venv-<name>` with `package` if `module` does not import yet; `Some(why)` on
+/// failure.
+fn venv(name: &str, package: &str, module: &str) -> Option<String> {
+    let py = venv_python(name);
+    let imports = |py: &PathBuf| {
+        Command::new(py)
+            .args(["-c", &format!("import {module}")])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if py.exists() && imports(&py) {
+        return None;
+    }
+    eprintln!("installing {package} into .venv-{name} (once)");
+    let dir = root().join(format!(".venv-{name}"));
+    let ok = Command::new("python3")
+        .args(["-m", "venv", dir.to_str().unwrap()])
+        .status()
+        .is_ok_and(|s| s.success())
+        && Command::new(dir.join("bin/pip"))
+            .args(["install", "-q", package])
+            .status()
+            .is_ok_and(|s| s.success());
+    (!(ok && imports(&py))).then(|| format!("could not install {package} into .venv-{name}"))
 }
 
 fn autobahn_python() -> PathBuf {
@@ -155,6 +241,14 @@ pub fn spawn(kind: Kind, core: &str) -> Server {
         Kind::Autobahn => {
             cmd.arg(autobahn_python())
                 .arg(root().join("benches/peers/autobahn_server.py"));
+        }
+        Kind::Crossbar => {
+            cmd.arg(venv_python("crossbar"))
+                .arg(root().join("benches/peers/crossbar_server.py"));
+        }
+        Kind::Xconn => {
+            cmd.arg(venv_python("xconn"))
+                .arg(root().join("benches/peers/xconn_server.py"));
         }
     }
     cmd.arg(port.to_string())
@@ -227,6 +321,7 @@ fn tower_wamp(patterns: bool) -> Router {
             |Args((v,)): Args<(Value,)>| async move { v },
         )
         .topic("urn:bench:fan*", Topic::new())
+        .topic("com.example.bench.*", Topic::new())
         .topic("urn:bench:idle:*", Topic::new());
     if patterns {
         for i in 0..10_000 {
