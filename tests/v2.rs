@@ -74,6 +74,22 @@ async fn open(
 }
 
 impl V2 {
+    /// A connection that has not said HELLO yet.
+    fn unjoined(
+        ws: tokio_tungstenite::WebSocketStream<
+            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+        >,
+        serializer: Serializer,
+    ) -> Self {
+        Self {
+            ws,
+            serializer,
+            session: 0,
+            welcome: Dict::new(),
+            next: 0,
+        }
+    }
+
     async fn join(addr: SocketAddr, serializer: Serializer) -> Self {
         Self::join_with(addr, serializer, "realm1", json!({}))
             .await
@@ -88,13 +104,7 @@ impl V2 {
         extra: Value,
     ) -> Result<Self, String> {
         let ws = open(addr, serializer).await;
-        let mut c = Self {
-            ws,
-            serializer,
-            session: 0,
-            welcome: Dict::new(),
-            next: 0,
-        };
+        let mut c = Self::unjoined(ws, serializer);
         let mut details = dict(json!({"roles": {"caller": {}, "subscriber": {}, "publisher": {}}}));
         details.extend(dict(extra));
         c.send(&Message::Hello {
@@ -442,13 +452,7 @@ async fn cra_join(
     secret: &str,
 ) -> Result<V2, String> {
     let ws = open(addr, serializer).await;
-    let mut c = V2 {
-        ws,
-        serializer,
-        session: 0,
-        welcome: Dict::new(),
-        next: 0,
-    };
+    let mut c = V2::unjoined(ws, serializer);
     c.send(&Message::Hello {
         realm: "realm1".into(),
         details: dict(
@@ -805,13 +809,7 @@ async fn an_auth_timeout_of_zero_turns_it_off_for_v2_too() {
 
 async fn ticket_join(addr: SocketAddr, authid: &str, ticket: &str) -> Result<V2, String> {
     let ws = open(addr, Serializer::Json).await;
-    let mut c = V2 {
-        ws,
-        serializer: Serializer::Json,
-        session: 0,
-        welcome: Dict::new(),
-        next: 0,
-    };
+    let mut c = V2::unjoined(ws, Serializer::Json);
     c.send(&Message::Hello {
         realm: "realm1".into(),
         details: dict(
@@ -1100,13 +1098,7 @@ async fn a_callee_that_does_not_keep_up_gets_no_more_invocations_and_stays_conne
         tokio_tungstenite::client_async(req, tokio_tungstenite::MaybeTlsStream::Plain(stream))
             .await
             .unwrap();
-    let mut callee = V2 {
-        ws,
-        serializer: Serializer::Json,
-        session: 0,
-        welcome: Dict::new(),
-        next: 0,
-    };
+    let mut callee = V2::unjoined(ws, Serializer::Json);
     callee
         .send(&Message::Hello {
             realm: "realm1".into(),
@@ -1203,13 +1195,7 @@ async fn shutdown_refuses_a_client_still_in_its_handshake() {
     let addr = serve_router(router).await;
     // Connected, no HELLO yet (the handshake would wait 20 s for it).
     let ws = open(addr, Serializer::Json).await;
-    let mut c = V2 {
-        ws,
-        serializer: Serializer::Json,
-        session: 0,
-        welcome: Dict::new(),
-        next: 0,
-    };
+    let mut c = V2::unjoined(ws, Serializer::Json);
     tokio::time::sleep(QUIET).await;
     let shutdown = tokio::spawn(async move { wamp.shutdown(Duration::from_secs(3)).await });
     match c.recv().await {

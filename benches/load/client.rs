@@ -162,21 +162,8 @@ impl Reader {
 
     /// The next complete frame in the buffer, without reading: (opcode, payload range).
     fn parse(&self) -> Option<(u8, usize, usize)> {
-        let b = &self.buf[self.start..self.end];
-        if b.len() < 2 {
-            return None;
-        }
-        let op = b[0] & 0x0f;
-        let (len, head) = match b[1] & 0x7f {
-            126 if b.len() >= 4 => (usize::from(u16::from_be_bytes([b[2], b[3]])), 4),
-            127 if b.len() >= 10 => (
-                u64::from_be_bytes(b[2..10].try_into().unwrap()) as usize,
-                10,
-            ),
-            126 | 127 => return None,
-            n => (usize::from(n), 2),
-        };
-        (b.len() >= head + len).then(|| (op, self.start + head, self.start + head + len))
+        crate::fast::parse(&self.buf[self.start..self.end])
+            .map(|(op, from, to)| (op, self.start + from, self.start + to))
     }
 
     /// The next text frame's payload (other frames are skipped; a close is an error).
