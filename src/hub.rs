@@ -503,7 +503,11 @@ impl Wamp {
         self.hub.shutdown_begun.notify_waiters();
         tracing::info!(sessions = open.len(), "shutting down");
         for outbox in open {
-            outbox.close_with_goodbye(1001, "server shutting down", "wamp.close.system_shutdown");
+            outbox.close_with_goodbye(
+                1001,
+                "server shutting down",
+                crate::core::session::v2::uri::SYSTEM_SHUTDOWN,
+            );
         }
         let all_gone = async {
             loop {

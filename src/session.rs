@@ -120,7 +120,7 @@ pub(crate) enum Next {
 
 const SLOW_CONSUMER: &str = "slow consumer: outbound queue full";
 /// The GOODBYE reason of a v2 session the router closes (the application, an idle timeout).
-pub(crate) const KILLED: &str = "wamp.close.killed";
+pub(crate) use crate::core::session::v2::uri::KILLED;
 
 /// One session's bounded outbound queue (frames and bytes) and its close signal. Producers
 /// never wait: a full queue applies the [`SlowConsumerPolicy`] to events; a reply that

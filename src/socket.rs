@@ -318,16 +318,9 @@ async fn going_away(sink: &mut Sink, proto: Proto, welcomed: bool) {
     const REASON: &str = "server shutting down";
     let goodbye = async {
         if let Proto::V2(serializer) = proto {
-            let mut details = crate::core::codec::v2::Dict::new();
-            details.insert("message".into(), REASON.into());
-            let reason = "wamp.close.system_shutdown".to_owned();
-            let message = if welcomed {
-                crate::core::codec::v2::Message::Goodbye { details, reason }
-            } else {
-                crate::core::codec::v2::Message::Abort { details, reason }
-            };
-            sink.feed(Frame::v2(serializer, &message).into_message())
-                .await?;
+            let uri = crate::core::session::v2::uri::SYSTEM_SHUTDOWN;
+            let leave = Frame::v2_leave(serializer, welcomed, uri, REASON);
+            sink.feed(leave.into_message()).await?;
         }
         let frame = WsMessage::Close(Some(CloseFrame {
             code: 1001,
@@ -521,17 +514,7 @@ async fn close(sink: &mut Sink, outbox: &Outbox, request: CloseRequest) -> (Clos
         goodbye,
     } = request;
     let goodbye = match (goodbye, outbox.proto()) {
-        (Some(uri), Proto::V2(serializer)) => {
-            let mut details = crate::core::codec::v2::Dict::new();
-            details.insert("message".into(), reason.clone().into());
-            Some(Frame::v2(
-                serializer,
-                &crate::core::codec::v2::Message::Goodbye {
-                    details,
-                    reason: uri.into(),
-                },
-            ))
-        }
+        (Some(uri), Proto::V2(serializer)) => Some(Frame::v2_leave(serializer, true, uri, &reason)),
         _ => None,
     };
     let goodbye = async {
@@ -1171,18 +1154,8 @@ impl ReplyTo {
     fn result(&self, result: serde_json::Value) -> Frame {
         match self {
             Self::V1(id) => Frame::from(v1::encode_call_result(id, &result)),
-            Self::V2 {
-                serializer,
-                request,
-            } => Frame::v2(
-                *serializer,
-                &v2c::Message::Result {
-                    request: *request,
-                    details: Dict::new(),
-                    args: vec![result],
-                    kwargs: Dict::new(),
-                },
-            ),
+            // v2: RESULT with `args = [result]`.
+            Self::V2 { .. } => self.arguments(Payload::from_event(result)),
         }
     }
 

@@ -168,7 +168,7 @@ async fn handshake(
                     sink,
                     config,
                     state,
-                    "wamp.close.system_shutdown",
+                    crate::core::session::v2::uri::SYSTEM_SHUTDOWN,
                     "server shutting down",
                     1001,
                 )

@@ -82,6 +82,27 @@ impl Frame {
     }
 }
 
+impl Frame {
+    /// The v2 message that ends a session the router closes: GOODBYE once it is
+    /// established, ABORT before, with `reason` and `message` in its details.
+    pub(crate) fn v2_leave(
+        serializer: Serializer,
+        established: bool,
+        reason: &str,
+        message: &str,
+    ) -> Self {
+        let mut details = Dict::new();
+        details.insert("message".into(), message.into());
+        let reason = reason.to_owned();
+        let leave = if established {
+            v2::Message::Goodbye { details, reason }
+        } else {
+            v2::Message::Abort { details, reason }
+        };
+        Self::v2(serializer, &leave)
+    }
+}
+
 impl From<String> for Frame {
     fn from(text: String) -> Self {
         Self::Text(text.into())

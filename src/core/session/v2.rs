@@ -36,6 +36,7 @@ pub mod uri {
     pub const PAYLOAD_SIZE_EXCEEDED: &str = "wamp.error.payload_size_exceeded";
     pub const GOODBYE_AND_OUT: &str = "wamp.close.goodbye_and_out";
     pub const SYSTEM_SHUTDOWN: &str = "wamp.close.system_shutdown";
+    pub const KILLED: &str = "wamp.close.killed";
 }
 
 /// Where a session is in its life.
