@@ -36,8 +36,17 @@ pub struct Conn {
 
 /// A client text frame carrying `payload`, masked with the key 0.
 pub fn text_frame(payload: &[u8]) -> Vec<u8> {
+    frame(0x81, payload)
+}
+
+/// A masked binary frame (MessagePack and CBOR sessions).
+pub fn binary_frame(payload: &[u8]) -> Vec<u8> {
+    frame(0x82, payload)
+}
+
+fn frame(first: u8, payload: &[u8]) -> Vec<u8> {
     let mut f = Vec::with_capacity(payload.len() + 14);
-    f.push(0x81);
+    f.push(first);
     match payload.len() {
         n if n < 126 => f.push(0x80 | n as u8),
         n if n < 65536 => {
@@ -173,7 +182,7 @@ impl Reader {
                 Some((op, from, to)) => {
                     self.start = to;
                     match op {
-                        0x1 => return Ok(&self.buf[from..to]),
+                        0x1 | 0x2 => return Ok(&self.buf[from..to]),
                         0x8 => return Err(io::Error::other("closed by the server")),
                         _ => {}
                     }

@@ -30,7 +30,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use client::{Conn, call_id_of, payload_offset, seq_of, text_frame};
+use client::{Conn, binary_frame, call_id_of, payload_offset, seq_of, text_frame};
 use futures_util::future::join_all;
 use servers::{Kind, Server};
 
@@ -79,6 +79,49 @@ fn self_cpu() -> Duration {
 pub enum Wire {
     V1,
     V2Json,
+    V2Msgpack,
+}
+
+impl Wire {
+    /// `payload` (already in this wire's serialization) as a masked client frame.
+    fn frame(self, payload: &[u8]) -> Vec<u8> {
+        match self {
+            Self::V2Msgpack => binary_frame(payload),
+            _ => text_frame(payload),
+        }
+    }
+
+    /// A v2 message written as JSON, in this wire's serialization.
+    fn encode(self, json: &str) -> Vec<u8> {
+        match self {
+            Self::V2Msgpack => {
+                let value: serde_json::Value = serde_json::from_str(json).unwrap();
+                let mut out = Vec::new();
+                rmpv::encode::write_value(&mut out, &to_msgpack(&value)).unwrap();
+                out
+            }
+            _ => json.as_bytes().to_vec(),
+        }
+    }
+}
+
+fn to_msgpack(v: &serde_json::Value) -> rmpv::Value {
+    use serde_json::Value as J;
+    match v {
+        J::Null => rmpv::Value::Nil,
+        J::Bool(b) => rmpv::Value::Boolean(*b),
+        J::Number(n) => match n.as_u64() {
+            Some(u) => rmpv::Value::from(u),
+            None => rmpv::Value::from(n.as_f64().unwrap()),
+        },
+        J::String(s) => rmpv::Value::from(s.as_str()),
+        J::Array(a) => rmpv::Value::Array(a.iter().map(to_msgpack).collect()),
+        J::Object(o) => rmpv::Value::Map(
+            o.iter()
+                .map(|(k, v)| (rmpv::Value::from(k.as_str()), to_msgpack(v)))
+                .collect(),
+        ),
+    }
 }
 
 async fn connect_all(addr: SocketAddr, n: usize) -> Vec<Conn> {
@@ -87,18 +130,21 @@ async fn connect_all(addr: SocketAddr, n: usize) -> Vec<Conn> {
 
 /// `n` sessions, WELCOME received (v2: after a HELLO for realm1).
 async fn connect_all_as(addr: SocketAddr, n: usize, wire: Wire) -> Vec<Conn> {
-    let hello = text_frame(
-        br#"[1,"realm1",{"roles":{"caller":{},"callee":{},"publisher":{},"subscriber":{}}}]"#,
-    );
+    let hello = wire.frame(&wire.encode(
+        r#"[1,"realm1",{"roles":{"caller":{},"callee":{},"publisher":{},"subscriber":{}}}]"#,
+    ));
     let mut conns = Vec::with_capacity(n);
     for chunk in (0..n).collect::<Vec<_>>().chunks(64) {
         let batch = join_all(chunk.iter().map(|_| async {
             let mut c = match wire {
                 Wire::V1 => Conn::connect(addr).await.expect("connect"),
-                Wire::V2Json => {
-                    let mut c = Conn::connect_as(addr, "wamp.2.json")
-                        .await
-                        .expect("connect");
+                Wire::V2Json | Wire::V2Msgpack => {
+                    let protocol = if wire == Wire::V2Json {
+                        "wamp.2.json"
+                    } else {
+                        "wamp.2.msgpack"
+                    };
+                    let mut c = Conn::connect_as(addr, protocol).await.expect("connect");
                     c.stream_write(&hello).await.expect("HELLO");
                     c
                 }
@@ -146,10 +192,10 @@ fn echo_call(kind: Kind, wire: Wire, size: usize) -> Vec<u8> {
     };
     let frame = |pad: usize| match wire {
         Wire::V1 => format!(r#"[2,"00000000","{v1}","{}"]"#, "x".repeat(pad)),
-        Wire::V2Json => format!(r#"[48,1,{{}},"{v2}",["{}"]]"#, "x".repeat(pad)),
+        _ => format!(r#"[48,1,{{}},"{v2}",["{}"]]"#, "x".repeat(pad)),
     };
     let pad = size.saturating_sub(frame(0).len());
-    frame(pad).into_bytes()
+    wire.encode(&frame(pad))
 }
 
 /// Closed loop on the mio client (`fast`): `n` connections, `k` calls in flight on each,
@@ -168,7 +214,7 @@ pub async fn rpc_on(
         .into_iter()
         .map(|c| c.into_std().expect("socket"))
         .collect();
-    let frame = text_frame(&echo_call(server.kind, wire, size));
+    let frame = wire.frame(&echo_call(server.kind, wire, size));
     let count = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let driver = {
@@ -202,6 +248,7 @@ async fn drive_calls(addr: SocketAddr, what: &str, n: usize, calls: u64) -> Dura
         "v2" => (Kind::TowerWamp, Wire::V2Json),
         "demo-v1" => (Kind::Demo, Wire::V1),
         "demo-v2" => (Kind::Demo, Wire::V2Json),
+        "v2-msgpack" => (Kind::TowerWamp, Wire::V2Msgpack),
         other => panic!("unknown load {other}"),
     };
     let streams: Vec<_> = connect_all_as(addr, n, wire)
@@ -209,7 +256,7 @@ async fn drive_calls(addr: SocketAddr, what: &str, n: usize, calls: u64) -> Dura
         .into_iter()
         .map(|c| c.into_std().expect("socket"))
         .collect();
-    let frame = text_frame(&echo_call(kind, wire, 100));
+    let frame = wire.frame(&echo_call(kind, wire, 100));
     let started = Instant::now();
     let stop = AtomicBool::new(false);
     let mut sent = n as u64;
@@ -236,23 +283,55 @@ async fn drive_calls(addr: SocketAddr, what: &str, n: usize, calls: u64) -> Dura
 /// v2 (json) calls to a procedure that a client registered: one callee connection
 /// answers every INVOCATION with a YIELD; `n` callers, one call in flight each.
 pub async fn two_hop(server: &Server, s: Settings, n: usize) -> Rate {
-    let mut callee = connect_all_as(server.addr, 1, Wire::V2Json).await.remove(0);
+    two_hop_as(server, s, n, Wire::V2Json).await
+}
+
+/// The request id of an INVOCATION (`[68, REQUEST, ...]`) in `wire`, as that wire's
+/// bytes (digits in JSON, the encoded integer in MessagePack), ready to be copied into
+/// the YIELD.
+fn invocation_request(payload: &[u8], wire: Wire) -> Option<&[u8]> {
+    if wire == Wire::V2Msgpack {
+        // fixarray, fixint 68, then a MessagePack unsigned integer.
+        let rest = payload.get(1..)?.strip_prefix(&[68])?;
+        let len = match *rest.first()? {
+            0x00..=0x7f => 1,
+            0xcc => 2,
+            0xcd => 3,
+            0xce => 5,
+            0xcf => 9,
+            _ => return None,
+        };
+        return rest.get(..len);
+    }
+    let rest = payload.strip_prefix(b"[68,")?;
+    let rest = &rest[rest.iter().take_while(|b| **b == b' ').count()..];
+    Some(&rest[..rest.iter().take_while(|b| b.is_ascii_digit()).count()])
+}
+
+/// [`two_hop`] in `wire` (v2 json or msgpack).
+pub async fn two_hop_as(server: &Server, s: Settings, n: usize, wire: Wire) -> Rate {
+    let mut callee = connect_all_as(server.addr, 1, wire).await.remove(0);
     let uri = "com.example.bench.echo2";
     callee
-        .stream_write(&text_frame(format!(r#"[64,1,{{}},"{uri}"]"#).as_bytes()))
+        .stream_write(&wire.frame(&wire.encode(&format!(r#"[64,1,{{}},"{uri}"]"#))))
         .await
         .expect("REGISTER");
     let registered = callee.next_text().await.expect("REGISTERED").to_vec();
+    let registered_type = if wire == Wire::V2Msgpack {
+        registered.get(1) == Some(&65)
+    } else {
+        registered.starts_with(b"[65,")
+    };
     assert!(
-        registered.starts_with(b"[65,"),
+        registered_type,
         "not registered: {}",
         String::from_utf8_lossy(&registered)
     );
     let mut streams = vec![callee.into_std().expect("socket")];
-    for c in connect_all_as(server.addr, n, Wire::V2Json).await {
+    for c in connect_all_as(server.addr, n, wire).await {
         streams.push(c.into_std().expect("socket"));
     }
-    let call = text_frame(format!(r#"[48,1,{{}},"{uri}",["{}"]]"#, "x".repeat(40)).as_bytes());
+    let call = wire.frame(&wire.encode(&format!(r#"[48,1,{{}},"{uri}",["{}"]]"#, "x".repeat(40))));
     let count = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let driver = {
@@ -268,21 +347,22 @@ pub async fn two_hop(server: &Server, s: Settings, n: usize) -> Rate {
                 },
                 |i, payload, out| {
                     if i == 0 {
-                        // [68, REQUEST, ...]: YIELD a result for REQUEST.
-                        let Some(rest) = payload.strip_prefix(b"[68,") else {
+                        // YIELD a result for the INVOCATION's request.
+                        let Some(request) = invocation_request(payload, wire) else {
                             return;
                         };
-                        let digits: Vec<u8> = rest
-                            .iter()
-                            .skip_while(|b| **b == b' ')
-                            .take_while(|b| b.is_ascii_digit())
-                            .copied()
-                            .collect();
                         answer.clear();
-                        answer.extend_from_slice(b"[70,");
-                        answer.extend_from_slice(&digits);
-                        answer.extend_from_slice(b",{},[\"ok\"]]");
-                        out.extend_from_slice(&text_frame(&answer));
+                        if wire == Wire::V2Msgpack {
+                            // [70, REQUEST, {}, ["ok"]]
+                            answer.extend_from_slice(&[0x94, 70]);
+                            answer.extend_from_slice(request);
+                            answer.extend_from_slice(&[0x80, 0x91, 0xa2, b'o', b'k']);
+                        } else {
+                            answer.extend_from_slice(b"[70,");
+                            answer.extend_from_slice(request);
+                            answer.extend_from_slice(b",{},[\"ok\"]]");
+                        }
+                        out.extend_from_slice(&wire.frame(&answer));
                     } else {
                         fast::bump(&count);
                         out.extend_from_slice(&call);
@@ -344,7 +424,7 @@ fn publish_frame(seq: u64, pad: &str, wire: Wire) -> Vec<u8> {
         Wire::V1 => {
             text_frame(format!(r#"[7,"urn:bench:fan",{{"seq":{seq},"p":"{pad}"}}]"#).as_bytes())
         }
-        Wire::V2Json => text_frame(
+        Wire::V2Json | Wire::V2Msgpack => text_frame(
             format!(
                 r#"[16,{},{{}},"com.example.bench.fan",[{{"seq":{seq},"p":"{pad}"}}]]"#,
                 seq + 1
@@ -378,7 +458,8 @@ pub async fn fanout_as(server: &Server, s: Settings, n: usize, window: u64, wire
                 c.stream_write(&barrier).await.unwrap();
             }
         }
-        Wire::V2Json => {
+        Wire::V2Json | Wire::V2Msgpack => {
+            assert_eq!(wire, Wire::V2Json, "fan-out runs in v1 and v2 json");
             let subscribe = text_frame(br#"[32,1,{},"com.example.bench.fan"]"#);
             for c in &mut conns {
                 c.stream_write(&subscribe).await.unwrap();
@@ -618,7 +699,8 @@ fn main() {
         .status();
     if let Some(i) = args.iter().position(|a| a == "--profile") {
         // Hold one load on one server, for profiling it with perf:
-        // --profile rpc|rpc-tokio|rpc2|two-hop|fanout|memory N SECONDS [ceiling|demo]
+        // --profile rpc|rpc-tokio|rpc2|rpc2-msgpack|two-hop|two-hop-msgpack|fanout|fanout2|memory
+        //   N SECONDS [ceiling|demo|crossbar|xconn|battler]
         let what = args[i + 1].clone();
         let n: usize = args[i + 2].parse().unwrap();
         let secs: u64 = args[i + 3].parse().unwrap();
@@ -630,6 +712,8 @@ fn main() {
             Kind::Xconn
         } else if args.iter().any(|a| a == "crossbar") {
             Kind::Crossbar
+        } else if args.iter().any(|a| a == "battler") {
+            Kind::Battler
         } else {
             Kind::TowerWamp
         };
@@ -659,6 +743,10 @@ fn main() {
                 rpc(&server, s, n, 1, 100).await
             } else if what == "rpc2" {
                 rpc_on(&server, s, n, 1, 100, Wire::V2Json).await
+            } else if what == "rpc2-msgpack" {
+                rpc_on(&server, s, n, 1, 100, Wire::V2Msgpack).await
+            } else if what == "two-hop-msgpack" {
+                two_hop_as(&server, s, n, Wire::V2Msgpack).await
             } else if what == "two-hop" {
                 two_hop(&server, s, n).await
             } else if what == "fanout2" {
@@ -705,7 +793,8 @@ pub struct Results {
     pub client_check: (Rate, Rate),
     /// N=100: v1 RPC, v2 json RPC to a handler, v2 json two-hop (client callee); v2 json
     /// fan-out to 1000 subscribers.
-    pub versions: Vec<(Kind, [Option<Rate>; 4])>,
+    /// v1 RPC, v2 json RPC, v2 msgpack RPC, two-hop json, two-hop msgpack, v2 fan-out.
+    pub versions: Vec<(Kind, [Option<Rate>; 6])>,
 }
 
 async fn run(smoke: bool) -> Results {
@@ -787,7 +876,7 @@ async fn run(smoke: bool) -> Results {
     let fan_n = if smoke { 10 } else { 1000 };
     let mut version_kinds = vec![Kind::Ceiling, Kind::TowerWamp, Kind::Demo];
     if !smoke {
-        for peer in [Kind::Crossbar, Kind::Xconn] {
+        for peer in [Kind::Crossbar, Kind::Xconn, Kind::Battler] {
             match servers::unavailable(peer) {
                 None => version_kinds.push(peer),
                 Some(why) => eprintln!("skipping {}: {why}", peer.name()),
@@ -796,41 +885,47 @@ async fn run(smoke: bool) -> Results {
     }
     for kind in version_kinds {
         let spawn = || servers::spawn(kind, "0");
-        let peer = matches!(kind, Kind::Crossbar | Kind::Xconn);
+        let peer = kind.is_peer();
         // Peers are routers only: no v1, no server-side procedure.
         let v1 = if peer {
             None
         } else {
             Some(rpc_on(&spawn(), settings, n100, 1, 100, Wire::V1).await)
         };
-        let v2 = if peer || kind == Kind::Ceiling {
-            None
-        } else {
-            Some(rpc_on(&spawn(), settings, n100, 1, 100, Wire::V2Json).await)
-        };
-        let (hop, fan) = if kind == Kind::Ceiling {
+        let (v2, v2m) = if peer || kind == Kind::Ceiling {
             (None, None)
         } else {
+            (
+                Some(rpc_on(&spawn(), settings, n100, 1, 100, Wire::V2Json).await),
+                Some(rpc_on(&spawn(), settings, n100, 1, 100, Wire::V2Msgpack).await),
+            )
+        };
+        let (hop, hopm, fan) = if kind == Kind::Ceiling {
+            (None, None, None)
+        } else {
             let hop = two_hop(&spawn(), settings, n100).await;
+            let hopm = two_hop_as(&spawn(), settings, n100, Wire::V2Msgpack).await;
             let fan = if kind == Kind::Demo {
                 None
             } else {
                 Some(fanout_as(&spawn(), settings, fan_n, 16, Wire::V2Json).await)
             };
-            (Some(hop), fan)
+            (Some(hop), Some(hopm), fan)
         };
         let show =
             |r: Option<Rate>| r.map_or("–".to_owned(), |r| format!("{:.0}/s", r.per_second));
         eprintln!(
-            "{}: v1 {}, v2 {}, two-hop {}, v2 fan-out {} (anomalies {})",
+            "{}: v1 {}, v2 json {}, v2 msgpack {}, two-hop json {}, msgpack {}, v2 fan-out {} (anomalies {})",
             kind.name(),
             show(v1),
             show(v2),
+            show(v2m),
             show(hop),
+            show(hopm),
             show(fan),
             fan.map_or(0, |r| r.anomalies)
         );
-        results.versions.push((kind, [v1, v2, hop, fan]));
+        results.versions.push((kind, [v1, v2, v2m, hop, hopm, fan]));
     }
     for &kind in &available {
         eprintln!("== {}", kind.name());

@@ -119,13 +119,13 @@ pub fn render(r: &Results) -> (String, String) {
          subscriber at `info` (formatted to stderr); the bench router is the same library \
          without a subscriber. v2 is `wamp.2.json`; two-hop is a v2 call to a procedure that \
          one v2 client registered (caller → router → callee → router → caller); the v2 fan-out \
-         is the fan-out scenario below in v2 (sequence-checked). crossbar and xconn are v2 \
+         is the fan-out scenario below in v2 (sequence-checked). crossbar, xconn and battler-wamp are v2 \
          routers without server-side procedures, so only two-hop and fan-out apply. Ratios \
          are to the ceiling's echo at the same N.\n"
     );
     let _ = writeln!(
         md,
-        "| server | v1 RPC | v2 RPC to a handler | v2 two-hop (client callee) | v2 fan-out, {} subscribers (deliveries/s) |\n|---|---|---|---|---|",
+        "| server | v1 RPC | v2 json RPC to a handler | v2 msgpack RPC to a handler | v2 json two-hop (client callee) | v2 msgpack two-hop | v2 fan-out, {} subscribers (deliveries/s) |\n|---|---|---|---|---|---|---|",
         if s.smoke { 10 } else { 1000 }
     );
     let ceiling = r
@@ -138,7 +138,7 @@ pub fn render(r: &Results) -> (String, String) {
         let _ = write!(md, "| {} |", kind.name());
         for (i, f) in figures.iter().enumerate() {
             match f {
-                Some(rate) if i == 3 => {
+                Some(rate) if i == 5 => {
                     let _ = write!(
                         md,
                         " {}{}{} |",
@@ -173,7 +173,7 @@ pub fn render(r: &Results) -> (String, String) {
     let best_peer = |col: usize| {
         r.versions
             .iter()
-            .filter(|(kind, _)| matches!(kind, Kind::Crossbar | Kind::Xconn))
+            .filter(|(kind, _)| kind.is_peer())
             .filter_map(|(kind, f)| f[col].map(|rate| (*kind, rate.per_second)))
             .max_by(|a, b| a.1.total_cmp(&b.1))
     };
@@ -184,7 +184,11 @@ pub fn render(r: &Results) -> (String, String) {
             .and_then(|(_, f)| f[col])
             .map_or(0.0, |rate| rate.per_second)
     };
-    for (col, what) in [(2, "two-hop calls"), (3, "v2 fan-out")] {
+    for (col, what) in [
+        (3, "two-hop calls (json)"),
+        (4, "two-hop calls (msgpack)"),
+        (5, "v2 fan-out"),
+    ] {
         if let Some((peer, rate)) = best_peer(col) {
             let _ = writeln!(
                 md,

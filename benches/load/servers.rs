@@ -30,6 +30,7 @@ pub enum Kind {
     /// WAMP v2 peers (routers only: no server-side procedures).
     Crossbar,
     Xconn,
+    Battler,
     /// The README's demo as users run it: its own `tracing` subscriber at `info`.
     Demo,
     TowerWampPatterns,
@@ -45,11 +46,19 @@ impl Kind {
             Self::Demo => "tower-wamp demo (info log)",
             Self::Crossbar => "crossbar 26.10.1",
             Self::Xconn => "xconn 0.5.1",
+            Self::Battler => "battler-wamp 0.6.1",
             Self::TowerWampPatterns => "tower-wamp (10k topics, 1k patterns)",
             Self::Ceiling => "axum ceiling",
             Self::WampIo => "wamp.io 0.0.4",
             Self::Autobahn => "autobahn 0.8.15",
         }
+    }
+}
+
+impl Kind {
+    /// A v2 router of another project (no v1, no server-side procedures).
+    pub fn is_peer(self) -> bool {
+        matches!(self, Self::Crossbar | Self::Xconn | Self::Battler)
     }
 }
 
@@ -180,6 +189,19 @@ pub fn unavailable(kind: Kind) -> Option<String> {
         }),
         Kind::Crossbar => venv("crossbar", "crossbar==26.10.1", "crossbar"),
         Kind::Xconn => venv("xconn", "xconn==0.5.1", "xconn"),
+        Kind::Battler => {
+            // Its own crate outside the workspace; the first release build takes minutes.
+            if battler().exists() {
+                return None;
+            }
+            eprintln!("building benches/peers/battler (once)");
+            let ok = Command::new("cargo")
+                .args(["build", "--release", "--locked", "-j2"])
+                .current_dir(root().join("benches/peers/battler"))
+                .status()
+                .is_ok_and(|s| s.success());
+            (!ok).then(|| "`cargo build --release` in benches/peers/battler failed".into())
+        }
         _ => None,
     }
 }
@@ -216,6 +238,10 @@ fn venv(name: &str, package: &str, module: &str) -> Option<String> {
     (!(ok && imports(&py))).then(|| format!("could not install {package} into .venv-{name}"))
 }
 
+fn battler() -> PathBuf {
+    root().join("benches/peers/battler/target/release/battler-peer")
+}
+
 fn autobahn_python() -> PathBuf {
     root().join(".venv-wamp1/bin/python")
 }
@@ -249,6 +275,9 @@ pub fn spawn(kind: Kind, core: &str) -> Server {
         Kind::Xconn => {
             cmd.arg(venv_python("xconn"))
                 .arg(root().join("benches/peers/xconn_server.py"));
+        }
+        Kind::Battler => {
+            cmd.arg(battler());
         }
     }
     cmd.arg(port.to_string())
