@@ -11,7 +11,7 @@
 //! | [`CallId`] | the client's call id |
 //! | [`State<T>`](State) | shared state, `T: FromRef<S>`: the same state type as your axum app |
 //! | [`Extension<T>`](Extension) | a value an upstream tower layer put into the upgrade request's extensions |
-//! | [`HeaderMap`](http::HeaderMap) | the upgrade request's headers |
+//! | [`HeaderMap`](http::HeaderMap) | the upgrade request's headers (without the handshake's `Connection`, `Upgrade` and `Sec-WebSocket-Key/Version/Extensions`) |
 //! | [`UpgradeRequest`] | all the HTTP parts of the upgrade request |
 //! | [`Wamp`] | the server handle |
 //! | `Option<T>` | `T` if it extracts, else `None` |

@@ -554,14 +554,18 @@ fn host_allowed(headers: &HeaderMap, hosts: &[String]) -> bool {
 
 /// A copy of the request parts that owns its bytes. hyper's header values and URI are
 /// slices of the connection's read buffer: keeping them for the session's lifetime would
-/// keep that whole buffer (about 9 KiB) alive per session.
+/// keep that whole buffer (about 9 KiB) alive per session. The WebSocket handshake's own
+/// headers, which mean nothing once the connection is upgraded, are left out: every
+/// session keeps its copy for its whole life.
 fn detach(parts: http::request::Parts) -> http::request::Parts {
+    let kept = |name: &header::HeaderName| !HANDSHAKE_ONLY.contains(name);
     let mut copy = Request::new(()).into_parts().0;
     copy.method = parts.method;
     copy.version = parts.version;
     copy.uri = owned_uri(&parts.uri);
-    copy.headers.reserve(parts.headers.len());
-    for (name, value) in &parts.headers {
+    copy.headers
+        .reserve(parts.headers.keys().filter(|name| kept(name)).count());
+    for (name, value) in parts.headers.iter().filter(|(name, _)| kept(name)) {
         if let Ok(value) = HeaderValue::from_bytes(value.as_bytes()) {
             copy.headers.append(name.clone(), value);
         }
@@ -573,6 +577,16 @@ fn detach(parts: http::request::Parts) -> http::request::Parts {
     }
     copy
 }
+
+/// Headers of the upgrade handshake that handlers do not see (`Sec-WebSocket-Protocol`,
+/// the subprotocol chosen, they do).
+const HANDSHAKE_ONLY: [header::HeaderName; 5] = [
+    header::CONNECTION,
+    header::UPGRADE,
+    header::SEC_WEBSOCKET_KEY,
+    header::SEC_WEBSOCKET_VERSION,
+    header::SEC_WEBSOCKET_EXTENSIONS,
+];
 
 fn owned_uri(uri: &http::Uri) -> http::Uri {
     uri.to_string().parse().unwrap_or_else(|_| uri.clone())

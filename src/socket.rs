@@ -67,24 +67,25 @@ enum ProtoState {
     V2(v2s::State),
 }
 
-pub(crate) async fn run(
+/// The session's task. Not an async fn: an async fn keeps room for its arguments in its
+/// future for its whole life, moved out or not, and the WebSocket is split here.
+pub(crate) fn run(
     ws: WebSocket,
     router: Arc<Inner<()>>,
     config: Arc<Config>,
     parts: Arc<Parts>,
     proto: Proto,
-) {
+) -> impl Future<Output = ()> {
     // Frees the `max_sessions` slot however the task ends, a panic included.
-    let _slot = SlotGuard(router.clone());
+    let slot = SlotGuard(router.clone());
     let id = match proto {
         Proto::V1 => SessionId::random(),
         // WAMP v2 session ids are numbers, drawn at random in [1, 2^53].
         Proto::V2(_) => SessionId::numeric(random_id()),
     };
     let span = tracing::info_span!("wamp_session", session_id = %id, protocol = ?proto);
-    session(ws, id, router, config, parts, proto)
-        .instrument(span)
-        .await;
+    let (sink, stream) = ws.split();
+    session(slot, sink, stream, id, router, config, parts, proto).instrument(span)
 }
 
 struct SlotGuard(Arc<Inner<()>>);
@@ -163,8 +164,11 @@ impl Clock {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn session(
-    ws: WebSocket,
+    _slot: SlotGuard,
+    mut sink: Sink,
+    mut stream: Stream,
     id: SessionId,
     router: Arc<Inner<()>>,
     config: Arc<Config>,
@@ -172,9 +176,8 @@ async fn session(
     proto: Proto,
 ) {
     let hub = router.wamp().hub.clone();
-    let (mut sink, mut stream) = ws.split();
     if hub.is_shutting_down() {
-        going_away(&mut sink, proto, false).await;
+        Box::pin(going_away(&mut sink, proto, false)).await;
         return;
     }
     let outbox = Outbox::new(config.queue, hub.metrics.clone(), proto);
@@ -204,7 +207,9 @@ async fn session(
             ))
         }
         Proto::V2(serializer) => {
-            match crate::v2::open(
+            // The handshake's future is boxed: it is over once the session runs, and
+            // inline it would size every session's task for its whole life.
+            let opened = Box::pin(crate::v2::open(
                 &mut sink,
                 &mut stream,
                 &router,
@@ -212,9 +217,8 @@ async fn session(
                 &parts,
                 &session,
                 serializer,
-            )
-            .await
-            {
+            ));
+            match opened.await {
                 crate::v2::Opened::Welcome { state } => ProtoState::V2(state),
                 crate::v2::Opened::Refused => return,
             }
@@ -222,7 +226,7 @@ async fn session(
     };
     if !hub.add_session(id.clone(), outbox.clone()) {
         // Shutdown began while this session was being set up.
-        going_away(&mut sink, proto, true).await;
+        Box::pin(going_away(&mut sink, proto, true)).await;
         return;
     }
     let pending: Arc<crate::dealer::Pending> = Arc::default();
@@ -270,9 +274,18 @@ async fn session(
 
     let (reason, ended_by) = {
         // The reader is polled only on its own wake-ups, not on every write.
-        let reader = crate::gate::Gated::new(conn.read_loop(&mut stream, &clock));
-        let writer = write_loop(&mut sink, &outbox, &config, &clock, &session, auth_deadline);
-        tokio::pin!(reader, writer);
+        // Pinned where they are made: a future moved into `pin!` would keep its first
+        // place in this task's future as well.
+        let mut reader =
+            std::pin::pin!(crate::gate::Gated::new(conn.read_loop(&mut stream, &clock)));
+        let mut writer = std::pin::pin!(write_loop(
+            &mut sink,
+            &outbox,
+            &config,
+            &clock,
+            &session,
+            auth_deadline
+        ));
         tokio::select! {
             reason = &mut reader => (reason, EndedBy::Reader),
             (reason, sent) = &mut writer => (reason, EndedBy::Writer { close_sent: sent }),
@@ -285,6 +298,11 @@ async fn session(
     let client_closed = matches!(reason, CloseReason::Client { .. });
     open.reason = reason;
     drop(open);
+    Box::pin(finish(&mut sink, &mut stream, client_closed, ended_by)).await;
+}
+
+/// The last I/O of a session: the close handshake's end.
+async fn finish(sink: &mut Sink, stream: &mut Stream, client_closed: bool, ended_by: EndedBy) {
     if client_closed && matches!(ended_by, EndedBy::Reader) {
         // Answer the close handshake: the WebSocket queued our close frame when it read the
         // client's; flush it before dropping the socket.
@@ -479,14 +497,19 @@ async fn write_loop(
                         Err(WriteError::Io(e)) => return (CloseReason::Error(e.to_string()), false),
                     }
                 }
-                Next::Close(request) => return close(sink, outbox, request).await,
+                // Boxed, as the session's other one-off steps: see `session`.
+                Next::Close(request) => return Box::pin(close(sink, outbox, request)).await,
             },
             () = &mut sleep => {
                 if timers.fire(Instant::now(), clock, outbox, session) {
-                    let ping = tokio::select! {
-                        r = step(config.write_timeout, sink.send(WsMessage::Ping(Default::default()))) => r,
-                        () = outbox.abandoned() => Err(WriteError::Abandoned),
-                    };
+                    // Boxed: a ping is rare, and this future lives as long as the session.
+                    let ping = Box::pin(async {
+                        tokio::select! {
+                            r = step(config.write_timeout, sink.send(WsMessage::Ping(Default::default()))) => r,
+                            () = outbox.abandoned() => Err(WriteError::Abandoned),
+                        }
+                    })
+                    .await;
                     match ping {
                         Ok(()) | Err(WriteError::Abandoned) => {}
                         Err(WriteError::Timeout) => return write_timed_out(&metrics, config),
@@ -654,11 +677,11 @@ impl Conn {
                         ProtoState::V1(state) => {
                             // Calls are charged what their arguments take once decoded.
                             let (action, size) = state.handle_text_sized(text.as_str());
-                            self.act_marked(action, size, clock).await;
+                            self.act_v1_now(action, size, clock).await;
                         }
                         ProtoState::V2(state) => {
                             let (action, size) = state.handle_sized(text.as_bytes(), false);
-                            self.act_v2_marked(action, size, clock).await;
+                            self.act_v2_now(action, size, clock).await;
                         }
                     }
                 }
@@ -667,11 +690,11 @@ impl Conn {
                     match &mut self.state {
                         ProtoState::V1(state) => {
                             let action = state.handle_binary();
-                            self.act_marked(action, 0, clock).await;
+                            self.act_v1_now(action, 0, clock).await;
                         }
                         ProtoState::V2(state) => {
                             let (action, size) = state.handle_sized(&bytes, true);
-                            self.act_v2_marked(action, size, clock).await;
+                            self.act_v2_now(action, size, clock).await;
                         }
                     }
                 }
@@ -697,6 +720,43 @@ impl Conn {
             tracing::warn!("rate limit exceeded: closing");
             self.outbox.close(1008, "rate limit exceeded", false);
             false
+        }
+    }
+
+    /// Carries out a v1 action: a call starts right here (most answer without waiting);
+    /// anything that may await runs boxed, so that the reader's future, which every
+    /// session keeps for its whole life, is sized for reading and calling only.
+    async fn act_v1_now(&mut self, action: Action, size: usize, clock: &Clock) {
+        match action {
+            Action::Call {
+                call_id,
+                procedure,
+                args,
+            } => self.spawn_call(
+                ReplyTo::V1(call_id),
+                procedure,
+                args,
+                Dict::new(),
+                size,
+                None,
+            ),
+            Action::None => {}
+            action => Box::pin(self.act_marked(action, size, clock)).await,
+        }
+    }
+
+    /// [`act_v1_now`](Self::act_v1_now) for v2.
+    async fn act_v2_now(&mut self, action: v2s::Action, size: usize, clock: &Clock) {
+        match action {
+            v2s::Action::Call {
+                request,
+                procedure,
+                args,
+                kwargs,
+                timeout_ms,
+            } => self.call_v2(request, procedure, args, kwargs, timeout_ms, size),
+            v2s::Action::None => {}
+            action => Box::pin(self.act_v2_marked(action, size, clock)).await,
         }
     }
 
@@ -854,6 +914,23 @@ impl Conn {
             while self.calls.try_join_next().is_some() {}
             self.calls.spawn(call);
         }
+    }
+
+    fn call_v2(
+        &mut self,
+        request: u64,
+        procedure: String,
+        args: Vec<serde_json::Value>,
+        kwargs: Dict,
+        timeout_ms: u64,
+        size: usize,
+    ) {
+        let reply_to = ReplyTo::V2 {
+            serializer: self.serializer(),
+            request,
+        };
+        let timeout = (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms));
+        self.spawn_call(reply_to, procedure, args, kwargs, size, timeout);
     }
 
     /// [`act_v2`](Self::act_v2), with the keepalive's pong deadline suspended while it awaits.
@@ -1019,14 +1096,7 @@ impl Conn {
                 args,
                 kwargs,
                 timeout_ms,
-            } => {
-                let reply_to = ReplyTo::V2 {
-                    serializer: self.serializer(),
-                    request,
-                };
-                let timeout = (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms));
-                self.spawn_call(reply_to, procedure, args, kwargs, size, timeout);
-            }
+            } => self.call_v2(request, procedure, args, kwargs, timeout_ms, size),
             A::Register { request, procedure } => {
                 let callee = crate::dealer::Callee {
                     session: self.session.id().clone(),

@@ -246,7 +246,15 @@ async fn an_upstream_tower_layer_hands_an_identity_to_handlers() {
     let router = WampRouter::new().rpc(
         &api("me"),
         |Extension(User(u)): Extension<User>, headers: axum::http::HeaderMap| async move {
-            json!([u, headers.get("x-token").map(|v| v.to_str().unwrap())])
+            // The handshake's own headers are not kept for the session's life.
+            let handshake = ["sec-websocket-key", "upgrade", "connection"]
+                .iter()
+                .any(|h| headers.contains_key(*h));
+            json!([
+                u,
+                headers.get("x-token").map(|v| v.to_str().unwrap()),
+                handshake
+            ])
         },
     );
     let app = Router::new()
@@ -257,7 +265,7 @@ async fn an_upstream_tower_layer_hands_an_identity_to_handlers() {
     let mut c = connect_with(addr, &[("x-token", "abc")]).await;
     assert_eq!(
         c.call("1", &api("me"), &[]).await[2],
-        json!(["user-of-abc", "abc"])
+        json!(["user-of-abc", "abc", false])
     );
 
     // Without the token the upstream layer refuses the upgrade itself.

@@ -640,20 +640,8 @@ pub async fn memory(server: &Server, n: usize) -> Memory {
     let mut warm = connect_all(server.addr, 1).await;
     let before = server.rss_kib();
     let started = Instant::now();
-    let mut conns = connect_all(server.addr, n).await;
+    let conns = idle_sessions(server.addr, n).await;
     let connect_secs = started.elapsed().as_secs_f64();
-    let subscribe = std::env::var_os("BENCH_NO_SUBSCRIBE").is_none();
-    for (i, c) in conns.iter_mut().enumerate().filter(|_| subscribe) {
-        let sub = text_frame(format!(r#"[5,"urn:bench:idle:{}"]"#, i % 100).as_bytes());
-        c.stream_write(&sub).await.unwrap();
-    }
-    // A round trip on the first and last connection: the subscriptions are in.
-    for c in [conns.first_mut().unwrap()] {
-        c.stream_write(&text_frame(&call_payload(0, 0)))
-            .await
-            .unwrap();
-        c.next_text().await.unwrap();
-    }
     warm[0]
         .stream_write(&text_frame(&call_payload(0, 0)))
         .await
@@ -669,6 +657,24 @@ pub async fn memory(server: &Server, n: usize) -> Memory {
     }
 }
 
+/// `n` idle v1 sessions, each subscribed to one of 100 topics (unless
+/// `BENCH_NO_SUBSCRIBE` is set), after a round trip that shows the subscriptions are in.
+async fn idle_sessions(addr: SocketAddr, n: usize) -> Vec<Conn> {
+    let mut conns = connect_all(addr, n).await;
+    let subscribe = std::env::var_os("BENCH_NO_SUBSCRIBE").is_none();
+    for (i, c) in conns.iter_mut().enumerate().filter(|_| subscribe) {
+        let sub = text_frame(format!(r#"[5,"urn:bench:idle:{}"]"#, i % 100).as_bytes());
+        c.stream_write(&sub).await.unwrap();
+    }
+    let first = conns.first_mut().unwrap();
+    first
+        .stream_write(&text_frame(&call_payload(0, 0)))
+        .await
+        .unwrap();
+    first.next_text().await.unwrap();
+    conns
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--serve") {
@@ -676,6 +682,23 @@ fn main() {
         return;
     }
     let smoke = args.iter().any(|a| a == "--smoke");
+    if let Some(i) = args.iter().position(|a| a == "--hold") {
+        // Idle sessions held on a server started elsewhere (for a heap profiler such as
+        // `valgrind --tool=dhat`): --hold ADDR SESSIONS SECONDS
+        let addr: SocketAddr = args[i + 1].parse().unwrap();
+        let n: usize = args[i + 2].parse().unwrap();
+        let secs: u64 = args[i + 3].parse().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let conns = idle_sessions(addr, n).await;
+            tokio::time::sleep(Duration::from_secs(secs)).await;
+            drop(conns);
+        });
+        return;
+    }
     if let Some(i) = args.iter().position(|a| a == "--drive") {
         // A fixed number of calls against a server started elsewhere (for example under
         // `valgrind --tool=callgrind`, whose instruction counts do not move with the

@@ -141,21 +141,35 @@ pub mod v1 {
     /// ```
     #[must_use]
     pub fn decoded_size(text: &str) -> usize {
-        let (mut in_string, mut escaped) = (false, false);
+        decoded_size_of(text.as_bytes())
+    }
+
+    /// [`decoded_size`] of JSON text as bytes (v2's JSON frames arrive as bytes). Strings,
+    /// most of a frame, are skipped with `memchr` rather than byte by byte.
+    pub(crate) fn decoded_size_of(bytes: &[u8]) -> usize {
         let (mut items, mut objects) = (1usize, 0usize);
-        for &b in text.as_bytes() {
-            if in_string {
-                if escaped {
-                    escaped = false;
-                } else if b == b'\\' {
-                    escaped = true;
-                } else if b == b'"' {
-                    in_string = false;
-                }
-                continue;
-            }
+        let mut i = 0;
+        while let Some(&b) = bytes.get(i) {
+            i += 1;
             match b {
-                b'"' => in_string = true,
+                b'"' => {
+                    // To the closing quote, stepping over escapes (`\"` included); an
+                    // unterminated string runs to the end.
+                    loop {
+                        let Some(j) = bytes
+                            .get(i..)
+                            .and_then(|rest| memchr::memchr2(b'"', b'\\', rest))
+                        else {
+                            i = bytes.len();
+                            break;
+                        };
+                        i += j + 1;
+                        if bytes[i - 1] == b'"' {
+                            break;
+                        }
+                        i += 1;
+                    }
+                }
                 b',' | b'[' => items += 1,
                 b'{' => {
                     items += 1;
@@ -164,7 +178,7 @@ pub mod v1 {
                 _ => {}
             }
         }
-        text.len() + items * PER_ITEM + objects * PER_OBJECT
+        bytes.len() + items * PER_ITEM + objects * PER_OBJECT
     }
 
     /// Decodes one text frame sent by a client.
@@ -377,6 +391,67 @@ pub mod v1 {
     mod tests {
         use super::*;
         use serde_json::json;
+
+        /// The byte-by-byte scan that `decoded_size_of` replaced, as the reference.
+        fn decoded_size_naive(text: &[u8]) -> usize {
+            let (mut in_string, mut escaped) = (false, false);
+            let (mut items, mut objects) = (1usize, 0usize);
+            for &b in text {
+                if in_string {
+                    if escaped {
+                        escaped = false;
+                    } else if b == b'\\' {
+                        escaped = true;
+                    } else if b == b'"' {
+                        in_string = false;
+                    }
+                    continue;
+                }
+                match b {
+                    b'"' => in_string = true,
+                    b',' | b'[' => items += 1,
+                    b'{' => {
+                        items += 1;
+                        objects += 1;
+                    }
+                    _ => {}
+                }
+            }
+            text.len() + items * PER_ITEM + objects * PER_OBJECT
+        }
+
+        #[test]
+        fn decoded_size_skips_strings_as_the_byte_scan_did() {
+            let cases: &[&[u8]] = &[
+                br#"[2,"id","urn:x",{"a":[1,2,{}]},"x,[{"]"#,
+                br#"["a\"b,[{",{}]"#,
+                br#"["a\\",{},[1,2]]"#,
+                br#"["unterminated,[{"#,
+                br#"["ends in a backslash\"#,
+                br#"["\"#,
+                br#""\""#,
+                br#"""#,
+                b"",
+                b"[{},{},{}]",
+                br#"{"k\u0022":"v\\\"[",[]}"#,
+            ];
+            for case in cases {
+                assert_eq!(
+                    decoded_size_of(case),
+                    decoded_size_naive(case),
+                    "{}",
+                    String::from_utf8_lossy(case)
+                );
+            }
+            // Every prefix of a frame with escapes, so each can end anywhere.
+            let frame = br#"[7,"t\"o,p{",{"a\\":["\\\"",{}]},"x"]"#;
+            for end in 0..=frame.len() {
+                assert_eq!(
+                    decoded_size_of(&frame[..end]),
+                    decoded_size_naive(&frame[..end])
+                );
+            }
+        }
 
         #[test]
         fn decodes_every_client_message() {
