@@ -494,7 +494,8 @@ impl WampCra {
 
     /// Authenticates sessions without CRA from the upgrade request, for identities an
     /// upstream tower layer established (a cookie session, a bearer token): return the
-    /// auth key, or `None` to require WAMP-CRA.
+    /// auth key, or `None` to require WAMP-CRA. The parts are those handlers see, without
+    /// the WebSocket handshake's own headers (see [`extract`](crate::extract)).
     #[must_use]
     pub fn identity_from(
         mut self,

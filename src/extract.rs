@@ -11,8 +11,13 @@
 //! | [`CallId`] | the client's call id |
 //! | [`State<T>`](State) | shared state, `T: FromRef<S>`: the same state type as your axum app |
 //! | [`Extension<T>`](Extension) | a value an upstream tower layer put into the upgrade request's extensions |
-//! | [`HeaderMap`](http::HeaderMap) | the upgrade request's headers (without the handshake's `Connection`, `Upgrade` and `Sec-WebSocket-Key/Version/Extensions`) |
-//! | [`UpgradeRequest`] | all the HTTP parts of the upgrade request |
+//! | [`HeaderMap`](http::HeaderMap) | the upgrade request's headers |
+//!
+//! The parts a session keeps hold every header of the upgrade request except the WebSocket
+//! handshake's own (`Connection`, `Upgrade`, `Sec-WebSocket-Key`, `Sec-WebSocket-Version`,
+//! `Sec-WebSocket-Extensions`), which mean nothing once the connection is upgraded; every
+//! session keeps its copy for its whole life. `Sec-WebSocket-Protocol` is kept.
+//! | [`UpgradeRequest`] | the HTTP parts of the upgrade request |
 //! | [`Wamp`] | the server handle |
 //! | `Option<T>` | `T` if it extracts, else `None` |
 //!
@@ -205,7 +210,8 @@ impl Call {
         &self.session
     }
 
-    /// The HTTP parts of the upgrade request.
+    /// The HTTP parts of the upgrade request (without the WebSocket handshake's own
+    /// headers: see the [module docs](self)).
     #[must_use]
     pub fn parts(&self) -> &Parts {
         &self.parts
@@ -446,7 +452,8 @@ impl<S: Sync> FromCall<S> for HeaderMap {
     }
 }
 
-/// All HTTP parts (method, URI, headers, extensions) of the WebSocket upgrade request.
+/// The HTTP parts (method, URI, headers, extensions) of the WebSocket upgrade request,
+/// without the WebSocket handshake's own headers (see the [module docs](self)).
 ///
 /// ```
 /// use tower_wamp::UpgradeRequest;

@@ -723,40 +723,20 @@ impl Conn {
         }
     }
 
-    /// Carries out a v1 action: a call starts right here (most answer without waiting);
-    /// anything that may await runs boxed, so that the reader's future, which every
-    /// session keeps for its whole life, is sized for reading and calling only.
+    /// Carries out a v1 action: a call, like everything that needs no waiting, is done
+    /// right here (most calls answer without waiting); what may await (subscribe, publish)
+    /// runs boxed, so that the reader's future, which every session keeps for its whole
+    /// life, is sized for reading and calling only.
     async fn act_v1_now(&mut self, action: Action, size: usize, clock: &Clock) {
-        match action {
-            Action::Call {
-                call_id,
-                procedure,
-                args,
-            } => self.spawn_call(
-                ReplyTo::V1(call_id),
-                procedure,
-                args,
-                Dict::new(),
-                size,
-                None,
-            ),
-            Action::None => {}
-            action => Box::pin(self.act_marked(action, size, clock)).await,
+        if let Some(action) = self.act_sync(action, size) {
+            Box::pin(self.act_marked(action, size, clock)).await;
         }
     }
 
     /// [`act_v1_now`](Self::act_v1_now) for v2.
     async fn act_v2_now(&mut self, action: v2s::Action, size: usize, clock: &Clock) {
-        match action {
-            v2s::Action::Call {
-                request,
-                procedure,
-                args,
-                kwargs,
-                timeout_ms,
-            } => self.call_v2(request, procedure, args, kwargs, timeout_ms, size),
-            v2s::Action::None => {}
-            action => Box::pin(self.act_v2_marked(action, size, clock)).await,
+        if let Some(action) = self.act_v2_sync(action, size) {
+            Box::pin(self.act_v2_marked(action, size, clock)).await;
         }
     }
 
@@ -771,6 +751,33 @@ impl Conn {
 
     async fn act(&mut self, action: Action, size: usize) {
         match action {
+            Action::Subscribe { topic } => {
+                let _ = self
+                    .router
+                    .subscribe(&self.session, topic, Some(self.config.subscriptions), None)
+                    .await;
+            }
+            Action::Publish {
+                topic,
+                event,
+                exclude,
+                eligible,
+            } => {
+                let _ = self
+                    .router
+                    .publish(&self.session, topic, event, None, exclude, eligible)
+                    .await;
+            }
+            other => {
+                let _ = self.act_sync(other, size);
+            }
+        }
+    }
+
+    /// The v1 actions that need no waiting, carried out at once; those that do (subscribe,
+    /// publish) are given back, to be awaited.
+    fn act_sync(&mut self, action: Action, size: usize) -> Option<Action> {
+        match action {
             Action::None => {}
             Action::Call {
                 call_id,
@@ -784,25 +791,8 @@ impl Conn {
                 size,
                 None,
             ),
-            Action::Subscribe { topic } => {
-                let _ = self
-                    .router
-                    .subscribe(&self.session, topic, Some(self.config.subscriptions), None)
-                    .await;
-            }
             Action::Unsubscribe { topic } => {
                 self.router.unsubscribe(&self.session, &topic, None);
-            }
-            Action::Publish {
-                topic,
-                event,
-                exclude,
-                eligible,
-            } => {
-                let _ = self
-                    .router
-                    .publish(&self.session, topic, event, None, exclude, eligible)
-                    .await;
             }
             Action::Reply(frame) => {
                 tracing::debug!("malformed CALL answered with an error");
@@ -814,7 +804,9 @@ impl Conn {
                 tracing::warn!(code, reason = %Clip(&reason), "closing");
                 self.outbox.close(code, &reason, true);
             }
+            other @ (Action::Subscribe { .. } | Action::Publish { .. }) => return Some(other),
         }
+        None
     }
 
     /// Reserves room for one more call in flight, or answers it with `#too-many-calls`.
@@ -986,7 +978,6 @@ impl Conn {
         use v2c::{Message as M, code};
         use v2s::Action as A;
         match action {
-            A::None | A::Hello { .. } | A::Authenticate { .. } | A::Cancel { .. } => {}
             A::Subscribe { request, topic } => {
                 // SUBSCRIBED is queued under the broker's lock, before any EVENT.
                 let serializer = self.serializer();
@@ -1017,33 +1008,6 @@ impl Conn {
                         "not authorized to subscribe to this topic",
                     ),
                     Err(Refused::Closing) => {}
-                }
-            }
-            A::Unsubscribe {
-                request,
-                subscription,
-            } => {
-                let hub = &self.router.wamp().hub;
-                match hub.topic_of_subscription(subscription) {
-                    Some(topic) if hub.is_subscribed(&topic, self.session.id()) => {
-                        // UNSUBSCRIBED is queued under the broker's lock, after every EVENT.
-                        let ack = Frame::v2(self.serializer(), &M::Unsubscribed { request });
-                        if !self.router.unsubscribe(&self.session, &topic, Some(ack)) {
-                            // Unsubscribed by the server meanwhile.
-                            self.error_v2(
-                                code::UNSUBSCRIBE,
-                                request,
-                                "wamp.error.no_such_subscription",
-                                "no such subscription",
-                            );
-                        }
-                    }
-                    _ => self.error_v2(
-                        code::UNSUBSCRIBE,
-                        request,
-                        "wamp.error.no_such_subscription",
-                        "no such subscription",
-                    ),
                 }
             }
             A::Publish {
@@ -1090,13 +1054,6 @@ impl Conn {
                     ),
                 }
             }
-            A::Call {
-                request,
-                procedure,
-                args,
-                kwargs,
-                timeout_ms,
-            } => self.call_v2(request, procedure, args, kwargs, timeout_ms, size),
             A::Register { request, procedure } => {
                 let callee = crate::dealer::Callee {
                     session: self.session.id().clone(),
@@ -1145,6 +1102,53 @@ impl Conn {
                     ),
                 }
             }
+            other => {
+                let _ = self.act_v2_sync(other, size);
+            }
+        }
+    }
+
+    /// The v2 actions that need no waiting, carried out at once; those that do (subscribe,
+    /// publish, register) are given back, to be awaited.
+    fn act_v2_sync(&mut self, action: v2s::Action, size: usize) -> Option<v2s::Action> {
+        use v2c::{Message as M, code};
+        use v2s::Action as A;
+        match action {
+            A::None | A::Hello { .. } | A::Authenticate { .. } | A::Cancel { .. } => {}
+            A::Unsubscribe {
+                request,
+                subscription,
+            } => {
+                let hub = &self.router.wamp().hub;
+                match hub.topic_of_subscription(subscription) {
+                    Some(topic) if hub.is_subscribed(&topic, self.session.id()) => {
+                        // UNSUBSCRIBED is queued under the broker's lock, after every EVENT.
+                        let ack = Frame::v2(self.serializer(), &M::Unsubscribed { request });
+                        if !self.router.unsubscribe(&self.session, &topic, Some(ack)) {
+                            // Unsubscribed by the server meanwhile.
+                            self.error_v2(
+                                code::UNSUBSCRIBE,
+                                request,
+                                "wamp.error.no_such_subscription",
+                                "no such subscription",
+                            );
+                        }
+                    }
+                    _ => self.error_v2(
+                        code::UNSUBSCRIBE,
+                        request,
+                        "wamp.error.no_such_subscription",
+                        "no such subscription",
+                    ),
+                }
+            }
+            A::Call {
+                request,
+                procedure,
+                args,
+                kwargs,
+                timeout_ms,
+            } => self.call_v2(request, procedure, args, kwargs, timeout_ms, size),
             A::Unregister {
                 request,
                 registration,
@@ -1198,7 +1202,11 @@ impl Conn {
                 tracing::debug!(code, reason = %Clip(&reason), "closing");
                 self.outbox.close(code, &reason, true);
             }
+            other @ (A::Subscribe { .. } | A::Publish { .. } | A::Register { .. }) => {
+                return Some(other);
+            }
         }
+        None
     }
 }
 

@@ -117,7 +117,7 @@ pub fn render(r: &Results) -> (String, String) {
         md,
         "The demo is the README's first command (`examples/demo`) with its own `tracing` \
          subscriber at `info` (formatted to stderr); the bench router is the same library \
-         without a subscriber. v2 is `wamp.2.json`; two-hop is a v2 call to a procedure that \
+         without a subscriber. v2 is `wamp.2.json` or `wamp.2.msgpack` (the same ~100-byte CALL); two-hop is a v2 call to a procedure that \
          one v2 client registered (caller → router → callee → router → caller); the v2 fan-out \
          is the fan-out scenario below in v2 (sequence-checked). crossbar, xconn and battler-wamp are v2 \
          routers without server-side procedures, so only two-hop and fan-out apply. Ratios \
@@ -157,10 +157,15 @@ pub fn render(r: &Results) -> (String, String) {
                 Some(rate) => {
                     let _ = write!(
                         md,
-                        " {} = {:.2}× ceiling{} |",
+                        " {} = {:.2}× ceiling{}{} |",
                         k(rate.per_second),
                         rate.per_second / ceiling,
-                        bound(rate)
+                        bound(rate),
+                        if rate.anomalies > 0 {
+                            format!(", {} error answers not counted", rate.anomalies)
+                        } else {
+                            String::new()
+                        }
                     );
                 }
                 None => {

@@ -195,12 +195,17 @@ pub fn unavailable(kind: Kind) -> Option<String> {
                 return None;
             }
             eprintln!("building benches/peers/battler (once)");
+            // Its own target dir, whatever CARGO_TARGET_DIR says, so the binary is where
+            // `battler()` looks.
+            let dir = root().join("benches/peers/battler");
             let ok = Command::new("cargo")
-                .args(["build", "--release", "--locked", "-j2"])
-                .current_dir(root().join("benches/peers/battler"))
+                .args(["build", "--release", "--locked", "-j2", "--target-dir"])
+                .arg(dir.join("target"))
+                .current_dir(&dir)
                 .status()
                 .is_ok_and(|s| s.success());
-            (!ok).then(|| "`cargo build --release` in benches/peers/battler failed".into())
+            (!(ok && battler().exists()))
+                .then(|| "`cargo build --release` in benches/peers/battler failed".into())
         }
         _ => None,
     }
