@@ -19,7 +19,7 @@ use std::{
         Arc,
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
-    task::{Context, Waker},
+    task::{Context, Poll, Waker},
     time::Duration,
 };
 
@@ -439,6 +439,13 @@ async fn step(
     deadline: Duration,
     write: impl Future<Output = Result<(), axum::Error>>,
 ) -> Result<(), WriteError> {
+    let mut write = std::pin::pin!(write);
+    // Most writes finish at once (the socket has room): the deadline's timer is made only
+    // for one that has to wait.
+    let first = std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await;
+    if let Poll::Ready(written) = first {
+        return written.map_err(WriteError::Io);
+    }
     match tokio::time::timeout(deadline, write).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(WriteError::Io(e)),
