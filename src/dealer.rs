@@ -247,6 +247,7 @@ pub(crate) async fn invoke(
     callee: Callee,
     args: Vec<Value>,
     kwargs: Dict,
+    details: Dict,
 ) -> Result<Payload, RpcError> {
     let gone = || RpcError::new(CANCELED, "the callee left");
     let Proto::V2(serializer) = callee.outbox.proto() else {
@@ -258,7 +259,7 @@ pub(crate) async fn invoke(
             &Message::Invocation {
                 request,
                 registration,
-                details: Dict::new(),
+                details: details.clone(),
                 args: args.clone(),
                 kwargs: kwargs.clone(),
             },

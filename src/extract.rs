@@ -75,6 +75,8 @@ pub struct Call {
     pub(crate) session: Session,
     pub(crate) parts: Arc<Parts>,
     pub(crate) hub: Option<Arc<Hub>>,
+    /// A v2 caller's `disclose_me`: name it to a client callee whatever the router's policy.
+    pub(crate) disclose_me: bool,
 }
 
 fn empty_parts() -> Arc<Parts> {
@@ -92,6 +94,7 @@ impl Call {
             session: Session::detached(SessionId::random()),
             parts: empty_parts(),
             hub: None,
+            disclose_me: false,
         }
     }
 
@@ -110,7 +113,14 @@ impl Call {
             session,
             parts,
             hub: None,
+            disclose_me: false,
         }
+    }
+
+    /// Marks the call as asking to name its caller to a client callee (v2 `disclose_me`).
+    pub(crate) fn disclosing(mut self, disclose_me: bool) -> Self {
+        self.disclose_me = disclose_me;
+        self
     }
 
     /// Sets the keyword arguments (what a WAMP v2 caller sends as `kwargs`).

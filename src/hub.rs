@@ -269,6 +269,8 @@ pub(crate) struct Outgoing<'a> {
     pub(crate) payload: &'a Payload,
     /// The v2 publication id.
     pub(crate) publication: u64,
+    /// The v2 EVENT's details (the publisher, when disclosed).
+    pub(crate) details: Option<&'a v2::Dict>,
 }
 
 impl Outgoing<'_> {
@@ -280,7 +282,7 @@ impl Outgoing<'_> {
                 &v2::Message::Event {
                     subscription,
                     publication: self.publication,
-                    details: v2::Dict::new(),
+                    details: self.details.cloned().unwrap_or_default(),
                     args: self.payload.args.clone(),
                     kwargs: self.payload.kwargs.clone(),
                 },
@@ -342,6 +344,7 @@ impl Wamp {
             event: &event,
             payload: &payload,
             publication: random_id(),
+            details: None,
         };
         Ok(self.hub.deliver(&out, exclude, eligible))
     }

@@ -343,6 +343,9 @@ pub(crate) struct Inner<S> {
     pub(crate) topic_patterns: Vec<(String, Topic)>,
     hooks: Hooks,
     publisher_receives_own_events: bool,
+    /// Realm policy: name every publisher to v2 subscribers, every caller to client callees.
+    disclose_publishers: bool,
+    disclose_callers: bool,
     pub(crate) auth: Option<Arc<WampCra>>,
     call_timeout: Option<Duration>,
     procedure_timeouts: HashMap<String, Duration>,
@@ -361,6 +364,8 @@ impl<S> Clone for Inner<S> {
             topic_patterns: self.topic_patterns.clone(),
             hooks: self.hooks.clone(),
             publisher_receives_own_events: self.publisher_receives_own_events,
+            disclose_publishers: self.disclose_publishers,
+            disclose_callers: self.disclose_callers,
             auth: self.auth.clone(),
             call_timeout: self.call_timeout,
             procedure_timeouts: self.procedure_timeouts.clone(),
@@ -456,6 +461,8 @@ impl<S: Clone + Send + Sync + 'static> WampRouter<S> {
                 topic_patterns: Vec::new(),
                 hooks: Hooks::default(),
                 publisher_receives_own_events: true,
+                disclose_publishers: false,
+                disclose_callers: false,
                 auth: None,
                 call_timeout: None,
                 procedure_timeouts: HashMap::new(),
@@ -609,6 +616,35 @@ impl<S: Clone + Send + Sync + 'static> WampRouter<S> {
         self
     }
 
+    /// Names the publisher of every event to WAMP v2 subscribers (`publisher`,
+    /// `publisher_authid`, `publisher_authrole` in the EVENT's details), as Crossbar's role
+    /// setting `disclose` does. Off by default: then only a v2 publisher that asks
+    /// (`disclose_me`) is named. A v1 publisher has no numeric session id: its authid and
+    /// authrole are given, when it has them.
+    ///
+    /// ```
+    /// let router: tower_wamp::WampRouter = tower_wamp::WampRouter::new().disclose_publishers(true);
+    /// ```
+    #[must_use]
+    pub fn disclose_publishers(mut self, yes: bool) -> Self {
+        self.inner_mut().disclose_publishers = yes;
+        self
+    }
+
+    /// Names the caller of every call to the v2 client that registered the procedure
+    /// (`caller`, `caller_authid`, `caller_authrole` in the INVOCATION's details). Off by
+    /// default: then only a caller that asks (`disclose_me`) is named. Server-side
+    /// handlers always know their caller (the [`Caller`](crate::Caller) extractor).
+    ///
+    /// ```
+    /// let router: tower_wamp::WampRouter = tower_wamp::WampRouter::new().disclose_callers(true);
+    /// ```
+    #[must_use]
+    pub fn disclose_callers(mut self, yes: bool) -> Self {
+        self.inner_mut().disclose_callers = yes;
+        self
+    }
+
     /// Called after WELCOME is sent.
     #[must_use]
     pub fn on_open(mut self, hook: impl Fn(&Session) + Send + Sync + 'static) -> Self {
@@ -725,6 +761,8 @@ impl<S: Clone + Send + Sync + 'static> WampRouter<S> {
                 topic_patterns: inner.topic_patterns,
                 hooks: inner.hooks,
                 publisher_receives_own_events: inner.publisher_receives_own_events,
+                disclose_publishers: inner.disclose_publishers,
+                disclose_callers: inner.disclose_callers,
                 auth: inner.auth,
                 call_timeout: inner.call_timeout,
                 procedure_timeouts: inner.procedure_timeouts,
@@ -863,9 +901,21 @@ impl Inner<()> {
                         Value::Object(kwargs) => kwargs,
                         _ => serde_json::Map::new(),
                     };
-                    crate::dealer::invoke(&self.wamp.hub, registration, callee, args, kwargs)
-                        .await
-                        .map(Outcome::Arguments)
+                    let details = if self.disclose_callers || call.disclose_me {
+                        disclosed(&call.session, "caller")
+                    } else {
+                        crate::core::codec::v2::Dict::new()
+                    };
+                    crate::dealer::invoke(
+                        &self.wamp.hub,
+                        registration,
+                        callee,
+                        args,
+                        kwargs,
+                        details,
+                    )
+                    .await
+                    .map(Outcome::Arguments)
                 }),
                 Target::AuthReq => Box::pin(async move { value(self.authreq(call).await) }),
                 Target::Auth => Box::pin(async move { value(self.authenticate(call).await) }),
@@ -1087,6 +1137,7 @@ impl Inner<()> {
 
     /// A client's PUBLISH: permissions, topic rules, broker function, fan-out. `payload` is
     /// the v2 form when a v2 client published. Returns the publication id, or why not.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn publish(
         &self,
         session: &Session,
@@ -1095,6 +1146,7 @@ impl Inner<()> {
         payload: Option<Payload>,
         exclude: Exclude,
         eligible: Option<Vec<SessionId>>,
+        disclose_me: bool,
     ) -> Result<u64, Refused> {
         let topic = self.canonical(topic);
         if !self.permitted(session, Action::Publish, &topic).await {
@@ -1151,11 +1203,14 @@ impl Inner<()> {
             Some((Some(event), payload)) if event == publication.event => payload,
             _ => Payload::from_event(publication.event.clone()),
         };
+        let publisher =
+            (self.disclose_publishers || disclose_me).then(|| disclosed(session, "publisher"));
         let out = Outgoing {
             topic: &publication.topic,
             event: &publication.event,
             payload: &payload,
             publication: random_id(),
+            details: publisher.as_ref(),
         };
         let delivered =
             self.wamp
@@ -1191,4 +1246,24 @@ impl tower::Service<Call> for WampRouter<()> {
         let inner = self.inner.clone();
         Box::pin(async move { Ok(inner.dispatch(call).await) })
     }
+}
+
+/// The details that name `session` to a subscriber or callee: `{role}` (its v2 session id;
+/// a v1 session has none that is a number), `{role}_authid` and `{role}_authrole` when it
+/// has them.
+fn disclosed(session: &Session, role: &str) -> crate::core::codec::v2::Dict {
+    let mut details = crate::core::codec::v2::Dict::new();
+    let v2 = session
+        .protocol()
+        .is_some_and(|p| p != crate::session::Protocol::V1);
+    if let (true, Some(id)) = (v2, session.id().as_u64()) {
+        details.insert(role.to_owned(), id.into());
+    }
+    if let Some(authid) = session.authid() {
+        details.insert(format!("{role}_authid"), authid.into());
+    }
+    if let Some(authrole) = session.authrole() {
+        details.insert(format!("{role}_authrole"), authrole.into());
+    }
+    details
 }

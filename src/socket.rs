@@ -772,7 +772,7 @@ impl Conn {
             } => {
                 let _ = self
                     .router
-                    .publish(&self.session, topic, event, None, exclude, eligible)
+                    .publish(&self.session, topic, event, None, exclude, eligible, false)
                     .await;
             }
             other => {
@@ -797,6 +797,7 @@ impl Conn {
                 Dict::new(),
                 size,
                 None,
+                false,
             ),
             Action::Unsubscribe { topic } => {
                 self.router.unsubscribe(&self.session, &topic, None);
@@ -844,6 +845,7 @@ impl Conn {
         })
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn spawn_call(
         &mut self,
         reply_to: ReplyTo,
@@ -852,6 +854,7 @@ impl Conn {
         kwargs: Dict,
         size: usize,
         timeout: Option<Duration>,
+        disclose_me: bool,
     ) {
         Metrics::add(&self.metrics.calls_total, 1);
         let Some(guard) = self.admit(&reply_to, size) else {
@@ -866,7 +869,8 @@ impl Conn {
             self.session.clone(),
             self.parts.clone(),
         )
-        .with_kwargs(kwargs);
+        .with_kwargs(kwargs)
+        .disclosing(disclose_me);
         let router = self.router.clone();
         let outbox = self.outbox.clone();
         let metrics = self.metrics.clone();
@@ -915,6 +919,7 @@ impl Conn {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn call_v2(
         &mut self,
         request: u64,
@@ -922,6 +927,7 @@ impl Conn {
         args: Vec<serde_json::Value>,
         kwargs: Dict,
         timeout_ms: u64,
+        disclose_me: bool,
         size: usize,
     ) {
         let reply_to = ReplyTo::V2 {
@@ -929,7 +935,15 @@ impl Conn {
             request,
         };
         let timeout = (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms));
-        self.spawn_call(reply_to, procedure, args, kwargs, size, timeout);
+        self.spawn_call(
+            reply_to,
+            procedure,
+            args,
+            kwargs,
+            size,
+            timeout,
+            disclose_me,
+        );
     }
 
     /// [`act_v2`](Self::act_v2), with the keepalive's pong deadline suspended while it awaits.
@@ -1026,6 +1040,7 @@ impl Conn {
                 exclude_me,
                 exclude,
                 eligible,
+                disclose_me,
             } => {
                 let payload = Payload { args, kwargs };
                 let event = payload.to_event();
@@ -1045,6 +1060,7 @@ impl Conn {
                         Some(payload),
                         Exclude::List(excluded),
                         eligible,
+                        disclose_me,
                     )
                     .await;
                 match (acknowledge, outcome) {
@@ -1155,7 +1171,16 @@ impl Conn {
                 args,
                 kwargs,
                 timeout_ms,
-            } => self.call_v2(request, procedure, args, kwargs, timeout_ms, size),
+                disclose_me,
+            } => self.call_v2(
+                request,
+                procedure,
+                args,
+                kwargs,
+                timeout_ms,
+                disclose_me,
+                size,
+            ),
             A::Unregister {
                 request,
                 registration,

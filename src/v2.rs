@@ -88,8 +88,12 @@ fn welcome_details(
         Value::Object(role)
     };
     let mut roles = Dict::new();
-    roles.insert("broker".into(), features(&["publisher_exclusion"]));
-    roles.insert("dealer".into(), features(&[]));
+    // `disclose_me` is always honoured, and a realm policy can disclose everyone.
+    roles.insert(
+        "broker".into(),
+        features(&["publisher_exclusion", "publisher_identification"]),
+    );
+    roles.insert("dealer".into(), features(&["caller_identification"]));
     let mut d = Dict::new();
     d.insert("agent".into(), Value::String(config.server_ident.clone()));
     d.insert("authid".into(), Value::String(authid));

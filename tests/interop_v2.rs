@@ -65,6 +65,18 @@ async fn autobahn26_uses_the_demo_with_every_serializer_beside_a_v1_client() {
             json!([[[0, 255], 2], {"k": "v"}]),
             "{serializer}"
         );
+        // The demo's realm names publishers and callers to v2 subscribers and callees.
+        assert_eq!(got.get("named_error"), None, "{serializer}: {got}");
+        assert_eq!(
+            got["caller"],
+            json!([got["session"], null, "anonymous"]),
+            "{serializer}"
+        );
+        assert_eq!(
+            got["publisher"],
+            json!([got["session"], null, "anonymous"]),
+            "{serializer}"
+        );
         assert_eq!(got["leave"], "wamp.close.goodbye_and_out");
     }
 }

@@ -1260,3 +1260,108 @@ async fn a_ticket_checked_against_a_derived_key_counts_until_it_succeeds() {
     // Two failures: now even the right ticket is refused.
     assert!(ticket_join(addr, "carol", "secret").await.is_err());
 }
+
+/// The details of the next EVENT `c` receives.
+async fn event_details(c: &mut V2) -> Dict {
+    match c.recv().await {
+        Message::Event { details, .. } => details,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The details of the next INVOCATION `c` receives, after YIELDing to it.
+async fn invocation_details(c: &mut V2) -> Dict {
+    match c.recv().await {
+        Message::Invocation {
+            request, details, ..
+        } => {
+            c.send(&Message::Yield {
+                request,
+                options: Dict::new(),
+                args: vec![json!("ok")],
+                kwargs: Dict::new(),
+            })
+            .await;
+            details
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishers_and_callers_are_named_when_they_ask_or_the_realm_discloses() {
+    for policy in [false, true] {
+        let router = router()
+            .disclose_publishers(policy)
+            .disclose_callers(policy);
+        let addr = serve_router(router).await;
+        let mut subscriber = V2::join(addr, Serializer::Cbor).await;
+        let mut publisher = V2::join(addr, Serializer::Json).await;
+        assert_eq!(
+            publisher.welcome["roles"]["broker"]["features"]["publisher_identification"],
+            true
+        );
+        assert_eq!(
+            publisher.welcome["roles"]["dealer"]["features"]["caller_identification"],
+            true
+        );
+        assert!(matches!(
+            subscriber.subscribe(CHAT).await,
+            Message::Subscribed { .. }
+        ));
+        let named = json!({
+            "publisher": publisher.session,
+            "publisher_authrole": "anonymous",
+        });
+        // Without disclose_me, only the realm's policy names the publisher.
+        publisher
+            .publish(CHAT, json!([1]), json!({}), json!({}))
+            .await;
+        let expected = if policy { named.clone() } else { json!({}) };
+        assert_eq!(
+            Value::Object(event_details(&mut subscriber).await),
+            expected,
+            "policy {policy}"
+        );
+        publisher
+            .publish(CHAT, json!([2]), json!({}), json!({"disclose_me": true}))
+            .await;
+        assert_eq!(
+            Value::Object(event_details(&mut subscriber).await),
+            named,
+            "policy {policy}"
+        );
+
+        // The same for a caller, seen by the client that registered the procedure.
+        assert!(register(&mut subscriber, "com.example.named").await);
+        let caller_named = json!({
+            "caller": publisher.session,
+            "caller_authrole": "anonymous",
+        });
+        for (options, named) in [(json!({}), policy), (json!({"disclose_me": true}), true)] {
+            let request = publisher.request();
+            publisher
+                .send(&Message::Call {
+                    request,
+                    options: dict(options),
+                    procedure: "com.example.named".into(),
+                    args: vec![],
+                    kwargs: Dict::new(),
+                })
+                .await;
+            let details = invocation_details(&mut subscriber).await;
+            let expected = if named {
+                caller_named.clone()
+            } else {
+                json!({})
+            };
+            assert_eq!(Value::Object(details), expected, "policy {policy}");
+            assert!(matches!(publisher.recv().await, Message::Result { .. }));
+        }
+        // disclose_me must be a boolean.
+        publisher
+            .publish(CHAT, json!([3]), json!({}), json!({"disclose_me": "yes"}))
+            .await;
+        assert!(matches!(publisher.recv().await, Message::Abort { .. }));
+    }
+}

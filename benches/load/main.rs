@@ -648,7 +648,10 @@ pub async fn latency(server: &Server, s: Settings, rate: f64) -> Latency {
                     if elapsed >= total {
                         break;
                     }
-                    let due = (elapsed.as_secs_f64() * per_conn) as usize;
+                    // Calls scheduled at or before now: call `i` is due at `i / per_conn`.
+                    // (Counting `floor(t * per_conn)` sent each call one interval late,
+                    // which counted as latency: 1.2 ms at 9k/s over 10 connections.)
+                    let due = (elapsed.as_secs_f64() * per_conn) as usize + 1;
                     out.clear();
                     while i < due.min(scheduled.len() - 1) {
                         let at = Duration::from_secs_f64(i as f64 / per_conn);

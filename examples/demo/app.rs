@@ -91,6 +91,9 @@ pub fn router() -> WampRouter {
         .alias("com.example.chat", &evt_url("chat"))
         // v2 clients may use any other topic under com.example.
         .topic("com.example.*", Topic::new())
+        // The realm names publishers to v2 subscribers and callers to v2 callees.
+        .disclose_publishers(true)
+        .disclose_callers(true)
         .on_open(|s| tracing::info!(session = %s.id(), "opened"))
         .on_close(|s, reason| tracing::info!(session = %s.id(), ?reason, "closed"))
 }

@@ -13,7 +13,7 @@ from autobahn.asyncio.wamp import ApplicationRunner, ApplicationSession
 from autobahn.wamp import auth
 from autobahn.wamp.exception import ApplicationError
 from autobahn.wamp.serializer import CBORSerializer, JsonSerializer, MsgPackSerializer
-from autobahn.wamp.types import PublishOptions
+from autobahn.wamp.types import PublishOptions, RegisterOptions, SubscribeOptions
 
 url, serializer, mode = sys.argv[1], sys.argv[2], sys.argv[3]
 result = {}
@@ -71,6 +71,31 @@ class Client(ApplicationSession):
         def on_other(*args, **kwargs):
             if not other.done():
                 other.set_result([[list(a) if isinstance(a, bytes) else a for a in args], kwargs])
+
+        named = loop.create_future()
+
+        def on_named(details):
+            if not named.done():
+                named.set_result(
+                    [details.publisher, details.publisher_authid, details.publisher_authrole]
+                )
+
+        # The demo's realm names publishers and callers (autobahn 26 sends no disclose_me).
+        def whoami(details):
+            return [details.caller, details.caller_authid, details.caller_authrole]
+
+        try:
+            await self.register(whoami, "com.example.whoami", RegisterOptions(details_arg="details"))
+            result["caller"] = await self.call("com.example.whoami")
+            await self.subscribe(
+                on_named, "com.example.named", SubscribeOptions(details_arg="details")
+            )
+            await self.publish(
+                "com.example.named", options=PublishOptions(acknowledge=True, exclude_me=False)
+            )
+            result["publisher"] = await asyncio.wait_for(named, 5)
+        except ApplicationError as e:
+            result["named_error"] = e.error
 
         try:
             await self.subscribe(on_chat, "com.example.chat")

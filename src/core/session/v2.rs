@@ -97,6 +97,8 @@ pub enum Action {
         exclude_me: bool,
         exclude: Vec<u64>,
         eligible: Option<Vec<u64>>,
+        /// `Options.disclose_me`: the publisher asks to be named to subscribers.
+        disclose_me: bool,
     },
     Call {
         request: u64,
@@ -105,6 +107,8 @@ pub enum Action {
         kwargs: Dict,
         /// `Options.timeout` in milliseconds (0 or absent: none).
         timeout_ms: u64,
+        /// `Options.disclose_me`: the caller asks to be named to the callee.
+        disclose_me: bool,
     },
     Register {
         request: u64,
@@ -481,12 +485,14 @@ impl State {
                 args,
                 kwargs,
             } => {
-                let (Ok(acknowledge), Ok(exclude_me)) = (
+                let (Ok(acknowledge), Ok(exclude_me), Ok(disclose_me)) = (
                     option_bool(&options, "acknowledge"),
                     option_bool(&options, "exclude_me"),
+                    option_bool(&options, "disclose_me"),
                 ) else {
-                    return self
-                        .violation("PUBLISH options acknowledge and exclude_me are booleans");
+                    return self.violation(
+                        "PUBLISH options acknowledge, exclude_me and disclose_me are booleans",
+                    );
                 };
                 let (Ok(exclude), Ok(eligible)) = (
                     option_ids(&options, "exclude"),
@@ -511,6 +517,7 @@ impl State {
                     exclude_me: exclude_me.unwrap_or(true),
                     exclude: exclude.unwrap_or_default(),
                     eligible,
+                    disclose_me: disclose_me.unwrap_or(false),
                 }
             }
             Message::Call {
@@ -525,6 +532,9 @@ impl State {
                     Some(Value::Number(n)) if n.as_u64().is_some() => n.as_u64().unwrap_or(0),
                     Some(_) => return self.violation("CALL.Options.timeout must be an integer"),
                 };
+                let Ok(disclose_me) = option_bool(&options, "disclose_me") else {
+                    return self.violation("CALL.Options.disclose_me must be a boolean");
+                };
                 if let Some(e) = self.check_uri(code::CALL, request, &procedure) {
                     return e;
                 }
@@ -534,6 +544,7 @@ impl State {
                     args,
                     kwargs,
                     timeout_ms,
+                    disclose_me: disclose_me.unwrap_or(false),
                 }
             }
             Message::Register {
