@@ -142,6 +142,8 @@ pub(crate) struct Callee {
     pub(crate) session: SessionId,
     pub(crate) outbox: Outbox,
     pub(crate) pending: Arc<Pending>,
+    /// The callee asked (REGISTER's `disclose_caller`) to be told who calls.
+    pub(crate) disclose_caller: bool,
 }
 
 /// Why a REGISTER was refused.

@@ -617,8 +617,8 @@ impl<S: Clone + Send + Sync + 'static> WampRouter<S> {
     }
 
     /// Names the publisher of every event to WAMP v2 subscribers (`publisher`,
-    /// `publisher_authid`, `publisher_authrole` in the EVENT's details), as Crossbar's role
-    /// setting `disclose` does. Off by default: then only a v2 publisher that asks
+    /// `publisher_authid`, `publisher_authrole` in the EVENT's details), in every realm the
+    /// router serves, as Crossbar's role setting `disclose` does. Off by default: then only a v2 publisher that asks
     /// (`disclose_me`) is named. A v1 publisher has no numeric session id: its authid and
     /// authrole are given, when it has them.
     ///
@@ -632,9 +632,12 @@ impl<S: Clone + Send + Sync + 'static> WampRouter<S> {
     }
 
     /// Names the caller of every call to the v2 client that registered the procedure
-    /// (`caller`, `caller_authid`, `caller_authrole` in the INVOCATION's details). Off by
-    /// default: then only a caller that asks (`disclose_me`) is named. Server-side
-    /// handlers always know their caller (the [`Caller`](crate::Caller) extractor).
+    /// (`caller`, `caller_authid`, `caller_authrole` in the INVOCATION's details), in every
+    /// realm the router serves. Off by default: then a caller is named when it asks
+    /// (CALL's `disclose_me`) or the callee does (REGISTER's `disclose_caller`). A v1
+    /// caller has no numeric session id: only its authid and authrole are given.
+    /// Server-side handlers always know their caller (the [`Caller`](crate::Caller)
+    /// extractor).
     ///
     /// ```
     /// let router: tower_wamp::WampRouter = tower_wamp::WampRouter::new().disclose_callers(true);
@@ -901,7 +904,8 @@ impl Inner<()> {
                         Value::Object(kwargs) => kwargs,
                         _ => serde_json::Map::new(),
                     };
-                    let details = if self.disclose_callers || call.disclose_me {
+                    let named = self.disclose_callers || call.disclose_me || callee.disclose_caller;
+                    let details = if named {
                         disclosed(&call.session, "caller")
                     } else {
                         crate::core::codec::v2::Dict::new()

@@ -1077,11 +1077,16 @@ impl Conn {
                     ),
                 }
             }
-            A::Register { request, procedure } => {
+            A::Register {
+                request,
+                procedure,
+                disclose_caller,
+            } => {
                 let callee = crate::dealer::Callee {
                     session: self.session.id().clone(),
                     outbox: self.outbox.clone(),
                     pending: self.pending.clone(),
+                    disclose_caller,
                 };
                 // Registrations share the subscriptions' budget (entries and URI bytes).
                 let budget = self.config.subscriptions;

@@ -94,6 +94,10 @@ async fn autobahn26_authenticates_with_wampcra_and_ticket_on_the_demo() {
             assert_eq!(got["authid"], user, "{serializer} {method}");
             assert_eq!(got["authmethod"], "wampcra");
             assert_eq!(got["add"], 42, "{serializer} {method}");
+            // The demo names callers and publishers, with their authid and authrole.
+            let named = json!([got["session"], user, "user"]);
+            assert_eq!(got["caller"], named, "{serializer} {method}: {got}");
+            assert_eq!(got["publisher"], named, "{serializer} {method}: {got}");
         }
         let wrong = client(&py, addr, serializer, "cra:ada:wrong").await;
         assert_eq!(

@@ -1290,12 +1290,12 @@ async fn invocation_details(c: &mut V2) -> Dict {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publishers_and_callers_are_named_when_they_ask_or_the_realm_discloses() {
-    for policy in [false, true] {
+    for (policy, serializer) in [(false, Serializer::Cbor), (true, Serializer::MsgPack)] {
         let router = router()
             .disclose_publishers(policy)
             .disclose_callers(policy);
         let addr = serve_router(router).await;
-        let mut subscriber = V2::join(addr, Serializer::Cbor).await;
+        let mut subscriber = V2::join(addr, serializer).await;
         let mut publisher = V2::join(addr, Serializer::Json).await;
         assert_eq!(
             publisher.welcome["roles"]["broker"]["features"]["publisher_identification"],
@@ -1358,7 +1358,59 @@ async fn publishers_and_callers_are_named_when_they_ask_or_the_realm_discloses()
             assert_eq!(Value::Object(details), expected, "policy {policy}");
             assert!(matches!(publisher.recv().await, Message::Result { .. }));
         }
-        // disclose_me must be a boolean.
+        // A callee may ask to be told who calls.
+        let request = subscriber.request();
+        subscriber
+            .send(&Message::Register {
+                request,
+                options: dict(json!({"disclose_caller": true})),
+                procedure: "com.example.named2".into(),
+            })
+            .await;
+        assert!(matches!(
+            subscriber.recv().await,
+            Message::Registered { .. }
+        ));
+        let request = publisher.request();
+        publisher
+            .send(&Message::Call {
+                request,
+                options: Dict::new(),
+                procedure: "com.example.named2".into(),
+                args: vec![],
+                kwargs: Dict::new(),
+            })
+            .await;
+        assert_eq!(
+            Value::Object(invocation_details(&mut subscriber).await),
+            caller_named,
+            "policy {policy}"
+        );
+        assert!(matches!(publisher.recv().await, Message::Result { .. }));
+
+        // A v1 publisher has no numeric id: with the policy, its authrole (none
+        // here: v1 has roles only once authenticated) and nothing else.
+        let mut v1 = connect(addr).await;
+        v1.send(json!([7, CHAT, "from v1"])).await;
+        assert_eq!(
+            Value::Object(event_details(&mut subscriber).await),
+            json!({}),
+            "policy {policy}"
+        );
+
+        // disclose_me must be a boolean, on CALL as on PUBLISH.
+        let request = publisher.request();
+        publisher
+            .send(&Message::Call {
+                request,
+                options: dict(json!({"disclose_me": "yes"})),
+                procedure: "com.example.named".into(),
+                args: vec![],
+                kwargs: Dict::new(),
+            })
+            .await;
+        assert!(matches!(publisher.recv().await, Message::Abort { .. }));
+        let mut publisher = V2::join(addr, Serializer::Json).await;
         publisher
             .publish(CHAT, json!([3]), json!({}), json!({"disclose_me": "yes"}))
             .await;

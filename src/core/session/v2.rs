@@ -113,6 +113,8 @@ pub enum Action {
     Register {
         request: u64,
         procedure: String,
+        /// `Options.disclose_caller`: the callee asks to be told who calls.
+        disclose_caller: bool,
     },
     Unregister {
         request: u64,
@@ -569,10 +571,17 @@ impl State {
                         );
                     }
                 }
+                let Ok(disclose_caller) = option_bool(&options, "disclose_caller") else {
+                    return self.violation("REGISTER.Options.disclose_caller must be a boolean");
+                };
                 if let Some(e) = self.check_uri(code::REGISTER, request, &procedure) {
                     return e;
                 }
-                Action::Register { request, procedure }
+                Action::Register {
+                    request,
+                    procedure,
+                    disclose_caller: disclose_caller.unwrap_or(false),
+                }
             }
             Message::Unregister {
                 request,
