@@ -181,7 +181,17 @@ impl Hub {
         let subscription = broker.subscription_id(out.topic).unwrap_or(1);
         let mut frames: [Option<Frame>; 4] = Default::default();
         let mut delivered = 0;
+        let filter = out
+            .auth_lists
+            .filter(|lists| !lists.is_empty())
+            .map(crate::core::AuthLists::filter);
         broker.for_each_recipient(out.topic, exclude, eligible, |_, outbox| {
+            if let Some(filter) = &filter {
+                let (authid, authrole) = outbox.identity();
+                if !filter.admits(authid.as_deref(), authrole.as_deref()) {
+                    return;
+                }
+            }
             let proto = outbox.proto();
             let frame =
                 frames[proto.index()].get_or_insert_with(|| out.encode(proto, subscription));
@@ -271,6 +281,8 @@ pub(crate) struct Outgoing<'a> {
     pub(crate) publication: u64,
     /// The v2 EVENT's details (the publisher, when disclosed).
     pub(crate) details: Option<&'a v2::Dict>,
+    /// Who may receive it by authid and authrole (a v2 publisher's lists).
+    pub(crate) auth_lists: Option<&'a crate::core::AuthLists>,
 }
 
 impl Outgoing<'_> {
@@ -345,6 +357,7 @@ impl Wamp {
             payload: &payload,
             publication: random_id(),
             details: None,
+            auth_lists: None,
         };
         Ok(self.hub.deliver(&out, exclude, eligible))
     }

@@ -1150,7 +1150,7 @@ impl Inner<()> {
         payload: Option<Payload>,
         exclude: Exclude,
         eligible: Option<Vec<SessionId>>,
-        disclose_me: bool,
+        v2: PublishOptions,
     ) -> Result<u64, Refused> {
         let topic = self.canonical(topic);
         if !self.permitted(session, Action::Publish, &topic).await {
@@ -1208,13 +1208,14 @@ impl Inner<()> {
             _ => Payload::from_event(publication.event.clone()),
         };
         let publisher =
-            (self.disclose_publishers || disclose_me).then(|| disclosed(session, "publisher"));
+            (self.disclose_publishers || v2.disclose_me).then(|| disclosed(session, "publisher"));
         let out = Outgoing {
             topic: &publication.topic,
             event: &publication.event,
             payload: &payload,
             publication: random_id(),
             details: publisher.as_ref(),
+            auth_lists: Some(&v2.auth_lists),
         };
         let delivered =
             self.wamp
@@ -1250,6 +1251,15 @@ impl tower::Service<Call> for WampRouter<()> {
         let inner = self.inner.clone();
         Box::pin(async move { Ok(inner.dispatch(call).await) })
     }
+}
+
+/// What only a v2 PUBLISH can ask for (none of it for v1).
+#[derive(Debug, Default)]
+pub(crate) struct PublishOptions {
+    /// The audience by authid and authrole.
+    pub(crate) auth_lists: crate::core::AuthLists,
+    /// Name the publisher to subscribers.
+    pub(crate) disclose_me: bool,
 }
 
 /// The details that name `session` to a subscriber or callee: `{role}` (its v2 session id;

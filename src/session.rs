@@ -4,7 +4,7 @@
 use std::{
     collections::VecDeque,
     fmt,
-    sync::{Arc, Mutex, MutexGuard, PoisonError, Weak},
+    sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak},
 };
 
 use serde::Serialize;
@@ -109,6 +109,9 @@ struct Shared {
     metrics: Arc<Metrics>,
     /// What the session speaks: how events for it are encoded.
     proto: Proto,
+    /// The session's authentication, for publications that name their audience by authid
+    /// or authrole (set once, when the session is made).
+    auth: OnceLock<Arc<Mutex<AuthSlot>>>,
 }
 
 /// What the socket task does next.
@@ -137,7 +140,17 @@ impl Outbox {
             limits,
             metrics,
             proto,
+            auth: OnceLock::new(),
         }))
+    }
+
+    /// The authid and authrole of the session this outbox belongs to (see
+    /// [`Session::authid`] and [`Session::authrole`]).
+    pub(crate) fn identity(&self) -> (Option<String>, Option<String>) {
+        self.0.auth.get().map_or((None, None), |auth| {
+            let slot = auth.lock().unwrap_or_else(PoisonError::into_inner);
+            (authid_of(&slot), authrole_of(&slot))
+        })
     }
 
     pub(crate) fn proto(&self) -> Proto {
@@ -432,6 +445,24 @@ pub(crate) struct AuthSlot {
     pub(crate) welcomed_as: Option<&'static str>,
 }
 
+fn authid_of(slot: &AuthSlot) -> Option<String> {
+    match &slot.state {
+        AuthState::Authenticated(AuthKey::Key(key)) => Some(key.clone()),
+        _ => None,
+    }
+}
+
+fn authrole_of(slot: &AuthSlot) -> Option<String> {
+    if let Some(authrole) = slot.welcomed_as {
+        return Some(authrole.into());
+    }
+    match &slot.state {
+        AuthState::Authenticated(AuthKey::Key(_)) => Some("user".into()),
+        AuthState::Authenticated(_) => Some("anonymous".into()),
+        _ => None,
+    }
+}
+
 /// The WAMP version (and, for v2, the serializer) a session speaks.
 ///
 /// ```
@@ -485,10 +516,12 @@ impl From<Proto> for Protocol {
 
 impl Session {
     pub(crate) fn connected(id: SessionId, outbox: Outbox, hub: &Arc<crate::hub::Hub>) -> Self {
+        let auth: Arc<Mutex<AuthSlot>> = Arc::default();
+        let _ = outbox.0.auth.set(auth.clone());
         Self {
             id,
             outbox: Some(outbox),
-            auth: Arc::default(),
+            auth,
             hub: Arc::downgrade(hub),
         }
     }
@@ -557,10 +590,7 @@ impl Session {
     /// ```
     #[must_use]
     pub fn authid(&self) -> Option<String> {
-        match &self.auth_slot().state {
-            AuthState::Authenticated(AuthKey::Key(key)) => Some(key.clone()),
-            _ => None,
-        }
+        authid_of(&self.auth_slot())
     }
 
     /// The session's authrole: `user` for an auth key, `anonymous` otherwise, as a v2
@@ -568,15 +598,7 @@ impl Session {
     /// authentication configured (v1 has no roles).
     #[must_use]
     pub fn authrole(&self) -> Option<String> {
-        let slot = self.auth_slot();
-        if let Some(authrole) = slot.welcomed_as {
-            return Some(authrole.into());
-        }
-        match &slot.state {
-            AuthState::Authenticated(AuthKey::Key(_)) => Some("user".into()),
-            AuthState::Authenticated(_) => Some("anonymous".into()),
-            _ => None,
-        }
+        authrole_of(&self.auth_slot())
     }
 
     /// The protocol the session speaks; `None` for a session without a connection.

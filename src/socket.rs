@@ -772,7 +772,15 @@ impl Conn {
             } => {
                 let _ = self
                     .router
-                    .publish(&self.session, topic, event, None, exclude, eligible, false)
+                    .publish(
+                        &self.session,
+                        topic,
+                        event,
+                        None,
+                        exclude,
+                        eligible,
+                        crate::router::PublishOptions::default(),
+                    )
                     .await;
             }
             other => {
@@ -1040,6 +1048,7 @@ impl Conn {
                 exclude_me,
                 exclude,
                 eligible,
+                auth_lists,
                 disclose_me,
             } => {
                 let payload = Payload { args, kwargs };
@@ -1060,7 +1069,10 @@ impl Conn {
                         Some(payload),
                         Exclude::List(excluded),
                         eligible,
-                        disclose_me,
+                        crate::router::PublishOptions {
+                            auth_lists,
+                            disclose_me,
+                        },
                     )
                     .await;
                 match (acknowledge, outcome) {

@@ -91,7 +91,11 @@ fn welcome_details(
     // `disclose_me` is always honoured, and a realm policy can disclose everyone.
     roles.insert(
         "broker".into(),
-        features(&["publisher_exclusion", "publisher_identification"]),
+        features(&[
+            "publisher_exclusion",
+            "publisher_identification",
+            "subscriber_blackwhite_listing",
+        ]),
     );
     roles.insert("dealer".into(), features(&["caller_identification"]));
     let mut d = Dict::new();

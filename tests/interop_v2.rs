@@ -77,6 +77,8 @@ async fn autobahn26_uses_the_demo_with_every_serializer_beside_a_v1_client() {
             json!([got["session"], null, "anonymous"]),
             "{serializer}"
         );
+        // Black and white listing by authrole.
+        assert_eq!(got["audience"], json!([2, 3]), "{serializer}: {got}");
         assert_eq!(got["leave"], "wamp.close.goodbye_and_out");
     }
 }
@@ -98,6 +100,11 @@ async fn autobahn26_authenticates_with_wampcra_and_ticket_on_the_demo() {
             let named = json!([got["session"], user, "user"]);
             assert_eq!(got["caller"], named, "{serializer} {method}: {got}");
             assert_eq!(got["publisher"], named, "{serializer} {method}: {got}");
+            assert_eq!(
+                got["audience"],
+                json!([2, 3]),
+                "{serializer} {method}: {got}"
+            );
         }
         let wrong = client(&py, addr, serializer, "cra:ada:wrong").await;
         assert_eq!(

@@ -1417,3 +1417,88 @@ async fn publishers_and_callers_are_named_when_they_ask_or_the_realm_discloses()
         assert!(matches!(publisher.recv().await, Message::Abort { .. }));
     }
 }
+
+/// The first argument of each EVENT `c` receives up to and including `marker`.
+async fn events_until(c: &mut V2, marker: u64) -> Vec<u64> {
+    let mut got = Vec::new();
+    loop {
+        match c.recv().await {
+            Message::Event { args, .. } => {
+                let n = args[0].as_u64().unwrap();
+                if n == marker {
+                    return got;
+                }
+                got.push(n);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_picks_its_audience_by_authid_and_authrole() {
+    let addr = serve_router(cra_router()).await;
+    let mut ada = cra_join(addr, Serializer::MsgPack, "ada", "secret")
+        .await
+        .unwrap();
+    let mut carol = cra_join(addr, Serializer::Json, "carol", "secret")
+        .await
+        .unwrap();
+    let mut publisher = cra_join(addr, Serializer::Cbor, "ada", "secret")
+        .await
+        .unwrap();
+    assert_eq!(
+        publisher.welcome["roles"]["broker"]["features"]["subscriber_blackwhite_listing"],
+        true
+    );
+    for c in [&mut ada, &mut carol] {
+        assert!(matches!(
+            c.subscribe(CHAT).await,
+            Message::Subscribed { .. }
+        ));
+    }
+    let carol_session = carol.session;
+    // (options, who receives it: ada, carol)
+    let cases = [
+        (json!({"exclude_authid": ["carol"]}), (true, false)),
+        (json!({"eligible_authid": ["carol"]}), (false, true)),
+        (json!({"exclude_authrole": ["user"]}), (false, false)),
+        (json!({"eligible_authrole": ["user"]}), (true, true)),
+        (json!({"eligible_authrole": ["anonymous"]}), (false, false)),
+        (json!({"eligible_authid": []}), (false, false)),
+        (
+            json!({"exclude_authid": [], "exclude_authrole": null}),
+            (true, true),
+        ),
+        // Every present list holds: eligible by session and by authid must both admit.
+        (
+            json!({"eligible": [carol_session], "eligible_authid": ["ada", "carol"]}),
+            (false, true),
+        ),
+        (
+            json!({"eligible": [carol_session], "eligible_authid": ["ada"]}),
+            (false, false),
+        ),
+    ];
+    for (n, (options, _)) in cases.iter().enumerate() {
+        let n = n as u64;
+        publisher
+            .publish(CHAT, json!([n]), json!({}), options.clone())
+            .await;
+    }
+    publisher
+        .publish(CHAT, json!([999]), json!({}), json!({}))
+        .await;
+    let expected = |pick: fn(&(bool, bool)) -> bool| -> Vec<u64> {
+        (0..cases.len() as u64)
+            .filter(|&n| pick(&cases[n as usize].1))
+            .collect()
+    };
+    assert_eq!(events_until(&mut ada, 999).await, expected(|w| w.0));
+    assert_eq!(events_until(&mut carol, 999).await, expected(|w| w.1));
+    // The lists hold strings.
+    publisher
+        .publish(CHAT, json!([0]), json!({}), json!({"eligible_authid": [1]}))
+        .await;
+    assert!(matches!(publisher.recv().await, Message::Abort { .. }));
+}

@@ -1,4 +1,4 @@
-use std::{borrow::Cow, fmt};
+use std::{borrow::Cow, collections::HashSet, fmt};
 
 use serde_json::Value;
 
@@ -129,6 +129,96 @@ pub enum Exclude {
     ExcludeMe(bool),
     /// An explicit list of session ids that must not receive the event.
     List(Vec<SessionId>),
+}
+
+/// A WAMP v2 publication's audience by authentication: `exclude_authid`,
+/// `exclude_authrole` (blacklists) and `eligible_authid`, `eligible_authrole` (whitelists;
+/// `None` when absent). A subscriber receives the event only if it is in every present
+/// whitelist and in no blacklist; one without an authid (or authrole) is in no list of them.
+///
+/// ```
+/// use tower_wamp::core::AuthLists;
+/// let lists = AuthLists {
+///     exclude_authid: vec!["mallory".into()],
+///     eligible_authrole: Some(vec!["user".into()]),
+///     ..AuthLists::default()
+/// };
+/// assert!(lists.admits(Some("ada"), Some("user")));
+/// assert!(!lists.admits(Some("mallory"), Some("user")));
+/// assert!(!lists.admits(None, Some("anonymous")));
+/// assert!(AuthLists::default().admits(None, None));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AuthLists {
+    /// Subscribers with one of these authids do not receive the event.
+    pub exclude_authid: Vec<String>,
+    /// Subscribers with one of these authroles do not receive the event.
+    pub exclude_authrole: Vec<String>,
+    /// When present, only subscribers with one of these authids receive the event.
+    pub eligible_authid: Option<Vec<String>>,
+    /// When present, only subscribers with one of these authroles receive the event.
+    pub eligible_authrole: Option<Vec<String>>,
+}
+
+impl AuthLists {
+    /// Whether no list is present (everyone is admitted, without looking).
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.exclude_authid.is_empty()
+            && self.exclude_authrole.is_empty()
+            && self.eligible_authid.is_none()
+            && self.eligible_authrole.is_none()
+    }
+
+    /// Whether a subscriber with this authid and authrole receives the event. For many
+    /// subscribers, [`filter`](Self::filter) once and ask it.
+    #[must_use]
+    pub fn admits(&self, authid: Option<&str>, authrole: Option<&str>) -> bool {
+        self.filter().admits(authid, authrole)
+    }
+
+    /// The lists as sets, so that a fan-out asks each subscriber in constant time however
+    /// long a publisher made them.
+    #[must_use]
+    pub fn filter(&self) -> AuthFilter<'_> {
+        fn set(list: &[String]) -> HashSet<&str> {
+            list.iter().map(String::as_str).collect()
+        }
+        AuthFilter {
+            exclude_authid: set(&self.exclude_authid),
+            exclude_authrole: set(&self.exclude_authrole),
+            eligible_authid: self.eligible_authid.as_deref().map(set),
+            eligible_authrole: self.eligible_authrole.as_deref().map(set),
+        }
+    }
+}
+
+/// [`AuthLists`] made into sets (see [`AuthLists::filter`]).
+#[derive(Debug)]
+pub struct AuthFilter<'a> {
+    exclude_authid: HashSet<&'a str>,
+    exclude_authrole: HashSet<&'a str>,
+    eligible_authid: Option<HashSet<&'a str>>,
+    eligible_authrole: Option<HashSet<&'a str>>,
+}
+
+impl AuthFilter<'_> {
+    /// Whether a subscriber with this authid and authrole receives the event.
+    #[must_use]
+    pub fn admits(&self, authid: Option<&str>, authrole: Option<&str>) -> bool {
+        let listed =
+            |set: &HashSet<&str>, value: Option<&str>| value.is_some_and(|v| set.contains(v));
+        !listed(&self.exclude_authid, authid)
+            && !listed(&self.exclude_authrole, authrole)
+            && self
+                .eligible_authid
+                .as_ref()
+                .is_none_or(|set| listed(set, authid))
+            && self
+                .eligible_authrole
+                .as_ref()
+                .is_none_or(|set| listed(set, authrole))
+    }
 }
 
 /// Well-known error URIs.

@@ -18,4 +18,4 @@ pub(crate) mod pattern;
 pub mod session;
 
 pub use id::{SessionId, random_id, random_token};
-pub use message::{Exclude, Message, RpcError, error_uri};
+pub use message::{AuthFilter, AuthLists, Exclude, Message, RpcError, error_uri};

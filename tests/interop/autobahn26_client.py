@@ -97,6 +97,34 @@ class Client(ApplicationSession):
         except ApplicationError as e:
             result["named_error"] = e.error
 
+        # The audience by authrole: the first publication excludes this session's role,
+        # the second admits only it; a third, unfiltered, marks the end.
+        audience = []
+        end = loop.create_future()
+
+        def on_audience(n):
+            audience.append(n)
+            if n == 3 and not end.done():
+                end.set_result(None)
+
+        try:
+            await self.subscribe(on_audience, "com.example.audience")
+            role = [details.authrole]
+            for n, opts in [
+                (1, dict(exclude_authrole=role)),
+                (2, dict(eligible_authrole=role)),
+                (3, {}),
+            ]:
+                await self.publish(
+                    "com.example.audience",
+                    n,
+                    options=PublishOptions(acknowledge=True, exclude_me=False, **opts),
+                )
+            await asyncio.wait_for(end, 5)
+            result["audience"] = audience
+        except ApplicationError as e:
+            result["audience_error"] = e.error
+
         try:
             await self.subscribe(on_chat, "com.example.chat")
             await self.subscribe(on_other, "com.example.other")

@@ -97,6 +97,9 @@ pub enum Action {
         exclude_me: bool,
         exclude: Vec<u64>,
         eligible: Option<Vec<u64>>,
+        /// `Options.exclude_authid`, `exclude_authrole`, `eligible_authid`,
+        /// `eligible_authrole`.
+        auth_lists: crate::core::AuthLists,
         /// `Options.disclose_me`: the publisher asks to be named to subscribers.
         disclose_me: bool,
     },
@@ -502,6 +505,29 @@ impl State {
                 ) else {
                     return self.violation("PUBLISH options exclude and eligible are lists of ids");
                 };
+                let (
+                    Ok(exclude_authid),
+                    Ok(exclude_authrole),
+                    Ok(eligible_authid),
+                    Ok(eligible_authrole),
+                ) = (
+                    option_strs(&options, "exclude_authid"),
+                    option_strs(&options, "exclude_authrole"),
+                    option_strs(&options, "eligible_authid"),
+                    option_strs(&options, "eligible_authrole"),
+                )
+                else {
+                    return self.violation(
+                        "PUBLISH options exclude_authid, exclude_authrole, eligible_authid and \
+                         eligible_authrole are lists of strings",
+                    );
+                };
+                let auth_lists = crate::core::AuthLists {
+                    exclude_authid: exclude_authid.unwrap_or_default(),
+                    exclude_authrole: exclude_authrole.unwrap_or_default(),
+                    eligible_authid,
+                    eligible_authrole,
+                };
                 if let Some(e) = self.check_uri(code::PUBLISH, request, &topic) {
                     // Errors of publications are sent only when acknowledged.
                     return if acknowledge.unwrap_or(false) {
@@ -519,6 +545,7 @@ impl State {
                     exclude_me: exclude_me.unwrap_or(true),
                     exclude: exclude.unwrap_or_default(),
                     eligible,
+                    auth_lists,
                     disclose_me: disclose_me.unwrap_or(false),
                 }
             }
@@ -663,6 +690,19 @@ fn option_bool(options: &Dict, key: &str) -> Result<Option<bool>, ()> {
     match options.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(_) => Err(()),
+    }
+}
+
+/// A list of strings; `Ok(None)` when absent or `null`.
+fn option_strs(options: &Dict, key: &str) -> Result<Option<Vec<String>>, ()> {
+    match options.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| v.as_str().map(str::to_owned).ok_or(()))
+            .collect::<Result<_, _>>()
+            .map(Some),
         Some(_) => Err(()),
     }
 }
