@@ -180,6 +180,18 @@ async fn autobahnjs_and_wampy_use_the_demo_with_every_serializer() {
             "AutobahnJS {serializer}"
         );
         assert_eq!(js["chat"][0][0]["message"], "hello from AutobahnJS");
+        // The demo names callers and publishers; black and white listing by authrole.
+        assert_eq!(
+            js["caller"],
+            json!([true, "anonymous"]),
+            "AutobahnJS {serializer}"
+        );
+        assert_eq!(
+            js["publisher"],
+            json!([true, "anonymous"]),
+            "AutobahnJS {serializer}"
+        );
+        assert_eq!(js["audience"], json!([2, 3]), "AutobahnJS {serializer}");
         let wampy = &got["wampy"][serializer];
         assert_eq!(wampy.get("failed"), None, "wampy {serializer}: {wampy}");
         assert_eq!(wampy["add"], json!([42]), "wampy {serializer}");
@@ -188,5 +200,11 @@ async fn autobahnjs_and_wampy_use_the_demo_with_every_serializer() {
             wampy["chat"][0][0]["message"], "hello from wampy",
             "wampy {serializer}"
         );
+        assert_eq!(
+            wampy["publisher"],
+            json!([true, "anonymous"]),
+            "wampy {serializer}"
+        );
+        assert_eq!(wampy["audience"], json!([2, 3]), "wampy {serializer}");
     }
 }

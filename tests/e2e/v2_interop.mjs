@@ -37,13 +37,35 @@ async function withAutobahn(serializer) {
   try { await session.call('com.example.add', ['x']); } catch (e) { out.add_error = e.error; }
   try { await session.call('com.example.nothing'); } catch (e) { out.notfound = e.error; }
   // A procedure of its own, called by itself through the router.
-  await session.register('com.example.js.mul', (args, kwargs) => new autobahn.Result([args[0] * args[1]], kwargs));
+  // The demo names the caller to the callee and the publisher to subscribers.
+  let caller;
+  await session.register('com.example.js.mul', (args, kwargs, details) => {
+    caller = [details.caller === session.id, details.caller_authrole];
+    return new autobahn.Result([args[0] * args[1]], kwargs);
+  });
   const mul = await session.call('com.example.js.mul', [6, 7], { unit: 'm' });
   out.mul = [mul.args, mul.kwargs];
-  const got = new Promise((resolve) => session.subscribe('com.example.chat', (args, kwargs) => resolve([args, kwargs])));
+  out.caller = caller;
+  const got = new Promise((resolve) => session.subscribe('com.example.chat', (args, kwargs, details) => {
+    out.publisher = [details.publisher === session.id, details.publisher_authrole];
+    resolve([args, kwargs]);
+  }));
   await new Promise((r) => setTimeout(r, 50));
   await session.publish('com.example.chat', ['hello from AutobahnJS'], {}, { acknowledge: true, exclude_me: false });
   out.chat = await within(5000, got);
+  // The audience by authrole: 1 excludes this session's role, 2 admits only it, 3 ends.
+  const audience = [];
+  const end = new Promise((resolve) => session.subscribe('com.example.audience', (args) => {
+    audience.push(args[0]);
+    if (args[0] === 3) resolve();
+  }));
+  await new Promise((r) => setTimeout(r, 50));
+  const own = { acknowledge: true, exclude_me: false };
+  await session.publish('com.example.audience', [1], {}, { ...own, exclude_authrole: ['anonymous'] });
+  await session.publish('com.example.audience', [2], {}, { ...own, eligible_authrole: ['anonymous'] });
+  await session.publish('com.example.audience', [3], {}, own);
+  await within(5000, end);
+  out.audience = audience;
   connection.close();
   return out;
 }
@@ -63,10 +85,26 @@ async function withWampy(serializer) {
   out.add = (await a.call('com.example.add', [1, 2, 39])).argsList;
   try { await a.call('com.example.add', ['x']); } catch (e) { out.add_error = e.error; }
   // wampy's own SUBSCRIBE options, {match: undefined}, as it sends them.
-  const got = new Promise((resolve) => a.subscribe('com.example.chat', (e) => resolve([e.argsList, e.argsDict ?? {}])));
+  const got = new Promise((resolve) => a.subscribe('com.example.chat', (e) => {
+    // As strings: wampy's MessagePack decoder may give a 64-bit integer as a BigInt.
+    out.publisher = [String(e.details.publisher) === String(b.getSessionId()), e.details.publisher_authrole];
+    resolve([e.argsList, e.argsDict ?? {}]);
+  }));
   await new Promise((r) => setTimeout(r, 50));
   await b.publish('com.example.chat', ['hello from wampy'], { acknowledge: true });
   out.chat = await within(5000, got);
+  // The audience by authrole (wampy turns a single string into a list).
+  const audience = [];
+  const end = new Promise((resolve) => a.subscribe('com.example.audience', (e) => {
+    audience.push(e.argsList[0]);
+    if (e.argsList[0] === 3) resolve();
+  }));
+  await new Promise((r) => setTimeout(r, 50));
+  await b.publish('com.example.audience', [1], { exclude_authrole: 'anonymous' });
+  await b.publish('com.example.audience', [2], { eligible_authrole: ['anonymous'] });
+  await b.publish('com.example.audience', [3]);
+  await within(5000, end);
+  out.audience = audience;
   await a.disconnect();
   await b.disconnect();
   return out;
