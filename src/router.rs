@@ -70,6 +70,9 @@ pub struct Publication {
     pub exclude: Vec<SessionId>,
     /// When `Some`, only these sessions may receive it.
     pub eligible: Option<Vec<SessionId>>,
+    /// Who may receive it by authid and authrole (what a v2 publisher asked for; a broker
+    /// may change it).
+    pub auth_lists: crate::core::AuthLists,
 }
 
 impl Publication {
@@ -80,6 +83,7 @@ impl Publication {
             event,
             exclude: Vec::new(),
             eligible: None,
+            auth_lists: crate::core::AuthLists::default(),
         }
     }
 }
@@ -1173,6 +1177,7 @@ impl Inner<()> {
             event,
             exclude,
             eligible,
+            auth_lists: v2.auth_lists,
         };
         // Only a broker function can rewrite the event: keep a copy to tell, then.
         let rewritable = matches!(rules.publish, PublishRule::Broker(_));
@@ -1215,7 +1220,7 @@ impl Inner<()> {
             payload: &payload,
             publication: random_id(),
             details: publisher.as_ref(),
-            auth_lists: Some(&v2.auth_lists),
+            auth_lists: Some(&publication.auth_lists),
         };
         let delivered =
             self.wamp

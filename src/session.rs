@@ -4,7 +4,7 @@
 use std::{
     collections::VecDeque,
     fmt,
-    sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak},
+    sync::{Arc, Mutex, MutexGuard, PoisonError, Weak},
 };
 
 use serde::Serialize;
@@ -109,9 +109,9 @@ struct Shared {
     metrics: Arc<Metrics>,
     /// What the session speaks: how events for it are encoded.
     proto: Proto,
-    /// The session's authentication, for publications that name their audience by authid
-    /// or authrole (set once, when the session is made).
-    auth: OnceLock<Arc<Mutex<AuthSlot>>>,
+    /// The session's authentication (the session shares it), for publications that name
+    /// their audience by authid or authrole.
+    auth: Arc<Mutex<AuthSlot>>,
 }
 
 /// What the socket task does next.
@@ -140,17 +140,15 @@ impl Outbox {
             limits,
             metrics,
             proto,
-            auth: OnceLock::new(),
+            auth: Arc::default(),
         }))
     }
 
-    /// The authid and authrole of the session this outbox belongs to (see
-    /// [`Session::authid`] and [`Session::authrole`]).
-    pub(crate) fn identity(&self) -> (Option<String>, Option<String>) {
-        self.0.auth.get().map_or((None, None), |auth| {
-            let slot = auth.lock().unwrap_or_else(PoisonError::into_inner);
-            (authid_of(&slot), authrole_of(&slot))
-        })
+    /// Asks `f` about the authid and authrole of the session this outbox belongs to (see
+    /// [`Session::authid`] and [`Session::authrole`]), without copying them.
+    pub(crate) fn with_identity<R>(&self, f: impl FnOnce(Option<&str>, Option<&str>) -> R) -> R {
+        let slot = self.0.auth.lock().unwrap_or_else(PoisonError::into_inner);
+        f(authid_of(&slot), authrole_of(&slot))
     }
 
     pub(crate) fn proto(&self) -> Proto {
@@ -445,20 +443,20 @@ pub(crate) struct AuthSlot {
     pub(crate) welcomed_as: Option<&'static str>,
 }
 
-fn authid_of(slot: &AuthSlot) -> Option<String> {
+fn authid_of(slot: &AuthSlot) -> Option<&str> {
     match &slot.state {
-        AuthState::Authenticated(AuthKey::Key(key)) => Some(key.clone()),
+        AuthState::Authenticated(AuthKey::Key(key)) => Some(key),
         _ => None,
     }
 }
 
-fn authrole_of(slot: &AuthSlot) -> Option<String> {
+fn authrole_of(slot: &AuthSlot) -> Option<&'static str> {
     if let Some(authrole) = slot.welcomed_as {
-        return Some(authrole.into());
+        return Some(authrole);
     }
     match &slot.state {
-        AuthState::Authenticated(AuthKey::Key(_)) => Some("user".into()),
-        AuthState::Authenticated(_) => Some("anonymous".into()),
+        AuthState::Authenticated(AuthKey::Key(_)) => Some("user"),
+        AuthState::Authenticated(_) => Some("anonymous"),
         _ => None,
     }
 }
@@ -516,12 +514,10 @@ impl From<Proto> for Protocol {
 
 impl Session {
     pub(crate) fn connected(id: SessionId, outbox: Outbox, hub: &Arc<crate::hub::Hub>) -> Self {
-        let auth: Arc<Mutex<AuthSlot>> = Arc::default();
-        let _ = outbox.0.auth.set(auth.clone());
         Self {
             id,
+            auth: outbox.0.auth.clone(),
             outbox: Some(outbox),
-            auth,
             hub: Arc::downgrade(hub),
         }
     }
@@ -590,7 +586,7 @@ impl Session {
     /// ```
     #[must_use]
     pub fn authid(&self) -> Option<String> {
-        authid_of(&self.auth_slot())
+        authid_of(&self.auth_slot()).map(str::to_owned)
     }
 
     /// The session's authrole: `user` for an auth key, `anonymous` otherwise, as a v2
@@ -598,7 +594,7 @@ impl Session {
     /// authentication configured (v1 has no roles).
     #[must_use]
     pub fn authrole(&self) -> Option<String> {
-        authrole_of(&self.auth_slot())
+        authrole_of(&self.auth_slot()).map(str::to_owned)
     }
 
     /// The protocol the session speaks; `None` for a session without a connection.

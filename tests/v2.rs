@@ -1496,9 +1496,64 @@ async fn a_publisher_picks_its_audience_by_authid_and_authrole() {
     };
     assert_eq!(events_until(&mut ada, 999).await, expected(|w| w.0));
     assert_eq!(events_until(&mut carol, 999).await, expected(|w| w.1));
-    // The lists hold strings.
+    // The lists hold strings, and are lists.
     publisher
         .publish(CHAT, json!([0]), json!({}), json!({"eligible_authid": [1]}))
         .await;
-    assert!(matches!(publisher.recv().await, Message::Abort { .. }));
+    assert!(matches!(
+        publisher.recv().await,
+        Message::Abort { reason, .. } if reason == "wamp.error.protocol_violation"
+    ));
+    let mut publisher = cra_join(addr, Serializer::Json, "ada", "secret")
+        .await
+        .unwrap();
+    publisher
+        .publish(
+            CHAT,
+            json!([0]),
+            json!({}),
+            json!({"exclude_authrole": "user"}),
+        )
+        .await;
+    assert!(matches!(
+        publisher.recv().await,
+        Message::Abort { reason, .. } if reason == "wamp.error.protocol_violation"
+    ));
+}
+
+#[tokio::test]
+async fn anonymous_and_v1_subscribers_by_authrole() {
+    // Without authentication a v2 session is `anonymous` (no authid); a v1 session has no
+    // authrole at all (v1 has no roles), so it is in no list.
+    let addr = serve_router(router()).await;
+    let mut guest = V2::join(addr, Serializer::Json).await;
+    assert!(matches!(
+        guest.subscribe(CHAT).await,
+        Message::Subscribed { .. }
+    ));
+    let mut v1 = connect(addr).await;
+    v1.subscribe(CHAT).await;
+    let mut publisher = V2::join(addr, Serializer::MsgPack).await;
+    for (n, options) in [
+        (1, json!({"eligible_authrole": ["anonymous"]})),
+        (2, json!({"exclude_authrole": ["anonymous"]})),
+        (3, json!({"exclude_authid": ["anonymous"]})),
+        (4, json!({"eligible_authid": []})),
+        (9, json!({})),
+    ] {
+        publisher
+            .publish(CHAT, json!([n]), json!({}), options)
+            .await;
+    }
+    assert_eq!(events_until(&mut guest, 9).await, vec![1, 3]);
+    let mut seen = Vec::new();
+    loop {
+        let event = v1.recv().await;
+        let n = event[2].as_u64().unwrap();
+        if n == 9 {
+            break;
+        }
+        seen.push(n);
+    }
+    assert_eq!(seen, vec![2, 3]);
 }

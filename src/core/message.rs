@@ -138,17 +138,16 @@ pub enum Exclude {
 ///
 /// ```
 /// use tower_wamp::core::AuthLists;
-/// let lists = AuthLists {
-///     exclude_authid: vec!["mallory".into()],
-///     eligible_authrole: Some(vec!["user".into()]),
-///     ..AuthLists::default()
-/// };
+/// let mut lists = AuthLists::default();
+/// lists.exclude_authid = vec!["mallory".into()];
+/// lists.eligible_authrole = Some(vec!["user".into()]);
 /// assert!(lists.admits(Some("ada"), Some("user")));
 /// assert!(!lists.admits(Some("mallory"), Some("user")));
 /// assert!(!lists.admits(None, Some("anonymous")));
 /// assert!(AuthLists::default().admits(None, None));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct AuthLists {
     /// Subscribers with one of these authids do not receive the event.
     pub exclude_authid: Vec<String>,
@@ -162,6 +161,14 @@ pub struct AuthLists {
 
 impl AuthLists {
     /// Whether no list is present (everyone is admitted, without looking).
+    ///
+    /// ```
+    /// use tower_wamp::core::AuthLists;
+    /// let mut lists = AuthLists::default();
+    /// assert!(lists.is_empty());
+    /// lists.eligible_authid = Some(vec![]); // present, and admits nobody
+    /// assert!(!lists.is_empty() && !lists.admits(Some("ada"), None));
+    /// ```
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.exclude_authid.is_empty()
@@ -179,6 +186,15 @@ impl AuthLists {
 
     /// The lists as sets, so that a fan-out asks each subscriber in constant time however
     /// long a publisher made them.
+    ///
+    /// ```
+    /// use tower_wamp::core::AuthLists;
+    /// let mut lists = AuthLists::default();
+    /// lists.exclude_authrole = vec!["guest".into()];
+    /// let filter = lists.filter();
+    /// assert!(filter.admits(Some("ada"), Some("user")));
+    /// assert!(!filter.admits(Some("bob"), Some("guest")));
+    /// ```
     #[must_use]
     pub fn filter(&self) -> AuthFilter<'_> {
         fn set(list: &[String]) -> HashSet<&str> {
@@ -193,7 +209,7 @@ impl AuthLists {
     }
 }
 
-/// [`AuthLists`] made into sets (see [`AuthLists::filter`]).
+/// [`AuthLists`] made into sets (see [`AuthLists::filter`], which shows it in use).
 #[derive(Debug)]
 pub struct AuthFilter<'a> {
     exclude_authid: HashSet<&'a str>,
@@ -204,6 +220,14 @@ pub struct AuthFilter<'a> {
 
 impl AuthFilter<'_> {
     /// Whether a subscriber with this authid and authrole receives the event.
+    ///
+    /// ```
+    /// use tower_wamp::core::AuthLists;
+    /// let mut lists = AuthLists::default();
+    /// lists.eligible_authid = Some(vec!["ada".into()]);
+    /// assert!(lists.filter().admits(Some("ada"), None));
+    /// assert!(!lists.filter().admits(None, None));
+    /// ```
     #[must_use]
     pub fn admits(&self, authid: Option<&str>, authrole: Option<&str>) -> bool {
         let listed =
