@@ -97,7 +97,13 @@ fn welcome_details(
             "subscriber_blackwhite_listing",
         ]),
     );
-    roles.insert("dealer".into(), features(&["caller_identification"]));
+    // `call_timeout`: CALL's `timeout` ends the call with `wamp.error.timeout`; without
+    // `call_canceling` the callee is not interrupted and its late answer is dropped (the
+    // spec's `skip`).
+    roles.insert(
+        "dealer".into(),
+        features(&["caller_identification", "call_timeout"]),
+    );
     let mut d = Dict::new();
     d.insert("agent".into(), Value::String(config.server_ident.clone()));
     d.insert("authid".into(), Value::String(authid));

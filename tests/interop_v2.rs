@@ -79,6 +79,8 @@ async fn autobahn26_uses_the_demo_with_every_serializer_beside_a_v1_client() {
         );
         // Black and white listing by authrole.
         assert_eq!(got["audience"], json!([2, 3]), "{serializer}: {got}");
+        // The router's call timeout.
+        assert_eq!(got["timeout"], "wamp.error.timeout", "{serializer}: {got}");
         assert_eq!(got["leave"], "wamp.close.goodbye_and_out");
     }
 }

@@ -877,6 +877,10 @@ async fn a_callers_timeout_ends_a_call_to_a_silent_callee_and_a_late_yield_is_dr
         .await;
     assert!(matches!(callee.recv().await, Message::Registered { .. }));
     let mut caller = V2::join(addr, Serializer::Json).await;
+    assert_eq!(
+        caller.welcome["roles"]["dealer"]["features"]["call_timeout"],
+        true
+    );
     caller
         .send(&Message::Call {
             request: 1,

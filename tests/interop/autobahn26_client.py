@@ -13,7 +13,7 @@ from autobahn.asyncio.wamp import ApplicationRunner, ApplicationSession
 from autobahn.wamp import auth
 from autobahn.wamp.exception import ApplicationError
 from autobahn.wamp.serializer import CBORSerializer, JsonSerializer, MsgPackSerializer
-from autobahn.wamp.types import PublishOptions, RegisterOptions, SubscribeOptions
+from autobahn.wamp.types import CallOptions, PublishOptions, RegisterOptions, SubscribeOptions
 
 url, serializer, mode = sys.argv[1], sys.argv[2], sys.argv[3]
 result = {}
@@ -96,6 +96,20 @@ class Client(ApplicationSession):
             result["publisher"] = await asyncio.wait_for(named, 5)
         except ApplicationError as e:
             result["named_error"] = e.error
+
+        # The router ends a call at the caller's timeout (the callee answers too late).
+        async def slow():
+            await asyncio.sleep(0.3)
+            return "late"
+
+        try:
+            await self.register(slow, "com.example.slow")
+            await self.call("com.example.slow", options=CallOptions(timeout=100))
+            result["timeout"] = "answered"
+        except ApplicationError as e:
+            result["timeout"] = e.error
+        # Let the late YIELD go out (the router drops it) before going on.
+        await asyncio.sleep(0.4)
 
         # The audience by authrole: the first publication excludes this session's role,
         # the second admits only it; a third, unfiltered, marks the end.
