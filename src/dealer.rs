@@ -4,8 +4,13 @@
 //! A call to such a procedure, from a v1 or a v2 caller, becomes an INVOCATION queued for
 //! the callee (never dropped by a slow-consumer policy: it is a request). The caller awaits
 //! the answer; a callee that leaves fails every pending call with `wamp.error.canceled`, and a
-//! caller that goes away (its session closed, its call timed out) removes its invocation, so
-//! a late YIELD is discarded.
+//! caller that goes away (its session closed, its call timed out or was canceled) removes its
+//! invocation, so a late YIELD is discarded, and the callee, if it announced
+//! `call_canceling`, gets an INTERRUPT (`killnowait`).
+//!
+//! Progressive results go straight from the callee's YIELD to the caller's queue (a
+//! progressive RESULT, never dropped, as every reply), in the callee's order and before the
+//! final answer, which comes through the caller's task.
 
 use std::{
     collections::HashMap,
@@ -23,7 +28,8 @@ use crate::{
     core::{
         SessionId,
         broker::Budget,
-        codec::v2::{Dict, MAX_ID, Message},
+        codec::v2::{Dict, MAX_ID, Message, Serializer},
+        session::v2::{CalleeFeatures, CancelMode},
     },
     session::{Outbox, SendError},
     wire::{Frame, Payload, Proto},
@@ -43,12 +49,74 @@ pub(crate) enum Yielded {
     },
 }
 
+/// Where a call's progressive results go: a v2 caller that asked for them
+/// (`receive_progress`). Closed when the call ends, so nothing follows the final answer.
+#[derive(Debug, Clone)]
+pub(crate) struct ProgressSink(Arc<Mutex<Option<SinkTo>>>);
+
+#[derive(Debug)]
+struct SinkTo {
+    outbox: Outbox,
+    serializer: Serializer,
+    request: u64,
+}
+
+impl ProgressSink {
+    pub(crate) fn new(outbox: Outbox, serializer: Serializer, request: u64) -> Self {
+        Self(Arc::new(Mutex::new(Some(SinkTo {
+            outbox,
+            serializer,
+            request,
+        }))))
+    }
+
+    /// Queues a progressive RESULT; `false` once the call has ended or the caller is gone.
+    pub(crate) fn send(&self, payload: Payload) -> bool {
+        let to = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(to) = &*to else {
+            return false;
+        };
+        let mut details = Dict::new();
+        details.insert("progress".into(), Value::Bool(true));
+        let frame = Frame::v2(
+            to.serializer,
+            &Message::Result {
+                request: to.request,
+                details,
+                args: payload.args,
+                kwargs: payload.kwargs,
+            },
+        );
+        to.outbox.push_reply(frame).is_ok()
+    }
+
+    /// Ends the stream: later sends do nothing (a send in progress finishes first).
+    pub(crate) fn close(&self) {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).take();
+    }
+}
+
+/// What a v2 caller adds to a call: where its progressive results go, and the receiving
+/// end of its CANCEL.
+#[derive(Debug, Default)]
+pub(crate) struct CallControl {
+    pub(crate) progress: Option<ProgressSink>,
+    pub(crate) cancel: Option<oneshot::Receiver<CancelMode>>,
+}
+
+/// An invocation awaiting its answer.
+#[derive(Debug)]
+struct Waiting {
+    answer: oneshot::Sender<Yielded>,
+    progress: Option<ProgressSink>,
+}
+
 /// One callee session's invocations in flight.
 #[derive(Debug, Default)]
 pub(crate) struct Pending {
     /// The last INVOCATION request id issued (they count 1, 2, 3 … per callee session).
     last: AtomicU64,
-    calls: Mutex<HashMap<u64, oneshot::Sender<Yielded>>>,
+    calls: Mutex<HashMap<u64, Waiting>>,
     closed: std::sync::atomic::AtomicBool,
 }
 
@@ -78,16 +146,18 @@ pub(crate) enum Answered {
 }
 
 impl Pending {
-    fn calls(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Yielded>>> {
+    fn calls(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Waiting>> {
         self.calls.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Starts an invocation: `send` queues it under the next request id; `Err` once the
     /// callee left, while it has [`MAX_PENDING`] invocations unanswered, or when `send`
     /// finds no room (the id is then not used: INVOCATION ids stay sequential).
+    /// Progressive results go to `progress`.
     pub(crate) fn start(
         &self,
         send: impl FnOnce(u64) -> Result<(), SendError>,
+        progress: Option<ProgressSink>,
     ) -> Result<(u64, oneshot::Receiver<Yielded>), Refused> {
         let mut calls = self.calls();
         if self.closed.load(Ordering::SeqCst) {
@@ -107,25 +177,57 @@ impl Pending {
         }
         self.last.store(id, Ordering::SeqCst);
         let (tx, rx) = oneshot::channel();
-        calls.insert(id, tx);
+        calls.insert(
+            id,
+            Waiting {
+                answer: tx,
+                progress,
+            },
+        );
         Ok((id, rx))
     }
 
-    /// Delivers a callee's answer.
-    pub(crate) fn answer(&self, request: u64, answer: Yielded) -> Answered {
-        match self.calls().remove(&request) {
-            Some(tx) => {
-                let _ = tx.send(answer);
-                Answered::Delivered
-            }
-            None if request != 0 && request <= self.last.load(Ordering::SeqCst) => Answered::Late,
-            None => Answered::Unknown,
+    fn unanswered(&self, request: u64) -> Answered {
+        if request != 0 && request <= self.last.load(Ordering::SeqCst) {
+            Answered::Late
+        } else {
+            Answered::Unknown
         }
     }
 
-    /// Forgets an invocation whose caller went away.
-    pub(crate) fn forget(&self, request: u64) {
-        self.calls().remove(&request);
+    /// Delivers a callee's final answer.
+    pub(crate) fn answer(&self, request: u64, answer: Yielded) -> Answered {
+        match self.calls().remove(&request) {
+            Some(waiting) => {
+                let _ = waiting.answer.send(answer);
+                Answered::Delivered
+            }
+            None => self.unanswered(request),
+        }
+    }
+
+    /// Forwards a callee's progressive result to its caller, if the caller asked for them
+    /// (else it is dropped: a callee may send them unasked only by ignoring the spec).
+    /// Sent under the lock, so it cannot overtake a final answer handled meanwhile.
+    pub(crate) fn progress(&self, request: u64, payload: Payload) -> Answered {
+        let calls = self.calls();
+        match calls.get(&request) {
+            Some(waiting) => {
+                if let Some(sink) = &waiting.progress {
+                    sink.send(payload);
+                }
+                Answered::Delivered
+            }
+            None => {
+                drop(calls);
+                self.unanswered(request)
+            }
+        }
+    }
+
+    /// Forgets an invocation whose caller went away; `true` if it was still unanswered.
+    pub(crate) fn forget(&self, request: u64) -> bool {
+        self.calls().remove(&request).is_some()
     }
 
     /// The callee left: every pending call fails.
@@ -144,6 +246,8 @@ pub(crate) struct Callee {
     pub(crate) pending: Arc<Pending>,
     /// The callee asked (REGISTER's `disclose_caller`) to be told who calls.
     pub(crate) disclose_caller: bool,
+    /// What it announced in HELLO (INTERRUPT, progressive results).
+    pub(crate) features: CalleeFeatures,
 }
 
 /// Why a REGISTER was refused.
@@ -242,19 +346,28 @@ impl Registrations {
 
 /// Runs one call on a client's procedure: the INVOCATION (queued under the registrations'
 /// lock, only while the registration stands, so it never comes before REGISTERED or after
-/// UNREGISTERED), then its answer.
+/// UNREGISTERED), then its answer. `control` carries a v2 caller's progressive results and
+/// CANCEL.
 pub(crate) async fn invoke(
     hub: &crate::hub::Hub,
     registration: u64,
     callee: Callee,
     args: Vec<Value>,
     kwargs: Dict,
-    details: Dict,
+    mut details: Dict,
+    control: CallControl,
 ) -> Result<Payload, RpcError> {
     let gone = || RpcError::new(CANCELED, "the callee left");
     let Proto::V2(serializer) = callee.outbox.proto() else {
         return Err(gone());
     };
+    // Progressive results only from a callee that announced them (and canceling).
+    let progress = control
+        .progress
+        .filter(|_| callee.features.progressive_call_results);
+    if progress.is_some() {
+        details.insert("receive_progress".into(), Value::Bool(true));
+    }
     let invocation = |request| {
         Frame::v2(
             serializer,
@@ -267,31 +380,56 @@ pub(crate) async fn invoke(
             },
         )
     };
-    let (request, answer) = match hub.start_invocation(registration, &callee, &invocation) {
-        Ok(started) => started,
-        Err(Refused::Unregistered) => {
-            return Err(RpcError::new(
-                "wamp.error.no_such_procedure",
-                "the procedure was unregistered",
-            ));
-        }
-        Err(Refused::Gone) => return Err(gone()),
-        Err(Refused::Busy) => {
-            return Err(RpcError::new(
-                crate::core::error_uri::TOO_MANY_CALLS,
-                "the callee is busy: too many invocations waiting for it",
-            ));
+    let (request, mut answer) =
+        match hub.start_invocation(registration, &callee, &invocation, progress) {
+            Ok(started) => started,
+            Err(Refused::Unregistered) => {
+                return Err(RpcError::new(
+                    "wamp.error.no_such_procedure",
+                    "the procedure was unregistered",
+                ));
+            }
+            Err(Refused::Gone) => return Err(gone()),
+            Err(Refused::Busy) => {
+                return Err(RpcError::new(
+                    crate::core::error_uri::TOO_MANY_CALLS,
+                    "the callee is busy: too many invocations waiting for it",
+                ));
+            }
+        };
+    // If this call ends unanswered (its caller left, it timed out, it was canceled), the
+    // invocation is forgotten and the callee, if it can be, interrupted.
+    let mut forget = Forget {
+        callee: &callee,
+        serializer,
+        request,
+        interrupt: callee.features.call_canceling,
+    };
+    let answered = match control.cancel {
+        None => (&mut answer).await,
+        Some(cancel) => {
+            tokio::select! {
+                biased;
+                answered = &mut answer => answered,
+                Ok(mode) = cancel => {
+                    // A callee that cannot be interrupted is treated as `skip`.
+                    let mode = if callee.features.call_canceling { mode } else { CancelMode::Skip };
+                    match mode {
+                        CancelMode::Kill => {
+                            // The callee's answer, whatever it is, goes to the caller.
+                            forget.interrupt_now(CancelMode::Kill);
+                            (&mut answer).await
+                        }
+                        mode => {
+                            forget.interrupt = mode == CancelMode::KillNoWait;
+                            return Err(RpcError::new(CANCELED, "the call was canceled"));
+                        }
+                    }
+                }
+            }
         }
     };
-    // If this call is dropped (its caller left, it timed out), the invocation is forgotten.
-    struct Forget<'a>(&'a Pending, u64);
-    impl Drop for Forget<'_> {
-        fn drop(&mut self) {
-            self.0.forget(self.1);
-        }
-    }
-    let _forget = Forget(&callee.pending, request);
-    match answer.await {
+    match answered {
         Ok(Yielded::Result(payload)) => Ok(payload),
         Ok(Yielded::Error {
             error,
@@ -321,6 +459,40 @@ pub(crate) async fn invoke(
     }
 }
 
+/// Forgets an invocation that ends unanswered, and interrupts its callee (`killnowait`)
+/// when `interrupt` is set.
+struct Forget<'a> {
+    callee: &'a Callee,
+    serializer: Serializer,
+    request: u64,
+    interrupt: bool,
+}
+
+impl Forget<'_> {
+    fn interrupt_now(&mut self, mode: CancelMode) {
+        let mut options = Dict::new();
+        options.insert("mode".into(), Value::from(mode.as_str()));
+        let frame = Frame::v2(
+            self.serializer,
+            &Message::Interrupt {
+                request: self.request,
+                options,
+            },
+        );
+        let _ = self.callee.outbox.push_reply(frame);
+        // Interrupted once: not again when the call ends.
+        self.interrupt = false;
+    }
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        if self.callee.pending.forget(self.request) && self.interrupt {
+            self.interrupt_now(CancelMode::KillNoWait);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -328,7 +500,7 @@ mod tests {
     #[test]
     fn answers_are_delivered_once_and_late_ones_told_from_unknown_ones() {
         let p = Pending::default();
-        let (id, mut rx) = p.start(|_| Ok(())).unwrap();
+        let (id, mut rx) = p.start(|_| Ok(()), None).unwrap();
         assert_eq!(id, 1);
         assert_eq!(
             p.answer(id, Yielded::Result(Payload::default())),
@@ -343,46 +515,61 @@ mod tests {
             p.answer(99, Yielded::Result(Payload::default())),
             Answered::Unknown
         );
-        let (id, _rx) = p.start(|_| Ok(())).unwrap();
+        let (id, _rx) = p.start(|_| Ok(()), None).unwrap();
         p.forget(id);
         assert_eq!(
             p.answer(id, Yielded::Result(Payload::default())),
             Answered::Late
         );
-        let (_, mut rx) = p.start(|_| Ok(())).unwrap();
+        let (_, mut rx) = p.start(|_| Ok(()), None).unwrap();
         p.close();
         assert!(
             rx.try_recv().is_err(),
             "the callee left: the caller's answer is gone"
         );
-        assert_eq!(p.start(|_| Ok(())).err(), Some(Refused::Gone));
+        assert_eq!(p.start(|_| Ok(()), None).err(), Some(Refused::Gone));
     }
 
     #[test]
     fn a_callee_has_a_bounded_number_of_invocations_waiting() {
         let p = Pending::default();
         let mut waiting: Vec<_> = (0..MAX_PENDING)
-            .map(|_| p.start(|_| Ok(())).unwrap())
+            .map(|_| p.start(|_| Ok(()), None).unwrap())
             .collect();
-        assert_eq!(p.start(|_| Ok(())).err(), Some(Refused::Busy));
+        assert_eq!(p.start(|_| Ok(()), None).err(), Some(Refused::Busy));
         // An answer makes room again.
         let (id, _rx) = waiting.pop().unwrap();
         assert_eq!(
             p.answer(id, Yielded::Result(Payload::default())),
             Answered::Delivered
         );
-        assert!(p.start(|_| Ok(())).is_ok());
+        assert!(p.start(|_| Ok(()), None).is_ok());
     }
 
     #[test]
     fn an_invocation_that_is_not_sent_does_not_use_up_its_id() {
         let p = Pending::default();
-        let (first, _a) = p.start(|_| Ok(())).unwrap();
+        let (first, _a) = p.start(|_| Ok(()), None).unwrap();
         assert_eq!(
-            p.start(|_| Err(SendError::QueueFull)).err(),
+            p.start(|_| Err(SendError::QueueFull), None).err(),
             Some(Refused::Busy)
         );
-        let (next, _b) = p.start(|_| Ok(())).unwrap();
+        let (next, _b) = p.start(|_| Ok(()), None).unwrap();
         assert_eq!(next, first + 1);
+    }
+
+    #[test]
+    fn progress_goes_to_a_waiting_call_only() {
+        let p = Pending::default();
+        let (id, _rx) = p.start(|_| Ok(()), None).unwrap();
+        // Unasked progress is dropped, but the invocation is known.
+        assert_eq!(p.progress(id, Payload::default()), Answered::Delivered);
+        assert_eq!(
+            p.answer(id, Yielded::Result(Payload::default())),
+            Answered::Delivered
+        );
+        assert_eq!(p.progress(id, Payload::default()), Answered::Late);
+        assert_eq!(p.progress(id + 1, Payload::default()), Answered::Unknown);
+        assert!(!p.forget(id), "already answered");
     }
 }

@@ -77,6 +77,8 @@ pub struct Call {
     pub(crate) hub: Option<Arc<Hub>>,
     /// A v2 caller's `disclose_me`: name it to a client callee whatever the router's policy.
     pub(crate) disclose_me: bool,
+    /// A v2 caller's progressive results and CANCEL.
+    pub(crate) control: crate::dealer::CallControl,
 }
 
 fn empty_parts() -> Arc<Parts> {
@@ -95,6 +97,7 @@ impl Call {
             parts: empty_parts(),
             hub: None,
             disclose_me: false,
+            control: crate::dealer::CallControl::default(),
         }
     }
 
@@ -114,7 +117,14 @@ impl Call {
             parts,
             hub: None,
             disclose_me: false,
+            control: crate::dealer::CallControl::default(),
         }
+    }
+
+    /// Gives the call a v2 caller's progressive-result sink and CANCEL.
+    pub(crate) fn controlled(mut self, control: crate::dealer::CallControl) -> Self {
+        self.control = control;
+        self
     }
 
     /// Marks the call as asking to name its caller to a client callee (v2 `disclose_me`).
@@ -260,7 +270,7 @@ impl fmt::Debug for Call {
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be used as an argument of a WAMP RPC handler",
     label = "not a WAMP call extractor",
-    note = "every argument must implement `FromCall<S>`: `Args<T>`, `Kwargs<T>`, `Session`, `Caller`, `Procedure`, `CallId`, `State<T>`, `Extension<T>`, `HeaderMap`, `UpgradeRequest`, `Wamp`, `Option<T>`, or your own type"
+    note = "every argument must implement `FromCall<S>`: `Args<T>`, `Kwargs<T>`, `Session`, `Caller`, `Procedure`, `CallId`, `Progress`, `State<T>`, `Extension<T>`, `HeaderMap`, `UpgradeRequest`, `Wamp`, `Option<T>`, or your own type"
 )]
 pub trait FromCall<S>: Sized {
     /// The error sent back when extraction fails.
@@ -390,6 +400,71 @@ impl<S: Sync> FromCall<S> for Caller {
             authrole: s.authrole(),
             protocol: s.protocol(),
         })
+    }
+}
+
+/// Sends progressive results to a WAMP v2 caller that asked for them
+/// (`CALL.Options.receive_progress`), each as a RESULT with `progress: true`, before the
+/// handler's return value ends the call.
+///
+/// For a WAMP v1 caller, or a v2 caller that did not ask, [`send`](Self::send) does nothing
+/// and returns `false`: the handler's return value is the answer either way. Once the call
+/// has ended (answered, canceled, timed out) sends do nothing, so a `Progress` moved into
+/// another task cannot speak after the final answer.
+///
+/// ```
+/// use tower_wamp::{Call, Progress, WampRouter};
+/// use tower::ServiceExt;
+/// use serde_json::json;
+///
+/// async fn countdown(progress: Progress) -> &'static str {
+///     for n in (1..=3).rev() {
+///         progress.send(&n);
+///     }
+///     "liftoff"
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let router = WampRouter::new().rpc("com.example.countdown", countdown);
+/// // A call built in a test has no caller to stream to: only the final result.
+/// let reply = router.oneshot(Call::new("com.example.countdown", vec![])).await.unwrap();
+/// assert_eq!(reply.result(), Some(&json!("liftoff")));
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Progress(Option<crate::dealer::ProgressSink>);
+
+impl Progress {
+    /// Whether the caller asked for progressive results.
+    #[must_use]
+    pub fn wanted(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// Sends `value` as a progressive result (`args = [value]`); `false` if the caller did
+    /// not ask for them, the call has ended, `value` does not serialize, or the caller is
+    /// gone.
+    pub fn send(&self, value: &impl serde::Serialize) -> bool {
+        match (&self.0, serde_json::to_value(value)) {
+            (Some(sink), Ok(value)) => sink.send(crate::wire::Payload::from_event(value)),
+            _ => false,
+        }
+    }
+
+    /// Sends a progressive result with positional and keyword arguments as they are.
+    pub fn send_arguments(&self, args: Vec<Value>, kwargs: serde_json::Map<String, Value>) -> bool {
+        match &self.0 {
+            Some(sink) => sink.send(crate::wire::Payload { args, kwargs }),
+            None => false,
+        }
+    }
+}
+
+impl<S: Sync> FromCall<S> for Progress {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_call(call: &Call, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(call.control.progress.clone()))
     }
 }
 

@@ -246,6 +246,7 @@ impl Hub {
         registration: u64,
         callee: &crate::dealer::Callee,
         invocation: &dyn Fn(u64) -> Frame,
+        progress: Option<crate::dealer::ProgressSink>,
     ) -> Result<(u64, tokio::sync::oneshot::Receiver<crate::dealer::Yielded>), crate::dealer::Refused>
     {
         use crate::dealer::Refused;
@@ -253,9 +254,10 @@ impl Hub {
         if !registrations.holds(registration, &callee.session) {
             return Err(Refused::Unregistered);
         }
-        callee
-            .pending
-            .start(|request| callee.outbox.push_invocation(invocation(request)))
+        callee.pending.start(
+            |request| callee.outbox.push_invocation(invocation(request)),
+            progress,
+        )
     }
 
     pub(crate) fn remove_registrations(&self, session: &SessionId) {

@@ -20,7 +20,7 @@ mod wire;
 
 pub use crate::core::{RpcError, SessionId};
 pub use extract::{
-    Args, Call, CallId, Caller, Extension, FromCall, FromRef, Kwargs, Procedure, State,
+    Args, Call, CallId, Caller, Extension, FromCall, FromRef, Kwargs, Procedure, Progress, State,
     UpgradeRequest,
 };
 pub use handler::{IntoCallResult, RpcHandler};

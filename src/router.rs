@@ -896,10 +896,29 @@ impl Inner<()> {
             }
         }
         let value = |r: Result<Value, RpcError>| r.map(Outcome::Value);
+        // A v2 caller's CANCEL: a client callee is interrupted as the mode says (in
+        // `dealer::invoke`); a handler of ours is dropped whatever the mode.
+        let cancel = call.control.cancel.take();
         let mut running: Pin<Box<dyn Future<Output = Result<Outcome, RpcError>> + Send + '_>> =
             match target {
-                Target::User(handler) => Box::pin(async move { value(handler(call, ()).await) }),
+                Target::User(handler) => match cancel {
+                    None => Box::pin(async move { value(handler(call, ()).await) }),
+                    Some(cancel) => Box::pin(async move {
+                        tokio::select! {
+                            biased;
+                            result = handler(call, ()) => value(result),
+                            Ok(_) = cancel => Err(RpcError::new(
+                                crate::dealer::CANCELED,
+                                "the call was canceled",
+                            )),
+                        }
+                    }),
+                },
                 Target::Remote(registration, callee) => Box::pin(async move {
+                    let control = crate::dealer::CallControl {
+                        progress: call.control.progress.take(),
+                        cancel,
+                    };
                     let args = match call.args {
                         Value::Array(args) => args,
                         other => vec![other],
@@ -921,6 +940,7 @@ impl Inner<()> {
                         args,
                         kwargs,
                         details,
+                        control,
                     )
                     .await
                     .map(Outcome::Arguments)

@@ -13,7 +13,7 @@
 //! in the task panics.
 
 use std::{
-    collections::VecDeque,
+    collections::{HashMap, VecDeque},
     future::Future,
     sync::{
         Arc,
@@ -54,6 +54,9 @@ use crate::{
 
 /// How long a closing session may take to send its close frame (and, with a draining
 /// close, what is queued before it).
+/// The size below which the cancel senders of ended calls are not swept out.
+const MIN_CANCEL_SWEEP: usize = 64;
+
 const CLOSE_DEADLINE: Duration = Duration::from_secs(2);
 /// How long to wait for the client's answer to our close frame before dropping the socket.
 const CLOSE_ANSWER: Duration = Duration::from_secs(1);
@@ -270,6 +273,8 @@ async fn session(
         calls: JoinSet::new(),
         in_flight: Arc::default(),
         pending,
+        cancels: HashMap::new(),
+        sweep_cancels_at: MIN_CANCEL_SWEEP,
     };
 
     let (reason, ended_by) = {
@@ -637,6 +642,10 @@ struct Conn {
     in_flight: Arc<InFlight>,
     /// As a WAMP v2 callee: the invocations it was sent and has not answered.
     pending: Arc<crate::dealer::Pending>,
+    /// As a WAMP v2 caller: how to cancel its calls in flight, by request id. Ended calls
+    /// are swept out when the map has doubled since the last sweep.
+    cancels: HashMap<u64, tokio::sync::oneshot::Sender<v2s::CancelMode>>,
+    sweep_cancels_at: usize,
 }
 
 impl Conn {
@@ -798,15 +807,18 @@ impl Conn {
                 call_id,
                 procedure,
                 args,
-            } => self.spawn_call(
-                ReplyTo::V1(call_id),
-                procedure,
-                args,
-                Dict::new(),
-                size,
-                None,
-                false,
-            ),
+            } => {
+                self.spawn_call(
+                    ReplyTo::V1(call_id),
+                    procedure,
+                    args,
+                    Dict::new(),
+                    size,
+                    None,
+                    false,
+                    crate::dealer::CallControl::default(),
+                );
+            }
             Action::Unsubscribe { topic } => {
                 self.router.unsubscribe(&self.session, &topic, None);
             }
@@ -863,11 +875,13 @@ impl Conn {
         size: usize,
         timeout: Option<Duration>,
         disclose_me: bool,
-    ) {
+        control: crate::dealer::CallControl,
+    ) -> bool {
         Metrics::add(&self.metrics.calls_total, 1);
         let Some(guard) = self.admit(&reply_to, size) else {
-            return;
+            return false;
         };
+        let progress = control.progress.clone();
         let call_id = reply_to.call_id();
         let span = tracing::debug_span!("wamp_call", call_id = %Clip(&call_id), procedure = %Clip(&procedure));
         let call = Call::from_wire(
@@ -878,7 +892,8 @@ impl Conn {
             self.parts.clone(),
         )
         .with_kwargs(kwargs)
-        .disclosing(disclose_me);
+        .disclosing(disclose_me)
+        .controlled(control);
         let router = self.router.clone();
         let outbox = self.outbox.clone();
         let metrics = self.metrics.clone();
@@ -895,6 +910,10 @@ impl Conn {
                     None => router.dispatch(call).await,
                 };
                 drop(guard);
+                // Nothing of the call's progress may follow its answer.
+                if let Some(progress) = progress {
+                    progress.close();
+                }
                 let frame = match reply {
                     CallReply::Result(result) => reply_to.result(result),
                     CallReply::Arguments { args, kwargs } => {
@@ -924,7 +943,9 @@ impl Conn {
         if call.as_mut().poll(&mut cx).is_pending() {
             while self.calls.try_join_next().is_some() {}
             self.calls.spawn(call);
+            return true;
         }
+        false
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -936,14 +957,23 @@ impl Conn {
         kwargs: Dict,
         timeout_ms: u64,
         disclose_me: bool,
+        receive_progress: bool,
         size: usize,
     ) {
+        let serializer = self.serializer();
         let reply_to = ReplyTo::V2 {
-            serializer: self.serializer(),
+            serializer,
             request,
         };
         let timeout = (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms));
-        self.spawn_call(
+        let (cancel, canceled) = tokio::sync::oneshot::channel();
+        let control = crate::dealer::CallControl {
+            progress: receive_progress.then(|| {
+                crate::dealer::ProgressSink::new(self.outbox.clone(), serializer, request)
+            }),
+            cancel: Some(canceled),
+        };
+        let pending = self.spawn_call(
             reply_to,
             procedure,
             args,
@@ -951,7 +981,26 @@ impl Conn {
             size,
             timeout,
             disclose_me,
+            control,
         );
+        if pending {
+            // Only a call still running can be canceled; the senders of ended calls are
+            // swept out once the map has doubled, so it stays within twice the calls in
+            // flight (which `admit` bounds).
+            if self.cancels.len() >= self.sweep_cancels_at {
+                self.cancels.retain(|_, tx| !tx.is_closed());
+                self.sweep_cancels_at = (self.cancels.len() * 2).max(MIN_CANCEL_SWEEP);
+            }
+            self.cancels.insert(request, cancel);
+        }
+    }
+
+    /// A caller's CANCEL: ignored for a call that is not running.
+    fn cancel(&mut self, request: u64, mode: v2s::CancelMode) {
+        if let Some(tx) = self.cancels.remove(&request) {
+            tracing::debug!(request, mode = mode.as_str(), "call canceled");
+            let _ = tx.send(mode);
+        }
     }
 
     /// [`act_v2`](Self::act_v2), with the keepalive's pong deadline suspended while it awaits.
@@ -989,7 +1038,12 @@ impl Conn {
     /// A callee's YIELD or ERROR: to its caller, discarded when late, a protocol violation
     /// for an invocation never issued.
     fn answered(&mut self, request: u64, answer: crate::dealer::Yielded) {
-        if self.pending.answer(request, answer) != crate::dealer::Answered::Unknown {
+        let answered = self.pending.answer(request, answer);
+        self.violation_if_unknown(answered);
+    }
+
+    fn violation_if_unknown(&mut self, answered: crate::dealer::Answered) {
+        if answered != crate::dealer::Answered::Unknown {
             return;
         }
         if let ProtoState::V2(state) = &mut self.state {
@@ -1099,6 +1153,10 @@ impl Conn {
                     outbox: self.outbox.clone(),
                     pending: self.pending.clone(),
                     disclose_caller,
+                    features: match &self.state {
+                        ProtoState::V2(state) => state.callee_features(),
+                        ProtoState::V1(_) => Default::default(),
+                    },
                 };
                 // Registrations share the subscriptions' budget (entries and URI bytes).
                 let budget = self.config.subscriptions;
@@ -1154,7 +1212,8 @@ impl Conn {
         use v2c::{Message as M, code};
         use v2s::Action as A;
         match action {
-            A::None | A::Hello { .. } | A::Authenticate { .. } | A::Cancel { .. } => {}
+            A::None | A::Hello { .. } | A::Authenticate { .. } => {}
+            A::Cancel { request, mode } => self.cancel(request, mode),
             A::Unsubscribe {
                 request,
                 subscription,
@@ -1189,6 +1248,7 @@ impl Conn {
                 kwargs,
                 timeout_ms,
                 disclose_me,
+                receive_progress,
             } => self.call_v2(
                 request,
                 procedure,
@@ -1196,6 +1256,7 @@ impl Conn {
                 kwargs,
                 timeout_ms,
                 disclose_me,
+                receive_progress,
                 size,
             ),
             A::Unregister {
@@ -1222,6 +1283,16 @@ impl Conn {
                 request,
                 args,
                 kwargs,
+                progress: true,
+            } => {
+                let answered = self.pending.progress(request, Payload { args, kwargs });
+                self.violation_if_unknown(answered);
+            }
+            A::Yield {
+                request,
+                args,
+                kwargs,
+                progress: false,
             } => {
                 let answer = crate::dealer::Yielded::Result(Payload { args, kwargs });
                 self.answered(request, answer);

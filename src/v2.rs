@@ -97,12 +97,20 @@ fn welcome_details(
             "subscriber_blackwhite_listing",
         ]),
     );
-    // `call_timeout`: CALL's `timeout` ends the call with `wamp.error.timeout`; without
-    // `call_canceling` the callee is not interrupted and its late answer is dropped (the
-    // spec's `skip`).
+    // `call_timeout`: CALL's `timeout` ends the call with `wamp.error.timeout` and, like a
+    // caller that leaves, interrupts (`killnowait`) a callee that announced `call_canceling`
+    // (for one that did not, the spec's `skip`: its late answer is dropped).
+    // `call_canceling`: CANCEL in the three modes (default `killnowait`); a handler of
+    // ours is dropped. `progressive_call_results`: from client callees that announced them
+    // and from handlers through the `Progress` extractor.
     roles.insert(
         "dealer".into(),
-        features(&["caller_identification", "call_timeout"]),
+        features(&[
+            "caller_identification",
+            "call_timeout",
+            "call_canceling",
+            "progressive_call_results",
+        ]),
     );
     let mut d = Dict::new();
     d.insert("agent".into(), Value::String(config.server_ident.clone()));

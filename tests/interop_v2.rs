@@ -81,6 +81,21 @@ async fn autobahn26_uses_the_demo_with_every_serializer_beside_a_v1_client() {
         assert_eq!(got["audience"], json!([2, 3]), "{serializer}: {got}");
         // The router's call timeout.
         assert_eq!(got["timeout"], "wamp.error.timeout", "{serializer}: {got}");
+        // Progressive results from a handler of ours and from a client callee.
+        assert_eq!(
+            got["countdown"],
+            json!([[3, 2, 1], "liftoff"]),
+            "{serializer}: {got}"
+        );
+        assert_eq!(
+            got["ticks"],
+            json!([[0, 1, 2], "ticked"]),
+            "{serializer}: {got}"
+        );
+        // CANCEL interrupts the callee; the session goes on.
+        assert_eq!(got["cancel_caller"], "canceled", "{serializer}: {got}");
+        assert_eq!(got["cancel_callee"], true, "{serializer}: {got}");
+        assert_eq!(got["after_cancel"], 2, "{serializer}: {got}");
         assert_eq!(got["leave"], "wamp.close.goodbye_and_out");
     }
 }
@@ -194,6 +209,11 @@ async fn autobahnjs_and_wampy_use_the_demo_with_every_serializer() {
             "AutobahnJS {serializer}"
         );
         assert_eq!(js["audience"], json!([2, 3]), "AutobahnJS {serializer}");
+        assert_eq!(
+            js["countdown"],
+            json!([[3, 2, 1], "liftoff"]),
+            "AutobahnJS {serializer}"
+        );
         let wampy = &got["wampy"][serializer];
         assert_eq!(wampy.get("failed"), None, "wampy {serializer}: {wampy}");
         assert_eq!(wampy["add"], json!([42]), "wampy {serializer}");
@@ -208,5 +228,10 @@ async fn autobahnjs_and_wampy_use_the_demo_with_every_serializer() {
             "wampy {serializer}"
         );
         assert_eq!(wampy["audience"], json!([2, 3]), "wampy {serializer}");
+        assert_eq!(
+            wampy["countdown"],
+            json!([[3, 2, 1], "liftoff"]),
+            "wampy {serializer}"
+        );
     }
 }

@@ -3,7 +3,7 @@
 
 use serde_json::{Number, Value, json};
 use tower_wamp::{
-    Args, OriginPolicy, Publication, RpcError, Session, Topic, WampLayer, WampRouter,
+    Args, OriginPolicy, Progress, Publication, RpcError, Session, Topic, WampLayer, WampRouter,
     auth::{Secret, WampCra},
     core::auth::{AuthKey, Permissions},
     rpc, topic,
@@ -41,6 +41,22 @@ pub async fn add(Args(numbers): Args<Vec<Number>>) -> Result<Value, RpcError> {
 #[rpc("http://clj-wamp-example/api#echo")]
 pub async fn echo(Args((value,)): Args<(Value,)>) -> Value {
     value
+}
+
+/// Counts down from `n` (at most 100), one progressive result every 20 ms to a WAMP v2
+/// caller that asked for them, then answers `"liftoff"`. A caller may cancel it.
+pub async fn countdown(
+    Args((n,)): Args<(u32,)>,
+    progress: Progress,
+) -> Result<&'static str, RpcError> {
+    if n > 100 {
+        return Err(RpcError::invalid_argument("count down from 100 at most"));
+    }
+    for i in (1..=n).rev() {
+        progress.send(&i);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    Ok("liftoff")
 }
 
 /// Chat messages must be non-empty text; the broker stamps them with the sender.
@@ -89,6 +105,8 @@ pub fn router() -> WampRouter {
         .alias("com.example.add", &rpc_url("add"))
         .alias("com.example.echo", &rpc_url("echo"))
         .alias("com.example.chat", &evt_url("chat"))
+        // Progressive results (v2 callers that ask get each number as it comes).
+        .rpc("com.example.countdown", countdown)
         // v2 clients may use any other topic under com.example.
         .topic("com.example.*", Topic::new())
         // The realm names publishers to v2 subscribers and callers to v2 callees.

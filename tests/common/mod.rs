@@ -2,6 +2,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod peers;
+pub mod v2;
 
 use std::{net::SocketAddr, time::Duration};
 

@@ -66,6 +66,11 @@ async function withAutobahn(serializer) {
   await session.publish('com.example.audience', [3], {}, own);
   await within(5000, end);
   out.audience = audience;
+  // Progressive results (AutobahnJS reports them as the promise's progress).
+  const countdown = [];
+  const liftoff = await session.call('com.example.countdown', [3], {}, { receive_progress: true })
+    .then((r) => r, (e) => { throw e; }, (n) => countdown.push(n));
+  out.countdown = [countdown, liftoff];
   connection.close();
   return out;
 }
@@ -105,6 +110,10 @@ async function withWampy(serializer) {
   await b.publish('com.example.audience', [3]);
   await within(5000, end);
   out.audience = audience;
+  // Progressive results through wampy's progress_callback.
+  const countdown = [];
+  const liftoff = await a.call('com.example.countdown', [3], { progress_callback: (r) => countdown.push(r.argsList[0]) });
+  out.countdown = [countdown, liftoff.argsList[0]];
   await a.disconnect();
   await b.disconnect();
   return out;

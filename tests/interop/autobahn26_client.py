@@ -111,6 +111,56 @@ class Client(ApplicationSession):
         # Let the late YIELD go out (the router drops it) before going on.
         await asyncio.sleep(0.4)
 
+        # Progressive results: from the demo's own handler and from a procedure of its own.
+        try:
+            got = []
+            done = await self.call(
+                "com.example.countdown", 3, options=CallOptions(on_progress=got.append)
+            )
+            result["countdown"] = [got, done]
+
+            def ticks(n, details):
+                for i in range(n):
+                    details.progress(i)
+                return "ticked"
+
+            await self.register(ticks, "com.example.ticks", RegisterOptions(details_arg="details"))
+            got = []
+            done = await self.call(
+                "com.example.ticks", 3, options=CallOptions(on_progress=got.append)
+            )
+            result["ticks"] = [got, done]
+        except ApplicationError as e:
+            result["progress_error"] = e.error
+
+        # Canceling: the caller cancels its call; the callee (this session too) is interrupted.
+        interrupted = loop.create_future()
+
+        async def sleepy():
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                if not interrupted.done():
+                    interrupted.set_result(True)
+                raise
+            return "woke"
+
+        try:
+            await self.register(sleepy, "com.example.sleepy")
+            call = asyncio.ensure_future(self.call("com.example.sleepy"))
+            await asyncio.sleep(0.2)
+            call.cancel()
+            try:
+                await call
+                result["cancel_caller"] = "answered"
+            except asyncio.CancelledError:
+                result["cancel_caller"] = "canceled"
+            result["cancel_callee"] = await asyncio.wait_for(interrupted, 5)
+            # The session goes on.
+            result["after_cancel"] = await self.call("com.example.add", 1, 1)
+        except Exception as e:
+            result["cancel_error"] = repr(e)
+
         # The audience by authrole: the first publication excludes this session's role,
         # the second admits only it; a third, unfiltered, marks the end.
         audience = []

@@ -112,6 +112,8 @@ pub enum Action {
         timeout_ms: u64,
         /// `Options.disclose_me`: the caller asks to be named to the callee.
         disclose_me: bool,
+        /// `Options.receive_progress`: the caller takes progressive results.
+        receive_progress: bool,
     },
     Register {
         request: u64,
@@ -128,6 +130,8 @@ pub enum Action {
         request: u64,
         args: Vec<Value>,
         kwargs: Dict,
+        /// `Options.progress`: a progressive result; the call goes on.
+        progress: bool,
     },
     /// A callee's ERROR for an INVOCATION.
     InvocationError {
@@ -136,9 +140,10 @@ pub enum Action {
         args: Vec<Value>,
         kwargs: Dict,
     },
-    /// A caller's CANCEL (not announced: the call goes on).
+    /// A caller's CANCEL.
     Cancel {
         request: u64,
+        mode: CancelMode,
     },
     /// Send this message back (an ERROR for a bad request).
     Reply(Message),
@@ -150,11 +155,71 @@ pub enum Action {
     },
 }
 
+/// How a CANCEL asks the router to end a call (`Options.mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum CancelMode {
+    /// Answer the caller at once; the callee is not told and its answer is dropped.
+    Skip,
+    /// Interrupt the callee and answer the caller with what the callee answers.
+    Kill,
+    /// Interrupt the callee and answer the caller at once. The default for a CANCEL
+    /// without `mode` (as crossbar does).
+    #[default]
+    KillNoWait,
+}
+
+impl CancelMode {
+    /// The spec's name of the mode.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Skip => "skip",
+            Self::Kill => "kill",
+            Self::KillNoWait => "killnowait",
+        }
+    }
+}
+
+/// What the client announced it supports as a callee (HELLO's `roles.callee.features`),
+/// which decides what the router may send it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct CalleeFeatures {
+    /// `call_canceling` (also read as `call_cancelling`): it understands INTERRUPT.
+    pub call_canceling: bool,
+    /// `progressive_call_results`, counted only with `call_canceling` (as the spec asks):
+    /// it may be sent `receive_progress`.
+    pub progressive_call_results: bool,
+}
+
+impl CalleeFeatures {
+    /// Reads HELLO's `Details.roles`.
+    #[must_use]
+    pub fn from_roles(roles: &Dict) -> Self {
+        let features = roles
+            .get("callee")
+            .and_then(|c| c.get("features"))
+            .and_then(Value::as_object);
+        let on = |name: &str| {
+            features
+                .and_then(|f| f.get(name))
+                .is_some_and(|v| v == &Value::Bool(true))
+        };
+        let call_canceling = on("call_canceling") || on("call_cancelling");
+        Self {
+            call_canceling,
+            progressive_call_results: call_canceling && on("progressive_call_results"),
+        }
+    }
+}
+
 /// One WAMP v2 session's protocol state.
 #[derive(Debug, Clone)]
 pub struct State {
     serializer: Serializer,
     phase: Phase,
+    callee: CalleeFeatures,
     limits: SessionLimits,
     /// The last request id the client used.
     last_request: u64,
@@ -175,6 +240,7 @@ impl State {
         Self {
             serializer,
             phase: Phase::Establishing,
+            callee: CalleeFeatures::default(),
             limits,
             last_request: 0,
             strict_request_ids: false,
@@ -194,6 +260,12 @@ impl State {
     #[must_use]
     pub fn serializer(&self) -> Serializer {
         self.serializer
+    }
+
+    /// What the client announced it supports as a callee (default until HELLO).
+    #[must_use]
+    pub fn callee_features(&self) -> CalleeFeatures {
+        self.callee
     }
 
     /// The session's phase.
@@ -364,6 +436,7 @@ impl State {
                     Some(Value::Object(d)) if !d.is_empty() => d,
                     _ => return self.violation("HELLO.Details.roles must announce a role"),
                 };
+                self.callee = CalleeFeatures::from_roles(&roles);
                 Action::Hello {
                     realm,
                     authid,
@@ -564,6 +637,22 @@ impl State {
                 let Ok(disclose_me) = option_bool(&options, "disclose_me") else {
                     return self.violation("CALL.Options.disclose_me must be a boolean");
                 };
+                let Ok(receive_progress) = option_bool(&options, "receive_progress") else {
+                    return self.violation("CALL.Options.receive_progress must be a boolean");
+                };
+                match option_bool(&options, "progress") {
+                    Ok(None | Some(false)) => {}
+                    Err(()) => return self.violation("CALL.Options.progress must be a boolean"),
+                    // Progressive call invocations are not announced.
+                    Ok(Some(true)) => {
+                        return Self::error(
+                            code::CALL,
+                            request,
+                            uri::OPTION_NOT_ALLOWED,
+                            "progressive call invocations are not supported".into(),
+                        );
+                    }
+                }
                 if let Some(e) = self.check_uri(code::CALL, request, &procedure) {
                     return e;
                 }
@@ -574,6 +663,7 @@ impl State {
                     kwargs,
                     timeout_ms,
                     disclose_me: disclose_me.unwrap_or(false),
+                    receive_progress: receive_progress.unwrap_or(false),
                 }
             }
             Message::Register {
@@ -619,14 +709,20 @@ impl State {
             },
             Message::Yield {
                 request,
+                options,
                 args,
                 kwargs,
-                ..
-            } => Action::Yield {
-                request,
-                args,
-                kwargs,
-            },
+            } => {
+                let Ok(progress) = option_bool(&options, "progress") else {
+                    return self.violation("YIELD.Options.progress must be a boolean");
+                };
+                Action::Yield {
+                    request,
+                    args,
+                    kwargs,
+                    progress: progress.unwrap_or(false),
+                }
+            }
             Message::Error {
                 request_type: code::INVOCATION,
                 request,
@@ -640,7 +736,20 @@ impl State {
                 args,
                 kwargs,
             },
-            Message::Cancel { request, .. } => Action::Cancel { request },
+            Message::Cancel { request, options } => {
+                let mode = match option_str(&options, "mode") {
+                    Ok(None) => CancelMode::default(),
+                    Ok(Some("skip")) => CancelMode::Skip,
+                    Ok(Some("kill")) => CancelMode::Kill,
+                    Ok(Some("killnowait")) => CancelMode::KillNoWait,
+                    _ => {
+                        return self.violation(
+                            "CANCEL.Options.mode must be \"skip\", \"kill\" or \"killnowait\"",
+                        );
+                    }
+                };
+                Action::Cancel { request, mode }
+            }
             Message::Goodbye { .. } => {
                 self.phase = Phase::Closed;
                 Action::Close {
@@ -915,5 +1024,70 @@ mod tests {
             json(&mut s, r#"[6, {}, "wamp.close.normal"]"#),
             Action::Close { code: 1000, .. }
         ));
+    }
+
+    #[test]
+    fn callee_features_cancel_modes_and_progress_options_are_read() {
+        let mut s = State::new(Serializer::Json);
+        json(
+            &mut s,
+            r#"[1, "realm1", {"roles": {"callee": {"features": {"call_cancelling": true, "progressive_call_results": true}}}}]"#,
+        );
+        assert_eq!(
+            s.callee_features(),
+            CalleeFeatures {
+                call_canceling: true,
+                progressive_call_results: true
+            }
+        );
+        // Progressive results count only with canceling; `"yes"` is not `true`.
+        let roles = json!({"callee": {"features": {"progressive_call_results": true, "call_canceling": "yes"}}});
+        assert_eq!(
+            CalleeFeatures::from_roles(roles.as_object().unwrap()),
+            CalleeFeatures::default()
+        );
+
+        let mut s = established(Serializer::Json);
+        for (options, mode) in [
+            ("{}", CancelMode::KillNoWait),
+            (r#"{"mode": "skip"}"#, CancelMode::Skip),
+            (r#"{"mode": "kill"}"#, CancelMode::Kill),
+            (r#"{"mode": "killnowait"}"#, CancelMode::KillNoWait),
+        ] {
+            assert_eq!(
+                json(&mut s, &format!("[49, 7, {options}]")),
+                Action::Cancel { request: 7, mode }
+            );
+        }
+        assert!(aborts(&json(&mut s, r#"[49, 7, {"mode": "stop"}]"#)));
+
+        let mut s = established(Serializer::Json);
+        assert!(matches!(
+            json(&mut s, r#"[48, 1, {"receive_progress": true}, "a.b"]"#),
+            Action::Call {
+                receive_progress: true,
+                ..
+            }
+        ));
+        assert_eq!(
+            error_uri(&json(&mut s, r#"[48, 2, {"progress": true}, "a.b"]"#)),
+            Some(uri::OPTION_NOT_ALLOWED)
+        );
+        assert!(matches!(
+            json(&mut s, r#"[70, 5, {"progress": true}, [1]]"#),
+            Action::Yield {
+                request: 5,
+                progress: true,
+                ..
+            }
+        ));
+        assert!(matches!(
+            json(&mut s, r#"[70, 5, {}]"#),
+            Action::Yield {
+                progress: false,
+                ..
+            }
+        ));
+        assert!(aborts(&json(&mut s, r#"[70, 5, {"progress": 1}]"#)));
     }
 }

@@ -1,0 +1,406 @@
+//! WAMP v2 progressive call results and call canceling over real sockets: between client
+//! callees and callers, and with handlers of the router's own.
+mod common;
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use common::{v2::*, *};
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use tower_wamp::{
+    Args, Progress, WampRouter,
+    core::codec::v2::{Dict, Message, Serializer},
+};
+
+const SLOW: &str = "com.example.slow";
+
+/// A callee that announced what it supports (`features` of its callee role).
+async fn callee(addr: std::net::SocketAddr, serializer: Serializer, features: Value) -> V2 {
+    let roles = json!({"roles": {"caller": {}, "callee": {"features": features}}});
+    let mut c = V2::join_with(addr, serializer, "realm1", roles)
+        .await
+        .unwrap();
+    let request = c.request();
+    c.send(&Message::Register {
+        request,
+        options: Dict::new(),
+        procedure: SLOW.into(),
+    })
+    .await;
+    assert!(matches!(c.recv().await, Message::Registered { .. }));
+    c
+}
+
+fn both() -> Value {
+    json!({"call_canceling": true, "progressive_call_results": true})
+}
+
+fn router() -> WampRouter {
+    WampRouter::new()
+        .realm("realm1")
+        .rpc("com.example.add", |Args(n): Args<Vec<i64>>| async move {
+            n.iter().sum::<i64>()
+        })
+}
+
+/// Sends CALL `SLOW` with `options`; returns the callee's INVOCATION (request, details).
+async fn call_slow(caller: &mut V2, callee: &mut V2, options: Value) -> (u64, u64, Dict) {
+    let request = caller.request();
+    caller
+        .send(&Message::Call {
+            request,
+            options: dict(options),
+            procedure: SLOW.into(),
+            args: vec![json!("go")],
+            kwargs: Dict::new(),
+        })
+        .await;
+    match callee.recv().await {
+        Message::Invocation {
+            request: invocation,
+            details,
+            ..
+        } => (request, invocation, details),
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn yield_(c: &mut V2, request: u64, arg: Value, progress: bool) {
+    let options = if progress {
+        dict(json!({"progress": true}))
+    } else {
+        Dict::new()
+    };
+    c.send(&Message::Yield {
+        request,
+        options,
+        args: vec![arg],
+        kwargs: Dict::new(),
+    })
+    .await;
+}
+
+async fn cancel(c: &mut V2, request: u64, options: Value) {
+    c.send(&Message::Cancel {
+        request,
+        options: dict(options),
+    })
+    .await;
+}
+
+/// The next message must be the RESULT of an `add` call made now: nothing else was queued.
+async fn nothing_queued(c: &mut V2) {
+    match c.call("com.example.add", json!([1, 2]), json!({})).await {
+        Message::Result { args, .. } => assert_eq!(args, vec![json!(3)]),
+        other => panic!("something was queued before: {other:?}"),
+    }
+}
+
+fn result(m: Message) -> (u64, bool, Vec<Value>) {
+    match m {
+        Message::Result {
+            request,
+            details,
+            args,
+            ..
+        } => (request, details.get("progress") == Some(&json!(true)), args),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn error(m: Message) -> (u64, String) {
+    match m {
+        Message::Error {
+            request_type: 48,
+            request,
+            error,
+            ..
+        } => (request, error),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progressive_results_stream_from_a_client_callee_to_a_caller_that_asked() {
+    let addr = serve_router(router()).await;
+    for serializer in [Serializer::Json, Serializer::MsgPack, Serializer::Cbor] {
+        let mut callee = callee(addr, serializer, both()).await;
+        let mut caller = V2::join(addr, serializer).await;
+        let features = &caller.welcome["roles"]["dealer"]["features"];
+        assert_eq!(features["progressive_call_results"], true);
+        assert_eq!(features["call_canceling"], true);
+
+        let (request, invocation, details) =
+            call_slow(&mut caller, &mut callee, json!({"receive_progress": true})).await;
+        assert_eq!(details["receive_progress"], true, "{serializer:?}");
+        yield_(&mut callee, invocation, json!(1), true).await;
+        yield_(&mut callee, invocation, json!(2), true).await;
+        yield_(&mut callee, invocation, json!("done"), false).await;
+        assert_eq!(result(caller.recv().await), (request, true, vec![json!(1)]));
+        assert_eq!(result(caller.recv().await), (request, true, vec![json!(2)]));
+        assert_eq!(
+            result(caller.recv().await),
+            (request, false, vec![json!("done")])
+        );
+        // A progressive YIELD after the final one is late: dropped, the callee stays.
+        yield_(&mut callee, invocation, json!(3), true).await;
+        nothing_queued(&mut callee).await;
+        nothing_queued(&mut caller).await;
+
+        // A caller that did not ask gets only the final result, whatever the callee sends.
+        let (request, invocation, details) = call_slow(&mut caller, &mut callee, json!({})).await;
+        assert_eq!(details.get("receive_progress"), None);
+        yield_(&mut callee, invocation, json!(1), true).await;
+        yield_(&mut callee, invocation, json!("done"), false).await;
+        assert_eq!(
+            result(caller.recv().await),
+            (request, false, vec![json!("done")])
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_callee_that_did_not_announce_progressive_results_is_not_asked_for_them() {
+    let addr = serve_router(router()).await;
+    // Progressive results without call_canceling count as unsupported (the spec's rule).
+    for features in [json!({}), json!({"progressive_call_results": true})] {
+        let mut callee = callee(addr, Serializer::Json, features).await;
+        let mut caller = V2::join(addr, Serializer::Json).await;
+        let (request, invocation, details) =
+            call_slow(&mut caller, &mut callee, json!({"receive_progress": true})).await;
+        assert_eq!(details.get("receive_progress"), None);
+        yield_(&mut callee, invocation, json!(1), true).await;
+        yield_(&mut callee, invocation, json!("done"), false).await;
+        assert_eq!(
+            result(caller.recv().await),
+            (request, false, vec![json!("done")])
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_skip_kill_and_killnowait_do_what_the_spec_says() {
+    let addr = serve_router(router()).await;
+    let mut callee = callee(addr, Serializer::Json, both()).await;
+    let mut caller = V2::join(addr, Serializer::Json).await;
+
+    // skip: the caller is answered at once, the callee is not told, its answer is dropped.
+    let (request, invocation, _) = call_slow(&mut caller, &mut callee, json!({})).await;
+    cancel(&mut caller, request, json!({"mode": "skip"})).await;
+    assert_eq!(
+        error(caller.recv().await),
+        (request, "wamp.error.canceled".into())
+    );
+    nothing_queued(&mut callee).await;
+    yield_(&mut callee, invocation, json!("late"), false).await;
+    nothing_queued(&mut caller).await;
+    nothing_queued(&mut callee).await;
+
+    // killnowait, and a CANCEL without a mode: INTERRUPT, and the caller is answered at once.
+    for options in [json!({"mode": "killnowait"}), json!({})] {
+        let (request, invocation, _) = call_slow(&mut caller, &mut callee, json!({})).await;
+        cancel(&mut caller, request, options).await;
+        assert_eq!(
+            error(caller.recv().await),
+            (request, "wamp.error.canceled".into())
+        );
+        match callee.recv().await {
+            Message::Interrupt { request, options } => {
+                assert_eq!(request, invocation);
+                assert_eq!(options["mode"], "killnowait");
+            }
+            other => panic!("{other:?}"),
+        }
+        yield_(&mut callee, invocation, json!("late"), false).await;
+        nothing_queued(&mut caller).await;
+    }
+
+    // kill: INTERRUPT, and the caller waits for the callee's answer, which it gets.
+    let (request, invocation, _) = call_slow(&mut caller, &mut callee, json!({})).await;
+    cancel(&mut caller, request, json!({"mode": "kill"})).await;
+    match callee.recv().await {
+        Message::Interrupt { request, options } => {
+            assert_eq!(request, invocation);
+            assert_eq!(options["mode"], "kill");
+        }
+        other => panic!("{other:?}"),
+    }
+    nothing_queued(&mut caller).await;
+    callee
+        .send(&Message::Error {
+            request_type: 68,
+            request: invocation,
+            details: Dict::new(),
+            error: "com.example.stopped".into(),
+            args: vec![],
+            kwargs: Dict::new(),
+        })
+        .await;
+    assert_eq!(
+        error(caller.recv().await),
+        (request, "com.example.stopped".into())
+    );
+
+    // A CANCEL of a call that is not running is ignored; a second CANCEL too.
+    cancel(&mut caller, request, json!({"mode": "kill"})).await;
+    cancel(&mut caller, 999, json!({})).await;
+    nothing_queued(&mut caller).await;
+    nothing_queued(&mut callee).await;
+}
+
+#[tokio::test]
+async fn a_callee_that_cannot_be_interrupted_is_skipped() {
+    let addr = serve_router(router()).await;
+    let mut callee = callee(addr, Serializer::Json, json!({})).await;
+    let mut caller = V2::join(addr, Serializer::Json).await;
+    let (request, invocation, _) = call_slow(&mut caller, &mut callee, json!({})).await;
+    cancel(&mut caller, request, json!({"mode": "kill"})).await;
+    assert_eq!(
+        error(caller.recv().await),
+        (request, "wamp.error.canceled".into())
+    );
+    nothing_queued(&mut callee).await;
+    yield_(&mut callee, invocation, json!("late"), false).await;
+    nothing_queued(&mut caller).await;
+}
+
+#[tokio::test]
+async fn a_bad_cancel_mode_is_a_protocol_violation() {
+    let addr = serve_router(router()).await;
+    let mut caller = V2::join(addr, Serializer::Json).await;
+    cancel(&mut caller, 1, json!({"mode": "later"})).await;
+    match caller.recv().await {
+        Message::Abort { reason, .. } => assert_eq!(reason, "wamp.error.protocol_violation"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_or_a_caller_that_leaves_interrupts_the_callee() {
+    let addr = serve_router(router()).await;
+    let mut callee = callee(addr, Serializer::Json, both()).await;
+    let mut caller = V2::join(addr, Serializer::Json).await;
+    let (request, invocation, _) =
+        call_slow(&mut caller, &mut callee, json!({"timeout": 50})).await;
+    assert_eq!(
+        error(caller.recv().await),
+        (request, "wamp.error.timeout".into())
+    );
+    match callee.recv().await {
+        Message::Interrupt { request, options } => {
+            assert_eq!(
+                (request, &options["mode"]),
+                (invocation, &json!("killnowait"))
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+
+    let (_, invocation, _) = call_slow(&mut caller, &mut callee, json!({})).await;
+    drop(caller);
+    match callee.recv().await {
+        Message::Interrupt { request, .. } => assert_eq!(request, invocation),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Sets its flag when dropped: tells that a handler's future was dropped.
+struct Dropped(Arc<AtomicBool>);
+
+impl Drop for Dropped {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_streams_progress_through_its_extractor_and_is_dropped_when_canceled() {
+    let dropped = Arc::new(AtomicBool::new(false));
+    let flag = dropped.clone();
+    let spoke_late = Arc::new(AtomicBool::new(false));
+    let late = spoke_late.clone();
+    let router = router()
+        .rpc("com.example.count", move |progress: Progress| {
+            let late = late.clone();
+            async move {
+                let wanted = progress.wanted();
+                for n in 1..=3 {
+                    progress.send(&n);
+                }
+                // Moved elsewhere, it cannot speak after the answer.
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    if progress.send(&"after") {
+                        late.store(true, Ordering::SeqCst);
+                    }
+                });
+                json!({"wanted": wanted})
+            }
+        })
+        .rpc("com.example.forever", move || {
+            let guard = Dropped(flag.clone());
+            async move {
+                let _guard = guard;
+                std::future::pending::<()>().await;
+            }
+        });
+    let addr = serve_router(router).await;
+    let mut caller = V2::join(addr, Serializer::MsgPack).await;
+    let request = caller.request();
+    caller
+        .send(&Message::Call {
+            request,
+            options: dict(json!({"receive_progress": true})),
+            procedure: "com.example.count".into(),
+            args: vec![],
+            kwargs: Dict::new(),
+        })
+        .await;
+    for n in 1..=3 {
+        assert_eq!(result(caller.recv().await), (1, true, vec![json!(n)]));
+    }
+    assert_eq!(
+        result(caller.recv().await),
+        (1, false, vec![json!({"wanted": true})])
+    );
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!spoke_late.load(Ordering::SeqCst));
+    // Without receive_progress: the final result alone.
+    match caller.call("com.example.count", json!([]), json!({})).await {
+        Message::Result { details, args, .. } => {
+            assert!(details.get("progress").is_none());
+            assert_eq!(args, vec![json!({"wanted": false})]);
+        }
+        other => panic!("{other:?}"),
+    }
+    nothing_queued(&mut caller).await;
+
+    let request = caller.request();
+    caller
+        .send(&Message::Call {
+            request,
+            options: Dict::new(),
+            procedure: "com.example.forever".into(),
+            args: vec![],
+            kwargs: Dict::new(),
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!dropped.load(Ordering::SeqCst));
+    cancel(&mut caller, request, json!({"mode": "kill"})).await;
+    assert_eq!(
+        error(caller.recv().await),
+        (request, "wamp.error.canceled".into())
+    );
+    assert!(dropped.load(Ordering::SeqCst), "the handler was dropped");
+    assert!(
+        tokio::time::timeout(QUIET, caller.ws.next()).await.is_err(),
+        "nothing follows"
+    );
+}
