@@ -506,29 +506,45 @@ impl WampCra {
     }
 }
 
+/// What a session is permitted.
+pub(crate) enum Granted {
+    Everything,
+    Nothing,
+    These(Arc<Permissions>),
+}
+
 /// The router's side of WAMP-CRA: the two procedures and the permission checks.
 impl Inner<()> {
     /// Whether the session may do `action` on `uri`: always without authentication
     /// configured; otherwise only once authenticated and permitted.
     pub(crate) async fn permitted(&self, session: &Session, action: Action, uri: &str) -> bool {
+        match self.permissions(session).await {
+            Granted::Everything => true,
+            Granted::Nothing => false,
+            Granted::These(permissions) => permissions.allows(action, uri),
+        }
+    }
+
+    /// What the session is permitted: everything without authentication configured,
+    /// nothing before it authenticated (or when its provider panicked).
+    pub(crate) async fn permissions(&self, session: &Session) -> Granted {
         let Some(cra) = &self.auth else {
-            return true;
+            return Granted::Everything;
         };
         let (key, cached) = {
             let slot = session.auth_slot();
             match &slot.state {
                 AuthState::Authenticated(key) => (key.clone(), slot.cached.clone()),
-                _ => return false,
+                _ => return Granted::Nothing,
             }
         };
-        let permissions = match cached {
-            Some(p) => p,
+        match cached {
+            Some(p) => Granted::These(p),
             None => match self.permissions_of(cra, session, key).await {
-                Some(p) => p,
-                None => return false,
+                Some(p) => Granted::These(p),
+                None => Granted::Nothing,
             },
-        };
-        permissions.allows(action, uri)
+        }
     }
 
     async fn permissions_of(

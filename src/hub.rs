@@ -20,8 +20,10 @@ use serde_json::Value;
 use crate::{
     core::{
         SessionId,
-        broker::{Broker, Budget, Subscribed},
+        auth::{Action, Permissions},
+        broker::{Broker, Budget, SubKey, Subscribed},
         codec::{v1, v2},
+        matching::MatchPolicy,
         random_id,
     },
     metrics::{Metrics, MetricsSnapshot},
@@ -32,7 +34,7 @@ use crate::{
 #[derive(Debug, Default)]
 pub(crate) struct Hub {
     sessions: RwLock<HashMap<SessionId, Outbox>>,
-    broker: RwLock<Broker<Outbox>>,
+    broker: RwLock<Broker<Subscriber>>,
     pub(crate) metrics: Arc<Metrics>,
     /// Sessions accepted (from the upgrade on) and not yet ended.
     slots: AtomicUsize,
@@ -42,6 +44,16 @@ pub(crate) struct Hub {
     session_gone: Notify,
     /// Procedures registered by WAMP v2 clients.
     registrations: RwLock<crate::dealer::Registrations>,
+}
+
+/// A subscriber as the broker holds it: its queue and, for a pattern subscription of an
+/// authenticated session, the permissions it had when it subscribed, against which every
+/// topic the pattern matches is checked (a pattern must not reach topics its session may
+/// not subscribe to).
+#[derive(Debug, Clone)]
+pub(crate) struct Subscriber {
+    outbox: Outbox,
+    permissions: Option<Arc<Permissions>>,
 }
 
 fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
@@ -116,14 +128,16 @@ impl Hub {
         read(&self.sessions).get(id).cloned()
     }
 
-    /// Subscribes an open session. A session that is closing or closed is refused under
-    /// the broker's lock, and its close removes its subscriptions under the same lock after
-    /// marking it closed, so no subscription outlives its session.
+    /// Subscribes an open session to `uri` under `policy`. A session that is closing or
+    /// closed is refused under the broker's lock, and its close removes its subscriptions
+    /// under the same lock after marking it closed, so no subscription outlives its session.
+    /// `permissions` (pattern subscriptions under authentication) filter what it receives.
     pub(crate) fn subscribe(
         &self,
-        topic: &str,
+        (policy, uri): (MatchPolicy, &str),
         id: &SessionId,
         outbox: &Outbox,
+        permissions: Option<Arc<Permissions>>,
         budget: Option<Budget>,
         ack: Option<&(dyn Fn(u64) -> Frame + Sync)>,
     ) -> (Subscribed, Option<u64>) {
@@ -131,8 +145,12 @@ impl Hub {
         if outbox.is_closed() {
             return (Subscribed::Already, None);
         }
-        let outcome = broker.subscribe(topic, id, outbox.clone(), budget);
-        let subscription = broker.subscription_id(topic);
+        let subscriber = Subscriber {
+            outbox: outbox.clone(),
+            permissions,
+        };
+        let outcome = broker.subscribe(policy, uri, id, subscriber, budget);
+        let subscription = broker.subscription_id(policy, uri);
         // The acknowledgement goes out before any event of the subscription.
         if let (Some(ack), Some(sid), Subscribed::New | Subscribed::Already) =
             (ack, subscription, outcome)
@@ -144,9 +162,14 @@ impl Hub {
 
     /// Unsubscribes; `ack` (a v2 UNSUBSCRIBED) is queued under the broker's lock, after
     /// every event of the subscription.
-    pub(crate) fn unsubscribe(&self, topic: &str, id: &SessionId, ack: Option<Frame>) -> bool {
+    pub(crate) fn unsubscribe(
+        &self,
+        (policy, uri): (MatchPolicy, &str),
+        id: &SessionId,
+        ack: Option<Frame>,
+    ) -> bool {
         let mut broker = write(&self.broker);
-        let done = broker.unsubscribe(topic, id);
+        let done = broker.unsubscribe(policy, uri, id);
         if let (true, Some(ack)) = (done, ack)
             && let Some(outbox) = read(&self.sessions).get(id)
         {
@@ -155,8 +178,8 @@ impl Hub {
         done
     }
 
-    pub(crate) fn is_subscribed(&self, topic: &str, id: &SessionId) -> bool {
-        read(&self.broker).is_subscribed(topic, id)
+    pub(crate) fn is_subscribed(&self, (policy, uri): (MatchPolicy, &str), id: &SessionId) -> bool {
+        read(&self.broker).is_subscribed(policy, uri, id)
     }
 
     pub(crate) fn remove_subscriptions(&self, id: &SessionId) -> Vec<Arc<str>> {
@@ -184,21 +207,35 @@ impl Hub {
             .filter(|lists| !lists.is_empty())
             .map(crate::core::AuthLists::filter);
         let broker = read(&self.broker);
-        let subscription = broker.subscription_id(out.topic).unwrap_or(1);
-        let mut frames: [Option<Frame>; 4] = Default::default();
         let mut delivered = 0;
-        broker.for_each_recipient(out.topic, exclude, eligible, |_, outbox| {
-            if let Some(filter) = &filter
-                && !outbox.with_identity(|authid, authrole| filter.admits(authid, authrole))
-            {
+        // Every matching subscription gets the event, each under its own id (a session
+        // with several receives it once per subscription): encoded once per subscription
+        // and protocol.
+        broker.for_each_match(out.topic, |policy, subscription| {
+            let pattern = policy != MatchPolicy::Exact;
+            if pattern && !out.to_patterns {
                 return;
             }
-            let proto = outbox.proto();
-            let frame =
-                frames[proto.index()].get_or_insert_with(|| out.encode(proto, subscription));
-            if outbox.push(frame.clone()).is_ok() {
-                delivered += 1;
-            }
+            let mut frames: [Option<Frame>; 4] = Default::default();
+            subscription.for_each_recipient(exclude, eligible, |_, subscriber| {
+                let outbox = &subscriber.outbox;
+                if let Some(filter) = &filter
+                    && !outbox.with_identity(|authid, authrole| filter.admits(authid, authrole))
+                {
+                    return;
+                }
+                if let Some(permissions) = &subscriber.permissions
+                    && !permissions.allows(Action::Subscribe, out.topic)
+                {
+                    return;
+                }
+                let proto = outbox.proto();
+                let frame = frames[proto.index()]
+                    .get_or_insert_with(|| out.encode(proto, subscription.id(), pattern));
+                if outbox.push(frame.clone()).is_ok() {
+                    delivered += 1;
+                }
+            });
         });
         delivered
     }
@@ -268,8 +305,9 @@ impl Hub {
         read(&self.registrations).callee(uri)
     }
 
-    pub(crate) fn topic_of_subscription(&self, id: u64) -> Option<Arc<str>> {
-        read(&self.broker).topic_of(id).cloned()
+    /// The policy and URI of a subscription id.
+    pub(crate) fn subscription_key(&self, id: u64) -> Option<SubKey> {
+        read(&self.broker).key_of(id).cloned()
     }
 }
 
@@ -286,22 +324,33 @@ pub(crate) struct Outgoing<'a> {
     pub(crate) details: Option<&'a v2::Dict>,
     /// Who may receive it by authid and authrole (a v2 publisher's lists).
     pub(crate) auth_lists: Option<&'a crate::core::AuthLists>,
+    /// Whether prefix and wildcard subscriptions get it: not when the topic's rule guards
+    /// subscribing with anything but a plain allow (a pattern subscriber never passed it).
+    pub(crate) to_patterns: bool,
 }
 
 impl Outgoing<'_> {
-    fn encode(&self, proto: Proto, subscription: u64) -> Frame {
+    /// The frame for one subscription; `pattern`: a prefix or wildcard one, whose EVENT
+    /// names the topic in its details.
+    fn encode(&self, proto: Proto, subscription: u64, pattern: bool) -> Frame {
         match proto {
             Proto::V1 => Frame::from(v1::encode_event(self.topic, self.event)),
-            Proto::V2(serializer) => Frame::v2(
-                serializer,
-                &v2::Message::Event {
-                    subscription,
-                    publication: self.publication,
-                    details: self.details.cloned().unwrap_or_default(),
-                    args: self.payload.args.clone(),
-                    kwargs: self.payload.kwargs.clone(),
-                },
-            ),
+            Proto::V2(serializer) => {
+                let mut details = self.details.cloned().unwrap_or_default();
+                if pattern {
+                    details.insert("topic".into(), serde_json::Value::from(self.topic));
+                }
+                Frame::v2(
+                    serializer,
+                    &v2::Message::Event {
+                        subscription,
+                        publication: self.publication,
+                        details,
+                        args: self.payload.args.clone(),
+                        kwargs: self.payload.kwargs.clone(),
+                    },
+                )
+            }
         }
     }
 }
@@ -361,6 +410,7 @@ impl Wamp {
             publication: random_id(),
             details: None,
             auth_lists: None,
+            to_patterns: true,
         };
         Ok(self.hub.deliver(&out, exclude, eligible))
     }
@@ -414,8 +464,9 @@ impl Wamp {
                 // Looked up and queued under the broker's lock, as publications are, so
                 // the EVENT never follows the session's UNSUBSCRIBED.
                 let broker = read(&self.hub.broker);
-                let subscription = match broker.subscription_id(topic) {
-                    Some(id) if broker.is_subscribed(topic, session) => id,
+                let exact = MatchPolicy::Exact;
+                let subscription = match broker.subscription_id(exact, topic) {
+                    Some(id) if broker.is_subscribed(exact, topic, session) => id,
                     _ => return Err(SendError::NoSubscription),
                 };
                 let frame = Frame::v2(
@@ -438,7 +489,17 @@ impl Wamp {
     pub fn subscribe(&self, session: &SessionId, topic: &str) -> bool {
         match self.hub.outbox(session) {
             Some(outbox) => {
-                self.hub.subscribe(topic, session, &outbox, None, None).0 == Subscribed::New
+                self.hub
+                    .subscribe(
+                        (MatchPolicy::Exact, topic),
+                        session,
+                        &outbox,
+                        None,
+                        None,
+                        None,
+                    )
+                    .0
+                    == Subscribed::New
             }
             None => false,
         }
@@ -447,7 +508,8 @@ impl Wamp {
     /// Unsubscribes a session from `topic` (no hooks). Returns `false` if it was not
     /// subscribed.
     pub fn unsubscribe(&self, session: &SessionId, topic: &str) -> bool {
-        self.hub.unsubscribe(topic, session, None)
+        self.hub
+            .unsubscribe((MatchPolicy::Exact, topic), session, None)
     }
 
     /// The sessions subscribed to `topic`, sorted.
@@ -576,10 +638,11 @@ mod tests {
         hub.remove_subscriptions(&id);
         hub.remove_session(&id);
         assert_ne!(
-            hub.subscribe("t", &id, &outbox, None, None).0,
+            hub.subscribe((MatchPolicy::Exact, "t"), &id, &outbox, None, None, None)
+                .0,
             Subscribed::New
         );
-        assert!(!hub.is_subscribed("t", &id));
+        assert!(!hub.is_subscribed((MatchPolicy::Exact, "t"), &id));
     }
 
     #[tokio::test]

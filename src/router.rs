@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use crate::{
     Call, RpcError, Session, Wamp,
-    auth::{AUTH, AUTHREQ, WampCra},
+    auth::{AUTH, AUTHREQ, Granted, WampCra},
     clip::Clip,
     core::random_id,
     core::{
@@ -26,6 +26,7 @@ use crate::{
         auth::Action,
         broker::{Budget, Subscribed},
         error_uri,
+        matching::MatchPolicy,
         pattern::{Pattern, PatternTable},
     },
     handler::{BoxFuture, RpcHandler},
@@ -1074,21 +1075,35 @@ impl Inner<()> {
         self.wamp.hub.remove_session(session.id());
     }
 
-    /// A client's SUBSCRIBE, within the session's `budget` of subscriptions.
-    /// A client's SUBSCRIBE, within the session's `budget` of subscriptions: returns the
-    /// subscription id, or why not.
+    /// A client's SUBSCRIBE to `topic` under `policy` (v1: always exact), within the
+    /// session's `budget` of subscriptions: returns the subscription id, or why not.
+    ///
+    /// A prefix or wildcard subscription is judged as a topic by the rule that covers its
+    /// URI, which must plainly allow subscribing (a predicate is written for topics, not
+    /// patterns); it then receives events only on topics whose own rule plainly allows
+    /// subscribing and, under authentication, that its session may subscribe to.
     pub(crate) async fn subscribe(
         &self,
         session: &Session,
-        topic: String,
+        (policy, topic): (MatchPolicy, String),
         budget: Option<Budget>,
         ack: Option<&(dyn Fn(u64) -> crate::wire::Frame + Sync)>,
     ) -> Result<u64, Refused> {
-        let topic = self.canonical(topic);
+        let topic = if policy == MatchPolicy::Exact {
+            self.canonical(topic)
+        } else {
+            topic
+        };
         let Some(outbox) = session.outbox() else {
             return Err(Refused::Closing);
         };
-        if !self.permitted(session, Action::Subscribe, &topic).await {
+        let granted = self.permissions(session).await;
+        let permitted = match &granted {
+            Granted::Everything => true,
+            Granted::Nothing => false,
+            Granted::These(p) => p.allows(Action::Subscribe, &topic),
+        };
+        if !permitted {
             tracing::debug!(topic = %Clip(&topic), "SUBSCRIBE not permitted: dropped");
             return Err(Refused::NotAuthorized);
         }
@@ -1099,6 +1114,7 @@ impl Inner<()> {
         let allowed = match &rules.subscribe {
             SubscribeRule::Allow => true,
             SubscribeRule::Deny => false,
+            SubscribeRule::Predicate(_) if policy != MatchPolicy::Exact => false,
             SubscribeRule::Predicate(p) => {
                 match AssertUnwindSafe(async { (p.0)(session.clone(), topic.clone()).await })
                     .catch_unwind()
@@ -1116,10 +1132,19 @@ impl Inner<()> {
             tracing::debug!(topic = %Clip(&topic), "SUBSCRIBE denied");
             return Err(Refused::NotAuthorized);
         }
-        let (outcome, id) = self
-            .wamp
-            .hub
-            .subscribe(&topic, session.id(), outbox, budget, ack);
+        // A pattern reaches many topics: each is checked against the permissions it had.
+        let permissions = match granted {
+            Granted::These(p) if policy != MatchPolicy::Exact => Some(p),
+            _ => None,
+        };
+        let (outcome, id) = self.wamp.hub.subscribe(
+            (policy, &topic),
+            session.id(),
+            outbox,
+            permissions,
+            budget,
+            ack,
+        );
         match outcome {
             Subscribed::New => {
                 if let Some(hook) = &self.hooks.after_subscribe {
@@ -1152,11 +1177,17 @@ impl Inner<()> {
     pub(crate) fn unsubscribe(
         &self,
         session: &Session,
-        topic: &str,
+        (policy, topic): (MatchPolicy, &str),
         ack: Option<crate::wire::Frame>,
     ) -> bool {
-        let topic = self.aliases.get(topic).map_or(topic, String::as_str);
-        let done = self.wamp.hub.unsubscribe(topic, session.id(), ack);
+        let topic = match policy {
+            MatchPolicy::Exact => self.aliases.get(topic).map_or(topic, String::as_str),
+            _ => topic,
+        };
+        let done = self
+            .wamp
+            .hub
+            .unsubscribe((policy, topic), session.id(), ack);
         if done && let Some(hook) = &self.hooks.on_unsubscribe {
             guarded("on_unsubscribe", || hook(session, topic));
         }
@@ -1241,6 +1272,7 @@ impl Inner<()> {
             publication: random_id(),
             details: publisher.as_ref(),
             auth_lists: Some(&publication.auth_lists),
+            to_patterns: matches!(rules.subscribe, SubscribeRule::Allow),
         };
         let delivered =
             self.wamp

@@ -42,7 +42,9 @@ use crate::{
             v1,
             v2::{self as v2c, Dict},
         },
-        error_uri, random_id,
+        error_uri,
+        matching::MatchPolicy,
+        random_id,
         session::{Action, SessionState, v2 as v2s},
     },
     layer::Config,
@@ -54,12 +56,11 @@ use crate::{
 
 /// How long a closing session may take to send its close frame (and, with a draining
 /// close, what is queued before it).
-/// The size below which the cancel senders of ended calls are not swept out.
-const MIN_CANCEL_SWEEP: usize = 64;
-
 const CLOSE_DEADLINE: Duration = Duration::from_secs(2);
 /// How long to wait for the client's answer to our close frame before dropping the socket.
 const CLOSE_ANSWER: Duration = Duration::from_secs(1);
+/// The size below which the cancel senders of ended calls are not swept out.
+const MIN_CANCEL_SWEEP: usize = 64;
 
 pub(crate) type Sink = SplitSink<WebSocket, WsMessage>;
 pub(crate) type Stream = SplitStream<WebSocket>;
@@ -770,7 +771,12 @@ impl Conn {
             Action::Subscribe { topic } => {
                 let _ = self
                     .router
-                    .subscribe(&self.session, topic, Some(self.config.subscriptions), None)
+                    .subscribe(
+                        &self.session,
+                        (MatchPolicy::Exact, topic),
+                        Some(self.config.subscriptions),
+                        None,
+                    )
                     .await;
             }
             Action::Publish {
@@ -820,7 +826,8 @@ impl Conn {
                 );
             }
             Action::Unsubscribe { topic } => {
-                self.router.unsubscribe(&self.session, &topic, None);
+                self.router
+                    .unsubscribe(&self.session, (MatchPolicy::Exact, &topic), None);
             }
             Action::Reply(frame) => {
                 tracing::debug!("malformed CALL answered with an error");
@@ -1061,7 +1068,11 @@ impl Conn {
         use v2c::{Message as M, code};
         use v2s::Action as A;
         match action {
-            A::Subscribe { request, topic } => {
+            A::Subscribe {
+                request,
+                topic,
+                policy,
+            } => {
                 // SUBSCRIBED is queued under the broker's lock, before any EVENT.
                 let serializer = self.serializer();
                 let ack = move |subscription| {
@@ -1077,7 +1088,7 @@ impl Conn {
                     .router
                     .subscribe(
                         &self.session,
-                        topic,
+                        (policy, topic),
                         Some(self.config.subscriptions),
                         Some(&ack),
                     )
@@ -1219,11 +1230,14 @@ impl Conn {
                 subscription,
             } => {
                 let hub = &self.router.wamp().hub;
-                match hub.topic_of_subscription(subscription) {
-                    Some(topic) if hub.is_subscribed(&topic, self.session.id()) => {
+                match hub.subscription_key(subscription) {
+                    Some((policy, uri)) if hub.is_subscribed((policy, &uri), self.session.id()) => {
                         // UNSUBSCRIBED is queued under the broker's lock, after every EVENT.
                         let ack = Frame::v2(self.serializer(), &M::Unsubscribed { request });
-                        if !self.router.unsubscribe(&self.session, &topic, Some(ack)) {
+                        if !self
+                            .router
+                            .unsubscribe(&self.session, (policy, &uri), Some(ack))
+                        {
                             // Unsubscribed by the server meanwhile.
                             self.error_v2(
                                 code::UNSUBSCRIBE,

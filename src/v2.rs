@@ -89,12 +89,15 @@ fn welcome_details(
     };
     let mut roles = Dict::new();
     // `disclose_me` is always honoured, and a realm policy can disclose everyone.
+    // `pattern_based_subscription`: prefix and wildcard, every matching subscription gets
+    // the event with the topic in its details.
     roles.insert(
         "broker".into(),
         features(&[
             "publisher_exclusion",
             "publisher_identification",
             "subscriber_blackwhite_listing",
+            "pattern_based_subscription",
         ]),
     );
     // `call_timeout`: CALL's `timeout` ends the call with `wamp.error.timeout` and, like a

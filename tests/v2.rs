@@ -648,36 +648,6 @@ async fn an_auth_timeout_of_zero_turns_it_off_for_v2_too() {
     assert_eq!(c.welcome["authmethod"], "anonymous");
 }
 
-async fn ticket_join(addr: SocketAddr, authid: &str, ticket: &str) -> Result<V2, String> {
-    let ws = open(addr, Serializer::Json).await;
-    let mut c = V2::unjoined(ws, Serializer::Json);
-    c.send(&Message::Hello {
-        realm: "realm1".into(),
-        details: dict(
-            json!({"roles": {"caller": {}}, "authmethods": ["ticket"], "authid": authid}),
-        ),
-    })
-    .await;
-    match c.recv().await {
-        Message::Challenge { method, .. } => assert_eq!(method, "ticket"),
-        Message::Abort { reason, .. } => return Err(reason),
-        other => panic!("{other:?}"),
-    }
-    c.send(&Message::Authenticate {
-        signature: ticket.into(),
-        extra: Dict::new(),
-    })
-    .await;
-    match c.recv().await {
-        Message::Welcome { details, .. } => {
-            c.welcome = details;
-            Ok(c)
-        }
-        Message::Abort { reason, .. } => Err(reason),
-        other => panic!("{other:?}"),
-    }
-}
-
 #[tokio::test]
 async fn ticket_authentication_uses_the_same_secrets() {
     let addr = serve_router(cra_router()).await;

@@ -8,28 +8,51 @@ use std::{
     sync::Arc,
 };
 
-use super::SessionId;
+use super::{
+    SessionId,
+    matching::{MatchIndex, MatchPolicy},
+};
+
+/// A subscription's key: its match policy and URI (a topic or a pattern).
+pub(crate) type SubKey = (MatchPolicy, Arc<str>);
 
 #[derive(Debug)]
 pub(crate) struct Broker<H> {
-    topics: HashMap<Arc<str>, TopicSubs<H>>,
+    subscriptions: MatchIndex<Subscription<H>>,
     sessions: HashMap<SessionId, SessionTopics>,
-    /// Subscription id → topic, for WAMP v2's UNSUBSCRIBE.
-    ids: HashMap<u64, Arc<str>>,
+    /// Subscription id → key, for WAMP v2's UNSUBSCRIBE.
+    ids: HashMap<u64, SubKey>,
     next_id: u64,
 }
 
-/// One topic's subscription: its id (the same for every subscriber, as WAMP v2 asks) and
-/// its subscribers.
+/// One subscription (a topic or pattern with its policy): its id, the same for every
+/// subscriber as WAMP v2 asks, and its subscribers.
 #[derive(Debug)]
-struct TopicSubs<H> {
+pub(crate) struct Subscription<H> {
     id: u64,
     subs: HashMap<SessionId, H>,
 }
 
+impl<H> Subscription<H> {
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Calls `deliver` for every subscriber that is in `eligible` (when given) and not in
+    /// `exclude`. Returns how many were called.
+    pub(crate) fn for_each_recipient(
+        &self,
+        exclude: &[SessionId],
+        eligible: Option<&[SessionId]>,
+        deliver: impl FnMut(&SessionId, &H),
+    ) -> usize {
+        for_each_recipient(&self.subs, exclude, eligible, deliver)
+    }
+}
+
 #[derive(Debug, Default)]
 struct SessionTopics {
-    topics: HashSet<Arc<str>>,
+    keys: HashSet<SubKey>,
     bytes: usize,
 }
 
@@ -52,7 +75,7 @@ pub(crate) enum Subscribed {
 impl<H> Default for Broker<H> {
     fn default() -> Self {
         Self {
-            topics: HashMap::new(),
+            subscriptions: MatchIndex::default(),
             sessions: HashMap::new(),
             ids: HashMap::new(),
             next_id: 0,
@@ -61,135 +84,151 @@ impl<H> Default for Broker<H> {
 }
 
 impl<H> Broker<H> {
-    /// Subscribes within `budget` (none: no limit).
+    /// Subscribes to `uri` under `policy` within `budget` (none: no limit).
     pub(crate) fn subscribe(
         &mut self,
-        topic: &str,
+        policy: MatchPolicy,
+        uri: &str,
         session: &SessionId,
         handle: H,
         budget: Option<Budget>,
     ) -> Subscribed {
+        let key: Arc<str> = match self.subscriptions.key(policy, uri) {
+            Some(k) => k.clone(),
+            None => uri.into(),
+        };
         let mine = self.sessions.entry(session.clone()).or_default();
-        if mine.topics.contains(topic) {
+        if mine.keys.contains(&(policy, key.clone())) {
             return Subscribed::Already;
         }
         if let Some(budget) = budget
-            && (mine.topics.len() >= budget.entries || mine.bytes + topic.len() > budget.bytes)
+            && (mine.keys.len() >= budget.entries || mine.bytes + uri.len() > budget.bytes)
         {
-            if mine.topics.is_empty() {
+            if mine.keys.is_empty() {
                 self.sessions.remove(session);
             }
             return Subscribed::OverBudget;
         }
-        let key: Arc<str> = match self.topics.get_key_value(topic) {
-            Some((k, _)) => k.clone(),
-            None => topic.into(),
-        };
-        mine.topics.insert(key.clone());
-        mine.bytes += topic.len();
-        let (ids, next_id) = (&mut self.ids, &mut self.next_id);
-        let entry = self.topics.entry(key.clone()).or_insert_with(|| {
-            *next_id += 1;
-            ids.insert(*next_id, key);
-            TopicSubs {
-                id: *next_id,
-                subs: HashMap::new(),
-            }
-        });
-        entry.subs.insert(session.clone(), handle);
+        mine.keys.insert((policy, key.clone()));
+        mine.bytes += uri.len();
+        if self.subscriptions.get(policy, uri).is_none() {
+            self.next_id += 1;
+            self.ids.insert(self.next_id, (policy, key.clone()));
+            self.subscriptions.insert(
+                policy,
+                key,
+                Subscription {
+                    id: self.next_id,
+                    subs: HashMap::new(),
+                },
+            );
+        }
+        if let Some(entry) = self.subscriptions.get_mut(policy, uri) {
+            entry.subs.insert(session.clone(), handle);
+        }
         Subscribed::New
     }
 
     /// Unsubscribes; `false` if the session was not subscribed.
-    pub(crate) fn unsubscribe(&mut self, topic: &str, session: &SessionId) -> bool {
+    pub(crate) fn unsubscribe(
+        &mut self,
+        policy: MatchPolicy,
+        uri: &str,
+        session: &SessionId,
+    ) -> bool {
         let Some(mine) = self.sessions.get_mut(session) else {
             return false;
         };
-        if !mine.topics.remove(topic) {
+        if !mine.keys.remove(&(policy, Arc::from(uri))) {
             return false;
         }
-        mine.bytes -= topic.len();
-        if mine.topics.is_empty() {
+        mine.bytes -= uri.len();
+        if mine.keys.is_empty() {
             self.sessions.remove(session);
         }
-        self.remove_from_topic(topic, session);
+        self.remove_subscriber(policy, uri, session);
         true
     }
 
-    fn remove_from_topic(&mut self, topic: &str, session: &SessionId) {
-        if let Some(entry) = self.topics.get_mut(topic) {
+    fn remove_subscriber(&mut self, policy: MatchPolicy, uri: &str, session: &SessionId) {
+        if let Some(entry) = self.subscriptions.get_mut(policy, uri) {
             entry.subs.remove(session);
             if entry.subs.is_empty() {
                 let id = entry.id;
-                self.topics.remove(topic);
+                self.subscriptions.remove(policy, uri);
                 self.ids.remove(&id);
             }
         }
     }
 
-    /// Removes every subscription of a session and returns the topics it had, sorted.
+    /// Removes every subscription of a session and returns their URIs (topics and
+    /// patterns), sorted.
     pub(crate) fn remove_session(&mut self, session: &SessionId) -> Vec<Arc<str>> {
-        let mut topics: Vec<Arc<str>> = self
+        let mut keys: Vec<SubKey> = self
             .sessions
             .remove(session)
-            .map(|t| t.topics.into_iter().collect())
+            .map(|t| t.keys.into_iter().collect())
             .unwrap_or_default();
-        topics.sort();
-        for topic in &topics {
-            self.remove_from_topic(topic, session);
+        keys.sort_by(|a, b| (&a.1, a.0).cmp(&(&b.1, b.0)));
+        for (policy, uri) in &keys {
+            self.remove_subscriber(*policy, uri, session);
         }
-        topics
+        keys.into_iter().map(|(_, uri)| uri).collect()
     }
 
-    pub(crate) fn is_subscribed(&self, topic: &str, session: &SessionId) -> bool {
-        self.topics
-            .get(topic)
+    pub(crate) fn is_subscribed(
+        &self,
+        policy: MatchPolicy,
+        uri: &str,
+        session: &SessionId,
+    ) -> bool {
+        self.subscriptions
+            .get(policy, uri)
             .is_some_and(|entry| entry.subs.contains_key(session))
     }
 
-    /// The id of the subscription to `topic`, while it has subscribers.
-    pub(crate) fn subscription_id(&self, topic: &str) -> Option<u64> {
-        self.topics.get(topic).map(|entry| entry.id)
+    /// The id of the subscription to `uri` under `policy`, while it has subscribers.
+    pub(crate) fn subscription_id(&self, policy: MatchPolicy, uri: &str) -> Option<u64> {
+        self.subscriptions.get(policy, uri).map(|entry| entry.id)
     }
 
-    /// The topic of a subscription id.
-    pub(crate) fn topic_of(&self, id: u64) -> Option<&Arc<str>> {
+    /// The policy and URI of a subscription id.
+    pub(crate) fn key_of(&self, id: u64) -> Option<&SubKey> {
         self.ids.get(&id)
     }
 
-    /// The sessions subscribed to `topic`.
+    /// The sessions subscribed to exactly `topic`.
     pub(crate) fn subscribers(&self, topic: &str) -> impl Iterator<Item = &SessionId> {
-        self.topics
-            .get(topic)
+        self.subscriptions
+            .get(MatchPolicy::Exact, topic)
             .into_iter()
             .flat_map(|entry| entry.subs.keys())
     }
 
-    /// The topics a session is subscribed to.
+    /// The topics a session is subscribed to exactly (not its patterns).
     pub(crate) fn topics_of(&self, session: &SessionId) -> impl Iterator<Item = &Arc<str>> {
         self.sessions
             .get(session)
             .into_iter()
-            .flat_map(|t| t.topics.iter())
+            .flat_map(|t| t.keys.iter())
+            .filter(|(policy, _)| *policy == MatchPolicy::Exact)
+            .map(|(_, uri)| uri)
     }
 
-    /// Calls `deliver` for every subscriber of `topic` that is in `eligible` (when given)
-    /// and not in `exclude`. Returns how many were called.
-    pub(crate) fn for_each_recipient(
+    /// Calls `f` with every subscription that matches `topic`: the exact one, then prefix
+    /// and wildcard ones.
+    pub(crate) fn for_each_match(
         &self,
         topic: &str,
-        exclude: &[SessionId],
-        eligible: Option<&[SessionId]>,
-        deliver: impl FnMut(&SessionId, &H),
-    ) -> usize {
-        match self.topics.get(topic) {
-            Some(entry) => for_each_recipient(&entry.subs, exclude, eligible, deliver),
-            None => 0,
-        }
+        mut f: impl FnMut(MatchPolicy, &Subscription<H>),
+    ) {
+        self.subscriptions
+            .for_each_match(topic, |policy, _, sub| f(policy, sub));
     }
 
+    /// How many topics have exact subscriptions.
     pub(crate) fn topic_count(&self) -> usize {
-        self.topics.len()
+        self.subscriptions.len_of(MatchPolicy::Exact)
     }
 
     #[cfg(test)]
@@ -264,6 +303,8 @@ mod tests {
         (0..n).map(|i| SessionId::from(format!("s{i}"))).collect()
     }
 
+    const E: MatchPolicy = MatchPolicy::Exact;
+
     fn recipients(
         b: &Broker<usize>,
         topic: &str,
@@ -271,7 +312,9 @@ mod tests {
         el: Option<&[SessionId]>,
     ) -> Vec<usize> {
         let mut got = vec![];
-        b.for_each_recipient(topic, ex, el, |_, h| got.push(*h));
+        b.for_each_match(topic, |_, sub| {
+            sub.for_each_recipient(ex, el, |_, h| got.push(*h));
+        });
         got.sort_unstable();
         got
     }
@@ -280,14 +323,14 @@ mod tests {
     fn subscribe_is_idempotent_and_tables_empty_out() {
         let s = ids(2);
         let mut b = Broker::default();
-        assert_eq!(b.subscribe("t", &s[0], 0, None), Subscribed::New);
-        assert_eq!(b.subscribe("t", &s[0], 0, None), Subscribed::Already);
-        assert_eq!(b.subscribe("t", &s[1], 1, None), Subscribed::New);
-        assert_eq!(b.subscribe("u", &s[0], 0, None), Subscribed::New);
-        assert!(b.is_subscribed("t", &s[1]));
-        assert!(!b.unsubscribe("nope", &s[0]));
-        assert!(b.unsubscribe("t", &s[1]));
-        assert!(!b.unsubscribe("t", &s[1]));
+        assert_eq!(b.subscribe(E, "t", &s[0], 0, None), Subscribed::New);
+        assert_eq!(b.subscribe(E, "t", &s[0], 0, None), Subscribed::Already);
+        assert_eq!(b.subscribe(E, "t", &s[1], 1, None), Subscribed::New);
+        assert_eq!(b.subscribe(E, "u", &s[0], 0, None), Subscribed::New);
+        assert!(b.is_subscribed(E, "t", &s[1]));
+        assert!(!b.unsubscribe(E, "nope", &s[0]));
+        assert!(b.unsubscribe(E, "t", &s[1]));
+        assert!(!b.unsubscribe(E, "t", &s[1]));
         assert_eq!(
             b.remove_session(&s[0]),
             vec![Arc::<str>::from("t"), Arc::from("u")]
@@ -301,19 +344,19 @@ mod tests {
     fn a_topic_has_one_subscription_id_for_all_its_subscribers() {
         let s = ids(2);
         let mut b = Broker::default();
-        b.subscribe("t", &s[0], 0, None);
-        b.subscribe("t", &s[1], 1, None);
-        b.subscribe("u", &s[0], 0, None);
+        b.subscribe(E, "t", &s[0], 0, None);
+        b.subscribe(E, "t", &s[1], 1, None);
+        b.subscribe(E, "u", &s[0], 0, None);
         let (t, u) = (
-            b.subscription_id("t").unwrap(),
-            b.subscription_id("u").unwrap(),
+            b.subscription_id(E, "t").unwrap(),
+            b.subscription_id(E, "u").unwrap(),
         );
         assert_ne!(t, u);
-        assert_eq!(b.topic_of(t).map(|t| &**t), Some("t"));
-        b.unsubscribe("t", &s[0]);
-        assert_eq!(b.subscription_id("t"), Some(t), "still subscribed by s1");
-        b.unsubscribe("t", &s[1]);
-        assert_eq!((b.subscription_id("t"), b.topic_of(t)), (None, None));
+        assert_eq!(b.key_of(t).map(|k| &*k.1), Some("t"));
+        b.unsubscribe(E, "t", &s[0]);
+        assert_eq!(b.subscription_id(E, "t"), Some(t), "still subscribed by s1");
+        b.unsubscribe(E, "t", &s[1]);
+        assert_eq!((b.subscription_id(E, "t"), b.key_of(t)), (None, None));
     }
 
     #[test]
@@ -324,19 +367,22 @@ mod tests {
             entries: 2,
             bytes: 10,
         });
-        assert_eq!(b.subscribe("aaaa", &s[0], 0, budget), Subscribed::New);
+        assert_eq!(b.subscribe(E, "aaaa", &s[0], 0, budget), Subscribed::New);
         assert_eq!(
-            b.subscribe("bbbbbbb", &s[0], 0, budget),
+            b.subscribe(E, "bbbbbbb", &s[0], 0, budget),
             Subscribed::OverBudget
         );
-        assert_eq!(b.subscribe("bbbbbb", &s[0], 0, budget), Subscribed::New);
-        assert_eq!(b.subscribe("c", &s[0], 0, budget), Subscribed::OverBudget);
-        assert!(b.unsubscribe("aaaa", &s[0]));
-        assert_eq!(b.subscribe("c", &s[0], 0, budget), Subscribed::New);
+        assert_eq!(b.subscribe(E, "bbbbbb", &s[0], 0, budget), Subscribed::New);
+        assert_eq!(
+            b.subscribe(E, "c", &s[0], 0, budget),
+            Subscribed::OverBudget
+        );
+        assert!(b.unsubscribe(E, "aaaa", &s[0]));
+        assert_eq!(b.subscribe(E, "c", &s[0], 0, budget), Subscribed::New);
         // A session with nothing left is forgotten, also after a refused first subscribe.
         b.remove_session(&s[0]);
         assert_eq!(
-            b.subscribe("x".repeat(11).as_str(), &s[0], 0, budget),
+            b.subscribe(E, "x".repeat(11).as_str(), &s[0], 0, budget),
             Subscribed::OverBudget
         );
         assert_eq!(b.session_count(), 0);
@@ -347,7 +393,7 @@ mod tests {
         let s = ids(20);
         let mut b = Broker::default();
         for (i, id) in s.iter().enumerate().take(4) {
-            b.subscribe("t", id, i, None);
+            b.subscribe(E, "t", id, i, None);
         }
         assert_eq!(recipients(&b, "t", &[], None), vec![0, 1, 2, 3]);
         assert_eq!(recipients(&b, "t", &s[..1], None), vec![1, 2, 3]);
@@ -358,5 +404,33 @@ mod tests {
         // A long exclude list takes the set path.
         assert_eq!(recipients(&b, "t", &s[1..15], None), vec![0]);
         assert_eq!(recipients(&b, "nobody", &[], None), Vec::<usize>::new());
+    }
+
+    #[test]
+    fn every_matching_subscription_has_its_own_id_and_the_same_session_gets_each() {
+        let s = ids(2);
+        let mut b = Broker::default();
+        b.subscribe(E, "a.b.c", &s[0], 0, None);
+        b.subscribe(MatchPolicy::Prefix, "a.", &s[0], 1, None);
+        b.subscribe(MatchPolicy::Prefix, "a.", &s[1], 2, None);
+        b.subscribe(MatchPolicy::Wildcard, "a..c", &s[0], 3, None);
+        // The same URI under two policies is two subscriptions.
+        b.subscribe(MatchPolicy::Prefix, "a.b.c", &s[1], 4, None);
+        let mut seen = vec![];
+        b.for_each_match("a.b.c", |policy, sub| seen.push((policy, sub.id())));
+        assert_eq!(seen.len(), 4);
+        let ids: HashSet<u64> = seen.iter().map(|(_, id)| *id).collect();
+        assert_eq!(ids.len(), 4, "one id per subscription");
+        assert_eq!(recipients(&b, "a.b.c", &[], None), vec![0, 1, 2, 3, 4]);
+        assert_eq!(recipients(&b, "a.x.c", &[], None), vec![1, 2, 3]);
+        assert_eq!(recipients(&b, "a.x.y", &[], None), vec![1, 2]);
+        assert_eq!(b.topic_count(), 1);
+        assert_eq!(b.topics_of(&s[0]).count(), 1, "patterns are not topics");
+        assert!(b.unsubscribe(MatchPolicy::Prefix, "a.", &s[0]));
+        assert!(!b.unsubscribe(E, "a.", &s[0]));
+        assert_eq!(recipients(&b, "a.x.y", &[], None), vec![2]);
+        assert_eq!(b.remove_session(&s[0]).len(), 2);
+        assert_eq!(b.remove_session(&s[1]).len(), 2);
+        assert!(b.ids.is_empty() && b.subscriptions.is_empty());
     }
 }

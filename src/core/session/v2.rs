@@ -80,7 +80,10 @@ pub enum Action {
     },
     Subscribe {
         request: u64,
+        /// A topic, or a pattern under a prefix or wildcard `policy`.
         topic: String,
+        /// `Options.match`.
+        policy: crate::core::matching::MatchPolicy,
     },
     Unsubscribe {
         request: u64,
@@ -532,22 +535,38 @@ impl State {
                 options,
                 topic,
             } => {
-                match option_str(&options, "match") {
+                use crate::core::matching::MatchPolicy;
+                let policy = match option_str(&options, "match") {
                     Err(()) => return self.violation("SUBSCRIBE.Options.match must be a string"),
-                    Ok(None | Some("exact")) => {}
-                    Ok(Some(policy)) => {
-                        return Self::error(
-                            code::SUBSCRIBE,
-                            request,
-                            uri::OPTION_NOT_ALLOWED,
-                            format!("match policy {policy:?} is not supported"),
-                        );
+                    Ok(name) => match MatchPolicy::parse(name) {
+                        Some(policy) => policy,
+                        None => {
+                            return Self::error(
+                                code::SUBSCRIBE,
+                                request,
+                                uri::OPTION_NOT_ALLOWED,
+                                format!("match policy {:?} is not supported", name.unwrap_or("")),
+                            );
+                        }
+                    },
+                };
+                if policy == MatchPolicy::Exact {
+                    if let Some(e) = self.check_uri(code::SUBSCRIBE, request, &topic) {
+                        return e;
                     }
+                } else if topic.len() > self.limits.max_uri_length || !policy.valid(&topic) {
+                    return Self::error(
+                        code::SUBSCRIBE,
+                        request,
+                        uri::INVALID_URI,
+                        format!("not a valid {} pattern", policy.as_str()),
+                    );
                 }
-                if let Some(e) = self.check_uri(code::SUBSCRIBE, request, &topic) {
-                    return e;
+                Action::Subscribe {
+                    request,
+                    topic,
+                    policy,
                 }
-                Action::Subscribe { request, topic }
             }
             Message::Unsubscribe {
                 request,
@@ -934,19 +953,46 @@ mod tests {
             Some(uri::INVALID_URI)
         );
         assert_eq!(
-            error_uri(&json(&mut s, r#"[32, 3, {"match": "wildcard"}, "a..b"]"#)),
+            error_uri(&json(&mut s, r#"[32, 3, {"match": "glob"}, "a.*"]"#)),
             Some(uri::OPTION_NOT_ALLOWED)
         );
+        // Patterns are checked by their policy.
+        use crate::core::matching::MatchPolicy;
+        assert!(matches!(
+            json(&mut s, r#"[32, 4, {"match": "wildcard"}, "a..b"]"#),
+            Action::Subscribe {
+                policy: MatchPolicy::Wildcard,
+                ..
+            }
+        ));
+        assert!(matches!(
+            json(&mut s, r#"[32, 5, {"match": "prefix"}, "a.b."]"#),
+            Action::Subscribe {
+                policy: MatchPolicy::Prefix,
+                ..
+            }
+        ));
+        for (request, bad) in [
+            (6, r#"{"match": "prefix"}, "a..b""#),
+            (7, r#"{"match": "wildcard"}, "a#..b""#),
+            (8, r#"{}, "a.b.""#),
+        ] {
+            assert_eq!(
+                error_uri(&json(&mut s, &format!("[32, {request}, {bad}]"))),
+                Some(uri::INVALID_URI),
+                "{bad}"
+            );
+        }
         // wampy's `undefined` arrives as null: absent.
         assert!(matches!(
-            json(&mut s, r#"[32, 4, {"match": null}, "a.b"]"#),
+            json(&mut s, r#"[32, 9, {"match": null}, "a.b"]"#),
             Action::Subscribe { .. }
         ));
         // An unacknowledged publish to a bad URI is dropped silently.
-        assert_eq!(json(&mut s, r#"[16, 5, {}, "a b"]"#), Action::None);
+        assert_eq!(json(&mut s, r#"[16, 10, {}, "a b"]"#), Action::None);
         match json(
             &mut s,
-            r#"[16, 6, {"acknowledge": true, "exclude_me": false, "eligible": [7]}, "a.b", [1], {"k": 2}]"#,
+            r#"[16, 11, {"acknowledge": true, "exclude_me": false, "eligible": [7]}, "a.b", [1], {"k": 2}]"#,
         ) {
             Action::Publish {
                 acknowledge,
@@ -966,7 +1012,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(
-            aborts(&json(&mut s, r#"[16, 7, {"acknowledge": 1}, "a.b"]"#)),
+            aborts(&json(&mut s, r#"[16, 12, {"acknowledge": 1}, "a.b"]"#)),
             "wrong type"
         );
         assert_eq!(s.out_of_sequence(), 0);

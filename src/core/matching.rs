@@ -1,0 +1,416 @@
+//! WAMP v2 match policies (`exact`, `prefix`, `wildcard`) and an index that finds every
+//! pattern a topic matches without looking at every pattern.
+//!
+//! - `exact`: the URI itself.
+//! - `prefix`: a plain string prefix: `com.myapp` matches `com.myapp`, `com.myapp.x` and
+//!   `com.myapp2` (as the spec and AutobahnJS's tests have it).
+//! - `wildcard`: an empty component matches exactly one non-empty component, and the
+//!   component counts must be equal: `com.myapp..update` matches `com.myapp.a.update`, not
+//!   `com.myapp.a.b.update`.
+//!
+//! Lookup cost: one hash lookup for the exact entry, one per distinct prefix *length* (not
+//! per prefix), and one per distinct wildcard *shape* (component count and which components
+//! are wildcards) with that topic's component count. Patterns of the same length or shape
+//! cost nothing more, however many there are.
+//!
+//! ```
+//! use tower_wamp::core::matching::MatchPolicy;
+//!
+//! assert!(MatchPolicy::Prefix.matches("com.myapp", "com.myapp2.x"));
+//! assert!(MatchPolicy::Wildcard.matches("com..update", "com.a.update"));
+//! assert!(!MatchPolicy::Wildcard.matches("com..update", "com.a.b.update"));
+//! assert_eq!(MatchPolicy::parse(Some("wildcard")), Some(MatchPolicy::Wildcard));
+//! ```
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+};
+
+/// How a subscription (or registration) URI matches topics (or procedures).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum MatchPolicy {
+    /// The URI itself (the default).
+    #[default]
+    Exact,
+    /// Every URI that starts with it.
+    Prefix,
+    /// Empty components match any one component.
+    Wildcard,
+}
+
+/// The most components a wildcard pattern may have (its shape is a 64-bit mask).
+pub const MAX_WILDCARD_COMPONENTS: usize = 64;
+
+impl MatchPolicy {
+    /// The policy named by `Options.match` (absent: exact); `None` for an unknown name.
+    #[must_use]
+    pub fn parse(name: Option<&str>) -> Option<Self> {
+        match name {
+            None | Some("exact") => Some(Self::Exact),
+            Some("prefix") => Some(Self::Prefix),
+            Some("wildcard") => Some(Self::Wildcard),
+            Some(_) => None,
+        }
+    }
+
+    /// The spec's name.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Exact => "exact",
+            Self::Prefix => "prefix",
+            Self::Wildcard => "wildcard",
+        }
+    }
+
+    /// Whether `uri` is a valid pattern under this policy: no `#` or whitespace anywhere;
+    /// exact: no empty component; prefix: only the last may be empty (`com.myapp.`);
+    /// wildcard: any may be empty, at most [`MAX_WILDCARD_COMPONENTS`], not all of them.
+    #[must_use]
+    pub fn valid(self, uri: &str) -> bool {
+        if uri.is_empty() || uri.chars().any(|c| c == '#' || c.is_whitespace()) {
+            return false;
+        }
+        let mut components = uri.split('.');
+        match self {
+            Self::Exact => components.all(|c| !c.is_empty()),
+            Self::Prefix => {
+                let n = uri.split('.').count();
+                components.take(n - 1).all(|c| !c.is_empty())
+            }
+            Self::Wildcard => {
+                let n = uri.split('.').count();
+                n <= MAX_WILDCARD_COMPONENTS && components.any(|c| !c.is_empty())
+            }
+        }
+    }
+
+    /// Whether `pattern` under this policy matches `topic`.
+    #[must_use]
+    pub fn matches(self, pattern: &str, topic: &str) -> bool {
+        match self {
+            Self::Exact => pattern == topic,
+            Self::Prefix => topic.starts_with(pattern),
+            Self::Wildcard => {
+                let mut p = pattern.split('.');
+                let mut t = topic.split('.');
+                loop {
+                    match (p.next(), t.next()) {
+                        (None, None) => return true,
+                        (Some(pc), Some(tc)) if !tc.is_empty() && (pc.is_empty() || pc == tc) => {}
+                        _ => return false,
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The shape of a wildcard pattern: its component count and which components are empty.
+type Shape = (usize, u64);
+
+fn shape(pattern: &str) -> Shape {
+    let mut mask = 0u64;
+    let mut n = 0;
+    for (i, c) in pattern.split('.').enumerate() {
+        if c.is_empty() && i < MAX_WILDCARD_COMPONENTS {
+            mask |= 1 << i;
+        }
+        n = i + 1;
+    }
+    (n, mask)
+}
+
+/// Values keyed by (policy, pattern), found by the topics their patterns match.
+#[derive(Debug, Clone)]
+pub struct MatchIndex<V> {
+    /// One map per policy, in the order of [`MatchPolicy`]'s variants (looked up by `&str`,
+    /// so a lookup allocates nothing).
+    maps: [HashMap<Arc<str>, V>; 3],
+    /// How many prefix patterns there are of each length.
+    prefix_lengths: BTreeMap<usize, usize>,
+    /// How many wildcard patterns there are of each shape.
+    shapes: BTreeMap<Shape, usize>,
+}
+
+impl<V> Default for MatchIndex<V> {
+    fn default() -> Self {
+        Self {
+            maps: Default::default(),
+            prefix_lengths: BTreeMap::new(),
+            shapes: BTreeMap::new(),
+        }
+    }
+}
+
+fn count_up<K: Ord>(map: &mut BTreeMap<K, usize>, key: K) {
+    *map.entry(key).or_default() += 1;
+}
+
+fn count_down<K: Ord>(map: &mut BTreeMap<K, usize>, key: K) {
+    if let std::collections::btree_map::Entry::Occupied(mut e) = map.entry(key) {
+        *e.get_mut() -= 1;
+        if *e.get() == 0 {
+            e.remove();
+        }
+    }
+}
+
+const POLICIES: [MatchPolicy; 3] = [
+    MatchPolicy::Exact,
+    MatchPolicy::Prefix,
+    MatchPolicy::Wildcard,
+];
+
+impl<V> MatchIndex<V> {
+    fn map(&self, policy: MatchPolicy) -> &HashMap<Arc<str>, V> {
+        &self.maps[policy as usize]
+    }
+
+    /// The entry for exactly this policy and pattern.
+    #[must_use]
+    pub fn get(&self, policy: MatchPolicy, pattern: &str) -> Option<&V> {
+        self.map(policy).get(pattern)
+    }
+
+    /// The entry for exactly this policy and pattern, mutably.
+    pub fn get_mut(&mut self, policy: MatchPolicy, pattern: &str) -> Option<&mut V> {
+        self.maps[policy as usize].get_mut(pattern)
+    }
+
+    /// The stored key for this policy and pattern (to share its allocation).
+    #[must_use]
+    pub fn key(&self, policy: MatchPolicy, pattern: &str) -> Option<&Arc<str>> {
+        self.map(policy).get_key_value(pattern).map(|(k, _)| k)
+    }
+
+    /// Inserts or replaces the entry for `policy` and `pattern`.
+    pub fn insert(&mut self, policy: MatchPolicy, pattern: Arc<str>, value: V) -> Option<V> {
+        let (len, sh) = (pattern.len(), shape(&pattern));
+        let old = self.maps[policy as usize].insert(pattern, value);
+        if old.is_none() {
+            match policy {
+                MatchPolicy::Exact => {}
+                MatchPolicy::Prefix => count_up(&mut self.prefix_lengths, len),
+                MatchPolicy::Wildcard => count_up(&mut self.shapes, sh),
+            }
+        }
+        old
+    }
+
+    /// Removes the entry for `policy` and `pattern`.
+    pub fn remove(&mut self, policy: MatchPolicy, pattern: &str) -> Option<V> {
+        let old = self.maps[policy as usize].remove(pattern)?;
+        match policy {
+            MatchPolicy::Exact => {}
+            MatchPolicy::Prefix => count_down(&mut self.prefix_lengths, pattern.len()),
+            MatchPolicy::Wildcard => count_down(&mut self.shapes, shape(pattern)),
+        }
+        Some(old)
+    }
+
+    /// How many entries there are.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.maps.iter().map(HashMap::len).sum()
+    }
+
+    /// How many entries there are under `policy`.
+    #[must_use]
+    pub fn len_of(&self, policy: MatchPolicy) -> usize {
+        self.map(policy).len()
+    }
+
+    /// Whether there are none.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.maps.iter().all(HashMap::is_empty)
+    }
+
+    /// Every entry: policy, pattern, value.
+    pub fn iter(&self) -> impl Iterator<Item = (MatchPolicy, &Arc<str>, &V)> {
+        POLICIES
+            .iter()
+            .flat_map(move |&p| self.map(p).iter().map(move |(k, v)| (p, k, v)))
+    }
+
+    /// Calls `f` for every entry whose pattern matches `topic`: the exact one, then prefixes
+    /// from the shortest, then wildcards.
+    pub fn for_each_match(&self, topic: &str, mut f: impl FnMut(MatchPolicy, &Arc<str>, &V)) {
+        let mut visit = |policy: MatchPolicy, pattern: &str| {
+            if let Some((k, v)) = self.map(policy).get_key_value(pattern) {
+                f(policy, k, v);
+            }
+        };
+        visit(MatchPolicy::Exact, topic);
+        for &len in self.prefix_lengths.range(..=topic.len()).map(|(l, _)| l) {
+            if topic.is_char_boundary(len) {
+                visit(MatchPolicy::Prefix, &topic[..len]);
+            }
+        }
+        if self.shapes.is_empty() {
+            return;
+        }
+        let n = topic.split('.').count();
+        if n > MAX_WILDCARD_COMPONENTS || topic.split('.').any(str::is_empty) {
+            return;
+        }
+        // Only with wildcard patterns of this component count: the key of each shape.
+        let mut key = String::new();
+        for &(_, mask) in self.shapes.range((n, 0)..=(n, u64::MAX)).map(|(s, _)| s) {
+            key.clear();
+            for (i, c) in topic.split('.').enumerate() {
+                if i > 0 {
+                    key.push('.');
+                }
+                if mask & (1 << i) == 0 {
+                    key.push_str(c);
+                }
+            }
+            visit(MatchPolicy::Wildcard, &key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn validity_by_policy() {
+        use MatchPolicy::*;
+        for (policy, uri, ok) in [
+            (Exact, "com.myapp.x", true),
+            (Exact, "com.myapp.", false),
+            (Exact, "com..x", false),
+            (Prefix, "com.myapp.", true),
+            (Prefix, "com.myapp", true),
+            (Prefix, "com..x", false),
+            (Prefix, "", false),
+            (Wildcard, "com..x", true),
+            (Wildcard, ".x", true),
+            (Wildcard, "..", false),
+            (Wildcard, "a#b..c", false),
+            (Wildcard, "a b..c", false),
+        ] {
+            assert_eq!(policy.valid(uri), ok, "{policy:?} {uri:?}");
+        }
+        let long = vec!["a"; MAX_WILDCARD_COMPONENTS + 1].join(".");
+        assert!(!Wildcard.valid(&long));
+    }
+
+    /// The spec's and AutobahnJS's examples.
+    #[test]
+    fn matching_as_the_spec_has_it() {
+        use MatchPolicy::*;
+        for (policy, pattern, topic, hit) in [
+            (
+                Prefix,
+                "com.myapp.topic.emergency",
+                "com.myapp.topic.emergency",
+                true,
+            ),
+            (
+                Prefix,
+                "com.myapp.topic.emergency",
+                "com.myapp.topic.emergency-low",
+                true,
+            ),
+            (
+                Prefix,
+                "com.myapp.topic.emergency",
+                "com.myapp.topic.emergency.11",
+                true,
+            ),
+            (
+                Prefix,
+                "com.myapp.topic.emergency",
+                "com.myapp.topic.emerg",
+                false,
+            ),
+            (Prefix, "com.myapp", "com.myapp2.foobar", true),
+            (
+                Wildcard,
+                "com.myapp..userevent",
+                "com.myapp.foo.userevent",
+                true,
+            ),
+            (
+                Wildcard,
+                "com.myapp..userevent",
+                "com.myapp.foo.userevent.bar",
+                false,
+            ),
+            (
+                Wildcard,
+                "com.myapp..userevent",
+                "com.myapp.userevent",
+                false,
+            ),
+            (
+                Wildcard,
+                "com.myapp..userevent",
+                "com.myapp..userevent",
+                false,
+            ),
+            (Wildcard, "..c", "a.b.c", true),
+        ] {
+            assert_eq!(
+                policy.matches(pattern, topic),
+                hit,
+                "{policy:?} {pattern} {topic}"
+            );
+        }
+    }
+
+    fn matches_of(index: &MatchIndex<u32>, topic: &str) -> Vec<u32> {
+        let mut got = vec![];
+        index.for_each_match(topic, |_, _, v| got.push(*v));
+        got.sort_unstable();
+        got
+    }
+
+    #[test]
+    fn counts_empty_out() {
+        let mut index = MatchIndex::default();
+        index.insert(MatchPolicy::Prefix, "a.".into(), 1);
+        index.insert(MatchPolicy::Wildcard, "a..c".into(), 2);
+        assert_eq!(matches_of(&index, "a.b.c"), vec![1, 2]);
+        assert_eq!(index.remove(MatchPolicy::Prefix, "a."), Some(1));
+        assert_eq!(index.remove(MatchPolicy::Wildcard, "a..c"), Some(2));
+        assert!(index.prefix_lengths.is_empty() && index.shapes.is_empty());
+        assert!(index.is_empty());
+        assert_eq!(index.len(), 0);
+    }
+
+    proptest! {
+        /// The index finds exactly what a scan of every pattern with `matches` finds.
+        #[test]
+        fn the_index_agrees_with_a_scan(
+            patterns in proptest::collection::vec((0..3u8, "[ab]{0,2}(\\.[ab]{0,2}){0,3}"), 0..16),
+            topics in proptest::collection::vec("[ab]{1,2}(\\.[ab]{1,2}){0,3}", 1..8),
+        ) {
+            let mut index = MatchIndex::default();
+            let mut all = vec![];
+            for (i, (p, uri)) in patterns.iter().enumerate() {
+                let policy = [MatchPolicy::Exact, MatchPolicy::Prefix, MatchPolicy::Wildcard][*p as usize];
+                if policy.valid(uri) && index.get(policy, uri).is_none() {
+                    index.insert(policy, uri.as_str().into(), i as u32);
+                    all.push((policy, uri.clone(), i as u32));
+                }
+            }
+            for topic in &topics {
+                let mut want: Vec<u32> = all
+                    .iter()
+                    .filter(|(p, uri, _)| p.matches(uri, topic))
+                    .map(|(_, _, v)| *v)
+                    .collect();
+                want.sort_unstable();
+                prop_assert_eq!(matches_of(&index, topic), want, "{}", topic);
+            }
+        }
+    }
+}

@@ -1,0 +1,328 @@
+//! WAMP v2 pattern-based subscriptions over real sockets: prefix and wildcard matching,
+//! one EVENT per matching subscription, publications from v2 and v1 clients and from the
+//! server handle, and the topic rules and permissions that bound what a pattern reaches.
+mod common;
+
+use std::net::SocketAddr;
+
+use common::{v2::*, *};
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use tower_wamp::{
+    Session, Topic, WampRouter,
+    auth::{Secret, WampCra},
+    core::{
+        auth::{AuthKey, Permissions},
+        codec::v2::{Message, Serializer},
+    },
+};
+
+const END: &str = "org.end";
+
+fn router() -> WampRouter {
+    WampRouter::new()
+        .realm("realm1")
+        .topic("com.example.*", Topic::new())
+        // The end marker of a batch of events: matched by no pattern of the tests.
+        .topic(END, Topic::new())
+        .topic("com.example.closed", Topic::new().deny_subscribe())
+        .topic(
+            "com.example.vetted",
+            Topic::new().subscribe_if(|_s: Session, _t: String| async { true }),
+        )
+}
+
+/// SUBSCRIBEs with `options`; the subscription id, or the ERROR's URI.
+async fn subscribe(c: &mut V2, topic: &str, options: Value) -> Result<u64, String> {
+    let request = c.request();
+    c.send(&Message::Subscribe {
+        request,
+        options: dict(options),
+        topic: topic.into(),
+    })
+    .await;
+    match c.recv().await {
+        Message::Subscribed {
+            request: r,
+            subscription,
+        } if r == request => Ok(subscription),
+        Message::Error { error, .. } => Err(error),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn prefix() -> Value {
+    json!({"match": "prefix"})
+}
+
+fn wildcard() -> Value {
+    json!({"match": "wildcard"})
+}
+
+/// Publishes with acknowledgement (so that its events are queued when it returns).
+async fn publish(c: &mut V2, topic: &str, arg: Value) {
+    c.publish(topic, json!([arg]), json!({}), json!({"acknowledge": true}))
+        .await;
+    assert!(matches!(c.recv().await, Message::Published { .. }));
+}
+
+/// The EVENTs `c` has received up to the one with argument `"end"` on `end_sub`:
+/// (subscription, publication, topic detail, first argument).
+async fn events_until_end(c: &mut V2, end_sub: u64) -> Vec<(u64, u64, Option<String>, Value)> {
+    let mut got = vec![];
+    loop {
+        match c.recv().await {
+            Message::Event {
+                subscription,
+                publication,
+                details,
+                args,
+                ..
+            } => {
+                let arg = args.first().cloned().unwrap_or(Value::Null);
+                if subscription == end_sub && arg == "end" {
+                    return got;
+                }
+                let topic = details
+                    .get("topic")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+                got.push((subscription, publication, topic, arg));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_matching_subscription_gets_the_event_under_its_own_id() {
+    let router = router();
+    let wamp = router.handle();
+    let addr = serve_router(router).await;
+    for serializer in [Serializer::Json, Serializer::MsgPack, Serializer::Cbor] {
+        let mut sub = V2::join(addr, serializer).await;
+        assert_eq!(
+            sub.welcome["roles"]["broker"]["features"]["pattern_based_subscription"],
+            true
+        );
+        let exact = subscribe(&mut sub, "com.example.a.b", json!({}))
+            .await
+            .unwrap();
+        let short = subscribe(&mut sub, "com.example.a", prefix())
+            .await
+            .unwrap();
+        let long = subscribe(&mut sub, "com.example.", prefix()).await.unwrap();
+        let wild = subscribe(&mut sub, "com.example..b", wildcard())
+            .await
+            .unwrap();
+        let end = subscribe(&mut sub, END, json!({})).await.unwrap();
+        let all = [exact, short, long, wild, end];
+        assert_eq!(
+            all.iter().collect::<std::collections::HashSet<_>>().len(),
+            5,
+            "one id per subscription"
+        );
+        // The same pattern again: the same id.
+        assert_eq!(
+            subscribe(&mut sub, "com.example.a", prefix()).await,
+            Ok(short)
+        );
+
+        // From a v2 publisher.
+        let mut publisher = V2::join(addr, serializer).await;
+        publish(&mut publisher, "com.example.a.b", json!(1)).await;
+        publish(&mut publisher, END, json!("end")).await;
+        let got = events_until_end(&mut sub, end).await;
+        let mut subs: Vec<u64> = got.iter().map(|e| e.0).collect();
+        subs.sort_unstable();
+        let mut want = vec![exact, short, long, wild];
+        want.sort_unstable();
+        assert_eq!(subs, want, "{serializer:?}: {got:?}");
+        assert!(got.iter().all(|e| e.1 == got[0].1), "one publication id");
+        for (subscription, _, topic, arg) in &got {
+            assert_eq!(arg, &json!(1));
+            let expected = (*subscription != exact).then(|| "com.example.a.b".to_owned());
+            assert_eq!(
+                topic, &expected,
+                "the topic is named to pattern subscriptions only"
+            );
+        }
+
+        // Hits and misses.
+        for topic in [
+            "com.example.a",       // short only
+            "com.example.ab",      // short (a plain string prefix) and long
+            "com.example.x.b",     // long and wild
+            "com.example.x.b.c",   // long only
+            "com.example.a.b.c.d", // short and long
+        ] {
+            publish(&mut publisher, topic, json!(topic)).await;
+        }
+        publish(&mut publisher, END, json!("end")).await;
+        let mut got: Vec<(u64, String)> = events_until_end(&mut sub, end)
+            .await
+            .into_iter()
+            .map(|(s, _, _, arg)| (s, arg.as_str().unwrap().to_owned()))
+            .collect();
+        got.sort();
+        let mut want: Vec<(u64, String)> = [
+            (short, "com.example.a"),
+            (short, "com.example.ab"),
+            (long, "com.example.a"),
+            (long, "com.example.ab"),
+            (long, "com.example.x.b"),
+            (wild, "com.example.x.b"),
+            (long, "com.example.x.b.c"),
+            (short, "com.example.a.b.c.d"),
+            (long, "com.example.a.b.c.d"),
+        ]
+        .into_iter()
+        .map(|(s, t)| (s, t.to_owned()))
+        .collect();
+        want.sort();
+        assert_eq!(got, want, "{serializer:?}");
+
+        // From the server handle, and from a v1 client.
+        wamp.publish("com.example.z.b", &"server").unwrap();
+        let mut v1 = connect(addr).await;
+        v1.send(json!([7, "com.example.z.b", "v1"])).await;
+        // A v1 publisher does not get its own event: the end marker through the handle.
+        tokio::time::sleep(QUIET).await;
+        wamp.publish(END, &"end").unwrap();
+        let got = events_until_end(&mut sub, end).await;
+        let mut seen: Vec<(u64, Value)> = got.into_iter().map(|e| (e.0, e.3)).collect();
+        seen.sort_by_key(|(s, a)| (*s, a.to_string()));
+        let mut want = vec![
+            (long, json!("server")),
+            (wild, json!("server")),
+            (long, json!("v1")),
+            (wild, json!("v1")),
+        ];
+        want.sort_by_key(|(s, a)| (*s, a.to_string()));
+        assert_eq!(seen, want, "{serializer:?}");
+
+        // UNSUBSCRIBE by id ends that subscription only.
+        let request = sub.request();
+        sub.send(&Message::Unsubscribe {
+            request,
+            subscription: long,
+        })
+        .await;
+        assert!(matches!(sub.recv().await, Message::Unsubscribed { .. }));
+        publish(&mut publisher, "com.example.x.b.c", json!("gone")).await;
+        publish(&mut publisher, "com.example.a.x", json!("short")).await;
+        publish(&mut publisher, END, json!("end")).await;
+        let got = events_until_end(&mut sub, end).await;
+        assert_eq!(
+            got.into_iter().map(|e| (e.0, e.3)).collect::<Vec<_>>(),
+            vec![(short, json!("short"))]
+        );
+    }
+}
+
+#[tokio::test]
+async fn patterns_reach_only_topics_whose_rules_plainly_allow_subscribing() {
+    let addr = serve_router(router()).await;
+    let mut sub = V2::join(addr, Serializer::Json).await;
+    // A pattern outside every rule is refused; so is one under a topic with a predicate.
+    assert_eq!(
+        subscribe(&mut sub, "net.", prefix()).await,
+        Err("wamp.error.not_authorized".into())
+    );
+    assert_eq!(
+        subscribe(&mut sub, "com.example.vetted", prefix()).await,
+        Err("wamp.error.not_authorized".into())
+    );
+    assert_eq!(
+        subscribe(&mut sub, "com.", prefix()).await,
+        Err("wamp.error.not_authorized".into()),
+        "judged by the rule that covers the pattern itself"
+    );
+    let all = subscribe(&mut sub, "com.example.", prefix()).await.unwrap();
+    let vetted = subscribe(&mut sub, "com.example.vetted", json!({}))
+        .await
+        .unwrap();
+    let end = subscribe(&mut sub, END, json!({})).await.unwrap();
+    let mut publisher = V2::join(addr, Serializer::Json).await;
+    // Subscribing is denied on `closed` and guarded by a predicate on `vetted`: the pattern
+    // gets neither; the exact subscriber of `vetted`, whose predicate ran, does.
+    publish(&mut publisher, "com.example.closed", json!(1)).await;
+    publish(&mut publisher, "com.example.vetted", json!(2)).await;
+    publish(&mut publisher, "com.example.open", json!(3)).await;
+    publish(&mut publisher, END, json!("end")).await;
+    let got: Vec<(u64, Value)> = events_until_end(&mut sub, end)
+        .await
+        .into_iter()
+        .map(|e| (e.0, e.3))
+        .collect();
+    assert_eq!(got, vec![(vetted, json!(2)), (all, json!(3))]);
+}
+
+#[tokio::test]
+async fn bad_patterns_get_invalid_uri() {
+    let addr = serve_router(router()).await;
+    let mut sub = V2::join(addr, Serializer::Json).await;
+    for (topic, options) in [
+        ("com..x", prefix()),
+        ("com.example.#", wildcard()),
+        ("..", wildcard()),
+        ("com.example.", json!({})),
+    ] {
+        assert_eq!(
+            subscribe(&mut sub, topic, options).await,
+            Err("wamp.error.invalid_uri".into()),
+            "{topic}"
+        );
+    }
+    assert_eq!(
+        subscribe(&mut sub, "com.example.*", json!({"match": "glob"})).await,
+        Err("wamp.error.option_not_allowed".into())
+    );
+}
+
+fn cra_router() -> WampRouter {
+    router().auth(WampCra::new(
+        |_s, key: String, _e| async move { (key == "ada").then(|| Secret::plain("secret")) },
+        |_s, _key: AuthKey| async move {
+            Permissions::none()
+                .allow_subscribe("com.example.*")
+                .deny(
+                    tower_wamp::core::auth::Action::Subscribe,
+                    "com.example.secret",
+                )
+                .allow_publish("com.example.*")
+                .allow_subscribe(END)
+                .allow_publish(END)
+        },
+    ))
+}
+
+async fn ada(addr: SocketAddr) -> V2 {
+    ticket_join(addr, "ada", "secret").await.unwrap()
+}
+
+#[tokio::test]
+async fn a_pattern_reaches_only_topics_its_session_may_subscribe_to() {
+    let addr = serve_router(cra_router()).await;
+    let mut sub = ada(addr).await;
+    let all = subscribe(&mut sub, "com.example.", prefix()).await.unwrap();
+    let end = subscribe(&mut sub, END, json!({})).await.unwrap();
+    assert_eq!(
+        subscribe(&mut sub, "com.example.secret", json!({})).await,
+        Err("wamp.error.not_authorized".into())
+    );
+    let mut publisher = ada(addr).await;
+    publish(&mut publisher, "com.example.secret", json!(1)).await;
+    publish(&mut publisher, "com.example.open", json!(2)).await;
+    publish(&mut publisher, END, json!("end")).await;
+    let got: Vec<(u64, Value)> = events_until_end(&mut sub, end)
+        .await
+        .into_iter()
+        .map(|e| (e.0, e.3))
+        .collect();
+    assert_eq!(got, vec![(all, json!(2))]);
+    assert!(
+        tokio::time::timeout(QUIET, sub.ws.next()).await.is_err(),
+        "nothing else"
+    );
+}
