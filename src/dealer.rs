@@ -3,14 +3,17 @@
 //!
 //! A call to such a procedure, from a v1 or a v2 caller, becomes an INVOCATION queued for
 //! the callee (never dropped by a slow-consumer policy: it is a request). The caller awaits
-//! the answer; a callee that leaves fails every pending call with `wamp.error.canceled`, and a
-//! caller that goes away (its session closed, its call timed out or was canceled) removes its
-//! invocation, so a late YIELD is discarded, and the callee, if it announced
-//! `call_canceling`, gets an INTERRUPT (`killnowait`).
+//! the answer; a callee that leaves fails every pending call with `wamp.error.canceled`. A
+//! caller that goes away (its session closed, its call timed out) removes its invocation,
+//! so a late YIELD is discarded, and the callee, if it announced `call_canceling`, gets an
+//! INTERRUPT `killnowait`. A CANCEL does what its mode says (see [`invoke`]).
 //!
-//! Progressive results go straight from the callee's YIELD to the caller's queue (a
-//! progressive RESULT, never dropped, as every reply), in the callee's order and before the
-//! final answer, which comes through the caller's task.
+//! Progressive results go straight from the callee's YIELD to the caller's queue, in the
+//! callee's order and before the final answer, which comes through the caller's task. They
+//! are refused rather than make room in a caller's queue that is three quarters full: the
+//! call then ends with an ERROR to the caller and an INTERRUPT to the callee, so a callee
+//! that streams faster than its caller reads cannot push the caller's events out or get it
+//! disconnected.
 
 use std::{
     collections::HashMap,
@@ -59,6 +62,18 @@ struct SinkTo {
     outbox: Outbox,
     serializer: Serializer,
     request: u64,
+    /// When the last progressive result was queued (a call's timeout runs from it).
+    last: Option<tokio::time::Instant>,
+}
+
+/// What became of a progressive result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sent {
+    Queued,
+    /// The call has ended, or the caller is gone.
+    Ended,
+    /// The caller's queue is three quarters full: not queued.
+    Refused,
 }
 
 impl ProgressSink {
@@ -67,14 +82,19 @@ impl ProgressSink {
             outbox,
             serializer,
             request,
+            last: None,
         }))))
     }
 
-    /// Queues a progressive RESULT; `false` once the call has ended or the caller is gone.
-    pub(crate) fn send(&self, payload: Payload) -> bool {
-        let to = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(to) = &*to else {
-            return false;
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<SinkTo>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues a progressive RESULT.
+    pub(crate) fn send(&self, payload: Payload) -> Sent {
+        let mut to = self.lock();
+        let Some(to) = &mut *to else {
+            return Sent::Ended;
         };
         let mut details = Dict::new();
         details.insert("progress".into(), Value::Bool(true));
@@ -87,21 +107,34 @@ impl ProgressSink {
                 kwargs: payload.kwargs,
             },
         );
-        to.outbox.push_reply(frame).is_ok()
+        match to.outbox.push_unless_busy(frame) {
+            Ok(()) => {
+                to.last = Some(tokio::time::Instant::now());
+                Sent::Queued
+            }
+            Err(SendError::QueueFull) => Sent::Refused,
+            Err(_) => Sent::Ended,
+        }
+    }
+
+    /// When the last progressive result was queued.
+    pub(crate) fn last_sent(&self) -> Option<tokio::time::Instant> {
+        self.lock().as_ref().and_then(|to| to.last)
     }
 
     /// Ends the stream: later sends do nothing (a send in progress finishes first).
     pub(crate) fn close(&self) {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).take();
+        self.lock().take();
     }
 }
 
-/// What a v2 caller adds to a call: where its progressive results go, and the receiving
-/// end of its CANCEL.
+/// What a v2 caller adds to a call: where its progressive results go, and its CANCELs (the
+/// latest mode; a `kill` may be followed by a `skip` or `killnowait` while the callee
+/// does not answer).
 #[derive(Debug, Default)]
 pub(crate) struct CallControl {
     pub(crate) progress: Option<ProgressSink>,
-    pub(crate) cancel: Option<oneshot::Receiver<CancelMode>>,
+    pub(crate) cancel: Option<tokio::sync::watch::Receiver<Option<CancelMode>>>,
 }
 
 /// An invocation awaiting its answer.
@@ -139,6 +172,9 @@ pub(crate) enum Refused {
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Answered {
     Delivered,
+    /// A progressive result the caller's queue had no room for: the call ended with an
+    /// ERROR to the caller; the callee is to be interrupted.
+    Overflowed,
     /// For an invocation whose caller is gone: discarded.
     Late,
     /// For an invocation never issued: a protocol violation.
@@ -208,21 +244,36 @@ impl Pending {
 
     /// Forwards a callee's progressive result to its caller, if the caller asked for them
     /// (else it is dropped: a callee may send them unasked only by ignoring the spec).
-    /// Sent under the lock, so it cannot overtake a final answer handled meanwhile.
+    /// Sent under the lock, so it cannot overtake a final answer handled meanwhile. One the
+    /// caller has no room for ends the call.
     pub(crate) fn progress(&self, request: u64, payload: Payload) -> Answered {
-        let calls = self.calls();
-        match calls.get(&request) {
-            Some(waiting) => {
-                if let Some(sink) = &waiting.progress {
-                    sink.send(payload);
-                }
-                Answered::Delivered
-            }
-            None => {
-                drop(calls);
-                self.unanswered(request)
-            }
+        let mut calls = self.calls();
+        let Some(waiting) = calls.get(&request) else {
+            drop(calls);
+            return self.unanswered(request);
+        };
+        let refused = waiting
+            .progress
+            .as_ref()
+            .is_some_and(|sink| sink.send(payload) == Sent::Refused);
+        if !refused {
+            return Answered::Delivered;
         }
+        if let Some(waiting) = calls.remove(&request) {
+            let _ = waiting.answer.send(Yielded::Error {
+                error: CANCELED.into(),
+                args: vec![Value::from(
+                    "the caller did not keep up with the call's progressive results",
+                )],
+                kwargs: Dict::new(),
+            });
+        }
+        Answered::Overflowed
+    }
+
+    /// Whether the invocation still awaits its answer.
+    fn is_waiting(&self, request: u64) -> bool {
+        self.calls().contains_key(&request)
     }
 
     /// Forgets an invocation whose caller went away; `true` if it was still unanswered.
@@ -407,27 +458,40 @@ pub(crate) async fn invoke(
     };
     let answered = match control.cancel {
         None => (&mut answer).await,
-        Some(cancel) => {
+        Some(mut cancel) => loop {
+            // The latest CANCEL (one may have come before the INVOCATION went out).
+            let mode = *cancel.borrow_and_update();
+            // A callee that cannot be interrupted is treated as `skip`.
+            let mode = mode.map(|m| {
+                if callee.features.call_canceling {
+                    m
+                } else {
+                    CancelMode::Skip
+                }
+            });
+            match mode {
+                // The callee's answer, whatever it is, goes to the caller; a later CANCEL
+                // in another mode may still end the wait.
+                Some(CancelMode::Kill) if forget.interrupt => {
+                    forget.interrupt_now(CancelMode::Kill);
+                }
+                None | Some(CancelMode::Kill) => {}
+                Some(mode) => {
+                    forget.interrupt &= mode == CancelMode::KillNoWait;
+                    return Err(RpcError::new(CANCELED, "the call was canceled"));
+                }
+            }
             tokio::select! {
                 biased;
-                answered = &mut answer => answered,
-                Ok(mode) = cancel => {
-                    // A callee that cannot be interrupted is treated as `skip`.
-                    let mode = if callee.features.call_canceling { mode } else { CancelMode::Skip };
-                    match mode {
-                        CancelMode::Kill => {
-                            // The callee's answer, whatever it is, goes to the caller.
-                            forget.interrupt_now(CancelMode::Kill);
-                            (&mut answer).await
-                        }
-                        mode => {
-                            forget.interrupt = mode == CancelMode::KillNoWait;
-                            return Err(RpcError::new(CANCELED, "the call was canceled"));
-                        }
+                answered = &mut answer => break answered,
+                changed = cancel.changed() => {
+                    if changed.is_err() {
+                        // No more CANCELs can come: wait for the answer alone.
+                        break (&mut answer).await;
                     }
                 }
             }
-        }
+        },
     };
     match answered {
         Ok(Yielded::Result(payload)) => Ok(payload),
@@ -469,7 +533,14 @@ struct Forget<'a> {
 }
 
 impl Forget<'_> {
+    /// Sends INTERRUPT while the invocation is unanswered, unless the callee's queue is
+    /// three quarters full (INTERRUPT is advice: without it the call ends as with `skip`).
     fn interrupt_now(&mut self, mode: CancelMode) {
+        // Interrupted at most once.
+        self.interrupt = false;
+        if !self.callee.pending.is_waiting(self.request) {
+            return;
+        }
         let mut options = Dict::new();
         options.insert("mode".into(), Value::from(mode.as_str()));
         let frame = Frame::v2(
@@ -479,17 +550,16 @@ impl Forget<'_> {
                 options,
             },
         );
-        let _ = self.callee.outbox.push_reply(frame);
-        // Interrupted once: not again when the call ends.
-        self.interrupt = false;
+        let _ = self.callee.outbox.push_unless_busy(frame);
     }
 }
 
 impl Drop for Forget<'_> {
     fn drop(&mut self) {
-        if self.callee.pending.forget(self.request) && self.interrupt {
+        if self.interrupt {
             self.interrupt_now(CancelMode::KillNoWait);
         }
+        self.callee.pending.forget(self.request);
     }
 }
 

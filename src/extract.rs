@@ -442,11 +442,14 @@ impl Progress {
     }
 
     /// Sends `value` as a progressive result (`args = [value]`); `false` if the caller did
-    /// not ask for them, the call has ended, `value` does not serialize, or the caller is
-    /// gone.
+    /// not ask for them, the call has ended, `value` does not serialize, the caller is gone,
+    /// or its outbound queue is three quarters full (progressive results do not push its
+    /// events out: send less often, or end the call).
     pub fn send(&self, value: &impl serde::Serialize) -> bool {
         match (&self.0, serde_json::to_value(value)) {
-            (Some(sink), Ok(value)) => sink.send(crate::wire::Payload::from_event(value)),
+            (Some(sink), Ok(value)) => {
+                sink.send(crate::wire::Payload::from_event(value)) == crate::dealer::Sent::Queued
+            }
             _ => false,
         }
     }
@@ -454,7 +457,9 @@ impl Progress {
     /// Sends a progressive result with positional and keyword arguments as they are.
     pub fn send_arguments(&self, args: Vec<Value>, kwargs: serde_json::Map<String, Value>) -> bool {
         match &self.0 {
-            Some(sink) => sink.send(crate::wire::Payload { args, kwargs }),
+            Some(sink) => {
+                sink.send(crate::wire::Payload { args, kwargs }) == crate::dealer::Sent::Queued
+            }
             None => false,
         }
     }

@@ -882,12 +882,18 @@ impl Inner<()> {
             }
         };
         if let Some(before) = &self.hooks.before_call {
+            // The caller's progress and CANCEL stay with the call, whatever Call the hook
+            // gives back.
+            let control = std::mem::take(&mut call.control);
             // Inside an async block, a panic before the future exists is caught too.
             match AssertUnwindSafe(async move { before(call).await })
                 .catch_unwind()
                 .await
             {
-                Ok(Ok(rewritten)) => call = rewritten,
+                Ok(Ok(rewritten)) => {
+                    call = rewritten;
+                    call.control = control;
+                }
                 Ok(Err(denied)) => return self.after_error(info, denied),
                 Err(p) => {
                     let msg = panic_message(&*p);
@@ -898,20 +904,23 @@ impl Inner<()> {
         }
         let value = |r: Result<Value, RpcError>| r.map(Outcome::Value);
         // A v2 caller's CANCEL: a client callee is interrupted as the mode says (in
-        // `dealer::invoke`); a handler of ours is dropped whatever the mode.
+        // `dealer::invoke`); a handler of ours is dropped whatever the mode, and does not
+        // start once canceled.
         let cancel = call.control.cancel.take();
         let mut running: Pin<Box<dyn Future<Output = Result<Outcome, RpcError>> + Send + '_>> =
             match target {
                 Target::User(handler) => match cancel {
                     None => Box::pin(async move { value(handler(call, ()).await) }),
-                    Some(cancel) => Box::pin(async move {
+                    Some(mut cancel) => Box::pin(async move {
+                        let canceled =
+                            || RpcError::new(crate::dealer::CANCELED, "the call was canceled");
+                        if cancel.borrow_and_update().is_some() {
+                            return Err(canceled());
+                        }
                         tokio::select! {
                             biased;
+                            Ok(_) = cancel.wait_for(Option::is_some) => Err(canceled()),
                             result = handler(call, ()) => value(result),
-                            Ok(_) = cancel => Err(RpcError::new(
-                                crate::dealer::CANCELED,
-                                "the call was canceled",
-                            )),
                         }
                     }),
                 },

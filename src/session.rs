@@ -184,6 +184,13 @@ impl Outbox {
         self.enqueue_or_refuse(Queued { frame, reply: true }, true)
     }
 
+    /// Queues a reply that may be refused rather than make room (a progressive result, an
+    /// INTERRUPT): unless the queue is three quarters full, as an INVOCATION. Once queued
+    /// it is never dropped.
+    pub(crate) fn push_unless_busy(&self, frame: Frame) -> Result<(), SendError> {
+        self.enqueue_or_refuse(Queued { frame, reply: true }, true)
+    }
+
     /// Closes the session as a slow consumer (the queue lock is held by the caller).
     fn disconnect_slow(&self, mut q: MutexGuard<'_, QueueState>) -> Result<(), SendError> {
         q.close = Some(CloseRequest {

@@ -645,7 +645,7 @@ struct Conn {
     pending: Arc<crate::dealer::Pending>,
     /// As a WAMP v2 caller: how to cancel its calls in flight, by request id. Ended calls
     /// are swept out when the map has doubled since the last sweep.
-    cancels: HashMap<u64, tokio::sync::oneshot::Sender<v2s::CancelMode>>,
+    cancels: HashMap<u64, tokio::sync::watch::Sender<Option<v2s::CancelMode>>>,
     sweep_cancels_at: usize,
 }
 
@@ -907,13 +907,28 @@ impl Conn {
         let mut call = Box::pin(
             async move {
                 // A v2 caller's `timeout` option: the call (and a client callee's
-                // invocation with it) ends at the deadline.
+                // invocation with it) ends at the deadline, which, once progressive results
+                // flow, runs from the last one (as the spec has it).
                 let reply = match timeout {
-                    Some(deadline) => tokio::time::timeout(deadline, router.dispatch(call))
-                        .await
-                        .unwrap_or_else(|_| {
-                            CallReply::Error(RpcError::new(error_uri::TIMEOUT, "call timed out"))
-                        }),
+                    Some(limit) => {
+                        let mut running = std::pin::pin!(router.dispatch(call));
+                        let mut deadline = tokio::time::Instant::now() + limit;
+                        loop {
+                            if let Ok(reply) = tokio::time::timeout_at(deadline, &mut running).await
+                            {
+                                break reply;
+                            }
+                            match progress.as_ref().and_then(|p| p.last_sent()) {
+                                Some(last) if last + limit > deadline => deadline = last + limit,
+                                _ => {
+                                    break CallReply::Error(RpcError::new(
+                                        error_uri::TIMEOUT,
+                                        "call timed out",
+                                    ));
+                                }
+                            }
+                        }
+                    }
                     None => router.dispatch(call).await,
                 };
                 drop(guard);
@@ -972,8 +987,14 @@ impl Conn {
             serializer,
             request,
         };
+        // A CALL may not reuse the id of one still running (the spec's protocol violation):
+        // both would answer under one id, and the first could no longer be canceled.
+        if self.cancels.get(&request).is_some_and(|tx| !tx.is_closed()) {
+            self.violation("a CALL with the request id of a call still running");
+            return;
+        }
         let timeout = (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms));
-        let (cancel, canceled) = tokio::sync::oneshot::channel();
+        let (cancel, canceled) = tokio::sync::watch::channel(None);
         let control = crate::dealer::CallControl {
             progress: receive_progress.then(|| {
                 crate::dealer::ProgressSink::new(self.outbox.clone(), serializer, request)
@@ -1002,11 +1023,14 @@ impl Conn {
         }
     }
 
-    /// A caller's CANCEL: ignored for a call that is not running.
+    /// A caller's CANCEL: ignored for a call that is not running. The sender stays until
+    /// the call ends: after a `kill`, a `skip` or `killnowait` may still end the wait.
     fn cancel(&mut self, request: u64, mode: v2s::CancelMode) {
-        if let Some(tx) = self.cancels.remove(&request) {
+        if let Some(tx) = self.cancels.get(&request)
+            && !tx.is_closed()
+        {
             tracing::debug!(request, mode = mode.as_str(), "call canceled");
-            let _ = tx.send(mode);
+            tx.send_replace(Some(mode));
         }
     }
 
@@ -1016,6 +1040,13 @@ impl Conn {
         self.act_v2(action, size).await;
         clock.busy.store(false, Ordering::Relaxed);
         clock.read(Instant::now(), false);
+    }
+
+    fn callee_features(&self) -> v2s::CalleeFeatures {
+        match &self.state {
+            ProtoState::V2(state) => state.callee_features(),
+            ProtoState::V1(_) => v2s::CalleeFeatures::default(),
+        }
     }
 
     fn serializer(&self) -> v2c::Serializer {
@@ -1053,8 +1084,12 @@ impl Conn {
         if answered != crate::dealer::Answered::Unknown {
             return;
         }
+        self.violation("a YIELD or ERROR for an invocation that was never issued");
+    }
+
+    /// Aborts a v2 session for a protocol violation.
+    fn violation(&mut self, why: &str) {
         if let ProtoState::V2(state) = &mut self.state {
-            let why = "a YIELD or ERROR for an invocation that was never issued";
             let abort = state.abort(v2s::uri::PROTOCOL_VIOLATION, why);
             let _ = self
                 .outbox
@@ -1164,10 +1199,7 @@ impl Conn {
                     outbox: self.outbox.clone(),
                     pending: self.pending.clone(),
                     disclose_caller,
-                    features: match &self.state {
-                        ProtoState::V2(state) => state.callee_features(),
-                        ProtoState::V1(_) => Default::default(),
-                    },
+                    features: self.callee_features(),
                 };
                 // Registrations share the subscriptions' budget (entries and URI bytes).
                 let budget = self.config.subscriptions;
@@ -1298,10 +1330,21 @@ impl Conn {
                 args,
                 kwargs,
                 progress: true,
-            } => {
-                let answered = self.pending.progress(request, Payload { args, kwargs });
-                self.violation_if_unknown(answered);
-            }
+            } => match self.pending.progress(request, Payload { args, kwargs }) {
+                crate::dealer::Answered::Overflowed => {
+                    // Its caller was answered with an ERROR: the callee may stop.
+                    tracing::debug!(request, "progressive results refused: call ended");
+                    if self.callee_features().call_canceling {
+                        let mut options = Dict::new();
+                        options.insert("mode".into(), "killnowait".into());
+                        let interrupt = M::Interrupt { request, options };
+                        let _ = self
+                            .outbox
+                            .push_unless_busy(Frame::v2(self.serializer(), &interrupt));
+                    }
+                }
+                answered => self.violation_if_unknown(answered),
+            },
             A::Yield {
                 request,
                 args,

@@ -219,6 +219,7 @@ async fn cancel_skip_kill_and_killnowait_do_what_the_spec_says() {
         }
         yield_(&mut callee, invocation, json!("late"), false).await;
         nothing_queued(&mut caller).await;
+        nothing_queued(&mut callee).await;
     }
 
     // kill: INTERRUPT, and the caller waits for the callee's answer, which it gets.
@@ -268,6 +269,124 @@ async fn a_callee_that_cannot_be_interrupted_is_skipped() {
     nothing_queued(&mut callee).await;
     yield_(&mut callee, invocation, json!("late"), false).await;
     nothing_queued(&mut caller).await;
+    nothing_queued(&mut callee).await;
+
+    // Nor on a timeout, nor when its caller leaves.
+    let (request, _, _) = call_slow(&mut caller, &mut callee, json!({"timeout": 50})).await;
+    assert_eq!(
+        error(caller.recv().await),
+        (request, "wamp.error.timeout".into())
+    );
+    call_slow(&mut caller, &mut callee, json!({})).await;
+    drop(caller);
+    tokio::time::sleep(QUIET).await;
+    nothing_queued(&mut callee).await;
+}
+
+#[tokio::test]
+async fn a_kill_that_the_callee_ignores_can_be_followed_by_a_skip() {
+    let addr = serve_router(router()).await;
+    let mut callee = callee(addr, Serializer::Json, both()).await;
+    let mut caller = V2::join(addr, Serializer::Json).await;
+    let (request, invocation, _) = call_slow(&mut caller, &mut callee, json!({})).await;
+    cancel(&mut caller, request, json!({"mode": "kill"})).await;
+    assert!(matches!(callee.recv().await, Message::Interrupt { .. }));
+    nothing_queued(&mut caller).await;
+    cancel(&mut caller, request, json!({"mode": "skip"})).await;
+    assert_eq!(
+        error(caller.recv().await),
+        (request, "wamp.error.canceled".into())
+    );
+    // Interrupted once only.
+    nothing_queued(&mut callee).await;
+    yield_(&mut callee, invocation, json!("late"), false).await;
+    nothing_queued(&mut caller).await;
+}
+
+#[tokio::test]
+async fn a_call_that_reuses_the_id_of_a_running_one_is_a_protocol_violation() {
+    let addr = serve_router(router()).await;
+    let mut callee = callee(addr, Serializer::Json, both()).await;
+    let mut caller = V2::join(addr, Serializer::Json).await;
+    let (request, _, _) = call_slow(&mut caller, &mut callee, json!({})).await;
+    caller
+        .send(&Message::Call {
+            request,
+            options: Dict::new(),
+            procedure: SLOW.into(),
+            args: vec![],
+            kwargs: Dict::new(),
+        })
+        .await;
+    match caller.recv().await {
+        Message::Abort { reason, .. } => assert_eq!(reason, "wamp.error.protocol_violation"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callee_streaming_faster_than_its_caller_reads_ends_the_call_not_the_caller() {
+    let layer = tower_wamp::WampLayer::new(router()).outbound_queue_bytes(1 << 20);
+    let addr = serve_layer(layer).await;
+    let mut callee = callee(addr, Serializer::Json, both()).await;
+    let mut caller = V2::join(addr, Serializer::Json).await;
+    let (request, invocation, _) =
+        call_slow(&mut caller, &mut callee, json!({"receive_progress": true})).await;
+    // 16 MiB of progressive results to a caller that does not read meanwhile: more than
+    // the socket buffers and its queue (1 MiB) hold.
+    let chunk = json!("x".repeat(64 << 10));
+    for _ in 0..256 {
+        yield_(&mut callee, invocation, chunk.clone(), true).await;
+    }
+    match callee.recv().await {
+        Message::Interrupt { request, options } => {
+            assert_eq!(
+                (request, &options["mode"]),
+                (invocation, &json!("killnowait"))
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // The caller reads: some progress, then the ERROR; it is still connected.
+    let mut progress = 0;
+    loop {
+        match caller.recv().await {
+            Message::Result { details, .. } if details.get("progress").is_some() => progress += 1,
+            Message::Error {
+                request: r, error, ..
+            } => {
+                assert_eq!((r, error.as_str()), (request, "wamp.error.canceled"));
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(progress < 256, "{progress}");
+    nothing_queued(&mut caller).await;
+}
+
+#[tokio::test]
+async fn with_progressive_results_the_timeout_runs_from_the_last_one() {
+    let addr = serve_router(router()).await;
+    let mut callee = callee(addr, Serializer::Json, both()).await;
+    let mut caller = V2::join(addr, Serializer::Json).await;
+    let (request, invocation, _) = call_slow(
+        &mut caller,
+        &mut callee,
+        json!({"receive_progress": true, "timeout": 300}),
+    )
+    .await;
+    // Five results 150 ms apart: 750 ms in all, never 300 ms without one.
+    for n in 0..5 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        yield_(&mut callee, invocation, json!(n), true).await;
+        assert_eq!(result(caller.recv().await), (request, true, vec![json!(n)]));
+    }
+    // Then silence: the timeout ends it.
+    assert_eq!(
+        error(caller.recv().await),
+        (request, "wamp.error.timeout".into())
+    );
 }
 
 #[tokio::test]
