@@ -21,7 +21,7 @@ use crate::{
     core::{
         SessionId,
         auth::{Action, Permissions},
-        broker::{Broker, Budget, SubKey, Subscribed},
+        broker::{Broker, Budget, Recipients, SubKey, Subscribed},
         codec::{v1, v2},
         matching::MatchPolicy,
         random_id,
@@ -44,6 +44,10 @@ pub(crate) struct Hub {
     session_gone: Notify,
     /// Procedures registered by WAMP v2 clients.
     registrations: RwLock<crate::dealer::Registrations>,
+    /// Which topics pattern subscriptions may receive from the server handle: those whose
+    /// rule plainly allows subscribing (set when a layer is built from the router; until
+    /// then, none).
+    pattern_topics: RwLock<Option<Arc<crate::core::pattern::PatternTable<bool>>>>,
 }
 
 /// A subscriber as the broker holds it: its queue and, for a pattern subscription of an
@@ -78,6 +82,17 @@ impl Hub {
         Metrics::add(&self.metrics.sessions_open, 1);
         Metrics::add(&self.metrics.sessions_total, 1);
         true
+    }
+
+    pub(crate) fn set_pattern_topics(&self, table: crate::core::pattern::PatternTable<bool>) {
+        *write(&self.pattern_topics) = Some(Arc::new(table));
+    }
+
+    /// Whether pattern subscriptions may receive a server publication on `topic`.
+    fn patterns_may_receive(&self, topic: &str) -> bool {
+        read(&self.pattern_topics)
+            .as_ref()
+            .is_some_and(|t| t.get(topic).copied().unwrap_or(false))
     }
 
     pub(crate) fn is_shutting_down(&self) -> bool {
@@ -206,19 +221,27 @@ impl Hub {
             .auth_lists
             .filter(|lists| !lists.is_empty())
             .map(crate::core::AuthLists::filter);
+        let recipients = Recipients::new(exclude, eligible);
+        // What does not depend on the subscription is encoded once per protocol: the v1
+        // frame, and the v2 arguments; each matching subscription then costs an EVENT head
+        // around those bytes, per serializer its subscribers speak.
+        let mut v1_frame: Option<Frame> = None;
+        let mut payloads: [Option<v2::EncodedPayload>; 3] = Default::default();
         let broker = read(&self.broker);
         let mut delivered = 0;
         // Every matching subscription gets the event, each under its own id (a session
-        // with several receives it once per subscription): encoded once per subscription
-        // and protocol.
+        // with several receives it once per subscription).
         broker.for_each_match(out.topic, |policy, subscription| {
             let pattern = policy != MatchPolicy::Exact;
             if pattern && !out.to_patterns {
                 return;
             }
-            let mut frames: [Option<Frame>; 4] = Default::default();
-            subscription.for_each_recipient(exclude, eligible, |_, subscriber| {
+            let mut frames: [Option<Frame>; 3] = Default::default();
+            subscription.for_each_recipient(&recipients, |_, subscriber| {
                 let outbox = &subscriber.outbox;
+                if outbox.is_closed() {
+                    return;
+                }
                 if let Some(filter) = &filter
                     && !outbox.with_identity(|authid, authrole| filter.admits(authid, authrole))
                 {
@@ -229,9 +252,23 @@ impl Hub {
                 {
                     return;
                 }
-                let proto = outbox.proto();
-                let frame = frames[proto.index()]
-                    .get_or_insert_with(|| out.encode(proto, subscription.id(), pattern));
+                let frame = match outbox.proto() {
+                    Proto::V1 => v1_frame
+                        .get_or_insert_with(|| Frame::from(v1::encode_event(out.topic, out.event))),
+                    Proto::V2(serializer) => {
+                        let i = serializer_index(serializer);
+                        frames[i].get_or_insert_with(|| {
+                            let payload = payloads[i].get_or_insert_with(|| {
+                                v2::EncodedPayload::new(
+                                    serializer,
+                                    &out.payload.args,
+                                    &out.payload.kwargs,
+                                )
+                            });
+                            out.encode_v2(serializer, subscription.id(), pattern, payload)
+                        })
+                    }
+                };
                 if outbox.push(frame.clone()).is_ok() {
                     delivered += 1;
                 }
@@ -329,29 +366,33 @@ pub(crate) struct Outgoing<'a> {
     pub(crate) to_patterns: bool,
 }
 
+fn serializer_index(serializer: v2::Serializer) -> usize {
+    match serializer {
+        v2::Serializer::Json => 0,
+        v2::Serializer::MsgPack => 1,
+        _ => 2,
+    }
+}
+
 impl Outgoing<'_> {
-    /// The frame for one subscription; `pattern`: a prefix or wildcard one, whose EVENT
-    /// names the topic in its details.
-    fn encode(&self, proto: Proto, subscription: u64, pattern: bool) -> Frame {
-        match proto {
-            Proto::V1 => Frame::from(v1::encode_event(self.topic, self.event)),
-            Proto::V2(serializer) => {
-                let mut details = self.details.cloned().unwrap_or_default();
-                if pattern {
-                    details.insert("topic".into(), serde_json::Value::from(self.topic));
-                }
-                Frame::v2(
-                    serializer,
-                    &v2::Message::Event {
-                        subscription,
-                        publication: self.publication,
-                        details,
-                        args: self.payload.args.clone(),
-                        kwargs: self.payload.kwargs.clone(),
-                    },
-                )
-            }
+    /// The EVENT for one subscription around the arguments encoded once; `pattern`: a
+    /// prefix or wildcard subscription, whose EVENT names the topic in its details.
+    fn encode_v2(
+        &self,
+        serializer: v2::Serializer,
+        subscription: u64,
+        pattern: bool,
+        payload: &v2::EncodedPayload,
+    ) -> Frame {
+        let empty = v2::Dict::new();
+        let mut details = std::borrow::Cow::Borrowed(self.details.unwrap_or(&empty));
+        if pattern {
+            details
+                .to_mut()
+                .insert("topic".into(), serde_json::Value::from(self.topic));
         }
+        let bytes = v2::encode_event(subscription, self.publication, &details, payload);
+        Frame::v2_bytes(serializer, bytes)
     }
 }
 
@@ -385,8 +426,12 @@ impl fmt::Debug for Wamp {
 }
 
 impl Wamp {
-    /// Sends `[8, topic, event]` to every subscriber of `topic`. Returns how many sessions
-    /// it was queued for.
+    /// Sends `[8, topic, event]` to every subscriber of `topic` (a v2 subscriber gets an
+    /// EVENT with `args = [event]`). Returns how many events were queued: one per session
+    /// subscribed to the topic, plus one per WAMP v2 pattern subscription that matches it.
+    /// Pattern subscriptions receive it only when the topic's rule plainly allows
+    /// subscribing, and only once a [`WampLayer`](crate::WampLayer) was built from the
+    /// router.
     ///
     /// # Errors
     /// [`SendError::Serialize`] if `event` does not serialize to JSON.
@@ -410,7 +455,7 @@ impl Wamp {
             publication: random_id(),
             details: None,
             auth_lists: None,
-            to_patterns: true,
+            to_patterns: self.hub.patterns_may_receive(topic),
         };
         Ok(self.hub.deliver(&out, exclude, eligible))
     }

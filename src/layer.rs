@@ -83,6 +83,7 @@ impl Default for Config {
             subscriptions: Budget {
                 entries: 1024,
                 bytes: 256 << 10,
+                patterns: 64,
             },
             calls: CallBudget {
                 calls: 128,
@@ -325,6 +326,18 @@ impl WampLayer {
     #[must_use]
     pub fn max_subscriptions(mut self, topics: usize) -> Self {
         self.config_mut().subscriptions.entries = topics;
+        self
+    }
+
+    /// How many of one session's subscriptions may be WAMP v2 patterns (`match: prefix` or
+    /// `wildcard`; default 64, within [`max_subscriptions`](Self::max_subscriptions)); one
+    /// more closes the session (1008). Each pattern that matches a topic costs every
+    /// publication on it a frame of its own (an EVENT names its subscription), where exact
+    /// subscribers share one; and the index's lookup cost grows with the distinct shapes of
+    /// wildcard patterns.
+    #[must_use]
+    pub fn max_pattern_subscriptions(mut self, patterns: usize) -> Self {
+        self.config_mut().subscriptions.patterns = patterns;
         self
     }
 

@@ -790,6 +790,15 @@ impl<S: Clone + Send + Sync + 'static> WampRouter<S> {
 
 impl WampRouter<()> {
     pub(crate) fn core(&self) -> Arc<Inner<()>> {
+        // The server handle's publications reach pattern subscribers only on topics whose
+        // rule plainly allows subscribing, as clients' do.
+        let mut plain = PatternTable::default();
+        for (pattern, rules) in &self.inner.topic_patterns {
+            if let Ok(parsed) = Pattern::parse(pattern) {
+                plain.insert(parsed, matches!(rules.subscribe, SubscribeRule::Allow));
+            }
+        }
+        self.inner.wamp.hub.set_pattern_topics(plain);
         self.inner.clone()
     }
 }
@@ -1155,11 +1164,13 @@ impl Inner<()> {
             ack,
         );
         match outcome {
-            Subscribed::New => {
+            // The hooks are about topics: a pattern subscription runs none.
+            Subscribed::New if policy == MatchPolicy::Exact => {
                 if let Some(hook) = &self.hooks.after_subscribe {
                     guarded("after_subscribe", || hook(session, &topic));
                 }
             }
+            Subscribed::New => {}
             Subscribed::Already => {}
             Subscribed::OverBudget => {
                 let budget = budget.expect("only a budget can be spent");
@@ -1281,7 +1292,11 @@ impl Inner<()> {
             publication: random_id(),
             details: publisher.as_ref(),
             auth_lists: Some(&publication.auth_lists),
-            to_patterns: matches!(rules.subscribe, SubscribeRule::Allow),
+            // A broker function may have changed the topic: the rule of the one delivered.
+            to_patterns: self
+                .topics
+                .get(&publication.topic)
+                .is_some_and(|r| matches!(r.subscribe, SubscribeRule::Allow)),
         };
         let delivered =
             self.wamp

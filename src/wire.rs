@@ -32,18 +32,6 @@ pub(crate) enum Proto {
     V2(Serializer),
 }
 
-impl Proto {
-    /// A small index for per-protocol caches.
-    pub(crate) fn index(self) -> usize {
-        match self {
-            Self::V1 => 0,
-            Self::V2(Serializer::Json) => 1,
-            Self::V2(Serializer::MsgPack) => 2,
-            Self::V2(_) => 3,
-        }
-    }
-}
-
 /// One encoded frame, shared cheaply between recipients.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Frame {
@@ -68,7 +56,11 @@ impl Frame {
 
     /// A v2 message in the connection's serializer.
     pub(crate) fn v2(serializer: Serializer, message: &v2::Message) -> Self {
-        let bytes = v2::encode(serializer, message);
+        Self::v2_bytes(serializer, v2::encode(serializer, message))
+    }
+
+    /// A v2 message already encoded in `serializer`.
+    pub(crate) fn v2_bytes(serializer: Serializer, bytes: Vec<u8>) -> Self {
         if serializer.is_binary() {
             Self::Binary(Bytes::from(bytes))
         } else {

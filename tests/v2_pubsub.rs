@@ -326,3 +326,116 @@ async fn a_pattern_reaches_only_topics_its_session_may_subscribe_to() {
         "nothing else"
     );
 }
+
+#[tokio::test]
+async fn the_server_handle_and_broker_functions_keep_patterns_to_plainly_open_topics() {
+    use std::sync::{Arc, Mutex};
+    let hooked: Arc<Mutex<Vec<String>>> = Arc::default();
+    let (on_sub, on_unsub) = (hooked.clone(), hooked.clone());
+    let router = router()
+        // A broker function that moves publications to the closed topic.
+        .topic(
+            "com.example.divert",
+            Topic::new().broker(|_s: Session, mut p: tower_wamp::Publication| async move {
+                p.topic = "com.example.closed".into();
+                Some(p)
+            }),
+        )
+        .after_subscribe(move |_s, t| on_sub.lock().unwrap().push(format!("+{t}")))
+        .on_unsubscribe(move |_s, t| on_unsub.lock().unwrap().push(format!("-{t}")));
+    let wamp = router.handle();
+    let addr = serve_router(router).await;
+    let mut sub = V2::join(addr, Serializer::Json).await;
+    let all = subscribe(&mut sub, "com.example.", prefix()).await.unwrap();
+    let end = subscribe(&mut sub, END, json!({})).await.unwrap();
+    // A second session shares the pattern's id.
+    let mut other = V2::join(addr, Serializer::Json).await;
+    assert_eq!(
+        subscribe(&mut other, "com.example.", prefix()).await,
+        Ok(all)
+    );
+    wamp.publish("com.example.closed", &1).unwrap();
+    wamp.publish("com.example.vetted", &2).unwrap();
+    let mut publisher = V2::join(addr, Serializer::Json).await;
+    publish(&mut publisher, "com.example.divert", json!(3)).await;
+    wamp.publish("com.example.open", &4).unwrap();
+    wamp.publish(END, &"end").unwrap();
+    let got: Vec<(u64, Value)> = events_until_end(&mut sub, end)
+        .await
+        .into_iter()
+        .map(|e| (e.0, e.3))
+        .collect();
+    assert_eq!(got, vec![(all, json!(4))]);
+    // The topic hooks ran for the exact subscriptions only.
+    drop(sub);
+    tokio::time::sleep(QUIET).await;
+    let mut hooked = hooked.lock().unwrap().clone();
+    hooked.sort();
+    assert_eq!(hooked, vec![format!("+{END}"), format!("-{END}")]);
+}
+
+#[tokio::test]
+async fn exclude_and_eligible_apply_to_each_matching_subscription() {
+    let addr = serve_router(router()).await;
+    let mut sub = V2::join(addr, Serializer::Json).await;
+    let a = subscribe(&mut sub, "com.example.a", prefix())
+        .await
+        .unwrap();
+    let b = subscribe(&mut sub, "com.example..b", wildcard())
+        .await
+        .unwrap();
+    let end = subscribe(&mut sub, END, json!({})).await.unwrap();
+    let mut publisher = V2::join(addr, Serializer::Json).await;
+    let me = sub.session;
+    for (n, options) in [
+        (1, json!({"exclude": [me]})),
+        (2, json!({"eligible": [me]})),
+        (3, json!({"eligible": [publisher.session]})),
+        (4, json!({"eligible": [me], "exclude": [me]})),
+    ] {
+        let mut options = options;
+        options["acknowledge"] = json!(true);
+        publisher
+            .publish("com.example.a.b", json!([n]), json!({}), options)
+            .await;
+        assert!(matches!(publisher.recv().await, Message::Published { .. }));
+    }
+    publish(&mut publisher, END, json!("end")).await;
+    let mut got: Vec<(u64, Value)> = events_until_end(&mut sub, end)
+        .await
+        .into_iter()
+        .map(|e| (e.0, e.3))
+        .collect();
+    got.sort_by_key(|(s, _)| *s);
+    assert_eq!(got, vec![(a, json!(2)), (b, json!(2))]);
+}
+
+#[tokio::test]
+async fn a_session_has_a_budget_of_patterns() {
+    let layer = tower_wamp::WampLayer::new(router()).max_pattern_subscriptions(2);
+    let addr = serve_layer(layer).await;
+    let mut sub = V2::join(addr, Serializer::Json).await;
+    subscribe(&mut sub, "com.example.a", prefix())
+        .await
+        .unwrap();
+    subscribe(&mut sub, "com.example..b", wildcard())
+        .await
+        .unwrap();
+    // Exact subscriptions are not patterns.
+    subscribe(&mut sub, "com.example.x", json!({}))
+        .await
+        .unwrap();
+    let request = sub.request();
+    sub.send(&Message::Subscribe {
+        request,
+        options: dict(prefix()),
+        topic: "com.example.b".into(),
+    })
+    .await;
+    match tokio::time::timeout(WAIT, sub.ws.next()).await {
+        Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Close(Some(f))))) => {
+            assert_eq!(u16::from(f.code), 1008);
+        }
+        other => panic!("{other:?}"),
+    }
+}

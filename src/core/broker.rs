@@ -38,15 +38,38 @@ impl<H> Subscription<H> {
         self.id
     }
 
-    /// Calls `deliver` for every subscriber that is in `eligible` (when given) and not in
-    /// `exclude`. Returns how many were called.
+    /// Calls `deliver` for every subscriber that `recipients` admits. Returns how many were
+    /// called.
     pub(crate) fn for_each_recipient(
         &self,
-        exclude: &[SessionId],
-        eligible: Option<&[SessionId]>,
-        deliver: impl FnMut(&SessionId, &H),
+        recipients: &Recipients<'_>,
+        mut deliver: impl FnMut(&SessionId, &H),
     ) -> usize {
-        for_each_recipient(&self.subs, exclude, eligible, deliver)
+        let mut count = 0;
+        match &recipients.eligible {
+            // The shorter side is walked: the eligible list, or the subscribers.
+            Some(eligible) if eligible.len() < self.subs.len() => {
+                for id in eligible {
+                    if let Some((id, h)) = self.subs.get_key_value(*id)
+                        && !recipients.excluded.contains(id.as_str())
+                    {
+                        deliver(id, h);
+                        count += 1;
+                    }
+                }
+            }
+            eligible => {
+                for (id, h) in &self.subs {
+                    if eligible.as_ref().is_none_or(|e| e.contains(id.as_str()))
+                        && !recipients.excluded.contains(id.as_str())
+                    {
+                        deliver(id, h);
+                        count += 1;
+                    }
+                }
+            }
+        }
+        count
     }
 }
 
@@ -54,13 +77,17 @@ impl<H> Subscription<H> {
 struct SessionTopics {
     keys: HashSet<SubKey>,
     bytes: usize,
+    /// How many of `keys` are prefix or wildcard patterns.
+    patterns: usize,
 }
 
-/// A session's budget of subscriptions: entries and bytes of topic URIs.
+/// A session's budget of subscriptions: entries, bytes of topic URIs, and how many of the
+/// entries may be patterns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Budget {
     pub(crate) entries: usize,
     pub(crate) bytes: usize,
+    pub(crate) patterns: usize,
 }
 
 /// What a subscribe did.
@@ -101,8 +128,11 @@ impl<H> Broker<H> {
         if mine.keys.contains(&(policy, key.clone())) {
             return Subscribed::Already;
         }
+        let pattern = policy != MatchPolicy::Exact;
         if let Some(budget) = budget
-            && (mine.keys.len() >= budget.entries || mine.bytes + uri.len() > budget.bytes)
+            && (mine.keys.len() >= budget.entries
+                || mine.bytes + uri.len() > budget.bytes
+                || (pattern && mine.patterns >= budget.patterns))
         {
             if mine.keys.is_empty() {
                 self.sessions.remove(session);
@@ -111,6 +141,7 @@ impl<H> Broker<H> {
         }
         mine.keys.insert((policy, key.clone()));
         mine.bytes += uri.len();
+        mine.patterns += usize::from(pattern);
         if self.subscriptions.get(policy, uri).is_none() {
             self.next_id += 1;
             self.ids.insert(self.next_id, (policy, key.clone()));
@@ -139,10 +170,14 @@ impl<H> Broker<H> {
         let Some(mine) = self.sessions.get_mut(session) else {
             return false;
         };
-        if !mine.keys.remove(&(policy, Arc::from(uri))) {
+        let Some(key) = self.subscriptions.key(policy, uri).cloned() else {
+            return false;
+        };
+        if !mine.keys.remove(&(policy, key)) {
             return false;
         }
         mine.bytes -= uri.len();
+        mine.patterns -= usize::from(policy != MatchPolicy::Exact);
         if mine.keys.is_empty() {
             self.sessions.remove(session);
         }
@@ -161,19 +196,23 @@ impl<H> Broker<H> {
         }
     }
 
-    /// Removes every subscription of a session and returns their URIs (topics and
-    /// patterns), sorted.
+    /// Removes every subscription of a session and returns the topics it was subscribed to
+    /// exactly, sorted (its patterns go silently, as they are not topics).
     pub(crate) fn remove_session(&mut self, session: &SessionId) -> Vec<Arc<str>> {
-        let mut keys: Vec<SubKey> = self
+        let keys: Vec<SubKey> = self
             .sessions
             .remove(session)
             .map(|t| t.keys.into_iter().collect())
             .unwrap_or_default();
-        keys.sort_by(|a, b| (&a.1, a.0).cmp(&(&b.1, b.0)));
-        for (policy, uri) in &keys {
-            self.remove_subscriber(*policy, uri, session);
+        let mut topics = Vec::new();
+        for (policy, uri) in keys {
+            self.remove_subscriber(policy, &uri, session);
+            if policy == MatchPolicy::Exact {
+                topics.push(uri);
+            }
         }
-        keys.into_iter().map(|(_, uri)| uri).collect()
+        topics.sort();
+        topics
     }
 
     pub(crate) fn is_subscribed(
@@ -237,42 +276,25 @@ impl<H> Broker<H> {
     }
 }
 
-fn for_each_recipient<H>(
-    subs: &HashMap<SessionId, H>,
-    exclude: &[SessionId],
-    eligible: Option<&[SessionId]>,
-    mut deliver: impl FnMut(&SessionId, &H),
-) -> usize {
-    {
-        let excluded = Excluded::new(exclude);
-        let mut count = 0;
-        match eligible {
-            Some(eligible) => {
-                let mut seen = HashSet::new();
-                for id in eligible {
-                    if let Some((id, h)) = subs.get_key_value(id)
-                        && !excluded.contains(id)
-                        && seen.insert(id)
-                    {
-                        deliver(id, h);
-                        count += 1;
-                    }
-                }
-            }
-            None => {
-                for (id, h) in subs {
-                    if !excluded.contains(id) {
-                        deliver(id, h);
-                        count += 1;
-                    }
-                }
-            }
+/// Who may receive a publication by session id: its exclude and eligible lists made into
+/// sets once, however many subscriptions it reaches.
+#[derive(Debug)]
+pub(crate) struct Recipients<'a> {
+    excluded: Excluded<'a>,
+    eligible: Option<HashSet<&'a str>>,
+}
+
+impl<'a> Recipients<'a> {
+    pub(crate) fn new(exclude: &'a [SessionId], eligible: Option<&'a [SessionId]>) -> Self {
+        Self {
+            excluded: Excluded::new(exclude),
+            eligible: eligible.map(|e| e.iter().map(SessionId::as_str).collect()),
         }
-        count
     }
 }
 
-/// An exclude list: a linear scan while short, a set when long.
+/// An exclude list: a linear scan while short (`exclude_me` is one entry), a set when long.
+#[derive(Debug)]
 enum Excluded<'a> {
     Few(&'a [SessionId]),
     Many(HashSet<&'a str>),
@@ -287,10 +309,10 @@ impl<'a> Excluded<'a> {
         }
     }
 
-    fn contains(&self, id: &SessionId) -> bool {
+    fn contains(&self, id: &str) -> bool {
         match self {
-            Self::Few(list) => list.contains(id),
-            Self::Many(set) => set.contains(id.as_str()),
+            Self::Few(list) => list.iter().any(|x| x.as_str() == id),
+            Self::Many(set) => set.contains(id),
         }
     }
 }
@@ -312,8 +334,9 @@ mod tests {
         el: Option<&[SessionId]>,
     ) -> Vec<usize> {
         let mut got = vec![];
+        let recipients = Recipients::new(ex, el);
         b.for_each_match(topic, |_, sub| {
-            sub.for_each_recipient(ex, el, |_, h| got.push(*h));
+            sub.for_each_recipient(&recipients, |_, h| got.push(*h));
         });
         got.sort_unstable();
         got
@@ -366,6 +389,7 @@ mod tests {
         let budget = Some(Budget {
             entries: 2,
             bytes: 10,
+            patterns: 1,
         });
         assert_eq!(b.subscribe(E, "aaaa", &s[0], 0, budget), Subscribed::New);
         assert_eq!(
@@ -429,8 +453,9 @@ mod tests {
         assert!(b.unsubscribe(MatchPolicy::Prefix, "a.", &s[0]));
         assert!(!b.unsubscribe(E, "a.", &s[0]));
         assert_eq!(recipients(&b, "a.x.y", &[], None), vec![2]);
-        assert_eq!(b.remove_session(&s[0]).len(), 2);
-        assert_eq!(b.remove_session(&s[1]).len(), 2);
+        // Only exact topics are returned (for the hooks), once each.
+        assert_eq!(b.remove_session(&s[0]), vec![Arc::<str>::from("a.b.c")]);
+        assert_eq!(b.remove_session(&s[1]), Vec::<Arc<str>>::new());
         assert!(b.ids.is_empty() && b.subscriptions.is_empty());
     }
 }

@@ -8,10 +8,12 @@
 //!   component counts must be equal: `com.myapp..update` matches `com.myapp.a.update`, not
 //!   `com.myapp.a.b.update`.
 //!
-//! Lookup cost: one hash lookup for the exact entry, one per distinct prefix *length* (not
-//! per prefix), and one per distinct wildcard *shape* (component count and which components
-//! are wildcards) with that topic's component count. Patterns of the same length or shape
-//! cost nothing more, however many there are.
+//! Lookup cost: one hash lookup for the exact entry; one walk of the topic's bytes down a
+//! trie of the prefixes (time in the topic's length, whatever the number of prefixes), and a
+//! hash lookup per prefix found; and one hash lookup per distinct wildcard *shape*
+//! (component count and which components are wildcards) with that topic's component count.
+//! Wildcard patterns of the same shape cost nothing more, however many there are; distinct
+//! shapes are bounded by the patterns there are (which the router budgets per session).
 //!
 //! ```
 //! use tower_wamp::core::matching::MatchPolicy;
@@ -123,14 +125,97 @@ fn shape(pattern: &str) -> Shape {
     (n, mask)
 }
 
+/// The prefixes as a byte trie: a walk down a topic's bytes finds every prefix of it.
+/// Removal only unmarks a node; once as many have been removed as are left, the trie is
+/// built anew from the live prefixes, so churn cannot grow it without bound.
+#[derive(Debug, Clone)]
+struct PrefixTrie {
+    nodes: Vec<TrieNode>,
+    live: usize,
+    removed: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+struct TrieNode {
+    /// Sorted by byte, binary-searched.
+    children: Vec<(u8, u32)>,
+    terminal: bool,
+}
+
+impl Default for PrefixTrie {
+    fn default() -> Self {
+        Self {
+            nodes: vec![TrieNode::default()],
+            live: 0,
+            removed: 0,
+        }
+    }
+}
+
+impl PrefixTrie {
+    fn insert(&mut self, prefix: &str) {
+        let mut node = 0usize;
+        for &b in prefix.as_bytes() {
+            node = match self.nodes[node].children.binary_search_by_key(&b, |c| c.0) {
+                Ok(i) => self.nodes[node].children[i].1 as usize,
+                Err(i) => {
+                    let next = self.nodes.len();
+                    self.nodes.push(TrieNode::default());
+                    let id = u32::try_from(next).expect("fewer than 2^32 trie nodes");
+                    self.nodes[node].children.insert(i, (b, id));
+                    next
+                }
+            };
+        }
+        if !self.nodes[node].terminal {
+            self.nodes[node].terminal = true;
+            self.live += 1;
+        }
+    }
+
+    /// Unmarks `prefix`; `true` when the trie should be rebuilt.
+    fn remove(&mut self, prefix: &str) -> bool {
+        let mut node = 0usize;
+        for &b in prefix.as_bytes() {
+            match self.nodes[node].children.binary_search_by_key(&b, |c| c.0) {
+                Ok(i) => node = self.nodes[node].children[i].1 as usize,
+                Err(_) => return false,
+            }
+        }
+        if self.nodes[node].terminal {
+            self.nodes[node].terminal = false;
+            self.live -= 1;
+            self.removed += 1;
+        }
+        self.removed > 64 && self.removed > self.live
+    }
+
+    /// Calls `f` with the length of every prefix of `topic` in the trie, shortest first.
+    fn for_each_prefix(&self, topic: &str, mut f: impl FnMut(usize)) {
+        let mut node = 0usize;
+        if self.nodes[0].terminal {
+            f(0);
+        }
+        for (depth, &b) in topic.as_bytes().iter().enumerate() {
+            let children = &self.nodes[node].children;
+            match children.binary_search_by_key(&b, |c| c.0) {
+                Ok(i) => node = children[i].1 as usize,
+                Err(_) => return,
+            }
+            if self.nodes[node].terminal {
+                f(depth + 1);
+            }
+        }
+    }
+}
+
 /// Values keyed by (policy, pattern), found by the topics their patterns match.
 #[derive(Debug, Clone)]
 pub struct MatchIndex<V> {
     /// One map per policy, in the order of [`MatchPolicy`]'s variants (looked up by `&str`,
     /// so a lookup allocates nothing).
     maps: [HashMap<Arc<str>, V>; 3],
-    /// How many prefix patterns there are of each length.
-    prefix_lengths: BTreeMap<usize, usize>,
+    prefixes: PrefixTrie,
     /// How many wildcard patterns there are of each shape.
     shapes: BTreeMap<Shape, usize>,
 }
@@ -139,7 +224,7 @@ impl<V> Default for MatchIndex<V> {
     fn default() -> Self {
         Self {
             maps: Default::default(),
-            prefix_lengths: BTreeMap::new(),
+            prefixes: PrefixTrie::default(),
             shapes: BTreeMap::new(),
         }
     }
@@ -188,16 +273,15 @@ impl<V> MatchIndex<V> {
 
     /// Inserts or replaces the entry for `policy` and `pattern`.
     pub fn insert(&mut self, policy: MatchPolicy, pattern: Arc<str>, value: V) -> Option<V> {
-        let (len, sh) = (pattern.len(), shape(&pattern));
-        let old = self.maps[policy as usize].insert(pattern, value);
-        if old.is_none() {
-            match policy {
-                MatchPolicy::Exact => {}
-                MatchPolicy::Prefix => count_up(&mut self.prefix_lengths, len),
-                MatchPolicy::Wildcard => count_up(&mut self.shapes, sh),
+        match policy {
+            MatchPolicy::Exact => {}
+            MatchPolicy::Prefix => self.prefixes.insert(&pattern),
+            MatchPolicy::Wildcard if !self.map(policy).contains_key(&pattern) => {
+                count_up(&mut self.shapes, shape(&pattern));
             }
+            MatchPolicy::Wildcard => {}
         }
-        old
+        self.maps[policy as usize].insert(pattern, value)
     }
 
     /// Removes the entry for `policy` and `pattern`.
@@ -205,7 +289,15 @@ impl<V> MatchIndex<V> {
         let old = self.maps[policy as usize].remove(pattern)?;
         match policy {
             MatchPolicy::Exact => {}
-            MatchPolicy::Prefix => count_down(&mut self.prefix_lengths, pattern.len()),
+            MatchPolicy::Prefix => {
+                if self.prefixes.remove(pattern) {
+                    let mut fresh = PrefixTrie::default();
+                    for p in self.maps[MatchPolicy::Prefix as usize].keys() {
+                        fresh.insert(p);
+                    }
+                    self.prefixes = fresh;
+                }
+            }
             MatchPolicy::Wildcard => count_down(&mut self.shapes, shape(pattern)),
         }
         Some(old)
@@ -245,11 +337,13 @@ impl<V> MatchIndex<V> {
             }
         };
         visit(MatchPolicy::Exact, topic);
-        for &len in self.prefix_lengths.range(..=topic.len()).map(|(l, _)| l) {
+        // A valid pattern ends on a character boundary; a trie path that does not is no
+        // pattern's.
+        self.prefixes.for_each_prefix(topic, |len| {
             if topic.is_char_boundary(len) {
                 visit(MatchPolicy::Prefix, &topic[..len]);
             }
-        }
+        });
         if self.shapes.is_empty() {
             return;
         }
@@ -381,17 +475,35 @@ mod tests {
         assert_eq!(matches_of(&index, "a.b.c"), vec![1, 2]);
         assert_eq!(index.remove(MatchPolicy::Prefix, "a."), Some(1));
         assert_eq!(index.remove(MatchPolicy::Wildcard, "a..c"), Some(2));
-        assert!(index.prefix_lengths.is_empty() && index.shapes.is_empty());
+        assert!(index.prefixes.live == 0 && index.shapes.is_empty());
         assert!(index.is_empty());
         assert_eq!(index.len(), 0);
+        // Churn does not grow the trie: it is rebuilt from what is left.
+        for i in 0..300 {
+            index.insert(MatchPolicy::Prefix, format!("p{i}.").into(), i);
+        }
+        for i in 0..290 {
+            index.remove(MatchPolicy::Prefix, &format!("p{i}."));
+        }
+        // At most the bytes of what is live plus what was removed since the last rebuild
+        // (no more than 64 or as many as are live): here (10 + 64) prefixes of 5 bytes.
+        assert!(
+            index.prefixes.nodes.len() <= 74 * 5,
+            "{}",
+            index.prefixes.nodes.len()
+        );
+        assert_eq!(matches_of(&index, "p295.x"), vec![295]);
+        assert_eq!(matches_of(&index, "p29.x"), Vec::<u32>::new());
+        assert_eq!(index.len(), 10);
     }
 
     proptest! {
         /// The index finds exactly what a scan of every pattern with `matches` finds.
         #[test]
         fn the_index_agrees_with_a_scan(
-            patterns in proptest::collection::vec((0..3u8, "[ab]{0,2}(\\.[ab]{0,2}){0,3}"), 0..16),
-            topics in proptest::collection::vec("[ab]{1,2}(\\.[ab]{1,2}){0,3}", 1..8),
+            patterns in proptest::collection::vec((0..3u8, "[aü]{0,2}(\\.[aü]{0,2}){0,5}"), 0..24),
+            topics in proptest::collection::vec("[aü]{0,2}(\\.[aü]{0,2}){0,5}", 1..8),
+            removals in proptest::collection::vec(0..24usize, 0..12),
         ) {
             let mut index = MatchIndex::default();
             let mut all = vec![];
@@ -400,6 +512,12 @@ mod tests {
                 if policy.valid(uri) && index.get(policy, uri).is_none() {
                     index.insert(policy, uri.as_str().into(), i as u32);
                     all.push((policy, uri.clone(), i as u32));
+                }
+            }
+            for r in removals {
+                if r < all.len() {
+                    let (policy, uri, _) = all.remove(r);
+                    prop_assert!(index.remove(policy, &uri).is_some());
                 }
             }
             for topic in &topics {

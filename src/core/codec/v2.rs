@@ -367,6 +367,104 @@ pub fn encode(serializer: Serializer, message: &Message) -> Vec<u8> {
     }
 }
 
+/// An EVENT's arguments encoded once, to go out under many subscriptions: the part of
+/// the message that does not depend on the subscription (see [`encode_event`]).
+#[derive(Debug, Clone)]
+pub struct EncodedPayload {
+    serializer: Serializer,
+    /// How many list items it is: 0 (no arguments), 1 (args) or 2 (args and kwargs).
+    items: usize,
+    bytes: Vec<u8>,
+}
+
+impl EncodedPayload {
+    /// Encodes `args` and `kwargs` as EVENT's trailing items (omitted when empty, as
+    /// [`encode`] does).
+    #[must_use]
+    pub fn new(serializer: Serializer, args: &[Value], kwargs: &Dict) -> Self {
+        let mut items = Vec::new();
+        push_payload(&mut items, args, kwargs);
+        let mut bytes = Vec::new();
+        for item in &items {
+            if serializer == Serializer::Json {
+                bytes.push(b',');
+            }
+            encode_item(serializer, item, &mut bytes);
+        }
+        Self {
+            serializer,
+            items: items.len(),
+            bytes,
+        }
+    }
+}
+
+fn encode_item(serializer: Serializer, item: &Value, out: &mut Vec<u8>) {
+    match serializer {
+        Serializer::Json => {
+            serde_json::to_writer(&mut *out, item).expect("JSON values always serialize");
+        }
+        Serializer::MsgPack => {
+            rmpv::encode::write_value(out, &to_msgpack(item)).expect("writing to a Vec cannot fail")
+        }
+        Serializer::Cbor => {
+            ciborium::ser::into_writer(&to_cbor(item), out).expect("writing to a Vec cannot fail");
+        }
+    }
+}
+
+/// Encodes `[EVENT, subscription, publication, details, <payload>]` around a payload
+/// encoded once: the same bytes as [`encode`] gives for the whole message.
+///
+/// ```
+/// use tower_wamp::core::codec::v2::{EncodedPayload, Message, Serializer, encode, encode_event};
+/// let args = vec![serde_json::json!("hi")];
+/// let kwargs = Default::default();
+/// for s in [Serializer::Json, Serializer::MsgPack, Serializer::Cbor] {
+///     let payload = EncodedPayload::new(s, &args, &kwargs);
+///     let whole = encode(s, &Message::Event {
+///         subscription: 7, publication: 9, details: Default::default(),
+///         args: args.clone(), kwargs: Default::default(),
+///     });
+///     assert_eq!(encode_event(7, 9, &Default::default(), &payload), whole);
+/// }
+/// ```
+#[must_use]
+pub fn encode_event(
+    subscription: u64,
+    publication: u64,
+    details: &Dict,
+    payload: &EncodedPayload,
+) -> Vec<u8> {
+    let serializer = payload.serializer;
+    let head = [
+        Value::from(code::EVENT),
+        Value::from(subscription),
+        Value::from(publication),
+        Value::Object(details.clone()),
+    ];
+    let count = head.len() + payload.items;
+    let mut out = Vec::with_capacity(payload.bytes.len() + 64);
+    match serializer {
+        Serializer::Json => out.push(b'['),
+        // At most 6 items: a MessagePack fixarray, a CBOR array with its count in the
+        // initial byte.
+        Serializer::MsgPack => out.push(0x90 | u8::try_from(count).unwrap_or(15)),
+        Serializer::Cbor => out.push(0x80 | u8::try_from(count).unwrap_or(23)),
+    }
+    for (i, item) in head.iter().enumerate() {
+        if i > 0 && serializer == Serializer::Json {
+            out.push(b',');
+        }
+        encode_item(serializer, item, &mut out);
+    }
+    out.extend_from_slice(&payload.bytes);
+    if serializer == Serializer::Json {
+        out.push(b']');
+    }
+    out
+}
+
 // ---- the message <-> list mapping --------------------------------------------------------
 
 fn shape(code: u64, reason: impl Into<String>) -> DecodeError {
@@ -1391,5 +1489,48 @@ mod tests {
             },
         );
         assert!(decoded_size(Serializer::Cbor, &call) < 2000 + 10 * 640);
+    }
+
+    #[test]
+    fn an_event_encoded_around_a_shared_payload_is_the_whole_message() {
+        let binary = Value::from(binary_string(&[0, 1, 255]));
+        let cases: Vec<(Vec<Value>, Dict)> = vec![
+            (vec![], Dict::new()),
+            (vec![json!(1), json!("ü"), binary.clone()], Dict::new()),
+            (
+                vec![],
+                json!({"k": [binary, 2]}).as_object().unwrap().clone(),
+            ),
+            (
+                vec![json!(null)],
+                json!({"a": {"b": 1.5}}).as_object().unwrap().clone(),
+            ),
+        ];
+        let details = json!({"topic": "com.example.a", "publisher": 5})
+            .as_object()
+            .unwrap()
+            .clone();
+        for serializer in Serializer::ALL {
+            for (args, kwargs) in &cases {
+                let payload = EncodedPayload::new(serializer, args, kwargs);
+                for (subscription, details) in [(1, Dict::new()), (MAX_ID, details.clone())] {
+                    let whole = encode(
+                        serializer,
+                        &Message::Event {
+                            subscription,
+                            publication: 42,
+                            details: details.clone(),
+                            args: args.clone(),
+                            kwargs: kwargs.clone(),
+                        },
+                    );
+                    assert_eq!(
+                        encode_event(subscription, 42, &details, &payload),
+                        whole,
+                        "{serializer:?} {args:?} {kwargs:?}"
+                    );
+                }
+            }
+        }
     }
 }
