@@ -19,7 +19,7 @@ use std::{
     collections::HashMap,
     sync::{
         Arc, Mutex, PoisonError,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
 };
 
@@ -32,7 +32,8 @@ use crate::{
         SessionId,
         broker::Budget,
         codec::v2::{Dict, MAX_ID, Message, Serializer},
-        session::v2::{CalleeFeatures, CancelMode},
+        matching::{MatchIndex, MatchPolicy},
+        session::v2::{CalleeFeatures, CancelMode, InvokePolicy},
     },
     session::{Outbox, SendError},
     wire::{Frame, Payload, Proto},
@@ -304,63 +305,125 @@ pub(crate) struct Callee {
 /// Why a REGISTER was refused.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum RegisterError {
+    /// Registered already: by another callee without a shared policy, with another policy,
+    /// or by this callee.
     Exists,
     OverBudget,
     /// The callee's session is closing.
     Closing,
 }
 
+/// One registration (a procedure or pattern under its match policy): its id, shared by
+/// its callees as WAMP v2 asks, and its callees in the order they registered.
+#[derive(Debug)]
+struct Registration {
+    id: u64,
+    invoke: InvokePolicy,
+    callees: Vec<Callee>,
+    /// The round-robin cursor.
+    next: AtomicUsize,
+}
+
+#[derive(Debug, Default)]
+struct SessionRegistrations {
+    ids: Vec<u64>,
+    bytes: usize,
+}
+
 /// The procedures registered by clients.
 #[derive(Debug, Default)]
 pub(crate) struct Registrations {
-    by_uri: HashMap<String, (u64, Callee)>,
-    by_id: HashMap<u64, String>,
-    /// Per session: how many registrations, and the bytes of their URIs.
-    per_session: HashMap<SessionId, (usize, usize)>,
+    procedures: MatchIndex<Registration>,
+    by_id: HashMap<u64, (MatchPolicy, Arc<str>)>,
+    /// Per session: its registrations, and the bytes of their URIs.
+    per_session: HashMap<SessionId, SessionRegistrations>,
     next_id: u64,
 }
 
+/// The callee a call goes to.
+#[derive(Debug, Clone)]
+pub(crate) struct Routed {
+    pub(crate) registration: u64,
+    pub(crate) callee: Callee,
+    /// A prefix or wildcard registration: INVOCATION names the procedure called.
+    pub(crate) pattern: bool,
+}
+
 impl Registrations {
+    /// Registers `callee` for `uri` under `policy`; a registration with a shared `invoke`
+    /// policy takes more callees with the same policy (the same id for all).
     pub(crate) fn register(
         &mut self,
-        uri: &str,
+        (policy, uri): (MatchPolicy, &str),
+        invoke: InvokePolicy,
         callee: &Callee,
         budget: Budget,
     ) -> Result<u64, RegisterError> {
-        if self.by_uri.contains_key(uri) {
+        let existing = self.procedures.get(policy, uri);
+        if let Some(reg) = existing
+            && (reg.invoke == InvokePolicy::Single
+                || reg.invoke != invoke
+                || reg.callees.iter().any(|c| c.session == callee.session))
+        {
             return Err(RegisterError::Exists);
         }
-        let (count, bytes) = self.per_session.entry(callee.session.clone()).or_default();
-        if *count >= budget.entries || *bytes + uri.len() > budget.bytes {
+        let mine = self.per_session.entry(callee.session.clone()).or_default();
+        if mine.ids.len() >= budget.entries || mine.bytes + uri.len() > budget.bytes {
+            if mine.ids.is_empty() {
+                self.per_session.remove(&callee.session);
+            }
             return Err(RegisterError::OverBudget);
         }
-        *count += 1;
-        *bytes += uri.len();
-        self.next_id += 1;
-        let id = self.next_id;
-        self.by_uri.insert(uri.to_owned(), (id, callee.clone()));
-        self.by_id.insert(id, uri.to_owned());
+        let id = match self.procedures.get_mut(policy, uri) {
+            Some(reg) => {
+                reg.callees.push(callee.clone());
+                reg.id
+            }
+            None => {
+                self.next_id += 1;
+                let key: Arc<str> = uri.into();
+                self.by_id.insert(self.next_id, (policy, key.clone()));
+                self.procedures.insert(
+                    policy,
+                    key,
+                    Registration {
+                        id: self.next_id,
+                        invoke,
+                        callees: vec![callee.clone()],
+                        next: AtomicUsize::new(0),
+                    },
+                );
+                self.next_id
+            }
+        };
+        mine.ids.push(id);
+        mine.bytes += uri.len();
         Ok(id)
+    }
+
+    /// Removes `session` from registration `id`; the registration goes with its last
+    /// callee. `None` if the session is not one of its callees, else the URI's length.
+    fn detach(&mut self, id: u64, session: &SessionId) -> Option<usize> {
+        let (policy, uri) = self.by_id.get(&id)?.clone();
+        let reg = self.procedures.get_mut(policy, &uri)?;
+        let at = reg.callees.iter().position(|c| &c.session == session)?;
+        reg.callees.remove(at);
+        if reg.callees.is_empty() {
+            self.procedures.remove(policy, &uri);
+            self.by_id.remove(&id);
+        }
+        Some(uri.len())
     }
 
     /// Removes a registration of `session`; `false` if it has no such registration.
     pub(crate) fn unregister(&mut self, id: u64, session: &SessionId) -> bool {
-        let Some(uri) = self.by_id.get(&id) else {
+        let Some(len) = self.detach(id, session) else {
             return false;
         };
-        if self
-            .by_uri
-            .get(uri)
-            .is_none_or(|(_, c)| &c.session != session)
-        {
-            return false;
-        }
-        let uri = self.by_id.remove(&id).expect("looked up above");
-        self.by_uri.remove(&uri);
-        if let Some((count, bytes)) = self.per_session.get_mut(session) {
-            *count -= 1;
-            *bytes -= uri.len();
-            if *count == 0 {
+        if let Some(mine) = self.per_session.get_mut(session) {
+            mine.ids.retain(|&i| i != id);
+            mine.bytes -= len;
+            if mine.ids.is_empty() {
                 self.per_session.remove(session);
             }
         }
@@ -369,29 +432,45 @@ impl Registrations {
 
     /// Removes every registration of a session.
     pub(crate) fn remove_session(&mut self, session: &SessionId) {
-        if self.per_session.remove(session).is_none() {
+        let Some(mine) = self.per_session.remove(session) else {
             return;
+        };
+        for id in mine.ids {
+            self.detach(id, session);
         }
-        let by_id = &mut self.by_id;
-        self.by_uri.retain(|_, (id, callee)| {
-            let keep = &callee.session != session;
-            if !keep {
-                by_id.remove(id);
-            }
-            keep
-        });
     }
 
-    pub(crate) fn callee(&self, uri: &str) -> Option<(u64, Callee)> {
-        self.by_uri.get(uri).cloned()
+    /// The callee a call of `procedure` goes to: the best-matching registration (exact,
+    /// then the longest prefix, then the wildcard with the longest literal portions), and
+    /// its callee by the registration's invoke policy. Procedures under `wamp.` are the
+    /// router's: no pattern reaches them.
+    pub(crate) fn route(&self, procedure: &str) -> Option<Routed> {
+        let (policy, _, reg) = self.procedures.best_match(procedure)?;
+        let pattern = policy != MatchPolicy::Exact;
+        if pattern && (procedure == "wamp" || procedure.starts_with("wamp.")) {
+            return None;
+        }
+        let n = reg.callees.len();
+        let at = match reg.invoke {
+            InvokePolicy::Single | InvokePolicy::First => 0,
+            InvokePolicy::Last => n - 1,
+            InvokePolicy::RoundRobin => reg.next.fetch_add(1, Ordering::Relaxed) % n,
+            // `n` is at most a count of sessions: the cast and the modulo are exact enough.
+            _ => usize::try_from(crate::core::random_id()).unwrap_or(0) % n,
+        };
+        Some(Routed {
+            registration: reg.id,
+            callee: reg.callees.get(at)?.clone(),
+            pattern,
+        })
     }
 
-    /// Whether `registration` is still `session`'s.
+    /// Whether `session` is still a callee of `registration`.
     pub(crate) fn holds(&self, registration: u64, session: &SessionId) -> bool {
         self.by_id
             .get(&registration)
-            .and_then(|uri| self.by_uri.get(uri))
-            .is_some_and(|(id, c)| *id == registration && &c.session == session)
+            .and_then(|(policy, uri)| self.procedures.get(*policy, uri))
+            .is_some_and(|reg| reg.callees.iter().any(|c| &c.session == session))
     }
 }
 

@@ -281,7 +281,8 @@ impl Hub {
     /// INVOCATION of the registration.
     pub(crate) fn register(
         &self,
-        uri: &str,
+        key: (MatchPolicy, &str),
+        invoke: crate::core::session::v2::InvokePolicy,
         callee: &crate::dealer::Callee,
         budget: crate::core::broker::Budget,
         ack: &(dyn Fn(u64) -> Frame + Sync),
@@ -292,7 +293,7 @@ impl Hub {
         if callee.outbox.is_closed() {
             return Err(crate::dealer::RegisterError::Closing);
         }
-        let id = registrations.register(uri, callee, budget)?;
+        let id = registrations.register(key, invoke, callee, budget)?;
         let _ = callee.outbox.push_reply(ack(id));
         Ok(id)
     }
@@ -338,8 +339,9 @@ impl Hub {
         write(&self.registrations).remove_session(session);
     }
 
-    pub(crate) fn callee(&self, uri: &str) -> Option<(u64, crate::dealer::Callee)> {
-        read(&self.registrations).callee(uri)
+    /// The callee a call of `procedure` goes to.
+    pub(crate) fn route(&self, procedure: &str) -> Option<crate::dealer::Routed> {
+        read(&self.registrations).route(procedure)
     }
 
     /// The policy and URI of a subscription id.

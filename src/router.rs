@@ -806,7 +806,7 @@ impl WampRouter<()> {
 enum Target<'a> {
     User(&'a ErasedRpc<()>),
     /// A procedure a WAMP v2 client registered.
-    Remote(u64, crate::dealer::Callee),
+    Remote(crate::dealer::Routed),
     AuthReq,
     Auth,
 }
@@ -880,8 +880,8 @@ impl Inner<()> {
                 }
                 match self.procedures.get(&call.procedure) {
                     Some(handler) => Target::User(handler),
-                    None => match self.wamp.hub.callee(&call.procedure) {
-                        Some((registration, callee)) => Target::Remote(registration, callee),
+                    None => match self.wamp.hub.route(&call.procedure) {
+                        Some(routed) => Target::Remote(routed),
                         None => {
                             tracing::debug!("unknown procedure");
                             return self.after_error(info, RpcError::not_found());
@@ -933,7 +933,12 @@ impl Inner<()> {
                         }
                     }),
                 },
-                Target::Remote(registration, callee) => Box::pin(async move {
+                Target::Remote(routed) => Box::pin(async move {
+                    let crate::dealer::Routed {
+                        registration,
+                        callee,
+                        pattern,
+                    } = routed;
                     let control = crate::dealer::CallControl {
                         progress: call.control.progress.take(),
                         cancel,
@@ -947,11 +952,15 @@ impl Inner<()> {
                         _ => serde_json::Map::new(),
                     };
                     let named = self.disclose_callers || call.disclose_me || callee.disclose_caller;
-                    let details = if named {
+                    let mut details = if named {
                         disclosed(&call.session, "caller")
                     } else {
                         crate::core::codec::v2::Dict::new()
                     };
+                    // A pattern's callee is told which procedure was called.
+                    if pattern {
+                        details.insert("procedure".into(), Value::from(call.procedure.as_str()));
+                    }
                     crate::dealer::invoke(
                         &self.wamp.hub,
                         registration,
@@ -1032,19 +1041,35 @@ impl Inner<()> {
     pub(crate) async fn register(
         &self,
         session: &Session,
-        procedure: String,
+        (policy, procedure): (MatchPolicy, String),
+        invoke: crate::core::session::v2::InvokePolicy,
         callee: &crate::dealer::Callee,
         budget: crate::core::broker::Budget,
         ack: &(dyn Fn(u64) -> crate::wire::Frame + Sync),
     ) -> Result<u64, &'static str> {
-        let procedure = self.canonical(procedure);
+        let exact = policy == MatchPolicy::Exact;
+        let procedure = if exact {
+            self.canonical(procedure)
+        } else {
+            procedure
+        };
         if !self.permitted(session, Action::Register, &procedure).await {
             return Err("wamp.error.not_authorized");
         }
-        if self.procedures.contains_key(&procedure) || procedure == AUTH || procedure == AUTHREQ {
+        // The router's own procedures are exact names that no pattern reaches (they are
+        // looked up first).
+        if exact
+            && (self.procedures.contains_key(&procedure)
+                || procedure == AUTH
+                || procedure == AUTHREQ)
+        {
             return Err("wamp.error.procedure_already_exists");
         }
-        match self.wamp.hub.register(&procedure, callee, budget, ack) {
+        match self
+            .wamp
+            .hub
+            .register((policy, &procedure), invoke, callee, budget, ack)
+        {
             Ok(id) => Ok(id),
             Err(crate::dealer::RegisterError::Exists) => Err("wamp.error.procedure_already_exists"),
             Err(crate::dealer::RegisterError::OverBudget) => Err("budget"),

@@ -1193,6 +1193,8 @@ impl Conn {
                 request,
                 procedure,
                 disclose_caller,
+                policy,
+                invoke,
             } => {
                 let callee = crate::dealer::Callee {
                     session: self.session.id().clone(),
@@ -1216,7 +1218,14 @@ impl Conn {
                 };
                 match self
                     .router
-                    .register(&self.session, procedure, &callee, budget, &ack)
+                    .register(
+                        &self.session,
+                        (policy, procedure),
+                        invoke,
+                        &callee,
+                        budget,
+                        &ack,
+                    )
                     .await
                 {
                     Ok(_) | Err("closing") => {}

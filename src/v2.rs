@@ -105,7 +105,9 @@ fn welcome_details(
     // (for one that did not, the spec's `skip`: its late answer is dropped).
     // `call_canceling`: CANCEL in the three modes (default `killnowait`); a handler of
     // ours is dropped. `progressive_call_results`: from client callees that announced them
-    // and from handlers through the `Progress` extractor.
+    // and from handlers through the `Progress` extractor. `pattern_based_registration`:
+    // prefix and wildcard, one best match per call, INVOCATION names the procedure.
+    // `shared_registration`: single, roundrobin, random, first, last.
     roles.insert(
         "dealer".into(),
         features(&[
@@ -113,6 +115,8 @@ fn welcome_details(
             "call_timeout",
             "call_canceling",
             "progressive_call_results",
+            "pattern_based_registration",
+            "shared_registration",
         ]),
     );
     let mut d = Dict::new();

@@ -344,6 +344,11 @@ impl<V> MatchIndex<V> {
                 visit(MatchPolicy::Prefix, &topic[..len]);
             }
         });
+        self.for_each_wildcard(topic, |k, v| f(MatchPolicy::Wildcard, k, v));
+    }
+
+    /// Calls `f` for every wildcard entry that matches `topic`.
+    fn for_each_wildcard<'a>(&'a self, topic: &str, mut f: impl FnMut(&'a Arc<str>, &'a V)) {
         if self.shapes.is_empty() {
             return;
         }
@@ -363,9 +368,66 @@ impl<V> MatchIndex<V> {
                     key.push_str(c);
                 }
             }
-            visit(MatchPolicy::Wildcard, &key);
+            if let Some((k, v)) = self.map(MatchPolicy::Wildcard).get_key_value(key.as_str()) {
+                f(k, v);
+            }
         }
     }
+
+    /// The one entry a call of `topic` goes to, as the spec routes pattern-based
+    /// registrations: the exact one; else the longest matching prefix; else the wildcard
+    /// pattern whose literal portions (the runs of components between wildcards) are
+    /// longest, compared portion by portion from the left.
+    ///
+    /// ```
+    /// use tower_wamp::core::matching::{MatchIndex, MatchPolicy};
+    /// let mut index = MatchIndex::default();
+    /// index.insert(MatchPolicy::Wildcard, "a1.b2..d4.e5".into(), 4);
+    /// index.insert(MatchPolicy::Wildcard, "a1.b2.c3..e5".into(), 5);
+    /// assert_eq!(index.best_match("a1.b2.c3.d4.e5").map(|(_, _, v)| *v), Some(5));
+    /// ```
+    #[must_use]
+    pub fn best_match(&self, topic: &str) -> Option<(MatchPolicy, &Arc<str>, &V)> {
+        if let Some((k, v)) = self.map(MatchPolicy::Exact).get_key_value(topic) {
+            return Some((MatchPolicy::Exact, k, v));
+        }
+        let mut longest = None;
+        self.prefixes.for_each_prefix(topic, |len| {
+            if topic.is_char_boundary(len) {
+                longest = Some(len);
+            }
+        });
+        if let Some((k, v)) =
+            longest.and_then(|len| self.map(MatchPolicy::Prefix).get_key_value(&topic[..len]))
+        {
+            return Some((MatchPolicy::Prefix, k, v));
+        }
+        let mut best: Option<(Vec<usize>, &Arc<str>, &V)> = None;
+        self.for_each_wildcard(topic, |k, v| {
+            let rank = portions(k);
+            if best.as_ref().is_none_or(|(r, _, _)| rank > *r) {
+                best = Some((rank, k, v));
+            }
+        });
+        best.map(|(_, k, v)| (MatchPolicy::Wildcard, k, v))
+    }
+}
+
+/// The lengths (in components) of a wildcard pattern's literal portions, one before each
+/// wildcard and one after the last: `a1.b2..d4.e5` is `[2, 2]`, `..c3` is `[0, 0, 1]`.
+fn portions(pattern: &str) -> Vec<usize> {
+    let mut runs = Vec::new();
+    let mut run = 0;
+    for c in pattern.split('.') {
+        if c.is_empty() {
+            runs.push(run);
+            run = 0;
+        } else {
+            run += 1;
+        }
+    }
+    runs.push(run);
+    runs
 }
 
 #[cfg(test)]
@@ -458,6 +520,46 @@ mod tests {
                 "{policy:?} {pattern} {topic}"
             );
         }
+    }
+
+    /// The spec's worked examples of routing a call among pattern-based registrations.
+    #[test]
+    fn the_best_match_as_the_spec_routes_calls() {
+        use MatchPolicy::*;
+        let mut index = MatchIndex::default();
+        for (policy, uri, n) in [
+            (Exact, "a1.b2.c3.d4.e55", 1),
+            (Prefix, "a1.b2.c3", 2),
+            (Prefix, "a1.b2.c3.d4", 3),
+            (Wildcard, "a1.b2..d4.e5", 4),
+            (Wildcard, "a1.b2.c3..e5", 5),
+            (Wildcard, "a1.b2..d4.e5..g7", 6),
+            (Wildcard, "a1.b2..d4..f6.g7", 7),
+        ] {
+            index.insert(policy, uri.into(), n);
+        }
+        for (call, want) in [
+            ("a1.b2.c3.d4.e55", Some(1)),
+            ("a1.b2.c3.d98.e74", Some(2)),
+            ("a1.b2.c3.d4.e325", Some(3)),
+            ("a1.b2.c55.d4.e5", Some(4)),
+            // The spec's example says RPC 5 ("no prefix match"), but prefixes 2 and 3 are
+            // prefixes of this URI under its own rule, which checks prefixes before
+            // wildcards: the rule wins, and RPC 5's tie-break is checked below.
+            ("a1.b2.c3.d4.e5", Some(3)),
+            ("a1.b2.c88.d4.e5.f6.g7", Some(6)),
+            ("a2.b2.c2.d2.e2", None),
+        ] {
+            assert_eq!(index.best_match(call).map(|(_, _, v)| *v), want, "{call}");
+        }
+        // Without the prefixes, the spec's wildcard tie-break: RPC 5 over RPC 4.
+        index.remove(Prefix, "a1.b2.c3");
+        index.remove(Prefix, "a1.b2.c3.d4");
+        assert_eq!(
+            index.best_match("a1.b2.c3.d4.e5").map(|(_, _, v)| *v),
+            Some(5)
+        );
+        assert_eq!(portions("..c3"), vec![0, 0, 1]);
     }
 
     fn matches_of(index: &MatchIndex<u32>, topic: &str) -> Vec<u32> {

@@ -120,9 +120,14 @@ pub enum Action {
     },
     Register {
         request: u64,
+        /// A procedure, or a pattern under a prefix or wildcard `policy`.
         procedure: String,
         /// `Options.disclose_caller`: the callee asks to be told who calls.
         disclose_caller: bool,
+        /// `Options.match`.
+        policy: crate::core::matching::MatchPolicy,
+        /// `Options.invoke`.
+        invoke: InvokePolicy,
     },
     Unregister {
         request: u64,
@@ -180,6 +185,38 @@ impl CancelMode {
             Self::Skip => "skip",
             Self::Kill => "kill",
             Self::KillNoWait => "killnowait",
+        }
+    }
+}
+
+/// How a shared registration picks the callee of a call (`REGISTER.Options.invoke`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum InvokePolicy {
+    /// One callee only: a second REGISTER fails (the default).
+    #[default]
+    Single,
+    /// Each callee in turn, in the order they registered.
+    RoundRobin,
+    /// A callee picked at random.
+    Random,
+    /// The callee that registered first.
+    First,
+    /// The callee that registered last.
+    Last,
+}
+
+impl InvokePolicy {
+    /// The policy named by `Options.invoke` (absent: single); `None` for an unknown name.
+    #[must_use]
+    pub fn parse(name: Option<&str>) -> Option<Self> {
+        match name {
+            None | Some("single") => Some(Self::Single),
+            Some("roundrobin") => Some(Self::RoundRobin),
+            Some("random") => Some(Self::Random),
+            Some("first") => Some(Self::First),
+            Some("last") => Some(Self::Last),
+            Some(_) => None,
         }
     }
 }
@@ -690,33 +727,58 @@ impl State {
                 options,
                 procedure,
             } => {
-                match (
+                use crate::core::matching::MatchPolicy;
+                let (policy, invoke) = match (
                     option_str(&options, "match"),
                     option_str(&options, "invoke"),
                 ) {
                     (Err(()), _) | (_, Err(())) => {
                         return self.violation("REGISTER options match and invoke are strings");
                     }
-                    (Ok(None | Some("exact")), Ok(None | Some("single"))) => {}
-                    _ => {
-                        return Self::error(
-                            code::REGISTER,
-                            request,
-                            uri::OPTION_NOT_ALLOWED,
-                            "only exact, single registrations are supported".into(),
-                        );
+                    (Ok(policy), Ok(invoke)) => {
+                        match (MatchPolicy::parse(policy), InvokePolicy::parse(invoke)) {
+                            (Some(p), Some(i)) => (p, i),
+                            _ => {
+                                return Self::error(
+                                    code::REGISTER,
+                                    request,
+                                    uri::OPTION_NOT_ALLOWED,
+                                    "match is exact, prefix or wildcard; invoke is single, \
+                                     roundrobin, random, first or last"
+                                        .into(),
+                                );
+                            }
+                        }
                     }
-                }
+                };
                 let Ok(disclose_caller) = option_bool(&options, "disclose_caller") else {
                     return self.violation("REGISTER.Options.disclose_caller must be a boolean");
                 };
-                if let Some(e) = self.check_uri(code::REGISTER, request, &procedure) {
-                    return e;
+                if policy == MatchPolicy::Exact {
+                    if let Some(e) = self.check_uri(code::REGISTER, request, &procedure) {
+                        return e;
+                    }
+                } else if procedure.len() > self.limits.max_uri_length
+                    || !policy.valid(&procedure)
+                    || procedure == "wamp"
+                    || procedure.starts_with("wamp.")
+                {
+                    return Self::error(
+                        code::REGISTER,
+                        request,
+                        uri::INVALID_URI,
+                        format!(
+                            "not a valid {} pattern (or under the reserved wamp.)",
+                            policy.as_str()
+                        ),
+                    );
                 }
                 Action::Register {
                     request,
                     procedure,
                     disclose_caller: disclose_caller.unwrap_or(false),
+                    policy,
+                    invoke,
                 }
             }
             Message::Unregister {
