@@ -92,6 +92,16 @@ async fn autobahn26_uses_the_demo_with_every_serializer_beside_a_v1_client() {
             json!([[0, 1, 2], "ticked"]),
             "{serializer}: {got}"
         );
+        // Pattern-based subscriptions and registrations.
+        assert_eq!(
+            got["pattern_event"],
+            json!([7, "com.example.pat.x"]),
+            "{serializer}: {got}"
+        );
+        assert_eq!(
+            got["pattern_call"], "com.example.any.which",
+            "{serializer}: {got}"
+        );
         // CANCEL interrupts the callee; the session goes on.
         assert_eq!(got["cancel_caller"], "canceled", "{serializer}: {got}");
         assert_eq!(got["cancel_callee"], true, "{serializer}: {got}");
@@ -214,6 +224,11 @@ async fn autobahnjs_and_wampy_use_the_demo_with_every_serializer() {
             json!([[3, 2, 1], "liftoff"]),
             "AutobahnJS {serializer}"
         );
+        assert_eq!(
+            js["pattern"],
+            json!([["com.example.js.pat.x", 1], "com.example.js.rpc.any"]),
+            "AutobahnJS {serializer}"
+        );
         let wampy = &got["wampy"][serializer];
         assert_eq!(wampy.get("failed"), None, "wampy {serializer}: {wampy}");
         assert_eq!(wampy["add"], json!([42]), "wampy {serializer}");
@@ -231,6 +246,11 @@ async fn autobahnjs_and_wampy_use_the_demo_with_every_serializer() {
         assert_eq!(
             wampy["countdown"],
             json!([[3, 2, 1], "liftoff"]),
+            "wampy {serializer}"
+        );
+        assert_eq!(
+            wampy["pattern"],
+            json!(["com.example.wampy.x", 2]),
             "wampy {serializer}"
         );
     }

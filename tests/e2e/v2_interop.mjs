@@ -71,6 +71,16 @@ async function withAutobahn(serializer) {
   const liftoff = await session.call('com.example.countdown', [3], {}, { receive_progress: true })
     .then((r) => r, (e) => { throw e; }, (n) => countdown.push(n));
   out.countdown = [countdown, liftoff];
+  // Pattern-based subscription and registration.
+  const patternEvent = new Promise((resolve) => session.subscribe('com.example.js.pat.', (args, kwargs, details) => {
+    resolve([details.topic, args[0]]);
+  }, { match: 'prefix' }));
+  await new Promise((r) => setTimeout(r, 50));
+  await session.publish('com.example.js.pat.x', [1], {}, own);
+  const pattern = [await within(5000, patternEvent)];
+  await session.register('com.example.js.rpc.', (args, kwargs, details) => details.procedure, { match: 'prefix' });
+  pattern.push(await session.call('com.example.js.rpc.any'));
+  out.pattern = pattern;
   connection.close();
   return out;
 }
@@ -114,6 +124,13 @@ async function withWampy(serializer) {
   const countdown = [];
   const liftoff = await a.call('com.example.countdown', [3], { progress_callback: (r) => countdown.push(r.argsList[0]) });
   out.countdown = [countdown, liftoff.argsList[0]];
+  // A wildcard subscription.
+  const patternEvent = new Promise((resolve) => a.subscribe('com.example..x', (e) => {
+    resolve([e.details.topic, e.argsList[0]]);
+  }, { match: 'wildcard' }));
+  await new Promise((r) => setTimeout(r, 50));
+  await b.publish('com.example.wampy.x', [2], { acknowledge: true });
+  out.pattern = await within(5000, patternEvent);
   await a.disconnect();
   await b.disconnect();
   return out;

@@ -161,6 +161,38 @@ class Client(ApplicationSession):
         except Exception as e:
             result["cancel_error"] = repr(e)
 
+        # Pattern-based subscriptions and registrations.
+        try:
+            seen = loop.create_future()
+
+            def on_pattern(n, details):
+                if not seen.done():
+                    seen.set_result([n, details.topic])
+
+            await self.subscribe(
+                on_pattern,
+                "com.example.pat.",
+                SubscribeOptions(match="prefix", details_arg="details"),
+            )
+            await self.publish(
+                "com.example.pat.x",
+                7,
+                options=PublishOptions(acknowledge=True, exclude_me=False),
+            )
+            result["pattern_event"] = await asyncio.wait_for(seen, 5)
+
+            def which(details):
+                return details.procedure
+
+            await self.register(
+                which,
+                "com.example..which",
+                RegisterOptions(match="wildcard", details_arg="details"),
+            )
+            result["pattern_call"] = await self.call("com.example.any.which")
+        except ApplicationError as e:
+            result["pattern_error"] = e.error
+
         # The audience by authrole: the first publication excludes this session's role,
         # the second admits only it; a third, unfiltered, marks the end.
         audience = []
