@@ -3,7 +3,7 @@
 use std::{
     collections::HashMap,
     fmt,
-    sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard},
+    sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard},
 };
 
 use serde::Serialize;
@@ -25,13 +25,14 @@ use crate::{
         codec::{v1, v2},
         matching::MatchPolicy,
         random_id,
+        retained::{RetainBudget, RetainedStore},
     },
     metrics::{Metrics, MetricsSnapshot},
     session::{Frame, Outbox, SendError},
     wire::{Payload, Proto},
 };
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Hub {
     sessions: RwLock<HashMap<SessionId, Outbox>>,
     broker: RwLock<Broker<Subscriber>>,
@@ -48,6 +49,28 @@ pub(crate) struct Hub {
     /// rule plainly allows subscribing (set when a layer is built from the router; until
     /// then, none).
     pattern_topics: RwLock<Option<Arc<crate::core::pattern::PatternTable<bool>>>>,
+    /// The retained event of each topic (written under the broker's read lock as it is
+    /// delivered, read under its write lock by a SUBSCRIBE, so a subscriber gets a
+    /// publication either as the retained event or live, never both).
+    retained: Mutex<RetainedStore<Retained>>,
+}
+
+/// A publication kept as its topic's retained event, with who may receive it.
+#[derive(Debug)]
+struct Retained {
+    publication: u64,
+    payload: Payload,
+    details: Option<v2::Dict>,
+    exclude: Vec<SessionId>,
+    eligible: Option<Vec<SessionId>>,
+    auth_lists: Option<crate::core::AuthLists>,
+}
+
+/// A v2 SUBSCRIBE's acknowledgement, and whether the retained event follows it.
+#[derive(Clone, Copy)]
+pub(crate) struct V2Ack<'a> {
+    pub(crate) subscribed: &'a (dyn Fn(u64) -> Frame + Sync),
+    pub(crate) get_retained: bool,
 }
 
 /// A subscriber as the broker holds it: its queue and, for a pattern subscription of an
@@ -58,6 +81,23 @@ pub(crate) struct Hub {
 pub(crate) struct Subscriber {
     outbox: Outbox,
     permissions: Option<Arc<Permissions>>,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Self {
+            sessions: RwLock::default(),
+            broker: RwLock::default(),
+            metrics: Arc::default(),
+            slots: AtomicUsize::default(),
+            shutting_down: AtomicBool::default(),
+            shutdown_begun: Notify::default(),
+            session_gone: Notify::default(),
+            registrations: RwLock::default(),
+            pattern_topics: RwLock::default(),
+            retained: Mutex::new(RetainedStore::new(RetainBudget::default())),
+        }
+    }
 }
 
 fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
@@ -154,7 +194,7 @@ impl Hub {
         outbox: &Outbox,
         permissions: Option<Arc<Permissions>>,
         budget: Option<Budget>,
-        ack: Option<&(dyn Fn(u64) -> Frame + Sync)>,
+        ack: Option<V2Ack<'_>>,
     ) -> (Subscribed, Option<u64>) {
         let mut broker = write(&self.broker);
         if outbox.is_closed() {
@@ -166,13 +206,56 @@ impl Hub {
         };
         let outcome = broker.subscribe(policy, uri, id, subscriber, budget);
         let subscription = broker.subscription_id(policy, uri);
-        // The acknowledgement goes out before any event of the subscription.
+        // The acknowledgement goes out before any event of the subscription, then the
+        // topic's retained event if asked and eligible.
         if let (Some(ack), Some(sid), Subscribed::New | Subscribed::Already) =
             (ack, subscription, outcome)
         {
-            let _ = outbox.push_reply(ack(sid));
+            let _ = outbox.push_reply((ack.subscribed)(sid));
+            if ack.get_retained
+                && policy == MatchPolicy::Exact
+                && let Some(frame) = self.retained_event(uri, id, outbox, sid)
+            {
+                let _ = outbox.push(frame);
+            }
         }
         (outcome, subscription)
+    }
+
+    /// `topic`'s retained event for a new subscriber, if it would have been eligible.
+    fn retained_event(
+        &self,
+        topic: &str,
+        id: &SessionId,
+        outbox: &Outbox,
+        subscription: u64,
+    ) -> Option<Frame> {
+        let Proto::V2(serializer) = outbox.proto() else {
+            return None;
+        };
+        let store = self.retained.lock().unwrap_or_else(PoisonError::into_inner);
+        let r = store.get(topic)?;
+        let admitted = !r.exclude.contains(id)
+            && r.eligible.as_ref().is_none_or(|e| e.contains(id))
+            && r.auth_lists.as_ref().is_none_or(|lists| {
+                outbox.with_identity(|authid, authrole| lists.admits(authid, authrole))
+            });
+        if !admitted {
+            return None;
+        }
+        let mut details = r.details.clone().unwrap_or_default();
+        details.insert("retained".into(), Value::Bool(true));
+        let payload = v2::EncodedPayload::new(serializer, &r.payload.args, &r.payload.kwargs);
+        let bytes = v2::encode_event(subscription, r.publication, &details, &payload);
+        Some(Frame::v2_bytes(serializer, bytes))
+    }
+
+    /// Sets how much is kept of retained events.
+    pub(crate) fn set_retain_budget(&self, budget: RetainBudget) {
+        self.retained
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .set_budget(budget);
     }
 
     /// Unsubscribes; `ack` (a v2 UNSUBSCRIBED) is queued under the broker's lock, after
@@ -274,6 +357,34 @@ impl Hub {
                 }
             });
         });
+        if out.retain {
+            // Kept under the broker's read lock: see `retained`.
+            let bytes = out.topic.len()
+                + payloads[0].as_ref().map_or_else(
+                    || {
+                        v2::EncodedPayload::new(
+                            v2::Serializer::Json,
+                            &out.payload.args,
+                            &out.payload.kwargs,
+                        )
+                        .len()
+                    },
+                    v2::EncodedPayload::len,
+                );
+            let retained = Retained {
+                publication: out.publication,
+                payload: out.payload.clone(),
+                details: out.details.cloned(),
+                exclude: exclude.to_vec(),
+                eligible: eligible.map(<[SessionId]>::to_vec),
+                auth_lists: out.auth_lists.filter(|l| !l.is_empty()).cloned(),
+            };
+            self.retained
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .retain(out.topic, retained, bytes);
+        }
+        drop(broker);
         delivered
     }
 
@@ -366,6 +477,8 @@ pub(crate) struct Outgoing<'a> {
     /// Whether prefix and wildcard subscriptions get it: not when the topic's rule guards
     /// subscribing with anything but a plain allow (a pattern subscriber never passed it).
     pub(crate) to_patterns: bool,
+    /// Keep it as the topic's retained event.
+    pub(crate) retain: bool,
 }
 
 fn serializer_index(serializer: v2::Serializer) -> usize {
@@ -458,6 +571,7 @@ impl Wamp {
             details: None,
             auth_lists: None,
             to_patterns: self.hub.patterns_may_receive(topic),
+            retain: false,
         };
         Ok(self.hub.deliver(&out, exclude, eligible))
     }

@@ -567,6 +567,24 @@ impl<S: Clone + Send + Sync + 'static> WampRouter<S> {
         route.register(self)
     }
 
+    /// How much is kept of retained events (WAMP v2 `PUBLISH.Options.retain`, sent to a
+    /// subscriber that asks with `SUBSCRIBE.Options.get_retained` if it would have been
+    /// eligible, with `retained: true` in its details): the last such event of each topic,
+    /// within `budget` (default 1024 topics and 8 MiB in all; past it the topics retained
+    /// longest ago are forgotten first; no topics: none is kept). The budget covers the
+    /// router's realms together.
+    ///
+    /// ```
+    /// use tower_wamp::{WampRouter, core::retained::RetainBudget};
+    /// let router: WampRouter =
+    ///     WampRouter::new().retain_events(RetainBudget { topics: 100, bytes: 1 << 20 });
+    /// ```
+    #[must_use]
+    pub fn retain_events(self, budget: crate::core::retained::RetainBudget) -> Self {
+        self.inner.wamp.hub.set_retain_budget(budget);
+        self
+    }
+
     /// Adds the rules for a topic pattern: an exact URI, a prefix ending in `*`, or `"*"`.
     ///
     /// Precedence: an exact pattern beats every prefix (so an exact topic that denies is
@@ -1130,7 +1148,7 @@ impl Inner<()> {
         session: &Session,
         (policy, topic): (MatchPolicy, String),
         budget: Option<Budget>,
-        ack: Option<&(dyn Fn(u64) -> crate::wire::Frame + Sync)>,
+        ack: Option<crate::hub::V2Ack<'_>>,
     ) -> Result<u64, Refused> {
         let topic = if policy == MatchPolicy::Exact {
             self.canonical(topic)
@@ -1322,6 +1340,7 @@ impl Inner<()> {
                 .topics
                 .get(&publication.topic)
                 .is_some_and(|r| matches!(r.subscribe, SubscribeRule::Allow)),
+            retain: v2.retain,
         };
         let delivered =
             self.wamp
@@ -1366,6 +1385,8 @@ pub(crate) struct PublishOptions {
     pub(crate) auth_lists: crate::core::AuthLists,
     /// Name the publisher to subscribers.
     pub(crate) disclose_me: bool,
+    /// Keep it as the topic's retained event.
+    pub(crate) retain: bool,
 }
 
 /// The details that name `session` to a subscriber or callee: `{role}` (its v2 session id;

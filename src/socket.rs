@@ -1107,6 +1107,7 @@ impl Conn {
                 request,
                 topic,
                 policy,
+                get_retained,
             } => {
                 // SUBSCRIBED is queued under the broker's lock, before any EVENT.
                 let serializer = self.serializer();
@@ -1125,7 +1126,10 @@ impl Conn {
                         &self.session,
                         (policy, topic),
                         Some(self.config.subscriptions),
-                        Some(&ack),
+                        Some(crate::hub::V2Ack {
+                            subscribed: &ack,
+                            get_retained,
+                        }),
                     )
                     .await
                 {
@@ -1150,6 +1154,7 @@ impl Conn {
                 eligible,
                 auth_lists,
                 disclose_me,
+                retain,
             } => {
                 let payload = Payload { args, kwargs };
                 let event = payload.to_event();
@@ -1172,6 +1177,7 @@ impl Conn {
                         crate::router::PublishOptions {
                             auth_lists,
                             disclose_me,
+                            retain,
                         },
                     )
                     .await;

@@ -90,7 +90,8 @@ fn welcome_details(
     let mut roles = Dict::new();
     // `disclose_me` is always honoured, and a realm policy can disclose everyone.
     // `pattern_based_subscription`: prefix and wildcard, every matching subscription gets
-    // the event with the topic in its details.
+    // the event with the topic in its details. `event_retention`: `retain` and
+    // `get_retained` (exact subscriptions), within the router's budget.
     roles.insert(
         "broker".into(),
         features(&[
@@ -98,6 +99,7 @@ fn welcome_details(
             "publisher_identification",
             "subscriber_blackwhite_listing",
             "pattern_based_subscription",
+            "event_retention",
         ]),
     );
     // `call_timeout`: CALL's `timeout` ends the call with `wamp.error.timeout` and, like a

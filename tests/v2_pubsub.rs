@@ -439,3 +439,127 @@ async fn a_session_has_a_budget_of_patterns() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_retained_event_goes_to_a_later_subscriber_that_asks_and_may_have_it() {
+    let addr = serve_router(router()).await;
+    let mut publisher = V2::join(addr, Serializer::Json).await;
+    assert_eq!(
+        publisher.welcome["roles"]["broker"]["features"]["event_retention"],
+        true
+    );
+    let retain = |extra: Value| {
+        let mut o = json!({"acknowledge": true, "retain": true});
+        o.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        o
+    };
+    for n in [1, 2] {
+        publisher
+            .publish(
+                "com.example.r",
+                json!([n]),
+                json!({"k": n}),
+                retain(json!({})),
+            )
+            .await;
+        assert!(matches!(publisher.recv().await, Message::Published { .. }));
+    }
+    // Only the latest is kept; it comes right after SUBSCRIBED, marked retained.
+    let mut late = V2::join(addr, Serializer::MsgPack).await;
+    let sub = subscribe(&mut late, "com.example.r", json!({"get_retained": true}))
+        .await
+        .unwrap();
+    match late.recv().await {
+        Message::Event {
+            subscription,
+            details,
+            args,
+            kwargs,
+            ..
+        } => {
+            assert_eq!(subscription, sub);
+            assert_eq!(details["retained"], true);
+            assert_eq!((args, kwargs), (vec![json!(2)], dict(json!({"k": 2}))));
+        }
+        other => panic!("{other:?}"),
+    }
+    // Without get_retained, or when it would not have been eligible: nothing.
+    let mut plain = V2::join(addr, Serializer::Json).await;
+    subscribe(&mut plain, "com.example.r", json!({}))
+        .await
+        .unwrap();
+    publisher
+        .publish(
+            "com.example.r",
+            json!([3]),
+            json!({}),
+            retain(json!({"eligible": [late.session]})),
+        )
+        .await;
+    assert!(matches!(publisher.recv().await, Message::Published { .. }));
+    let mut other = V2::join(addr, Serializer::Json).await;
+    subscribe(&mut other, "com.example.r", json!({"get_retained": true}))
+        .await
+        .unwrap();
+    // The publisher was excluded from its own publications (exclude_me).
+    subscribe(
+        &mut publisher,
+        "com.example.r",
+        json!({"get_retained": true}),
+    )
+    .await
+    .unwrap();
+    for c in [&mut plain, &mut other, &mut publisher] {
+        assert!(
+            tokio::time::timeout(QUIET, c.ws.next()).await.is_err(),
+            "no retained event"
+        );
+    }
+}
+
+#[tokio::test]
+async fn retained_events_are_kept_within_the_budget() {
+    let router = router().retain_events(tower_wamp::core::retained::RetainBudget {
+        topics: 1,
+        bytes: 1 << 20,
+    });
+    let addr = serve_router(router).await;
+    let mut publisher = V2::join(addr, Serializer::Json).await;
+    for topic in ["com.example.first", "com.example.second"] {
+        publisher
+            .publish(
+                topic,
+                json!([topic]),
+                json!({}),
+                json!({"acknowledge": true, "retain": true}),
+            )
+            .await;
+        assert!(matches!(publisher.recv().await, Message::Published { .. }));
+    }
+    let mut late = V2::join(addr, Serializer::Json).await;
+    subscribe(
+        &mut late,
+        "com.example.first",
+        json!({"get_retained": true}),
+    )
+    .await
+    .unwrap();
+    let second = subscribe(
+        &mut late,
+        "com.example.second",
+        json!({"get_retained": true}),
+    )
+    .await
+    .unwrap();
+    match late.recv().await {
+        Message::Event {
+            subscription, args, ..
+        } => assert_eq!(
+            (subscription, args),
+            (second, vec![json!("com.example.second")])
+        ),
+        other => panic!("{other:?}"),
+    }
+}

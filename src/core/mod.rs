@@ -16,6 +16,7 @@ mod id;
 pub mod matching;
 mod message;
 pub(crate) mod pattern;
+pub mod retained;
 pub mod session;
 
 pub use id::{SessionId, random_id, random_token};

@@ -378,6 +378,18 @@ pub struct EncodedPayload {
 }
 
 impl EncodedPayload {
+    /// How many bytes it takes.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Whether it is no bytes (no arguments).
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
     /// Encodes `args` and `kwargs` as EVENT's trailing items (omitted when empty, as
     /// [`encode`] does).
     #[must_use]

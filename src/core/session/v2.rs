@@ -84,6 +84,8 @@ pub enum Action {
         topic: String,
         /// `Options.match`.
         policy: crate::core::matching::MatchPolicy,
+        /// `Options.get_retained`: send the topic's retained event after SUBSCRIBED.
+        get_retained: bool,
     },
     Unsubscribe {
         request: u64,
@@ -105,6 +107,8 @@ pub enum Action {
         auth_lists: crate::core::AuthLists,
         /// `Options.disclose_me`: the publisher asks to be named to subscribers.
         disclose_me: bool,
+        /// `Options.retain`: keep it as the topic's retained event.
+        retain: bool,
     },
     Call {
         request: u64,
@@ -599,10 +603,14 @@ impl State {
                         format!("not a valid {} pattern", policy.as_str()),
                     );
                 }
+                let Ok(get_retained) = option_bool(&options, "get_retained") else {
+                    return self.violation("SUBSCRIBE.Options.get_retained must be a boolean");
+                };
                 Action::Subscribe {
                     request,
                     topic,
                     policy,
+                    get_retained: get_retained.unwrap_or(false),
                 }
             }
             Message::Unsubscribe {
@@ -619,13 +627,15 @@ impl State {
                 args,
                 kwargs,
             } => {
-                let (Ok(acknowledge), Ok(exclude_me), Ok(disclose_me)) = (
+                let (Ok(acknowledge), Ok(exclude_me), Ok(disclose_me), Ok(retain)) = (
                     option_bool(&options, "acknowledge"),
                     option_bool(&options, "exclude_me"),
                     option_bool(&options, "disclose_me"),
+                    option_bool(&options, "retain"),
                 ) else {
                     return self.violation(
-                        "PUBLISH options acknowledge, exclude_me and disclose_me are booleans",
+                        "PUBLISH options acknowledge, exclude_me, disclose_me and retain are \
+                         booleans",
                     );
                 };
                 let (Ok(exclude), Ok(eligible)) = (
@@ -676,6 +686,7 @@ impl State {
                     eligible,
                     auth_lists,
                     disclose_me: disclose_me.unwrap_or(false),
+                    retain: retain.unwrap_or(false),
                 }
             }
             Message::Call {
