@@ -300,6 +300,19 @@ pub(crate) struct Callee {
     pub(crate) disclose_caller: bool,
     /// What it announced in HELLO (INTERRUPT, progressive results).
     pub(crate) features: CalleeFeatures,
+    /// For a pattern registration under authentication: the permissions it had when it
+    /// registered, against which each procedure the pattern catches is checked.
+    pub(crate) permissions: Option<Arc<crate::core::auth::Permissions>>,
+}
+
+impl Callee {
+    /// Whether it may serve `procedure` (a pattern must not catch calls its session may
+    /// not register for).
+    fn may_serve(&self, procedure: &str) -> bool {
+        self.permissions
+            .as_ref()
+            .is_none_or(|p| p.allows(crate::core::auth::Action::Register, procedure))
+    }
 }
 
 /// Why a REGISTER was refused.
@@ -328,6 +341,8 @@ struct Registration {
 struct SessionRegistrations {
     ids: Vec<u64>,
     bytes: usize,
+    /// How many of `ids` are prefix or wildcard registrations.
+    patterns: usize,
 }
 
 /// The procedures registered by clients.
@@ -347,6 +362,8 @@ pub(crate) struct Routed {
     pub(crate) callee: Callee,
     /// A prefix or wildcard registration: INVOCATION names the procedure called.
     pub(crate) pattern: bool,
+    /// A shared registration: another of its callees may take the call if this one cannot.
+    pub(crate) shared: bool,
 }
 
 impl Registrations {
@@ -368,7 +385,11 @@ impl Registrations {
             return Err(RegisterError::Exists);
         }
         let mine = self.per_session.entry(callee.session.clone()).or_default();
-        if mine.ids.len() >= budget.entries || mine.bytes + uri.len() > budget.bytes {
+        let pattern = policy != MatchPolicy::Exact;
+        if mine.ids.len() >= budget.entries
+            || mine.bytes + uri.len() > budget.bytes
+            || (pattern && mine.patterns >= budget.patterns)
+        {
             if mine.ids.is_empty() {
                 self.per_session.remove(&callee.session);
             }
@@ -398,12 +419,14 @@ impl Registrations {
         };
         mine.ids.push(id);
         mine.bytes += uri.len();
+        mine.patterns += usize::from(pattern);
         Ok(id)
     }
 
     /// Removes `session` from registration `id`; the registration goes with its last
-    /// callee. `None` if the session is not one of its callees, else the URI's length.
-    fn detach(&mut self, id: u64, session: &SessionId) -> Option<usize> {
+    /// callee. `None` if the session is not one of its callees, else the URI's length and
+    /// whether it is a pattern.
+    fn detach(&mut self, id: u64, session: &SessionId) -> Option<(usize, bool)> {
         let (policy, uri) = self.by_id.get(&id)?.clone();
         let reg = self.procedures.get_mut(policy, &uri)?;
         let at = reg.callees.iter().position(|c| &c.session == session)?;
@@ -412,17 +435,18 @@ impl Registrations {
             self.procedures.remove(policy, &uri);
             self.by_id.remove(&id);
         }
-        Some(uri.len())
+        Some((uri.len(), policy != MatchPolicy::Exact))
     }
 
     /// Removes a registration of `session`; `false` if it has no such registration.
     pub(crate) fn unregister(&mut self, id: u64, session: &SessionId) -> bool {
-        let Some(len) = self.detach(id, session) else {
+        let Some((len, pattern)) = self.detach(id, session) else {
             return false;
         };
         if let Some(mine) = self.per_session.get_mut(session) {
             mine.ids.retain(|&i| i != id);
             mine.bytes -= len;
+            mine.patterns -= usize::from(pattern);
             if mine.ids.is_empty() {
                 self.per_session.remove(session);
             }
@@ -441,36 +465,57 @@ impl Registrations {
     }
 
     /// The callee a call of `procedure` goes to: the best-matching registration (exact,
-    /// then the longest prefix, then the wildcard with the longest literal portions), and
-    /// its callee by the registration's invoke policy. Procedures under `wamp.` are the
-    /// router's: no pattern reaches them.
+    /// then the longest prefix, then the wildcard with the longest literal portions) with a
+    /// callee that may serve it, and its callee by the registration's invoke policy.
+    /// Procedures under `wamp.` are the router's: no pattern reaches them.
     pub(crate) fn route(&self, procedure: &str) -> Option<Routed> {
-        let (policy, _, reg) = self.procedures.best_match(procedure)?;
+        let reserved = procedure == "wamp" || procedure.starts_with("wamp.");
+        let (policy, _, reg) = self
+            .procedures
+            .best_match_where(procedure, |policy, _, reg| {
+                policy == MatchPolicy::Exact
+                    || (!reserved && reg.callees.iter().any(|c| c.may_serve(procedure)))
+            })?;
         let pattern = policy != MatchPolicy::Exact;
-        if pattern && (procedure == "wamp" || procedure.starts_with("wamp.")) {
-            return None;
-        }
-        let n = reg.callees.len();
+        let serving: Vec<usize> = (0..reg.callees.len())
+            .filter(|&i| !pattern || reg.callees[i].may_serve(procedure))
+            .collect();
+        let n = serving.len();
         let at = match reg.invoke {
             InvokePolicy::Single | InvokePolicy::First => 0,
             InvokePolicy::Last => n - 1,
             InvokePolicy::RoundRobin => reg.next.fetch_add(1, Ordering::Relaxed) % n,
-            // `n` is at most a count of sessions: the cast and the modulo are exact enough.
-            _ => usize::try_from(crate::core::random_id()).unwrap_or(0) % n,
+            _ => usize::try_from(crate::core::random_id() % n as u64).unwrap_or(0),
         };
         Some(Routed {
             registration: reg.id,
-            callee: reg.callees.get(at)?.clone(),
+            callee: reg.callees[*serving.get(at)?].clone(),
             pattern,
+            shared: reg.invoke != InvokePolicy::Single,
         })
     }
 
-    /// Whether `session` is still a callee of `registration`.
-    pub(crate) fn holds(&self, registration: u64, session: &SessionId) -> bool {
-        self.by_id
-            .get(&registration)
-            .and_then(|(policy, uri)| self.procedures.get(*policy, uri))
-            .is_some_and(|reg| reg.callees.iter().any(|c| &c.session == session))
+    /// The callees of a registration that may serve `procedure`: `first` (if it still is
+    /// one), then, for a shared registration, the others in their order.
+    pub(crate) fn candidates<'a>(
+        &'a self,
+        routed: &'a Routed,
+        procedure: &'a str,
+    ) -> impl Iterator<Item = &'a Callee> + 'a {
+        let reg = self
+            .by_id
+            .get(&routed.registration)
+            .and_then(|(policy, uri)| self.procedures.get(*policy, uri));
+        let callees = reg.map_or(&[][..], |r| r.callees.as_slice());
+        let chosen = callees
+            .iter()
+            .filter(|c| c.session == routed.callee.session);
+        let others = callees
+            .iter()
+            .filter(move |c| routed.shared && c.session != routed.callee.session);
+        chosen
+            .chain(others)
+            .filter(move |c| !routed.pattern || c.may_serve(procedure))
     }
 }
 
@@ -480,38 +525,44 @@ impl Registrations {
 /// CANCEL.
 pub(crate) async fn invoke(
     hub: &crate::hub::Hub,
-    registration: u64,
-    callee: Callee,
+    procedure: &str,
+    routed: Routed,
     args: Vec<Value>,
     kwargs: Dict,
-    mut details: Dict,
+    caller: Disclosure,
     control: CallControl,
 ) -> Result<Payload, RpcError> {
     let gone = || RpcError::new(CANCELED, "the callee left");
-    let Proto::V2(serializer) = callee.outbox.proto() else {
-        return Err(gone());
-    };
-    // Progressive results only from a callee that announced them (and canceling).
-    let progress = control
-        .progress
-        .filter(|_| callee.features.progressive_call_results);
-    if progress.is_some() {
-        details.insert("receive_progress".into(), Value::Bool(true));
-    }
-    let invocation = |request| {
-        Frame::v2(
+    let registration = routed.registration;
+    // The INVOCATION for whichever callee takes it: progressive results only from a callee
+    // that announced them (and canceling), the caller named by policy or as it asks.
+    let invocation = |callee: &Callee, request| {
+        let Proto::V2(serializer) = callee.outbox.proto() else {
+            return None;
+        };
+        let mut details = match &caller.details {
+            Some(d) if caller.always || callee.disclose_caller => d.clone(),
+            _ => Dict::new(),
+        };
+        if routed.pattern {
+            details.insert("procedure".into(), Value::from(procedure));
+        }
+        if control.progress.is_some() && callee.features.progressive_call_results {
+            details.insert("receive_progress".into(), Value::Bool(true));
+        }
+        Some(Frame::v2(
             serializer,
             &Message::Invocation {
                 request,
                 registration,
-                details: details.clone(),
+                details,
                 args: args.clone(),
                 kwargs: kwargs.clone(),
             },
-        )
+        ))
     };
-    let (request, mut answer) =
-        match hub.start_invocation(registration, &callee, &invocation, progress) {
+    let (request, mut answer, callee) =
+        match hub.start_invocation(procedure, &routed, &invocation, control.progress.as_ref()) {
             Ok(started) => started,
             Err(Refused::Unregistered) => {
                 return Err(RpcError::new(
@@ -527,6 +578,9 @@ pub(crate) async fn invoke(
                 ));
             }
         };
+    let Proto::V2(serializer) = callee.outbox.proto() else {
+        return Err(gone());
+    };
     // If this call ends unanswered (its caller left, it timed out, it was canceled), the
     // invocation is forgotten and the callee, if it can be, interrupted.
     let mut forget = Forget {
@@ -600,6 +654,43 @@ pub(crate) async fn invoke(
         }
         Err(_) => Err(gone()),
     }
+}
+
+/// Who the caller is, for the callees that are to be told.
+#[derive(Debug, Default)]
+pub(crate) struct Disclosure {
+    /// `caller`, `caller_authid`, `caller_authrole`; `None` when no callee is to be told.
+    pub(crate) details: Option<Dict>,
+    /// Told to every callee (the realm's policy, or the caller's `disclose_me`); else only
+    /// to one that asked (REGISTER's `disclose_caller`).
+    pub(crate) always: bool,
+}
+
+/// Starts an invocation on the first of `candidates` that takes it; the refusal of the last
+/// one otherwise (no candidate: the registration is gone).
+pub(crate) fn start_on<'a>(
+    candidates: impl Iterator<Item = &'a Callee>,
+    invocation: &dyn Fn(&Callee, u64) -> Option<Frame>,
+    progress: Option<&ProgressSink>,
+) -> Result<(u64, oneshot::Receiver<Yielded>, Callee), Refused> {
+    let mut refused = Refused::Unregistered;
+    for callee in candidates {
+        let sink = progress
+            .filter(|_| callee.features.progressive_call_results)
+            .cloned();
+        let sent = callee.pending.start(
+            |request| match invocation(callee, request) {
+                Some(frame) => callee.outbox.push_invocation(frame),
+                None => Err(SendError::Closed),
+            },
+            sink,
+        );
+        match sent {
+            Ok((request, answer)) => return Ok((request, answer, callee.clone())),
+            Err(why) => refused = why,
+        }
+    }
+    Err(refused)
 }
 
 /// Forgets an invocation that ends unanswered, and interrupts its callee (`killnowait`)

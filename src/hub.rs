@@ -429,19 +429,24 @@ impl Hub {
     /// the receiver of the answer, or `None` (unregistered, or the callee left).
     pub(crate) fn start_invocation(
         &self,
-        registration: u64,
-        callee: &crate::dealer::Callee,
-        invocation: &dyn Fn(u64) -> Frame,
-        progress: Option<crate::dealer::ProgressSink>,
-    ) -> Result<(u64, tokio::sync::oneshot::Receiver<crate::dealer::Yielded>), crate::dealer::Refused>
-    {
-        use crate::dealer::Refused;
+        procedure: &str,
+        routed: &crate::dealer::Routed,
+        invocation: &dyn Fn(&crate::dealer::Callee, u64) -> Option<Frame>,
+        progress: Option<&crate::dealer::ProgressSink>,
+    ) -> Result<
+        (
+            u64,
+            tokio::sync::oneshot::Receiver<crate::dealer::Yielded>,
+            crate::dealer::Callee,
+        ),
+        crate::dealer::Refused,
+    > {
+        // Under the registrations' lock: the routed callee if it is still one of the
+        // registration's, else (a shared registration) the next that takes it.
         let registrations = read(&self.registrations);
-        if !registrations.holds(registration, &callee.session) {
-            return Err(Refused::Unregistered);
-        }
-        callee.pending.start(
-            |request| callee.outbox.push_invocation(invocation(request)),
+        crate::dealer::start_on(
+            registrations.candidates(routed, procedure),
+            invocation,
             progress,
         )
     }

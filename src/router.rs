@@ -866,8 +866,13 @@ impl Inner<()> {
     /// The whole call pipeline: authorization, lookup, before hook, handler, after hooks.
     pub(crate) async fn dispatch(&self, mut call: Call) -> CallReply {
         call.hub = Some(self.wamp.hub.clone());
+        // The name the caller called, when an alias changes it (a pattern's callee is told it).
+        let mut called = None;
         if !self.aliases.is_empty() {
-            call.procedure = self.canonical(std::mem::take(&mut call.procedure));
+            let canonical = self.canonical(call.procedure.clone());
+            if canonical != call.procedure {
+                called = Some(std::mem::replace(&mut call.procedure, canonical));
+            }
         }
         // What the after-call hooks see; built only when there are such hooks.
         let hooks = &self.hooks;
@@ -899,8 +904,14 @@ impl Inner<()> {
                 match self.procedures.get(&call.procedure) {
                     Some(handler) => Target::User(handler),
                     None => match self.wamp.hub.route(&call.procedure) {
-                        Some(routed) => Target::Remote(routed),
-                        None => {
+                        // WAMP-CRA's procedure names are no pattern's, configured or not.
+                        Some(routed)
+                            if !(routed.pattern
+                                && (call.procedure == AUTH || call.procedure == AUTHREQ)) =>
+                        {
+                            Target::Remote(routed)
+                        }
+                        _ => {
                             tracing::debug!("unknown procedure");
                             return self.after_error(info, RpcError::not_found());
                         }
@@ -952,11 +963,6 @@ impl Inner<()> {
                     }),
                 },
                 Target::Remote(routed) => Box::pin(async move {
-                    let crate::dealer::Routed {
-                        registration,
-                        callee,
-                        pattern,
-                    } = routed;
                     let control = crate::dealer::CallControl {
                         progress: call.control.progress.take(),
                         cancel,
@@ -969,23 +975,23 @@ impl Inner<()> {
                         Value::Object(kwargs) => kwargs,
                         _ => serde_json::Map::new(),
                     };
-                    let named = self.disclose_callers || call.disclose_me || callee.disclose_caller;
-                    let mut details = if named {
-                        disclosed(&call.session, "caller")
-                    } else {
-                        crate::core::codec::v2::Dict::new()
+                    // The caller is named to callees by policy, as it asks, or as a callee
+                    // asks (which may be another callee of a shared registration).
+                    let always = self.disclose_callers || call.disclose_me;
+                    let caller = crate::dealer::Disclosure {
+                        details: (always || routed.callee.disclose_caller || routed.shared)
+                            .then(|| disclosed(&call.session, "caller")),
+                        always,
                     };
-                    // A pattern's callee is told which procedure was called.
-                    if pattern {
-                        details.insert("procedure".into(), Value::from(call.procedure.as_str()));
-                    }
+                    // A pattern's callee is told the procedure as the caller called it.
+                    let procedure = called.as_deref().unwrap_or(&call.procedure);
                     crate::dealer::invoke(
                         &self.wamp.hub,
-                        registration,
-                        callee,
+                        procedure,
+                        routed,
                         args,
                         kwargs,
-                        details,
+                        caller,
                         control,
                     )
                     .await
@@ -1071,8 +1077,20 @@ impl Inner<()> {
         } else {
             procedure
         };
-        if !self.permitted(session, Action::Register, &procedure).await {
+        let granted = self.permissions(session).await;
+        let permitted = match &granted {
+            Granted::Everything => true,
+            Granted::Nothing => false,
+            Granted::These(p) => p.allows(Action::Register, &procedure),
+        };
+        if !permitted {
             return Err("wamp.error.not_authorized");
+        }
+        // A pattern catches many procedures: each call is checked against the permissions
+        // it had.
+        let mut callee = callee.clone();
+        if let (false, Granted::These(p)) = (exact, granted) {
+            callee.permissions = Some(p);
         }
         // The router's own procedures are exact names that no pattern reaches (they are
         // looked up first).
@@ -1086,7 +1104,7 @@ impl Inner<()> {
         match self
             .wamp
             .hub
-            .register((policy, &procedure), invoke, callee, budget, ack)
+            .register((policy, &procedure), invoke, &callee, budget, ack)
         {
             Ok(id) => Ok(id),
             Err(crate::dealer::RegisterError::Exists) => Err("wamp.error.procedure_already_exists"),

@@ -1208,6 +1208,7 @@ impl Conn {
                     pending: self.pending.clone(),
                     disclose_caller,
                     features: self.callee_features(),
+                    permissions: None,
                 };
                 // Registrations share the subscriptions' budget (entries and URI bytes).
                 let budget = self.config.subscriptions;

@@ -252,3 +252,100 @@ async fn a_shared_registration_refuses_another_policy_a_single_one_and_a_second_
         tokio::join!(call(&mut caller, "com.example.p"), serve_one(&mut b, "b"));
     assert_eq!((answer, registration), (Ok(json!("b")), id));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_callee_leaves_every_policy_serves_with_the_rest() {
+    let addr = serve_router(router()).await;
+    let mut caller = V2::join(addr, Serializer::Json).await;
+    for policy in ["roundrobin", "first", "last", "random"] {
+        let procedure = format!("com.example.rest.{policy}");
+        let mut callees = vec![join(addr).await, join(addr).await];
+        for c in &mut callees {
+            register(c, &procedure, json!({"invoke": policy}))
+                .await
+                .unwrap();
+        }
+        drop(callees.remove(0));
+        tokio::time::sleep(QUIET).await;
+        for _ in 0..3 {
+            let (answer, _) = tokio::join!(
+                call(&mut caller, &procedure),
+                serve_one(&mut callees[0], "rest")
+            );
+            assert_eq!(answer, Ok(json!("rest")), "{policy}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_pattern_catches_only_calls_its_session_may_register_for() {
+    use tower_wamp::{
+        auth::{Secret, WampCra},
+        core::auth::{Action, AuthKey, Permissions},
+    };
+    let router = router().auth(WampCra::new(
+        |_s, key: String, _e| async move { (key == "ada").then(|| Secret::plain("secret")) },
+        |_s, _key: AuthKey| async move {
+            Permissions::none()
+                .allow_register("com.app.*")
+                .deny(Action::Register, "com.app.admin*")
+                .allow_call("*")
+        },
+    ));
+    let addr = serve_router(router).await;
+    let mut callee = ticket_join(addr, "ada", "secret").await.unwrap();
+    let id = register(&mut callee, "com.app..reset", json!({"match": "wildcard"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        register(&mut callee, "com.app.admin.reset", json!({})).await,
+        Err("wamp.error.not_authorized".into())
+    );
+    let mut caller = ticket_join(addr, "ada", "secret").await.unwrap();
+    let (answer, (registration, details)) = tokio::join!(
+        call(&mut caller, "com.app.user.reset"),
+        serve_one(&mut callee, "reset")
+    );
+    assert_eq!((answer, registration), (Ok(json!("reset")), id));
+    assert_eq!(details["procedure"], "com.app.user.reset");
+    // The pattern matches, but its session may not serve admin procedures.
+    assert_eq!(
+        call(&mut caller, "com.app.admin.reset").await,
+        Err("wamp.error.no_such_procedure".into())
+    );
+}
+
+#[tokio::test]
+async fn a_pattern_is_told_the_name_called_and_never_catches_wamp_cra() {
+    let router = router().alias("com.example.nick", "com.real.thing");
+    let addr = serve_router(router).await;
+    let mut callee = join(addr).await;
+    register(&mut callee, "com.real.", json!({"match": "prefix"}))
+        .await
+        .unwrap();
+    register(
+        &mut callee,
+        "http://api.wamp.ws/",
+        json!({"match": "prefix"}),
+    )
+    .await
+    .unwrap();
+    let mut caller = V2::join(addr, Serializer::Json).await;
+    let (answer, (_, details)) = tokio::join!(
+        call(&mut caller, "com.example.nick"),
+        serve_one(&mut callee, "ok")
+    );
+    assert_eq!(answer, Ok(json!("ok")));
+    assert_eq!(details["procedure"], "com.example.nick");
+    // A v1 client's authreq is not a callee's to answer, even without WAMP-CRA configured.
+    let mut v1 = connect(addr).await;
+    v1.send(json!([
+        2,
+        "c1",
+        "http://api.wamp.ws/procedure#authreq",
+        "ada"
+    ]))
+    .await;
+    let reply = v1.recv().await;
+    assert_eq!(reply[0], 4, "{reply}");
+}

@@ -388,28 +388,41 @@ impl<V> MatchIndex<V> {
     /// ```
     #[must_use]
     pub fn best_match(&self, topic: &str) -> Option<(MatchPolicy, &Arc<str>, &V)> {
-        if let Some((k, v)) = self.map(MatchPolicy::Exact).get_key_value(topic) {
+        self.best_match_where(topic, |_, _, _| true)
+    }
+
+    /// [`best_match`](Self::best_match) among the entries `accept` takes: the best one it
+    /// accepts, in the same order of precedence.
+    pub fn best_match_where(
+        &self,
+        topic: &str,
+        mut accept: impl FnMut(MatchPolicy, &Arc<str>, &V) -> bool,
+    ) -> Option<(MatchPolicy, &Arc<str>, &V)> {
+        if let Some((k, v)) = self.map(MatchPolicy::Exact).get_key_value(topic)
+            && accept(MatchPolicy::Exact, k, v)
+        {
             return Some((MatchPolicy::Exact, k, v));
         }
-        let mut longest = None;
+        let mut lengths: Vec<usize> = Vec::new();
         self.prefixes.for_each_prefix(topic, |len| {
             if topic.is_char_boundary(len) {
-                longest = Some(len);
+                lengths.push(len);
             }
         });
-        if let Some((k, v)) =
-            longest.and_then(|len| self.map(MatchPolicy::Prefix).get_key_value(&topic[..len]))
-        {
-            return Some((MatchPolicy::Prefix, k, v));
+        for len in lengths.into_iter().rev() {
+            if let Some((k, v)) = self.map(MatchPolicy::Prefix).get_key_value(&topic[..len])
+                && accept(MatchPolicy::Prefix, k, v)
+            {
+                return Some((MatchPolicy::Prefix, k, v));
+            }
         }
-        let mut best: Option<(Vec<usize>, &Arc<str>, &V)> = None;
-        self.for_each_wildcard(topic, |k, v| {
-            let rank = portions(k);
-            if best.as_ref().is_none_or(|(r, _, _)| rank > *r) {
-                best = Some((rank, k, v));
-            }
-        });
-        best.map(|(_, k, v)| (MatchPolicy::Wildcard, k, v))
+        let mut ranked: Vec<(Vec<usize>, &Arc<str>, &V)> = Vec::new();
+        self.for_each_wildcard(topic, |k, v| ranked.push((portions(k), k, v)));
+        ranked.sort_by(|a, b| b.0.cmp(&a.0));
+        ranked
+            .into_iter()
+            .find(|(_, k, v)| accept(MatchPolicy::Wildcard, k, v))
+            .map(|(_, k, v)| (MatchPolicy::Wildcard, k, v))
     }
 }
 
@@ -560,6 +573,9 @@ mod tests {
             Some(5)
         );
         assert_eq!(portions("..c3"), vec![0, 0, 1]);
+        // The best one a filter accepts: the next in precedence.
+        let next = index.best_match_where("a1.b2.c3.d4.e5", |_, _, v| *v != 5);
+        assert_eq!(next.map(|(_, _, v)| *v), Some(4));
     }
 
     fn matches_of(index: &MatchIndex<u32>, topic: &str) -> Vec<u32> {
