@@ -335,6 +335,28 @@ struct Registration {
     callees: Vec<Callee>,
     /// The round-robin cursor.
     next: AtomicUsize,
+    /// When it was created, in milliseconds since the Unix epoch.
+    created: u64,
+}
+
+/// What the meta API tells of a registration.
+#[derive(Debug, Clone)]
+pub(crate) struct RegistrationInfo {
+    pub(crate) id: u64,
+    pub(crate) policy: MatchPolicy,
+    pub(crate) uri: Arc<str>,
+    pub(crate) invoke: InvokePolicy,
+    pub(crate) created: u64,
+    pub(crate) callees: Vec<SessionId>,
+}
+
+/// A registration a session lost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Detached {
+    pub(crate) id: u64,
+    pub(crate) uri: Arc<str>,
+    /// It had no other callee: it is gone.
+    pub(crate) deleted: bool,
 }
 
 #[derive(Debug, Default)]
@@ -412,6 +434,7 @@ impl Registrations {
                         invoke,
                         callees: vec![callee.clone()],
                         next: AtomicUsize::new(0),
+                        created: crate::core::broker::now_ms(),
                     },
                 );
                 self.next_id
@@ -455,13 +478,61 @@ impl Registrations {
     }
 
     /// Removes every registration of a session.
-    pub(crate) fn remove_session(&mut self, session: &SessionId) {
+    pub(crate) fn remove_session(&mut self, session: &SessionId) -> Vec<Detached> {
         let Some(mine) = self.per_session.remove(session) else {
-            return;
+            return Vec::new();
         };
+        let mut detached = Vec::with_capacity(mine.ids.len());
         for id in mine.ids {
-            self.detach(id, session);
+            let Some(uri) = self.by_id.get(&id).map(|(_, uri)| uri.clone()) else {
+                continue;
+            };
+            if self.detach(id, session).is_some() {
+                detached.push(Detached {
+                    id,
+                    uri,
+                    deleted: !self.by_id.contains_key(&id),
+                });
+            }
         }
+        detached
+    }
+
+    /// Whether registration `id` exists.
+    pub(crate) fn exists(&self, id: u64) -> bool {
+        self.by_id.contains_key(&id)
+    }
+
+    /// Every registration: id, policy, URI.
+    pub(crate) fn list(&self) -> Vec<(u64, MatchPolicy, Arc<str>)> {
+        self.procedures
+            .iter()
+            .map(|(policy, uri, reg)| (reg.id, policy, uri.clone()))
+            .collect()
+    }
+
+    /// What the meta API tells of registration `id`.
+    pub(crate) fn info(&self, id: u64) -> Option<RegistrationInfo> {
+        let (policy, uri) = self.by_id.get(&id)?;
+        let reg = self.procedures.get(*policy, uri)?;
+        Some(RegistrationInfo {
+            id,
+            policy: *policy,
+            uri: uri.clone(),
+            invoke: reg.invoke,
+            created: reg.created,
+            callees: reg.callees.iter().map(|c| c.session.clone()).collect(),
+        })
+    }
+
+    /// The id of the registration of `uri` under `policy`.
+    pub(crate) fn lookup(&self, policy: MatchPolicy, uri: &str) -> Option<u64> {
+        self.procedures.get(policy, uri).map(|r| r.id)
+    }
+
+    /// The id of the registration a call of `procedure` would go to.
+    pub(crate) fn best(&self, procedure: &str) -> Option<u64> {
+        self.route(procedure).map(|r| r.registration)
     }
 
     /// The callee a call of `procedure` goes to: the best-matching registration (exact,

@@ -195,15 +195,16 @@ impl Hub {
         permissions: Option<Arc<Permissions>>,
         budget: Option<Budget>,
         ack: Option<V2Ack<'_>>,
-    ) -> (Subscribed, Option<u64>) {
+    ) -> (Subscribed, Option<u64>, bool) {
         let mut broker = write(&self.broker);
         if outbox.is_closed() {
-            return (Subscribed::Already, None);
+            return (Subscribed::Already, None, false);
         }
         let subscriber = Subscriber {
             outbox: outbox.clone(),
             permissions,
         };
+        let existed = broker.subscription_id(policy, uri).is_some();
         let outcome = broker.subscribe(policy, uri, id, subscriber, budget);
         let subscription = broker.subscription_id(policy, uri);
         // The acknowledgement goes out before any event of the subscription, then the
@@ -219,7 +220,8 @@ impl Hub {
                 let _ = outbox.push(frame);
             }
         }
-        (outcome, subscription)
+        let created = !existed && subscription.is_some();
+        (outcome, subscription, created)
     }
 
     /// `topic`'s retained event for a new subscriber, if it would have been eligible.
@@ -259,29 +261,63 @@ impl Hub {
     }
 
     /// Unsubscribes; `ack` (a v2 UNSUBSCRIBED) is queued under the broker's lock, after
-    /// every event of the subscription.
+    /// every event of the subscription. `Some((id, deleted))` if it was subscribed.
     pub(crate) fn unsubscribe(
         &self,
         (policy, uri): (MatchPolicy, &str),
         id: &SessionId,
         ack: Option<Frame>,
-    ) -> bool {
+    ) -> Option<(u64, bool)> {
         let mut broker = write(&self.broker);
-        let done = broker.unsubscribe(policy, uri, id);
-        if let (true, Some(ack)) = (done, ack)
+        let subscription = broker.subscription_id(policy, uri)?;
+        if !broker.unsubscribe(policy, uri, id) {
+            return None;
+        }
+        if let Some(ack) = ack
             && let Some(outbox) = read(&self.sessions).get(id)
         {
             let _ = outbox.push_reply(ack);
         }
-        done
+        Some((subscription, broker.subscription_id(policy, uri).is_none()))
     }
 
     pub(crate) fn is_subscribed(&self, (policy, uri): (MatchPolicy, &str), id: &SessionId) -> bool {
         read(&self.broker).is_subscribed(policy, uri, id)
     }
 
-    pub(crate) fn remove_subscriptions(&self, id: &SessionId) -> Vec<Arc<str>> {
+    pub(crate) fn remove_subscriptions(&self, id: &SessionId) -> Vec<crate::core::broker::Removed> {
         write(&self.broker).remove_session(id)
+    }
+
+    /// Every subscription: id, policy, URI.
+    pub(crate) fn subscription_list(&self) -> Vec<(u64, MatchPolicy, Arc<str>)> {
+        read(&self.broker).list()
+    }
+
+    /// What the meta API tells of subscription `id`.
+    pub(crate) fn subscription_info(
+        &self,
+        id: u64,
+    ) -> Option<crate::core::broker::SubscriptionInfo> {
+        read(&self.broker).info(id)
+    }
+
+    /// The id of the subscription to `uri` under `policy`.
+    pub(crate) fn subscription_lookup(&self, policy: MatchPolicy, uri: &str) -> Option<u64> {
+        read(&self.broker).subscription_id(policy, uri)
+    }
+
+    /// The ids of every subscription that matches `topic`.
+    pub(crate) fn subscriptions_matching(&self, topic: &str) -> Vec<u64> {
+        read(&self.broker).matching(topic)
+    }
+
+    /// Every open session with its outbox.
+    pub(crate) fn session_outboxes(&self) -> Vec<(SessionId, Outbox)> {
+        read(&self.sessions)
+            .iter()
+            .map(|(id, o)| (id.clone(), o.clone()))
+            .collect()
     }
 
     /// Queues the publication for every recipient, encoded once per protocol that a
@@ -397,32 +433,34 @@ impl Hub {
         callee: &crate::dealer::Callee,
         budget: crate::core::broker::Budget,
         ack: &(dyn Fn(u64) -> Frame + Sync),
-    ) -> Result<u64, crate::dealer::RegisterError> {
+    ) -> Result<(u64, bool), crate::dealer::RegisterError> {
         let mut registrations = write(&self.registrations);
         // Refused under the lock once the callee's session is closing (its registrations are
         // removed under the same lock after it is marked closed).
         if callee.outbox.is_closed() {
             return Err(crate::dealer::RegisterError::Closing);
         }
+        let created = registrations.lookup(key.0, key.1).is_none();
         let id = registrations.register(key, invoke, callee, budget)?;
         let _ = callee.outbox.push_reply(ack(id));
-        Ok(id)
+        Ok((id, created))
     }
 
     /// Unregisters; `ack` (UNREGISTERED) is queued under the lock, after every INVOCATION.
+    /// `Some(deleted)` if it was the session's.
     pub(crate) fn unregister(
         &self,
         id: u64,
         session: &SessionId,
         outbox: &Outbox,
         ack: Frame,
-    ) -> bool {
+    ) -> Option<bool> {
         let mut registrations = write(&self.registrations);
-        let done = registrations.unregister(id, session);
-        if done {
-            let _ = outbox.push_reply(ack);
+        if !registrations.unregister(id, session) {
+            return None;
         }
-        done
+        let _ = outbox.push_reply(ack);
+        Some(!registrations.exists(id))
     }
 
     /// Queues an INVOCATION while `registration` is still the callee's: its request id and
@@ -451,8 +489,13 @@ impl Hub {
         )
     }
 
-    pub(crate) fn remove_registrations(&self, session: &SessionId) {
-        write(&self.registrations).remove_session(session);
+    pub(crate) fn remove_registrations(&self, session: &SessionId) -> Vec<crate::dealer::Detached> {
+        write(&self.registrations).remove_session(session)
+    }
+
+    /// The registrations, read (for the meta API).
+    pub(crate) fn registrations(&self) -> RwLockReadGuard<'_, crate::dealer::Registrations> {
+        read(&self.registrations)
     }
 
     /// The callee a call of `procedure` goes to.
@@ -676,6 +719,7 @@ impl Wamp {
     pub fn unsubscribe(&self, session: &SessionId, topic: &str) -> bool {
         self.hub
             .unsubscribe((MatchPolicy::Exact, topic), session, None)
+            .is_some()
     }
 
     /// The sessions subscribed to `topic`, sorted.

@@ -10,6 +10,7 @@ mod gate;
 mod handler;
 mod hub;
 mod layer;
+mod meta;
 mod metrics;
 mod origin;
 mod router;

@@ -358,6 +358,8 @@ pub(crate) struct Inner<S> {
     realms: Vec<String>,
     /// Other names of procedures and topics: alias → the URI they are registered under.
     aliases: HashMap<String, String>,
+    /// The WAMP v2 meta API is on.
+    pub(crate) meta_api: bool,
     wamp: Wamp,
 }
 
@@ -376,6 +378,7 @@ impl<S> Clone for Inner<S> {
             procedure_timeouts: self.procedure_timeouts.clone(),
             realms: self.realms.clone(),
             aliases: self.aliases.clone(),
+            meta_api: self.meta_api,
             wamp: self.wamp.clone(),
         }
     }
@@ -473,6 +476,7 @@ impl<S: Clone + Send + Sync + 'static> WampRouter<S> {
                 procedure_timeouts: HashMap::new(),
                 realms: Vec::new(),
                 aliases: HashMap::new(),
+                meta_api: false,
                 wamp: Wamp::default(),
             }),
         }
@@ -565,6 +569,36 @@ impl<S: Clone + Send + Sync + 'static> WampRouter<S> {
     #[must_use]
     pub fn route(self, route: impl Route<S>) -> Self {
         route.register(self)
+    }
+
+    /// Turns the WAMP v2 meta API on (off by default): the router answers
+    /// `wamp.session.count`, `list`, `get`, `kill`, `kill_by_authid`, `kill_by_authrole`,
+    /// `kill_all`, `wamp.subscription.list`, `lookup`, `match`, `get`, `list_subscribers`,
+    /// `count_subscribers` and the `wamp.registration.*` counterparts, and publishes
+    /// `wamp.session.on_join`/`on_leave` and the subscription and registration meta events
+    /// (which clients may subscribe to, and nobody publish). Calls to them need the
+    /// permission to call their URIs like any other; the `kill` procedures are refused
+    /// without authentication configured, since anyone could end anyone's session.
+    ///
+    /// ```
+    /// use tower_wamp::WampRouter;
+    /// let router: WampRouter = WampRouter::new().realm("realm1").meta_api(true);
+    /// ```
+    #[must_use]
+    pub fn meta_api(mut self, yes: bool) -> Self {
+        let inner = self.inner_mut();
+        inner.meta_api = yes;
+        for topic in crate::meta::META_TOPICS {
+            if yes {
+                inner
+                    .topics
+                    .insert(Pattern::Exact(topic.to_owned()), Topic::subscribe_only());
+                inner
+                    .topic_patterns
+                    .push((topic.to_owned(), Topic::subscribe_only()));
+            }
+        }
+        self
     }
 
     /// How much is kept of retained events (WAMP v2 `PUBLISH.Options.retain`, sent to a
@@ -794,6 +828,7 @@ impl<S: Clone + Send + Sync + 'static> WampRouter<S> {
                 procedure_timeouts: inner.procedure_timeouts,
                 realms: inner.realms,
                 aliases: inner.aliases,
+                meta_api: inner.meta_api,
                 wamp: inner.wamp,
             }),
         }
@@ -825,6 +860,8 @@ enum Target<'a> {
     User(&'a ErasedRpc<()>),
     /// A procedure a WAMP v2 client registered.
     Remote(crate::dealer::Routed),
+    /// A meta procedure the router answers.
+    Meta(crate::meta::Meta),
     AuthReq,
     Auth,
 }
@@ -902,6 +939,9 @@ impl Inner<()> {
                     return self.after_error(info, RpcError::unauthorized());
                 }
                 match self.procedures.get(&call.procedure) {
+                    _ if self.meta_api && crate::meta::Meta::of(&call.procedure).is_some() => {
+                        Target::Meta(crate::meta::Meta::of(&call.procedure).expect("just seen"))
+                    }
                     Some(handler) => Target::User(handler),
                     None => match self.wamp.hub.route(&call.procedure) {
                         // WAMP-CRA's procedure names are no pattern's, configured or not.
@@ -997,6 +1037,9 @@ impl Inner<()> {
                     .await
                     .map(Outcome::Arguments)
                 }),
+                Target::Meta(meta) => {
+                    Box::pin(async move { self.meta_call(meta, &call).map(Outcome::Arguments) })
+                }
                 Target::AuthReq => Box::pin(async move { value(self.authreq(call).await) }),
                 Target::Auth => Box::pin(async move { value(self.authenticate(call).await) }),
             };
@@ -1106,7 +1149,16 @@ impl Inner<()> {
             .hub
             .register((policy, &procedure), invoke, &callee, budget, ack)
         {
-            Ok(id) => Ok(id),
+            Ok((id, created)) => {
+                self.meta_attached(
+                    crate::meta::Kind::Registration,
+                    session.id(),
+                    (policy, &procedure),
+                    id,
+                    created.then(|| (crate::core::broker::now_ms(), Some(invoke))),
+                );
+                Ok(id)
+            }
             Err(crate::dealer::RegisterError::Exists) => Err("wamp.error.procedure_already_exists"),
             Err(crate::dealer::RegisterError::OverBudget) => Err("budget"),
             Err(crate::dealer::RegisterError::Closing) => Err("closing"),
@@ -1138,18 +1190,49 @@ impl Inner<()> {
         if let Some(hook) = &self.hooks.on_open {
             guarded("on_open", || hook(session));
         }
+        if let Some(outbox) = session.outbox() {
+            self.meta_joined(session.id(), outbox);
+        }
     }
 
-    /// Runs `on_close`, then removes every subscription with one `on_unsubscribe` each.
-    pub(crate) fn closed(&self, session: &Session, reason: &CloseReason) {
+    /// Runs `on_close`, then removes every subscription with one `on_unsubscribe` each;
+    /// `registrations` are the ones the session lost, with their URIs (for the meta events).
+    pub(crate) fn closed(
+        &self,
+        session: &Session,
+        reason: &CloseReason,
+        registrations: &[crate::dealer::Detached],
+    ) {
         if let Some(hook) = &self.hooks.on_close {
             guarded("on_close", || hook(session, reason));
         }
-        let topics = self.wamp.hub.remove_subscriptions(session.id());
+        let removed = self.wamp.hub.remove_subscriptions(session.id());
         if let Some(hook) = &self.hooks.on_unsubscribe {
-            for topic in &topics {
-                guarded("on_unsubscribe", || hook(session, topic));
+            // The hooks are about topics: exact subscriptions only.
+            for r in removed.iter().filter(|r| r.policy == MatchPolicy::Exact) {
+                guarded("on_unsubscribe", || hook(session, &r.uri));
             }
+        }
+        for r in &removed {
+            self.meta_detached(
+                crate::meta::Kind::Subscription,
+                session.id(),
+                &r.uri,
+                r.id,
+                r.deleted,
+            );
+        }
+        for r in registrations {
+            self.meta_detached(
+                crate::meta::Kind::Registration,
+                session.id(),
+                &r.uri,
+                r.id,
+                r.deleted,
+            );
+        }
+        if let Some(outbox) = session.outbox() {
+            self.meta_left(session.id(), outbox);
         }
         self.wamp.hub.remove_session(session.id());
     }
@@ -1216,7 +1299,7 @@ impl Inner<()> {
             Granted::These(p) if policy != MatchPolicy::Exact => Some(p),
             _ => None,
         };
-        let (outcome, id) = self.wamp.hub.subscribe(
+        let (outcome, id, created) = self.wamp.hub.subscribe(
             (policy, &topic),
             session.id(),
             outbox,
@@ -1224,6 +1307,15 @@ impl Inner<()> {
             budget,
             ack,
         );
+        if let (Subscribed::New, Some(sid)) = (outcome, id) {
+            self.meta_attached(
+                crate::meta::Kind::Subscription,
+                session.id(),
+                (policy, &topic),
+                sid,
+                created.then(|| (crate::core::broker::now_ms(), None)),
+            );
+        }
         match outcome {
             // The hooks are about topics: a pattern subscription runs none.
             Subscribed::New if policy == MatchPolicy::Exact => {
@@ -1265,14 +1357,47 @@ impl Inner<()> {
             MatchPolicy::Exact => self.aliases.get(topic).map_or(topic, String::as_str),
             _ => topic,
         };
-        let done = self
+        let Some((id, deleted)) = self
             .wamp
             .hub
-            .unsubscribe((policy, topic), session.id(), ack);
-        if done && let Some(hook) = &self.hooks.on_unsubscribe {
+            .unsubscribe((policy, topic), session.id(), ack)
+        else {
+            return false;
+        };
+        if policy == MatchPolicy::Exact
+            && let Some(hook) = &self.hooks.on_unsubscribe
+        {
             guarded("on_unsubscribe", || hook(session, topic));
         }
-        done
+        self.meta_detached(
+            crate::meta::Kind::Subscription,
+            session.id(),
+            topic,
+            id,
+            deleted,
+        );
+        true
+    }
+
+    /// A client's UNREGISTER: `false` if the registration is not the session's.
+    pub(crate) fn unregister(&self, session: &Session, id: u64, ack: crate::wire::Frame) -> bool {
+        let Some(outbox) = session.outbox() else {
+            return false;
+        };
+        let uri = self.wamp.hub.registrations().info(id).map(|info| info.uri);
+        let Some(deleted) = self.wamp.hub.unregister(id, session.id(), outbox, ack) else {
+            return false;
+        };
+        if let Some(uri) = uri {
+            self.meta_detached(
+                crate::meta::Kind::Registration,
+                session.id(),
+                &uri,
+                id,
+                deleted,
+            );
+        }
+        true
     }
 
     /// A client's PUBLISH: permissions, topic rules, broker function, fan-out. `payload` is

@@ -28,7 +28,7 @@ pub(crate) struct CloseRequest {
     pub(crate) drain: bool,
     /// For a v2 session: the GOODBYE reason to send before the close frame (a close
     /// the router starts, not one the session machine answers).
-    pub(crate) goodbye: Option<&'static str>,
+    pub(crate) goodbye: Option<Arc<str>>,
 }
 
 /// What a session does when its outbound queue is full.
@@ -153,6 +153,17 @@ impl Outbox {
 
     pub(crate) fn proto(&self) -> Proto {
         self.0.proto
+    }
+
+    /// Who the session is (for the meta API).
+    pub(crate) fn identity(&self) -> Identity {
+        let slot = self.0.auth.lock().unwrap_or_else(PoisonError::into_inner);
+        Identity {
+            authid: authid_of(&slot).map(str::to_owned),
+            authrole: authrole_of(&slot),
+            authmethod: slot.welcomed_by.map(|(m, _)| m),
+            authprovider: slot.welcomed_by.map(|(_, p)| p),
+        }
     }
 
     fn state(&self) -> MutexGuard<'_, QueueState> {
@@ -284,11 +295,11 @@ impl Outbox {
 
     /// Closes after the queued frames; a v2 session is told GOODBYE with `goodbye` (for
     /// example `wamp.close.system_shutdown`) and `reason` as its message first.
-    pub(crate) fn close_with_goodbye(&self, code: u16, reason: &str, goodbye: &'static str) {
-        self.close_request(code, reason, true, Some(goodbye));
+    pub(crate) fn close_with_goodbye(&self, code: u16, reason: &str, goodbye: &str) {
+        self.close_request(code, reason, true, Some(goodbye.into()));
     }
 
-    fn close_request(&self, code: u16, reason: &str, drain: bool, goodbye: Option<&'static str>) {
+    fn close_request(&self, code: u16, reason: &str, drain: bool, goodbye: Option<Arc<str>>) {
         {
             let mut q = self.state();
             if q.ended || q.close.is_some() {
@@ -448,6 +459,17 @@ pub(crate) struct AuthSlot {
     pub(crate) cached: Option<Arc<Permissions>>,
     /// The authrole a v2 session was welcomed with.
     pub(crate) welcomed_as: Option<&'static str>,
+    /// The authmethod and authprovider of its WELCOME.
+    pub(crate) welcomed_by: Option<(&'static str, &'static str)>,
+}
+
+/// Who a session is, as the meta API tells it.
+#[derive(Debug, Clone)]
+pub(crate) struct Identity {
+    pub(crate) authid: Option<String>,
+    pub(crate) authrole: Option<&'static str>,
+    pub(crate) authmethod: Option<&'static str>,
+    pub(crate) authprovider: Option<&'static str>,
 }
 
 fn authid_of(slot: &AuthSlot) -> Option<&str> {
@@ -575,8 +597,15 @@ impl Session {
     }
 
     /// Records the authrole of a v2 session's WELCOME.
-    pub(crate) fn mark_welcomed(&self, authrole: &'static str) {
-        self.auth_slot().welcomed_as = Some(authrole);
+    pub(crate) fn mark_welcomed(
+        &self,
+        authrole: &'static str,
+        authmethod: &'static str,
+        authprovider: &'static str,
+    ) {
+        let mut slot = self.auth_slot();
+        slot.welcomed_as = Some(authrole);
+        slot.welcomed_by = Some((authmethod, authprovider));
     }
 
     /// The session's authid: the auth key it authenticated with (WAMP-CRA or ticket, or

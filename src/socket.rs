@@ -116,13 +116,15 @@ impl Drop for OpenSession {
         // Ended first: a subscribe or register racing with this close is refused under the
         // broker's (registrations') lock, then the entries are removed under it.
         self.outbox.end();
-        self.router
+        let registrations = self
+            .router
             .wamp()
             .hub
             .remove_registrations(self.session.id());
         self.pending.close();
         tracing::info!(reason = ?self.reason, "session closed");
-        self.router.closed(&self.session, &self.reason);
+        self.router
+            .closed(&self.session, &self.reason, &registrations);
     }
 }
 
@@ -550,7 +552,9 @@ async fn close(sink: &mut Sink, outbox: &Outbox, request: CloseRequest) -> (Clos
         goodbye,
     } = request;
     let goodbye = match (goodbye, outbox.proto()) {
-        (Some(uri), Proto::V2(serializer)) => Some(Frame::v2_leave(serializer, true, uri, &reason)),
+        (Some(uri), Proto::V2(serializer)) => {
+            Some(Frame::v2_leave(serializer, true, &uri, &reason))
+        }
         _ => None,
     };
     let goodbye = async {
@@ -1327,12 +1331,7 @@ impl Conn {
             } => {
                 // UNREGISTERED is queued under the registrations' lock, after every INVOCATION.
                 let ack = Frame::v2(self.serializer(), &M::Unregistered { request });
-                if !self.router.wamp().hub.unregister(
-                    registration,
-                    self.session.id(),
-                    &self.outbox,
-                    ack,
-                ) {
+                if !self.router.unregister(&self.session, registration, ack) {
                     self.error_v2(
                         code::UNREGISTER,
                         request,

@@ -73,14 +73,19 @@ async fn refuse_with(
 /// only for what is implemented).
 fn welcome_details(
     config: &Config,
+    meta_api: bool,
     authid: String,
     authrole: &str,
     authmethod: &str,
     authprovider: &str,
 ) -> Dict {
-    let features = |names: &[&str]| {
+    let features = |names: &[&str], meta: &[&str]| {
         let mut f = Dict::new();
         for n in names {
+            f.insert((*n).to_owned(), Value::Bool(true));
+        }
+        // The meta API only when it is on.
+        for n in meta.iter().filter(|_| meta_api) {
             f.insert((*n).to_owned(), Value::Bool(true));
         }
         let mut role = Dict::new();
@@ -94,13 +99,16 @@ fn welcome_details(
     // `get_retained` (exact subscriptions), within the router's budget.
     roles.insert(
         "broker".into(),
-        features(&[
-            "publisher_exclusion",
-            "publisher_identification",
-            "subscriber_blackwhite_listing",
-            "pattern_based_subscription",
-            "event_retention",
-        ]),
+        features(
+            &[
+                "publisher_exclusion",
+                "publisher_identification",
+                "subscriber_blackwhite_listing",
+                "pattern_based_subscription",
+                "event_retention",
+            ],
+            &["session_meta_api", "subscription_meta_api"],
+        ),
     );
     // `call_timeout`: CALL's `timeout` ends the call with `wamp.error.timeout` and, like a
     // caller that leaves, interrupts (`killnowait`) a callee that announced `call_canceling`
@@ -112,14 +120,17 @@ fn welcome_details(
     // `shared_registration`: single, roundrobin, random, first, last.
     roles.insert(
         "dealer".into(),
-        features(&[
-            "caller_identification",
-            "call_timeout",
-            "call_canceling",
-            "progressive_call_results",
-            "pattern_based_registration",
-            "shared_registration",
-        ]),
+        features(
+            &[
+                "caller_identification",
+                "call_timeout",
+                "call_canceling",
+                "progressive_call_results",
+                "pattern_based_registration",
+                "shared_registration",
+            ],
+            &["session_meta_api", "registration_meta_api"],
+        ),
     );
     let mut d = Dict::new();
     d.insert("agent".into(), Value::String(config.server_ident.clone()));
@@ -284,8 +295,15 @@ async fn handshake(
                 if let Some(key) = key {
                     session.mark_authenticated(key);
                 }
-                session.mark_welcomed(authrole);
-                let details = welcome_details(config, authid, authrole, authmethod, authprovider);
+                session.mark_welcomed(authrole, authmethod, authprovider);
+                let details = welcome_details(
+                    config,
+                    router.meta_api,
+                    authid,
+                    authrole,
+                    authmethod,
+                    authprovider,
+                );
                 let id = session.id().as_u64().unwrap_or(1);
                 let welcome = state.welcome(id, details);
                 if !send(sink, config, serializer, &welcome).await {

@@ -92,6 +92,13 @@ async fn autobahn26_uses_the_demo_with_every_serializer_beside_a_v1_client() {
             json!([[0, 1, 2], "ticked"]),
             "{serializer}: {got}"
         );
+        // The meta API.
+        assert!(got["meta_count"].as_u64() >= Some(1), "{serializer}: {got}");
+        assert_eq!(
+            got["meta_me"],
+            json!([got["session"], "anonymous"]),
+            "{serializer}: {got}"
+        );
         // Pattern-based subscriptions and registrations.
         assert_eq!(
             got["pattern_event"],

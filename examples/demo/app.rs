@@ -109,6 +109,8 @@ pub fn router() -> WampRouter {
         .rpc("com.example.countdown", countdown)
         // v2 clients may use any other topic under com.example.
         .topic("com.example.*", Topic::new())
+        // The WAMP v2 meta API (sessions, subscriptions, registrations).
+        .meta_api(true)
         // The realm names publishers to v2 subscribers and callers to v2 callees.
         .disclose_publishers(true)
         .disclose_callers(true)

@@ -31,6 +31,25 @@ pub(crate) struct Broker<H> {
 pub(crate) struct Subscription<H> {
     id: u64,
     subs: HashMap<SessionId, H>,
+    /// When it was created, in milliseconds since the Unix epoch (the meta API's `created`).
+    created: u64,
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// What the meta API tells of a subscription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SubscriptionInfo {
+    pub(crate) id: u64,
+    pub(crate) policy: MatchPolicy,
+    pub(crate) uri: Arc<str>,
+    pub(crate) created: u64,
+    pub(crate) subscribers: Vec<SessionId>,
 }
 
 impl<H> Subscription<H> {
@@ -79,6 +98,16 @@ struct SessionTopics {
     bytes: usize,
     /// How many of `keys` are prefix or wildcard patterns.
     patterns: usize,
+}
+
+/// A subscription a session lost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Removed {
+    pub(crate) policy: MatchPolicy,
+    pub(crate) uri: Arc<str>,
+    pub(crate) id: u64,
+    /// It had no other subscriber: it is gone.
+    pub(crate) deleted: bool,
 }
 
 /// A session's budget of subscriptions: entries, bytes of topic URIs, and how many of the
@@ -151,6 +180,7 @@ impl<H> Broker<H> {
                 Subscription {
                     id: self.next_id,
                     subs: HashMap::new(),
+                    created: now_ms(),
                 },
             );
         }
@@ -196,23 +226,30 @@ impl<H> Broker<H> {
         }
     }
 
-    /// Removes every subscription of a session and returns the topics it was subscribed to
-    /// exactly, sorted (its patterns go silently, as they are not topics).
-    pub(crate) fn remove_session(&mut self, session: &SessionId) -> Vec<Arc<str>> {
+    /// Removes every subscription of a session: each one's key, id and whether it went
+    /// with its last subscriber, sorted by URI.
+    pub(crate) fn remove_session(&mut self, session: &SessionId) -> Vec<Removed> {
         let keys: Vec<SubKey> = self
             .sessions
             .remove(session)
             .map(|t| t.keys.into_iter().collect())
             .unwrap_or_default();
-        let mut topics = Vec::new();
+        let mut removed = Vec::with_capacity(keys.len());
         for (policy, uri) in keys {
+            let Some(id) = self.subscription_id(policy, &uri) else {
+                continue;
+            };
             self.remove_subscriber(policy, &uri, session);
-            if policy == MatchPolicy::Exact {
-                topics.push(uri);
-            }
+            let deleted = self.subscription_id(policy, &uri).is_none();
+            removed.push(Removed {
+                policy,
+                uri,
+                id,
+                deleted,
+            });
         }
-        topics.sort();
-        topics
+        removed.sort_by(|a, b| (&a.uri, a.policy).cmp(&(&b.uri, b.policy)));
+        removed
     }
 
     pub(crate) fn is_subscribed(
@@ -263,6 +300,34 @@ impl<H> Broker<H> {
     ) {
         self.subscriptions
             .for_each_match(topic, |policy, _, sub| f(policy, sub));
+    }
+
+    /// Every subscription: its id, policy and URI.
+    pub(crate) fn list(&self) -> Vec<(u64, MatchPolicy, Arc<str>)> {
+        self.subscriptions
+            .iter()
+            .map(|(policy, uri, sub)| (sub.id, policy, uri.clone()))
+            .collect()
+    }
+
+    /// What the meta API tells of subscription `id`.
+    pub(crate) fn info(&self, id: u64) -> Option<SubscriptionInfo> {
+        let (policy, uri) = self.ids.get(&id)?;
+        let sub = self.subscriptions.get(*policy, uri)?;
+        Some(SubscriptionInfo {
+            id,
+            policy: *policy,
+            uri: uri.clone(),
+            created: sub.created,
+            subscribers: sub.subs.keys().cloned().collect(),
+        })
+    }
+
+    /// The ids of every subscription that matches `topic`.
+    pub(crate) fn matching(&self, topic: &str) -> Vec<u64> {
+        let mut ids = Vec::new();
+        self.for_each_match(topic, |_, sub| ids.push(sub.id));
+        ids
     }
 
     /// How many topics have exact subscriptions.
@@ -354,10 +419,10 @@ mod tests {
         assert!(!b.unsubscribe(E, "nope", &s[0]));
         assert!(b.unsubscribe(E, "t", &s[1]));
         assert!(!b.unsubscribe(E, "t", &s[1]));
-        assert_eq!(
-            b.remove_session(&s[0]),
-            vec![Arc::<str>::from("t"), Arc::from("u")]
-        );
+        let removed = b.remove_session(&s[0]);
+        let uris: Vec<&str> = removed.iter().map(|r| &*r.uri).collect();
+        assert_eq!(uris, vec!["t", "u"]);
+        assert!(removed.iter().all(|r| r.deleted));
         assert_eq!(b.topic_count(), 0);
         assert_eq!(b.session_count(), 0);
         assert!(b.ids.is_empty());
@@ -453,9 +518,11 @@ mod tests {
         assert!(b.unsubscribe(MatchPolicy::Prefix, "a.", &s[0]));
         assert!(!b.unsubscribe(E, "a.", &s[0]));
         assert_eq!(recipients(&b, "a.x.y", &[], None), vec![2]);
-        // Only exact topics are returned (for the hooks), once each.
-        assert_eq!(b.remove_session(&s[0]), vec![Arc::<str>::from("a.b.c")]);
-        assert_eq!(b.remove_session(&s[1]), Vec::<Arc<str>>::new());
+        // Patterns and topics, each with whether it went with its last subscriber.
+        let removed = b.remove_session(&s[0]);
+        assert_eq!(removed.len(), 2);
+        assert!(removed.iter().all(|r| r.deleted), "{removed:?}");
+        assert_eq!(b.remove_session(&s[1]).len(), 2);
         assert!(b.ids.is_empty() && b.subscriptions.is_empty());
     }
 }

@@ -190,7 +190,8 @@ pub async fn ticket_join(addr: SocketAddr, authid: &str, ticket: &str) -> Result
     })
     .await;
     match c.recv().await {
-        Message::Welcome { details, .. } => {
+        Message::Welcome { session, details } => {
+            c.session = session;
             c.welcome = details;
             Ok(c)
         }

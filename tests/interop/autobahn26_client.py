@@ -161,6 +161,14 @@ class Client(ApplicationSession):
         except Exception as e:
             result["cancel_error"] = repr(e)
 
+        # The meta API: this session among the sessions, as the router tells it.
+        try:
+            result["meta_count"] = await self.call("wamp.session.count")
+            me = await self.call("wamp.session.get", details.session)
+            result["meta_me"] = [me["session"], me["authrole"]]
+        except ApplicationError as e:
+            result["meta_error"] = e.error
+
         # Pattern-based subscriptions and registrations.
         try:
             seen = loop.create_future()

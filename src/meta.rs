@@ -1,0 +1,576 @@
+//! The WAMP v2 meta API, when [`WampRouter::meta_api`](crate::WampRouter::meta_api) turns it
+//! on: the router answers the `wamp.session.*`, `wamp.subscription.*` and
+//! `wamp.registration.*` procedures and publishes their meta events.
+//!
+//! Sessions are told by their numeric WAMP v2 id; WAMP v1 sessions, which have none, are
+//! not listed, and their subscriptions cause no meta events. Subscriptions and
+//! registrations under `wamp.` (the meta topics themselves) cause none either, as in
+//! Crossbar. Meta events go out after the SUBSCRIBED, REGISTERED, UNSUBSCRIBED or
+//! UNREGISTERED that caused them.
+
+use serde_json::{Value, json};
+
+use crate::{
+    Call, RpcError,
+    core::{
+        SessionId,
+        codec::v2::Dict,
+        matching::MatchPolicy,
+        random_id,
+        session::v2::{InvokePolicy, valid_uri},
+    },
+    hub::Outgoing,
+    router::Inner,
+    session::Outbox,
+    wire::Payload,
+};
+
+/// A meta procedure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Meta {
+    SessionCount,
+    SessionList,
+    SessionGet,
+    SessionKill,
+    SessionKillByAuthid,
+    SessionKillByAuthrole,
+    SessionKillAll,
+    SubscriptionList,
+    SubscriptionLookup,
+    SubscriptionMatch,
+    SubscriptionGet,
+    SubscriptionListSubscribers,
+    SubscriptionCountSubscribers,
+    RegistrationList,
+    RegistrationLookup,
+    RegistrationMatch,
+    RegistrationGet,
+    RegistrationListCallees,
+    RegistrationCountCallees,
+}
+
+impl Meta {
+    pub(crate) fn of(procedure: &str) -> Option<Self> {
+        Some(match procedure {
+            "wamp.session.count" => Self::SessionCount,
+            "wamp.session.list" => Self::SessionList,
+            "wamp.session.get" => Self::SessionGet,
+            "wamp.session.kill" => Self::SessionKill,
+            "wamp.session.kill_by_authid" => Self::SessionKillByAuthid,
+            "wamp.session.kill_by_authrole" => Self::SessionKillByAuthrole,
+            "wamp.session.kill_all" => Self::SessionKillAll,
+            "wamp.subscription.list" => Self::SubscriptionList,
+            "wamp.subscription.lookup" => Self::SubscriptionLookup,
+            "wamp.subscription.match" => Self::SubscriptionMatch,
+            "wamp.subscription.get" => Self::SubscriptionGet,
+            "wamp.subscription.list_subscribers" => Self::SubscriptionListSubscribers,
+            "wamp.subscription.count_subscribers" => Self::SubscriptionCountSubscribers,
+            "wamp.registration.list" => Self::RegistrationList,
+            "wamp.registration.lookup" => Self::RegistrationLookup,
+            "wamp.registration.match" => Self::RegistrationMatch,
+            "wamp.registration.get" => Self::RegistrationGet,
+            "wamp.registration.list_callees" => Self::RegistrationListCallees,
+            "wamp.registration.count_callees" => Self::RegistrationCountCallees,
+            _ => return None,
+        })
+    }
+
+    fn kills(self) -> bool {
+        matches!(
+            self,
+            Self::SessionKill
+                | Self::SessionKillByAuthid
+                | Self::SessionKillByAuthrole
+                | Self::SessionKillAll
+        )
+    }
+}
+
+/// The meta topics a router with the meta API lets clients subscribe to (and nobody
+/// publish to).
+pub(crate) const META_TOPICS: [&str; 10] = [
+    "wamp.session.on_join",
+    "wamp.session.on_leave",
+    "wamp.subscription.on_create",
+    "wamp.subscription.on_subscribe",
+    "wamp.subscription.on_unsubscribe",
+    "wamp.subscription.on_delete",
+    "wamp.registration.on_create",
+    "wamp.registration.on_register",
+    "wamp.registration.on_unregister",
+    "wamp.registration.on_delete",
+];
+
+fn no_such(what: &str) -> RpcError {
+    RpcError::new(
+        format!("wamp.error.no_such_{what}"),
+        format!("no such {what}"),
+    )
+}
+
+fn invalid(message: &str) -> RpcError {
+    RpcError::new("wamp.error.invalid_argument", message)
+}
+
+/// Positional argument `i` as an id.
+fn id_arg(args: &[Value], i: usize) -> Result<u64, RpcError> {
+    args.get(i)
+        .and_then(Value::as_u64)
+        .ok_or_else(|| invalid("an id is expected"))
+}
+
+fn str_arg(args: &[Value], i: usize) -> Result<&str, RpcError> {
+    args.get(i)
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid("a string is expected"))
+}
+
+/// `filter_authroles`: absent or null is no filter.
+fn authroles_arg(args: &[Value]) -> Result<Option<Vec<String>>, RpcError> {
+    match args.first() {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(roles)) => roles
+            .iter()
+            .map(|r| r.as_str().map(str::to_owned))
+            .collect::<Option<Vec<_>>>()
+            .map(Some)
+            .ok_or_else(|| invalid("filter_authroles is a list of strings")),
+        Some(_) => Err(invalid("filter_authroles is a list of strings")),
+    }
+}
+
+/// `options.match` of a lookup: absent is exact.
+fn match_option(args: &[Value]) -> Result<MatchPolicy, RpcError> {
+    let name = args
+        .get(1)
+        .and_then(|o| o.get("match"))
+        .and_then(Value::as_str);
+    MatchPolicy::parse(name).ok_or_else(|| invalid("match is exact, prefix or wildcard"))
+}
+
+fn ids_or_null(ids: Vec<u64>) -> Value {
+    if ids.is_empty() {
+        Value::Null
+    } else {
+        json!(ids)
+    }
+}
+
+/// `unix_ms` as an ISO 8601 UTC timestamp (`2026-12-02T01:00:00.000Z`).
+pub(crate) fn iso8601(unix_ms: u64) -> String {
+    let secs = unix_ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Days to a civil date (Howard Hinnant's algorithm).
+    let z = i64::try_from(days).unwrap_or(0) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        unix_ms % 1000
+    )
+}
+
+fn invoke_name(invoke: InvokePolicy) -> &'static str {
+    match invoke {
+        InvokePolicy::RoundRobin => "roundrobin",
+        InvokePolicy::Random => "random",
+        InvokePolicy::First => "first",
+        InvokePolicy::Last => "last",
+        _ => "single",
+    }
+}
+
+/// A session as `wamp.session.get` and `on_join` tell it.
+fn session_details(id: u64, outbox: &Outbox) -> Value {
+    let who = outbox.identity();
+    let mut d = Dict::new();
+    d.insert("session".into(), id.into());
+    if let Some(authid) = who.authid {
+        d.insert("authid".into(), authid.into());
+    }
+    if let Some(authrole) = who.authrole {
+        d.insert("authrole".into(), authrole.into());
+    }
+    if let Some(m) = who.authmethod {
+        d.insert("authmethod".into(), m.into());
+    }
+    if let Some(p) = who.authprovider {
+        d.insert("authprovider".into(), p.into());
+    }
+    let protocol = crate::Protocol::from(outbox.proto());
+    d.insert(
+        "transport".into(),
+        json!({"type": "websocket", "protocol": protocol.subprotocol()}),
+    );
+    Value::Object(d)
+}
+
+impl Inner<()> {
+    /// Answers a meta procedure.
+    pub(crate) fn meta_call(&self, meta: Meta, call: &Call) -> Result<Payload, RpcError> {
+        let args = call.args();
+        let one = |v: Value| Ok(Payload::from_event(v));
+        let hub = &self.wamp().hub;
+        if meta.kills() && self.auth.is_none() {
+            // Without authentication anyone could end anyone's session.
+            return Err(RpcError::new(
+                "wamp.error.not_authorized",
+                "killing sessions needs authentication configured",
+            ));
+        }
+        // The open v2 sessions: numeric id, outbox.
+        let sessions = || {
+            hub.session_outboxes()
+                .into_iter()
+                .filter_map(|(id, outbox)| id.as_u64().map(|n| (n, id, outbox)))
+                .collect::<Vec<_>>()
+        };
+        let caller = call.session().id().as_u64();
+        match meta {
+            Meta::SessionCount | Meta::SessionList => {
+                let roles = authroles_arg(args)?;
+                let mut ids: Vec<u64> = sessions()
+                    .into_iter()
+                    .filter(|(_, _, o)| {
+                        roles.as_ref().is_none_or(|roles| {
+                            o.identity()
+                                .authrole
+                                .is_some_and(|r| roles.iter().any(|x| x == r))
+                        })
+                    })
+                    .map(|(n, _, _)| n)
+                    .collect();
+                ids.sort_unstable();
+                if meta == Meta::SessionCount {
+                    one(ids.len().into())
+                } else {
+                    one(json!(ids))
+                }
+            }
+            Meta::SessionGet => {
+                let id = id_arg(args, 0)?;
+                let outbox = hub
+                    .outbox(&SessionId::numeric(id))
+                    .ok_or_else(|| no_such("session"))?;
+                one(session_details(id, &outbox))
+            }
+            Meta::SessionKill
+            | Meta::SessionKillByAuthid
+            | Meta::SessionKillByAuthrole
+            | Meta::SessionKillAll => {
+                let kwargs = call.kwargs();
+                let reason = match kwargs.get("reason") {
+                    None | Some(Value::Null) => crate::session::KILLED,
+                    Some(Value::String(r)) if valid_uri(r) => r.as_str(),
+                    Some(_) => {
+                        return Err(RpcError::new(
+                            "wamp.error.invalid_uri",
+                            "reason must be a valid URI",
+                        ));
+                    }
+                };
+                let message = kwargs.get("message").and_then(Value::as_str).unwrap_or("");
+                let targets: Vec<(u64, Outbox)> = match meta {
+                    Meta::SessionKill => {
+                        let id = id_arg(args, 0)?;
+                        match hub.outbox(&SessionId::numeric(id)) {
+                            Some(o) if Some(id) != caller => vec![(id, o)],
+                            _ => return Err(no_such("session")),
+                        }
+                    }
+                    _ => {
+                        let wanted = match meta {
+                            Meta::SessionKillByAuthid | Meta::SessionKillByAuthrole => {
+                                Some(str_arg(args, 0)?.to_owned())
+                            }
+                            _ => None,
+                        };
+                        sessions()
+                            .into_iter()
+                            .filter(|(n, _, _)| Some(*n) != caller)
+                            .filter(|(_, _, o)| {
+                                let who = o.identity();
+                                match (meta, &wanted) {
+                                    (Meta::SessionKillByAuthid, Some(w)) => {
+                                        who.authid.as_deref() == Some(w.as_str())
+                                    }
+                                    (Meta::SessionKillByAuthrole, Some(w)) => {
+                                        who.authrole == Some(w.as_str())
+                                    }
+                                    _ => true,
+                                }
+                            })
+                            .map(|(n, _, o)| (n, o))
+                            .collect()
+                    }
+                };
+                let mut killed: Vec<u64> = Vec::with_capacity(targets.len());
+                for (n, outbox) in targets {
+                    outbox.close_with_goodbye(1000, message, reason);
+                    killed.push(n);
+                }
+                killed.sort_unstable();
+                match meta {
+                    Meta::SessionKill => Ok(Payload::default()),
+                    Meta::SessionKillByAuthid => one(json!(killed)),
+                    _ => one(killed.len().into()),
+                }
+            }
+            Meta::SubscriptionList | Meta::RegistrationList => {
+                let list = if meta == Meta::SubscriptionList {
+                    hub.subscription_list()
+                } else {
+                    hub.registrations().list()
+                };
+                let mut by = [vec![], vec![], vec![]];
+                for (id, policy, _) in list {
+                    by[policy as usize].push(id);
+                }
+                for ids in &mut by {
+                    ids.sort_unstable();
+                }
+                let [exact, prefix, wildcard] = by;
+                one(json!({"exact": exact, "prefix": prefix, "wildcard": wildcard}))
+            }
+            Meta::SubscriptionLookup | Meta::RegistrationLookup => {
+                let uri = str_arg(args, 0)?;
+                let policy = match_option(args)?;
+                let id = if meta == Meta::SubscriptionLookup {
+                    hub.subscription_lookup(policy, uri)
+                } else {
+                    hub.registrations().lookup(policy, uri)
+                };
+                one(id.map_or(Value::Null, Value::from))
+            }
+            Meta::SubscriptionMatch => {
+                one(ids_or_null(hub.subscriptions_matching(str_arg(args, 0)?)))
+            }
+            Meta::RegistrationMatch => one(hub
+                .registrations()
+                .best(str_arg(args, 0)?)
+                .map_or(Value::Null, Value::from)),
+            Meta::SubscriptionGet
+            | Meta::SubscriptionListSubscribers
+            | Meta::SubscriptionCountSubscribers => {
+                let info = hub
+                    .subscription_info(id_arg(args, 0)?)
+                    .ok_or_else(|| no_such("subscription"))?;
+                match meta {
+                    Meta::SubscriptionGet => one(json!({
+                        "id": info.id,
+                        "created": iso8601(info.created),
+                        "uri": &*info.uri,
+                        "match": info.policy.as_str(),
+                    })),
+                    Meta::SubscriptionListSubscribers => {
+                        let mut ids: Vec<u64> = info
+                            .subscribers
+                            .iter()
+                            .filter_map(SessionId::as_u64)
+                            .collect();
+                        ids.sort_unstable();
+                        one(json!(ids))
+                    }
+                    _ => one(info.subscribers.len().into()),
+                }
+            }
+            Meta::RegistrationGet
+            | Meta::RegistrationListCallees
+            | Meta::RegistrationCountCallees => {
+                let info = hub
+                    .registrations()
+                    .info(id_arg(args, 0)?)
+                    .ok_or_else(|| no_such("registration"))?;
+                match meta {
+                    Meta::RegistrationGet => one(json!({
+                        "id": info.id,
+                        "created": iso8601(info.created),
+                        "uri": &*info.uri,
+                        "match": info.policy.as_str(),
+                        "invoke": invoke_name(info.invoke),
+                    })),
+                    Meta::RegistrationListCallees => {
+                        let mut ids: Vec<u64> =
+                            info.callees.iter().filter_map(SessionId::as_u64).collect();
+                        ids.sort_unstable();
+                        one(json!(ids))
+                    }
+                    _ => one(info.callees.len().into()),
+                }
+            }
+        }
+    }
+
+    /// Publishes a meta event (nothing without the meta API).
+    fn meta_event(&self, topic: &str, args: Vec<Value>) {
+        if !self.meta_api {
+            return;
+        }
+        let payload = Payload {
+            args,
+            kwargs: Dict::new(),
+        };
+        let event = payload.to_event();
+        let out = Outgoing {
+            topic,
+            event: &event,
+            payload: &payload,
+            publication: random_id(),
+            details: None,
+            auth_lists: None,
+            to_patterns: false,
+            retain: false,
+        };
+        self.wamp().hub.deliver(&out, &[], None);
+    }
+
+    /// `wamp.session.on_join`.
+    pub(crate) fn meta_joined(&self, id: &SessionId, outbox: &Outbox) {
+        if let Some(n) = id.as_u64() {
+            self.meta_event("wamp.session.on_join", vec![session_details(n, outbox)]);
+        }
+    }
+
+    /// `wamp.session.on_leave`.
+    pub(crate) fn meta_left(&self, id: &SessionId, outbox: &Outbox) {
+        if let Some(n) = id.as_u64() {
+            let who = outbox.identity();
+            self.meta_event(
+                "wamp.session.on_leave",
+                vec![n.into(), who.authid.into(), who.authrole.into()],
+            );
+        }
+    }
+
+    /// `on_create` (when `created`) then `on_subscribe` or `on_register`.
+    pub(crate) fn meta_attached(
+        &self,
+        kind: Kind,
+        session: &SessionId,
+        (policy, uri): (MatchPolicy, &str),
+        id: u64,
+        created: Option<(u64, Option<InvokePolicy>)>,
+    ) {
+        let Some(n) = session.as_u64() else {
+            return;
+        };
+        if uri.starts_with("wamp.") {
+            return;
+        }
+        if let Some((at, invoke)) = created {
+            let mut info = json!({
+                "id": id,
+                "created": iso8601(at),
+                "uri": uri,
+                "match": policy.as_str(),
+            });
+            if let Some(invoke) = invoke {
+                info["invoke"] = invoke_name(invoke).into();
+            }
+            self.meta_event(kind.topic("on_create"), vec![n.into(), info]);
+        }
+        let attached = match kind {
+            Kind::Subscription => "on_subscribe",
+            Kind::Registration => "on_register",
+        };
+        self.meta_event(kind.topic(attached), vec![n.into(), id.into()]);
+    }
+
+    /// `on_unsubscribe` or `on_unregister`, then `on_delete` (when `deleted`).
+    pub(crate) fn meta_detached(
+        &self,
+        kind: Kind,
+        session: &SessionId,
+        uri: &str,
+        id: u64,
+        deleted: bool,
+    ) {
+        let Some(n) = session.as_u64() else {
+            return;
+        };
+        if uri.starts_with("wamp.") {
+            return;
+        }
+        let detached = match kind {
+            Kind::Subscription => "on_unsubscribe",
+            Kind::Registration => "on_unregister",
+        };
+        self.meta_event(kind.topic(detached), vec![n.into(), id.into()]);
+        if deleted {
+            self.meta_event(kind.topic("on_delete"), vec![n.into(), id.into()]);
+        }
+    }
+}
+
+/// Which meta events.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Kind {
+    Subscription,
+    Registration,
+}
+
+impl Kind {
+    fn topic(self, event: &str) -> &'static str {
+        let topic = match (self, event) {
+            (Self::Subscription, "on_create") => "wamp.subscription.on_create",
+            (Self::Subscription, "on_subscribe") => "wamp.subscription.on_subscribe",
+            (Self::Subscription, "on_unsubscribe") => "wamp.subscription.on_unsubscribe",
+            (Self::Subscription, _) => "wamp.subscription.on_delete",
+            (Self::Registration, "on_create") => "wamp.registration.on_create",
+            (Self::Registration, "on_register") => "wamp.registration.on_register",
+            (Self::Registration, "on_unregister") => "wamp.registration.on_unregister",
+            (Self::Registration, _) => "wamp.registration.on_delete",
+        };
+        debug_assert!(META_TOPICS.contains(&topic));
+        topic
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_iso_8601_utc() {
+        assert_eq!(iso8601(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(iso8601(951_782_400_123), "2000-02-29T00:00:00.123Z");
+        assert_eq!(iso8601(1_796_173_200_000), "2026-12-02T01:00:00.000Z");
+    }
+
+    #[test]
+    fn every_meta_procedure_has_its_spec_name() {
+        for name in [
+            "wamp.session.count",
+            "wamp.session.list",
+            "wamp.session.get",
+            "wamp.session.kill",
+            "wamp.session.kill_by_authid",
+            "wamp.session.kill_by_authrole",
+            "wamp.session.kill_all",
+            "wamp.subscription.list",
+            "wamp.subscription.lookup",
+            "wamp.subscription.match",
+            "wamp.subscription.get",
+            "wamp.subscription.list_subscribers",
+            "wamp.subscription.count_subscribers",
+            "wamp.registration.list",
+            "wamp.registration.lookup",
+            "wamp.registration.match",
+            "wamp.registration.get",
+            "wamp.registration.list_callees",
+            "wamp.registration.count_callees",
+        ] {
+            assert!(Meta::of(name).is_some(), "{name}");
+        }
+        assert_eq!(Meta::of("wamp.subscription.count_suscribers"), None);
+    }
+}

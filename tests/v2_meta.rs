@@ -1,0 +1,417 @@
+//! The WAMP v2 meta API over real sockets: session, subscription and registration
+//! procedures and meta events, off by default, and kills only with authentication.
+mod common;
+
+use std::net::SocketAddr;
+
+use common::{v2::*, *};
+use serde_json::{Value, json};
+use tower_wamp::{
+    Topic, WampRouter,
+    auth::{Secret, WampCra},
+    core::{
+        auth::{AuthKey, Permissions},
+        codec::v2::{Message, Serializer},
+    },
+};
+
+fn router() -> WampRouter {
+    WampRouter::new()
+        .realm("realm1")
+        .topic("com.example.*", Topic::new())
+        .meta_api(true)
+}
+
+async fn call(c: &mut V2, procedure: &str, args: Value, kwargs: Value) -> Result<Value, String> {
+    match c.call(procedure, args, kwargs).await {
+        Message::Result { args, .. } => Ok(args.first().cloned().unwrap_or(Value::Null)),
+        Message::Error { error, .. } => Err(error),
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn subscribe(c: &mut V2, topic: &str) -> u64 {
+    match c.subscribe(topic).await {
+        Message::Subscribed { subscription, .. } => subscription,
+        other => panic!("{topic}: {other:?}"),
+    }
+}
+
+/// The next EVENT's (subscription, args).
+async fn event(c: &mut V2) -> (u64, Vec<Value>) {
+    match c.recv().await {
+        Message::Event {
+            subscription, args, ..
+        } => (subscription, args),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_meta_api_is_off_unless_turned_on() {
+    let addr = serve_router(WampRouter::new().realm("realm1")).await;
+    let mut c = V2::join(addr, Serializer::Json).await;
+    let broker = &c.welcome["roles"]["broker"]["features"];
+    assert!(broker.get("session_meta_api").is_none());
+    assert_eq!(
+        call(&mut c, "wamp.session.count", json!([]), json!({})).await,
+        Err("wamp.error.no_such_procedure".into())
+    );
+    match c.subscribe("wamp.session.on_join").await {
+        Message::Error { error, .. } => assert_eq!(error, "wamp.error.not_authorized"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_are_listed_told_and_their_joins_and_leaves_published() {
+    let addr = serve_router(router()).await;
+    let mut watcher = V2::join(addr, Serializer::Json).await;
+    for (role, feature) in [
+        ("broker", "session_meta_api"),
+        ("broker", "subscription_meta_api"),
+        ("dealer", "session_meta_api"),
+        ("dealer", "registration_meta_api"),
+    ] {
+        assert_eq!(watcher.welcome["roles"][role]["features"][feature], true);
+    }
+    let joins = subscribe(&mut watcher, "wamp.session.on_join").await;
+    let leaves = subscribe(&mut watcher, "wamp.session.on_leave").await;
+    let other = V2::join(addr, Serializer::MsgPack).await;
+    let (sub, args) = event(&mut watcher).await;
+    assert_eq!(sub, joins);
+    let joined = &args[0];
+    assert_eq!(joined["session"], other.session);
+    assert_eq!(joined["authrole"], "anonymous");
+    assert_eq!(joined["authmethod"], "anonymous");
+    assert_eq!(joined["transport"]["protocol"], "wamp.2.msgpack");
+
+    let mut ids = vec![watcher.session, other.session];
+    ids.sort_unstable();
+    assert_eq!(
+        call(&mut watcher, "wamp.session.list", json!([]), json!({})).await,
+        Ok(json!(ids))
+    );
+    assert_eq!(
+        call(
+            &mut watcher,
+            "wamp.session.count",
+            json!([["anonymous"]]),
+            json!({})
+        )
+        .await,
+        Ok(json!(2))
+    );
+    assert_eq!(
+        call(
+            &mut watcher,
+            "wamp.session.count",
+            json!([["admin"]]),
+            json!({})
+        )
+        .await,
+        Ok(json!(0))
+    );
+    let got = call(
+        &mut watcher,
+        "wamp.session.get",
+        json!([other.session]),
+        json!({}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(&got, joined);
+    assert_eq!(
+        call(&mut watcher, "wamp.session.get", json!([1]), json!({})).await,
+        Err("wamp.error.no_such_session".into())
+    );
+    // Without authentication nobody may end anybody's session.
+    assert_eq!(
+        call(
+            &mut watcher,
+            "wamp.session.kill",
+            json!([other.session]),
+            json!({})
+        )
+        .await,
+        Err("wamp.error.not_authorized".into())
+    );
+    let gone = other.session;
+    drop(other);
+    let (sub, args) = event(&mut watcher).await;
+    assert_eq!(
+        (sub, args),
+        (leaves, vec![json!(gone), Value::Null, json!("anonymous")])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_and_registrations_are_told_and_their_lives_published() {
+    let addr = serve_router(router()).await;
+    let mut watcher = V2::join(addr, Serializer::Json).await;
+    let mut topics = vec![];
+    for t in [
+        "wamp.subscription.on_create",
+        "wamp.subscription.on_subscribe",
+        "wamp.subscription.on_unsubscribe",
+        "wamp.subscription.on_delete",
+        "wamp.registration.on_create",
+        "wamp.registration.on_register",
+        "wamp.registration.on_unregister",
+        "wamp.registration.on_delete",
+    ] {
+        topics.push(subscribe(&mut watcher, t).await);
+    }
+    let mut c = V2::join(addr, Serializer::Json).await;
+    let sub = subscribe(&mut c, "com.example.t").await;
+    let (s, args) = event(&mut watcher).await;
+    assert_eq!(s, topics[0]);
+    assert_eq!(args[0], c.session);
+    assert_eq!(args[1]["id"], sub);
+    assert_eq!(args[1]["uri"], "com.example.t");
+    assert_eq!(args[1]["match"], "exact");
+    assert!(args[1]["created"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(
+        event(&mut watcher).await,
+        (topics[1], vec![json!(c.session), json!(sub)])
+    );
+
+    // The procedures.
+    let list = call(&mut watcher, "wamp.subscription.list", json!([]), json!({}))
+        .await
+        .unwrap();
+    assert!(list["exact"].as_array().unwrap().contains(&json!(sub)));
+    for (procedure, args, want) in [
+        (
+            "wamp.subscription.lookup",
+            json!(["com.example.t"]),
+            json!(sub),
+        ),
+        (
+            "wamp.subscription.lookup",
+            json!(["com.example.t", {"match": "prefix"}]),
+            Value::Null,
+        ),
+        (
+            "wamp.subscription.match",
+            json!(["com.example.t"]),
+            json!([sub]),
+        ),
+        (
+            "wamp.subscription.match",
+            json!(["com.example.none"]),
+            Value::Null,
+        ),
+        (
+            "wamp.subscription.list_subscribers",
+            json!([sub]),
+            json!([c.session]),
+        ),
+        (
+            "wamp.subscription.count_subscribers",
+            json!([sub]),
+            json!(1),
+        ),
+    ] {
+        assert_eq!(
+            call(&mut watcher, procedure, args.clone(), json!({})).await,
+            Ok(want),
+            "{procedure} {args}"
+        );
+    }
+    let got = call(
+        &mut watcher,
+        "wamp.subscription.get",
+        json!([sub]),
+        json!({}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (&got["uri"], &got["match"]),
+        (&json!("com.example.t"), &json!("exact"))
+    );
+    assert_eq!(
+        call(
+            &mut watcher,
+            "wamp.subscription.get",
+            json!([987_654]),
+            json!({})
+        )
+        .await,
+        Err("wamp.error.no_such_subscription".into())
+    );
+
+    // Registrations.
+    let request = c.request();
+    c.send(&Message::Register {
+        request,
+        options: dict(json!({"match": "prefix", "invoke": "roundrobin"})),
+        procedure: "com.example.p.".into(),
+    })
+    .await;
+    let Message::Registered { registration, .. } = c.recv().await else {
+        panic!()
+    };
+    let (s, args) = event(&mut watcher).await;
+    assert_eq!(s, topics[4]);
+    assert_eq!(args[1]["invoke"], "roundrobin");
+    assert_eq!(args[1]["match"], "prefix");
+    assert_eq!(
+        event(&mut watcher).await,
+        (topics[5], vec![json!(c.session), json!(registration)])
+    );
+    for (procedure, args, want) in [
+        (
+            "wamp.registration.lookup",
+            json!(["com.example.p.", {"match": "prefix"}]),
+            json!(registration),
+        ),
+        (
+            "wamp.registration.match",
+            json!(["com.example.p.x"]),
+            json!(registration),
+        ),
+        (
+            "wamp.registration.match",
+            json!(["com.example.q"]),
+            Value::Null,
+        ),
+        (
+            "wamp.registration.list_callees",
+            json!([registration]),
+            json!([c.session]),
+        ),
+        (
+            "wamp.registration.count_callees",
+            json!([registration]),
+            json!(1),
+        ),
+    ] {
+        assert_eq!(
+            call(&mut watcher, procedure, args.clone(), json!({})).await,
+            Ok(want),
+            "{procedure} {args}"
+        );
+    }
+    let list = call(&mut watcher, "wamp.registration.list", json!([]), json!({}))
+        .await
+        .unwrap();
+    assert_eq!(list["prefix"], json!([registration]));
+
+    // UNSUBSCRIBE and leaving: unsubscribe, then delete, for each.
+    let request = c.request();
+    c.send(&Message::Unsubscribe {
+        request,
+        subscription: sub,
+    })
+    .await;
+    assert!(matches!(c.recv().await, Message::Unsubscribed { .. }));
+    assert_eq!(
+        event(&mut watcher).await,
+        (topics[2], vec![json!(c.session), json!(sub)])
+    );
+    assert_eq!(
+        event(&mut watcher).await,
+        (topics[3], vec![json!(c.session), json!(sub)])
+    );
+    let id = c.session;
+    drop(c);
+    assert_eq!(
+        event(&mut watcher).await,
+        (topics[6], vec![json!(id), json!(registration)])
+    );
+    assert_eq!(
+        event(&mut watcher).await,
+        (topics[7], vec![json!(id), json!(registration)])
+    );
+}
+
+fn cra_router() -> WampRouter {
+    router().auth(WampCra::new(
+        |_s, key: String, _e| async move {
+            matches!(key.as_str(), "ada" | "bob" | "carl").then(|| Secret::plain("secret"))
+        },
+        |_s, key: AuthKey| async move {
+            match key {
+                AuthKey::Key(k) if k == "ada" => Permissions::all(),
+                _ => Permissions::none().allow_call("com.example.*"),
+            }
+        },
+    ))
+}
+
+async fn user(addr: SocketAddr, name: &str) -> V2 {
+    ticket_join(addr, name, "secret").await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_authorized_session_kills_others_with_a_goodbye() {
+    let addr = serve_router(cra_router()).await;
+    let mut ada = user(addr, "ada").await;
+    let mut bob = user(addr, "bob").await;
+    // Bob may not call the meta API.
+    assert_eq!(
+        call(&mut bob, "wamp.session.list", json!([]), json!({})).await,
+        Err("wamp.error.not_authorized".into())
+    );
+    // Not itself, and a reason must be a URI.
+    let me = ada.session;
+    assert_eq!(
+        call(&mut ada, "wamp.session.kill", json!([me]), json!({})).await,
+        Err("wamp.error.no_such_session".into())
+    );
+    assert_eq!(
+        call(
+            &mut ada,
+            "wamp.session.kill",
+            json!([bob.session]),
+            json!({"reason": "no uri"})
+        )
+        .await,
+        Err("wamp.error.invalid_uri".into())
+    );
+    assert_eq!(
+        call(
+            &mut ada,
+            "wamp.session.kill",
+            json!([bob.session]),
+            json!({"reason": "com.example.bye", "message": "go"})
+        )
+        .await,
+        Ok(Value::Null)
+    );
+    match bob.recv().await {
+        Message::Goodbye { reason, details } => {
+            assert_eq!(reason, "com.example.bye");
+            assert_eq!(details["message"], "go");
+        }
+        other => panic!("{other:?}"),
+    }
+    let carl1 = user(addr, "carl").await;
+    let carl2 = user(addr, "carl").await;
+    let mut killed = vec![carl1.session, carl2.session];
+    killed.sort_unstable();
+    assert_eq!(
+        call(
+            &mut ada,
+            "wamp.session.kill_by_authid",
+            json!(["carl"]),
+            json!({})
+        )
+        .await,
+        Ok(json!(killed))
+    );
+    let _dan = user(addr, "bob").await;
+    assert_eq!(
+        call(
+            &mut ada,
+            "wamp.session.kill_by_authrole",
+            json!(["user"]),
+            json!({})
+        )
+        .await,
+        Ok(json!(1)),
+        "the caller itself is spared"
+    );
+}
