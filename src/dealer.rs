@@ -530,9 +530,16 @@ impl Registrations {
         self.procedures.get(policy, uri).map(|r| r.id)
     }
 
-    /// The id of the registration a call of `procedure` would go to.
+    /// The id of the registration a call of `procedure` would go to (without moving a
+    /// round-robin cursor).
     pub(crate) fn best(&self, procedure: &str) -> Option<u64> {
-        self.route(procedure).map(|r| r.registration)
+        let reserved = procedure == "wamp" || procedure.starts_with("wamp.");
+        self.procedures
+            .best_match_where(procedure, |policy, _, reg| {
+                policy == MatchPolicy::Exact
+                    || (!reserved && reg.callees.iter().any(|c| c.may_serve(procedure)))
+            })
+            .map(|(_, _, reg)| reg.id)
     }
 
     /// The callee a call of `procedure` goes to: the best-matching registration (exact,

@@ -1,7 +1,7 @@
 //! Shared runtime tables (open sessions, subscriptions) and the public server handle.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     fmt,
     sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard},
 };
@@ -53,17 +53,70 @@ pub(crate) struct Hub {
     /// delivered, read under its write lock by a SUBSCRIBE, so a subscriber gets a
     /// publication either as the retained event or live, never both).
     retained: Mutex<RetainedStore<Retained>>,
+    /// Held from a change of the subscriptions or registrations to its meta events, so that
+    /// meta events come in the order of the changes (only with the meta API on).
+    pub(crate) meta_order: Mutex<()>,
 }
 
-/// A publication kept as its topic's retained event, with who may receive it.
+/// A publication kept as its topic's retained event: its arguments encoded once for each
+/// serializer (what a late subscriber gets is a header around them), and who may receive
+/// it, as sets built once.
 #[derive(Debug)]
 struct Retained {
     publication: u64,
-    payload: Payload,
+    /// Indexed by `serializer_index`.
+    payloads: [v2::EncodedPayload; 3],
     details: Option<v2::Dict>,
-    exclude: Vec<SessionId>,
-    eligible: Option<Vec<SessionId>>,
-    auth_lists: Option<crate::core::AuthLists>,
+    exclude: HashSet<u64>,
+    eligible: Option<HashSet<u64>>,
+    exclude_authid: HashSet<String>,
+    exclude_authrole: HashSet<String>,
+    eligible_authid: Option<HashSet<String>>,
+    eligible_authrole: Option<HashSet<String>>,
+}
+
+impl Retained {
+    /// What it holds, in bytes, roughly as the allocator sees it (what the budget counts).
+    fn bytes(&self, topic: &str) -> usize {
+        let strings = |set: &HashSet<String>| set.iter().map(|s| s.len() + 48).sum::<usize>();
+        let details = self
+            .details
+            .as_ref()
+            .map_or(0, |d| serde_json::to_vec(d).map_or(0, |v| v.len() * 4));
+        256 + topic.len()
+            + self
+                .payloads
+                .iter()
+                .map(v2::EncodedPayload::len)
+                .sum::<usize>()
+            + details
+            + 16 * (self.exclude.len() + self.eligible.as_ref().map_or(0, HashSet::len))
+            + strings(&self.exclude_authid)
+            + strings(&self.exclude_authrole)
+            + self.eligible_authid.as_ref().map_or(0, strings)
+            + self.eligible_authrole.as_ref().map_or(0, strings)
+    }
+
+    /// Whether a session would have been eligible for it.
+    fn admits(&self, id: &SessionId, authid: Option<&str>, authrole: Option<&str>) -> bool {
+        let listed = |set: &HashSet<String>, v: Option<&str>| v.is_some_and(|v| set.contains(v));
+        let n = id.as_u64();
+        n.is_none_or(|n| !self.exclude.contains(&n))
+            && self
+                .eligible
+                .as_ref()
+                .is_none_or(|e| n.is_some_and(|n| e.contains(&n)))
+            && !listed(&self.exclude_authid, authid)
+            && !listed(&self.exclude_authrole, authrole)
+            && self
+                .eligible_authid
+                .as_ref()
+                .is_none_or(|set| listed(set, authid))
+            && self
+                .eligible_authrole
+                .as_ref()
+                .is_none_or(|set| listed(set, authrole))
+    }
 }
 
 /// A v2 SUBSCRIBE's acknowledgement, and whether the retained event follows it.
@@ -96,6 +149,7 @@ impl Default for Hub {
             registrations: RwLock::default(),
             pattern_topics: RwLock::default(),
             retained: Mutex::new(RetainedStore::new(RetainBudget::default())),
+            meta_order: Mutex::new(()),
         }
     }
 }
@@ -213,7 +267,9 @@ impl Hub {
             (ack, subscription, outcome)
         {
             let _ = outbox.push_reply((ack.subscribed)(sid));
+            // Only to a new subscriber: one subscribed already may have had it live.
             if ack.get_retained
+                && outcome == Subscribed::New
                 && policy == MatchPolicy::Exact
                 && let Some(frame) = self.retained_event(uri, id, outbox, sid)
             {
@@ -237,18 +293,13 @@ impl Hub {
         };
         let store = self.retained.lock().unwrap_or_else(PoisonError::into_inner);
         let r = store.get(topic)?;
-        let admitted = !r.exclude.contains(id)
-            && r.eligible.as_ref().is_none_or(|e| e.contains(id))
-            && r.auth_lists.as_ref().is_none_or(|lists| {
-                outbox.with_identity(|authid, authrole| lists.admits(authid, authrole))
-            });
-        if !admitted {
+        if !outbox.with_identity(|authid, authrole| r.admits(id, authid, authrole)) {
             return None;
         }
         let mut details = r.details.clone().unwrap_or_default();
         details.insert("retained".into(), Value::Bool(true));
-        let payload = v2::EncodedPayload::new(serializer, &r.payload.args, &r.payload.kwargs);
-        let bytes = v2::encode_event(subscription, r.publication, &details, &payload);
+        let payload = &r.payloads[serializer_index(serializer)];
+        let bytes = v2::encode_event(subscription, r.publication, &details, payload);
         Some(Frame::v2_bytes(serializer, bytes))
     }
 
@@ -395,26 +446,28 @@ impl Hub {
         });
         if out.retain {
             // Kept under the broker's read lock: see `retained`.
-            let bytes = out.topic.len()
-                + payloads[0].as_ref().map_or_else(
-                    || {
-                        v2::EncodedPayload::new(
-                            v2::Serializer::Json,
-                            &out.payload.args,
-                            &out.payload.kwargs,
-                        )
-                        .len()
-                    },
-                    v2::EncodedPayload::len,
-                );
+            let ids = |list: &[SessionId]| list.iter().filter_map(SessionId::as_u64).collect();
+            let strings = |list: &[String]| list.iter().cloned().collect::<HashSet<String>>();
+            let lists = out.auth_lists.cloned().unwrap_or_default();
+            let encode = |serializer| {
+                v2::EncodedPayload::new(serializer, &out.payload.args, &out.payload.kwargs)
+            };
             let retained = Retained {
                 publication: out.publication,
-                payload: out.payload.clone(),
+                payloads: [
+                    encode(v2::Serializer::Json),
+                    encode(v2::Serializer::MsgPack),
+                    encode(v2::Serializer::Cbor),
+                ],
                 details: out.details.cloned(),
-                exclude: exclude.to_vec(),
-                eligible: eligible.map(<[SessionId]>::to_vec),
-                auth_lists: out.auth_lists.filter(|l| !l.is_empty()).cloned(),
+                exclude: ids(exclude),
+                eligible: eligible.map(ids),
+                exclude_authid: strings(&lists.exclude_authid),
+                exclude_authrole: strings(&lists.exclude_authrole),
+                eligible_authid: lists.eligible_authid.as_deref().map(strings),
+                eligible_authrole: lists.eligible_authrole.as_deref().map(strings),
             };
+            let bytes = retained.bytes(out.topic);
             self.retained
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)

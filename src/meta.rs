@@ -228,9 +228,11 @@ impl Inner<()> {
             ));
         }
         // The open v2 sessions: numeric id, outbox.
+        // (Sessions already closing are not told: they are on their way out.)
         let sessions = || {
             hub.session_outboxes()
                 .into_iter()
+                .filter(|(_, outbox)| !outbox.is_closed())
                 .filter_map(|(id, outbox)| id.as_u64().map(|n| (n, id, outbox)))
                 .collect::<Vec<_>>()
         };
@@ -260,6 +262,7 @@ impl Inner<()> {
                 let id = id_arg(args, 0)?;
                 let outbox = hub
                     .outbox(&SessionId::numeric(id))
+                    .filter(|o| !o.is_closed())
                     .ok_or_else(|| no_such("session"))?;
                 one(session_details(id, &outbox))
             }
@@ -283,7 +286,7 @@ impl Inner<()> {
                     Meta::SessionKill => {
                         let id = id_arg(args, 0)?;
                         match hub.outbox(&SessionId::numeric(id)) {
-                            Some(o) if Some(id) != caller => vec![(id, o)],
+                            Some(o) if Some(id) != caller && !o.is_closed() => vec![(id, o)],
                             _ => return Err(no_such("session")),
                         }
                     }
@@ -380,7 +383,13 @@ impl Inner<()> {
                         ids.sort_unstable();
                         one(json!(ids))
                     }
-                    _ => one(info.subscribers.len().into()),
+                    // As listed: WAMP v2 sessions.
+                    _ => one(info
+                        .subscribers
+                        .iter()
+                        .filter(|s| s.as_u64().is_some())
+                        .count()
+                        .into()),
                 }
             }
             Meta::RegistrationGet
@@ -458,18 +467,27 @@ impl Inner<()> {
         session: &SessionId,
         (policy, uri): (MatchPolicy, &str),
         id: u64,
-        created: Option<(u64, Option<InvokePolicy>)>,
+        created: bool,
     ) {
         let Some(n) = session.as_u64() else {
             return;
         };
-        if uri.starts_with("wamp.") {
+        if !self.meta_api || uri.starts_with("wamp.") {
             return;
         }
-        if let Some((at, invoke)) = created {
+        if created {
+            let hub = &self.wamp().hub;
+            // The creation time the router keeps (what `get` tells).
+            let (at, invoke) = match kind {
+                Kind::Subscription => (hub.subscription_info(id).map(|i| i.created), None),
+                Kind::Registration => {
+                    let info = hub.registrations().info(id);
+                    (info.as_ref().map(|i| i.created), info.map(|i| i.invoke))
+                }
+            };
             let mut info = json!({
                 "id": id,
-                "created": iso8601(at),
+                "created": iso8601(at.unwrap_or_else(crate::core::broker::now_ms)),
                 "uri": uri,
                 "match": policy.as_str(),
             });

@@ -1144,6 +1144,7 @@ impl Inner<()> {
         {
             return Err("wamp.error.procedure_already_exists");
         }
+        let _order = self.meta_order();
         match self
             .wamp
             .hub
@@ -1155,7 +1156,7 @@ impl Inner<()> {
                     session.id(),
                     (policy, &procedure),
                     id,
-                    created.then(|| (crate::core::broker::now_ms(), Some(invoke))),
+                    created,
                 );
                 Ok(id)
             }
@@ -1206,6 +1207,7 @@ impl Inner<()> {
         if let Some(hook) = &self.hooks.on_close {
             guarded("on_close", || hook(session, reason));
         }
+        let order = self.meta_order();
         let removed = self.wamp.hub.remove_subscriptions(session.id());
         if let Some(hook) = &self.hooks.on_unsubscribe {
             // The hooks are about topics: exact subscriptions only.
@@ -1231,10 +1233,23 @@ impl Inner<()> {
                 r.deleted,
             );
         }
+        drop(order);
+        // Gone from the lists before its leave is told.
+        self.wamp.hub.remove_session(session.id());
         if let Some(outbox) = session.outbox() {
             self.meta_left(session.id(), outbox);
         }
-        self.wamp.hub.remove_session(session.id());
+    }
+
+    /// Orders meta events as the changes that cause them (nothing without the meta API).
+    fn meta_order(&self) -> Option<std::sync::MutexGuard<'_, ()>> {
+        self.meta_api.then(|| {
+            self.wamp
+                .hub
+                .meta_order
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        })
     }
 
     /// A client's SUBSCRIBE to `topic` under `policy` (v1: always exact), within the
@@ -1299,6 +1314,8 @@ impl Inner<()> {
             Granted::These(p) if policy != MatchPolicy::Exact => Some(p),
             _ => None,
         };
+        // Meta events in the order of the changes that cause them.
+        let order = self.meta_order();
         let (outcome, id, created) = self.wamp.hub.subscribe(
             (policy, &topic),
             session.id(),
@@ -1313,9 +1330,10 @@ impl Inner<()> {
                 session.id(),
                 (policy, &topic),
                 sid,
-                created.then(|| (crate::core::broker::now_ms(), None)),
+                created,
             );
         }
+        drop(order);
         match outcome {
             // The hooks are about topics: a pattern subscription runs none.
             Subscribed::New if policy == MatchPolicy::Exact => {
@@ -1357,6 +1375,7 @@ impl Inner<()> {
             MatchPolicy::Exact => self.aliases.get(topic).map_or(topic, String::as_str),
             _ => topic,
         };
+        let order = self.meta_order();
         let Some((id, deleted)) = self
             .wamp
             .hub
@@ -1364,11 +1383,6 @@ impl Inner<()> {
         else {
             return false;
         };
-        if policy == MatchPolicy::Exact
-            && let Some(hook) = &self.hooks.on_unsubscribe
-        {
-            guarded("on_unsubscribe", || hook(session, topic));
-        }
         self.meta_detached(
             crate::meta::Kind::Subscription,
             session.id(),
@@ -1376,6 +1390,12 @@ impl Inner<()> {
             id,
             deleted,
         );
+        drop(order);
+        if policy == MatchPolicy::Exact
+            && let Some(hook) = &self.hooks.on_unsubscribe
+        {
+            guarded("on_unsubscribe", || hook(session, topic));
+        }
         true
     }
 
@@ -1384,6 +1404,7 @@ impl Inner<()> {
         let Some(outbox) = session.outbox() else {
             return false;
         };
+        let _order = self.meta_order();
         let uri = self.wamp.hub.registrations().info(id).map(|info| info.uri);
         let Some(deleted) = self.wamp.hub.unregister(id, session.id(), outbox, ack) else {
             return false;

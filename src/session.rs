@@ -159,7 +159,9 @@ impl Outbox {
     pub(crate) fn identity(&self) -> Identity {
         let slot = self.0.auth.lock().unwrap_or_else(PoisonError::into_inner);
         Identity {
-            authid: authid_of(&slot).map(str::to_owned),
+            authid: authid_of(&slot)
+                .map(str::to_owned)
+                .or_else(|| slot.welcomed_authid.clone()),
             authrole: authrole_of(&slot),
             authmethod: slot.welcomed_by.map(|(m, _)| m),
             authprovider: slot.welcomed_by.map(|(_, p)| p),
@@ -461,6 +463,9 @@ pub(crate) struct AuthSlot {
     pub(crate) welcomed_as: Option<&'static str>,
     /// The authmethod and authprovider of its WELCOME.
     pub(crate) welcomed_by: Option<(&'static str, &'static str)>,
+    /// The authid of its WELCOME (for an anonymous session, a random one that names no one:
+    /// only the meta API tells it).
+    pub(crate) welcomed_authid: Option<String>,
 }
 
 /// Who a session is, as the meta API tells it.
@@ -599,6 +604,7 @@ impl Session {
     /// Records the authrole of a v2 session's WELCOME.
     pub(crate) fn mark_welcomed(
         &self,
+        authid: &str,
         authrole: &'static str,
         authmethod: &'static str,
         authprovider: &'static str,
@@ -606,6 +612,7 @@ impl Session {
         let mut slot = self.auth_slot();
         slot.welcomed_as = Some(authrole);
         slot.welcomed_by = Some((authmethod, authprovider));
+        slot.welcomed_authid = Some(authid.to_owned());
     }
 
     /// The session's authid: the auth key it authenticated with (WAMP-CRA or ticket, or

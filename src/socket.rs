@@ -568,7 +568,7 @@ async fn close(sink: &mut Sink, outbox: &Outbox, request: CloseRequest) -> (Clos
         }
         sink.send(WsMessage::Close(Some(CloseFrame {
             code,
-            reason: reason.clone().into(),
+            reason: close_reason(&reason).into(),
         })))
         .await
     };
@@ -1485,6 +1485,16 @@ impl ReplyTo {
             }
         }
     }
+}
+
+/// A close frame's reason: at most 123 bytes (RFC 6455 §5.5), cut at a character boundary
+/// (the GOODBYE before it carries the whole message).
+fn close_reason(reason: &str) -> String {
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    reason[..end].to_owned()
 }
 
 fn client_close(frame: Option<CloseFrame>) -> CloseReason {

@@ -82,6 +82,8 @@ async fn sessions_are_listed_told_and_their_joins_and_leaves_published() {
     assert_eq!(sub, joins);
     let joined = &args[0];
     assert_eq!(joined["session"], other.session);
+    // The authid its WELCOME gave it (random, for an anonymous session).
+    assert_eq!(joined["authid"], other.welcome["authid"]);
     assert_eq!(joined["authrole"], "anonymous");
     assert_eq!(joined["authmethod"], "anonymous");
     assert_eq!(joined["transport"]["protocol"], "wamp.2.msgpack");
@@ -137,11 +139,17 @@ async fn sessions_are_listed_told_and_their_joins_and_leaves_published() {
         Err("wamp.error.not_authorized".into())
     );
     let gone = other.session;
+    let authid = other.welcome["authid"].clone();
     drop(other);
     let (sub, args) = event(&mut watcher).await;
     assert_eq!(
         (sub, args),
-        (leaves, vec![json!(gone), Value::Null, json!("anonymous")])
+        (leaves, vec![json!(gone), authid, json!("anonymous")])
+    );
+    // Gone from the list by the time its leave is told.
+    assert_eq!(
+        call(&mut watcher, "wamp.session.list", json!([]), json!({})).await,
+        Ok(json!([watcher.session]))
     );
 }
 
@@ -298,6 +306,15 @@ async fn subscriptions_and_registrations_are_told_and_their_lives_published() {
         .await
         .unwrap();
     assert_eq!(list["prefix"], json!([registration]));
+    let got = call(
+        &mut watcher,
+        "wamp.registration.get",
+        json!([registration]),
+        json!({}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(got["invoke"], "roundrobin");
 
     // UNSUBSCRIBE and leaving: unsubscribe, then delete, for each.
     let request = c.request();
@@ -371,12 +388,14 @@ async fn an_authorized_session_kills_others_with_a_goodbye() {
         .await,
         Err("wamp.error.invalid_uri".into())
     );
+    // A message longer than a close frame may carry: the GOODBYE has it all.
+    let message = "ü".repeat(100);
     assert_eq!(
         call(
             &mut ada,
             "wamp.session.kill",
             json!([bob.session]),
-            json!({"reason": "com.example.bye", "message": "go"})
+            json!({"reason": "com.example.bye", "message": message})
         )
         .await,
         Ok(Value::Null)
@@ -384,7 +403,13 @@ async fn an_authorized_session_kills_others_with_a_goodbye() {
     match bob.recv().await {
         Message::Goodbye { reason, details } => {
             assert_eq!(reason, "com.example.bye");
-            assert_eq!(details["message"], "go");
+            assert_eq!(details["message"], message.as_str());
+        }
+        other => panic!("{other:?}"),
+    }
+    match tokio::time::timeout(WAIT, futures_util::StreamExt::next(&mut bob.ws)).await {
+        Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Close(Some(f))))) => {
+            assert!(f.reason.len() <= 123);
         }
         other => panic!("{other:?}"),
     }

@@ -503,6 +503,14 @@ async fn a_retained_event_goes_to_a_later_subscriber_that_asks_and_may_have_it()
     subscribe(&mut other, "com.example.r", json!({"get_retained": true}))
         .await
         .unwrap();
+    // `late` was eligible and subscribed: it got event 3 live, and a second SUBSCRIBE
+    // (already subscribed) does not send it again as the retained one.
+    assert!(matches!(late.recv().await, Message::Event { args, .. } if args == vec![json!(3)]));
+    assert_eq!(
+        subscribe(&mut late, "com.example.r", json!({"get_retained": true})).await,
+        Ok(sub)
+    );
+
     // The publisher was excluded from its own publications (exclude_me).
     subscribe(
         &mut publisher,
@@ -511,7 +519,7 @@ async fn a_retained_event_goes_to_a_later_subscriber_that_asks_and_may_have_it()
     )
     .await
     .unwrap();
-    for c in [&mut plain, &mut other, &mut publisher] {
+    for c in [&mut plain, &mut other, &mut publisher, &mut late] {
         assert!(
             tokio::time::timeout(QUIET, c.ws.next()).await.is_err(),
             "no retained event"
@@ -562,4 +570,48 @@ async fn retained_events_are_kept_within_the_budget() {
         ),
         other => panic!("{other:?}"),
     }
+}
+
+#[tokio::test]
+async fn a_retained_event_keeps_its_audience_by_authrole() {
+    let addr = serve_router(router()).await;
+    let mut publisher = V2::join(addr, Serializer::Json).await;
+    for (n, options) in [
+        (1, json!({"eligible_authrole": ["anonymous"]})),
+        (2, json!({"exclude_authrole": ["anonymous"]})),
+    ] {
+        let topic = format!("com.example.role{n}");
+        let mut options = options;
+        options["acknowledge"] = json!(true);
+        options["retain"] = json!(true);
+        publisher
+            .publish(&topic, json!([n]), json!({}), options)
+            .await;
+        assert!(matches!(publisher.recv().await, Message::Published { .. }));
+    }
+    let mut late = V2::join(addr, Serializer::Json).await;
+    let s1 = subscribe(
+        &mut late,
+        "com.example.role1",
+        json!({"get_retained": true}),
+    )
+    .await
+    .unwrap();
+    match late.recv().await {
+        Message::Event {
+            subscription, args, ..
+        } => assert_eq!((subscription, args), (s1, vec![json!(1)])),
+        other => panic!("{other:?}"),
+    }
+    subscribe(
+        &mut late,
+        "com.example.role2",
+        json!({"get_retained": true}),
+    )
+    .await
+    .unwrap();
+    assert!(
+        tokio::time::timeout(QUIET, late.ws.next()).await.is_err(),
+        "anonymous was excluded from event 2"
+    );
 }

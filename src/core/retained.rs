@@ -78,9 +78,13 @@ impl<E> RetainedStore<E> {
     }
 
     /// Keeps `event` (of `bytes`) as `topic`'s retained event; `false` if it is larger than
-    /// the whole budget (and nothing changed).
+    /// the whole budget: it is not kept, and neither is the topic's older one (a later
+    /// subscriber must not get an event older than the last one retained).
     pub fn retain(&mut self, topic: &str, event: E, bytes: usize) -> bool {
         if self.budget.topics == 0 || bytes > self.budget.bytes {
+            if let Some(old) = self.by_topic.remove(topic) {
+                self.bytes -= old.bytes;
+            }
             return false;
         }
         self.seq += 1;
@@ -168,6 +172,9 @@ mod tests {
         assert_eq!(store.evicted(), 1);
         assert!(!store.retain("d", 5, 31), "larger than the budget");
         assert_eq!(store.get("d"), None);
+        // Too large for the budget: the older event of the topic goes too.
+        assert!(!store.retain("c", 6, 31));
+        assert_eq!(store.get("c"), None);
         // Many retains on one topic do not grow the order queue without bound.
         for i in 0..1000 {
             store.retain("a", i, 1);
