@@ -175,6 +175,8 @@ pub enum CraFlavor {
 type SecretFn = Arc<dyn Fn(Session, String, Value) -> BoxFuture<Option<Secret>> + Send + Sync>;
 type PermissionsFn = Arc<dyn Fn(Session, AuthKey) -> BoxFuture<Permissions> + Send + Sync>;
 type IdentityFn = Arc<dyn Fn(&Parts) -> Option<String> + Send + Sync>;
+type CryptosignFn =
+    Arc<dyn Fn(Session, Option<String>, [u8; 32]) -> BoxFuture<Option<String>> + Send + Sync>;
 
 /// WAMP-CRA configuration: where secrets and permissions come from, and the rules.
 ///
@@ -187,6 +189,8 @@ pub struct WampCra {
     pub(crate) secret: SecretFn,
     pub(crate) permissions: PermissionsFn,
     pub(crate) identity: Option<IdentityFn>,
+    /// WAMP v2 cryptosign: whose a public key is.
+    pub(crate) cryptosign: Option<CryptosignFn>,
     pub(crate) allow_anonymous: bool,
     pub(crate) timeout: Duration,
     pub(crate) flavor: CraFlavor,
@@ -413,6 +417,7 @@ impl WampCra {
             secret: Arc::new(move |s, k, e| Box::pin(secret(s, k, e))),
             permissions: Arc::new(move |s, k| Box::pin(permissions(s, k))),
             identity: None,
+            cryptosign: None,
             allow_anonymous: false,
             timeout: Duration::from_secs(20),
             flavor: CraFlavor::Autobahn,
@@ -504,6 +509,76 @@ impl WampCra {
         self.identity = Some(Arc::new(identity));
         self
     }
+
+    /// Turns on WAMP v2 cryptosign (Ed25519): a client that offers `cryptosign` with its
+    /// public key (`authextra.pubkey`, 64 hex digits) and optionally an `authid` is asked to
+    /// sign a random 32-byte challenge. `keys(session, authid, public_key)` says whose the
+    /// key is: the authid to welcome it as (authrole `user`, then the permissions provider
+    /// decides what it may do), or `None` for a key it does not know (ABORT
+    /// `wamp.error.no_such_principal`). A wrong signature gets ABORT
+    /// `wamp.error.authentication_denied` and counts against the failure throttle. TLS
+    /// channel binding is not offered (the CHALLENGE says `channel_binding: null`).
+    ///
+    /// ```
+    /// use tower_wamp::auth::WampCra;
+    /// use tower_wamp::core::auth::Permissions;
+    ///
+    /// const ERIN: &str = "59004fedebf606ec1e61de7cf058b72325798eda820942b3dfd90e315b364c5d";
+    /// let cra = WampCra::new(|_s, _key, _extra| async { None }, |_s, _key| async { Permissions::all() })
+    ///     .cryptosign(|_session, _authid, key: [u8; 32]| async move {
+    ///         let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    ///         (hex == ERIN).then(|| "erin".to_owned())
+    ///     });
+    /// ```
+    #[must_use]
+    pub fn cryptosign<F, Fut>(mut self, keys: F) -> Self
+    where
+        F: Fn(Session, Option<String>, [u8; 32]) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Option<String>> + Send + 'static,
+    {
+        self.cryptosign = Some(Arc::new(move |s, a, k| Box::pin(keys(s, a, k))));
+        self
+    }
+}
+
+/// Lower-case hex of `bytes`.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `N` bytes from exactly `2 * N` hex digits.
+pub(crate) fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
+    if s.len() != 2 * N || !s.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Whether `signature` (192 hex digits: the Ed25519 signature, then the message signed) is
+/// `public_key`'s signature of exactly `challenge`.
+pub(crate) fn cryptosign_valid(
+    public_key: &[u8; 32],
+    challenge: &[u8; 32],
+    signature: &str,
+) -> bool {
+    let Some(both) = unhex::<96>(signature) else {
+        return false;
+    };
+    let (sig, message) = both.split_at(64);
+    if message != challenge {
+        return false;
+    }
+    let Ok(key) = ed25519_dalek::VerifyingKey::from_bytes(public_key) else {
+        return false;
+    };
+    let Ok(sig) = ed25519_dalek::Signature::from_slice(sig) else {
+        return false;
+    };
+    key.verify_strict(message, &sig).is_ok()
 }
 
 /// What a session is permitted.
@@ -836,6 +911,11 @@ pub(crate) enum Expected {
     Ticket(String),
     /// A ticket whose PBKDF2 derivation with `salt` is `key` (a stored derived key).
     DerivedTicket { key: String, salt: Salt },
+    /// The Ed25519 signature of `challenge` by `public_key`.
+    Cryptosign {
+        public_key: [u8; 32],
+        challenge: [u8; 32],
+    },
 }
 
 impl fmt::Debug for Expected {
@@ -845,6 +925,7 @@ impl fmt::Debug for Expected {
             Self::Signature(_) => "Expected::Signature(<redacted>)",
             Self::Ticket(_) => "Expected::Ticket(<redacted>)",
             Self::DerivedTicket { .. } => "Expected::DerivedTicket(<redacted>)",
+            Self::Cryptosign { .. } => "Expected::Cryptosign",
         })
     }
 }
@@ -858,6 +939,7 @@ impl Inner<()> {
         parts: &Parts,
         authid: Option<String>,
         authmethods: &[String],
+        authextra: &serde_json::Map<String, Value>,
     ) -> V2Auth {
         let Some(cra) = self.auth.as_deref() else {
             return V2Auth::Welcome {
@@ -904,6 +986,14 @@ impl Inner<()> {
                 "ticket" => {
                     let Some(key) = authid.clone() else { continue };
                     return self.v2_ticket(cra, session, parts, key).await;
+                }
+                "cryptosign" => {
+                    let Some(keys) = &cra.cryptosign else {
+                        continue;
+                    };
+                    return self
+                        .v2_cryptosign(keys, session, parts, authid.clone(), authextra)
+                        .await;
                 }
                 "anonymous" if cra.allow_anonymous => return anonymous(),
                 _ => {}
@@ -955,6 +1045,73 @@ impl Inner<()> {
             method: "wampcra",
             extra,
             expected: Expected::Signature(expected),
+            key,
+        }
+    }
+
+    /// Cryptosign: whose the offered public key is, then a random challenge to sign.
+    async fn v2_cryptosign(
+        &self,
+        keys: &CryptosignFn,
+        session: &Session,
+        parts: &Parts,
+        authid: Option<String>,
+        authextra: &serde_json::Map<String, Value>,
+    ) -> V2Auth {
+        let Some(public_key) = authextra
+            .get("pubkey")
+            .and_then(Value::as_str)
+            .and_then(unhex::<32>)
+        else {
+            return V2Auth::Abort {
+                reason: "wamp.error.invalid_argument",
+                message: "cryptosign needs authextra.pubkey: 64 hex digits".into(),
+            };
+        };
+        let owner = match AssertUnwindSafe(async {
+            keys(session.clone(), authid, public_key).await
+        })
+        .catch_unwind()
+        .await
+        {
+            Ok(owner) => owner,
+            Err(p) => {
+                tracing::error!(panic = %Clip(&panic_message(&*p)), "cryptosign key provider panicked");
+                return V2Auth::Abort {
+                    reason: "wamp.error.authentication_failed",
+                    message: "key provider failed".into(),
+                };
+            }
+        };
+        let Some(key) = owner else {
+            return V2Auth::Abort {
+                reason: "wamp.error.no_such_principal",
+                message: "unknown public key".into(),
+            };
+        };
+        // Failures count against the authid, as for the other methods.
+        let cra = self
+            .auth
+            .as_deref()
+            .expect("cryptosign is configured on WampCra");
+        if cra.throttle.exhausted(&key, peer_ip(parts)) {
+            return V2Auth::Abort {
+                reason: "wamp.error.authentication_denied",
+                message: "too many failed authentication attempts: try again later".into(),
+            };
+        }
+        let mut challenge = [0u8; 32];
+        getrandom::fill(&mut challenge).expect("the OS has a random source");
+        let mut extra = serde_json::Map::new();
+        extra.insert("challenge".into(), Value::String(hex(&challenge)));
+        extra.insert("channel_binding".into(), Value::Null);
+        V2Auth::Challenge {
+            method: "cryptosign",
+            extra,
+            expected: Expected::Cryptosign {
+                public_key,
+                challenge,
+            },
             key,
         }
     }
@@ -1016,6 +1173,10 @@ impl Inner<()> {
         };
         let matches = match expected {
             Expected::Signature(expected) => signature_matches(&expected, signature),
+            Expected::Cryptosign {
+                public_key,
+                challenge,
+            } => cryptosign_valid(&public_key, &challenge, signature),
             Expected::Ticket(ticket) => equal(&ticket, signature),
             Expected::DerivedTicket { key: stored, salt } => {
                 // The attempt counts before the work, so that a client who gives up (or
@@ -1058,7 +1219,7 @@ impl Inner<()> {
                 authprovider: "static",
             }
         } else {
-            tracing::warn!("invalid WAMP-CRA signature");
+            tracing::warn!(method, "invalid signature");
             cra.throttle.record_failure(&key, peer);
             V2Auth::Abort {
                 reason: "wamp.error.authentication_denied",
@@ -1190,5 +1351,48 @@ mod tests {
         let id_count = keys.cache.lock().unwrap().len();
         assert_eq!(id_count, 1);
         assert_eq!(keys.signing_key(&secret).await, Some(secret.signing_key()));
+    }
+
+    /// The spec's cryptosign vectors without a channel id.
+    #[test]
+    fn cryptosign_signatures_as_the_spec_vectors_have_them() {
+        use ed25519_dalek::Signer as _;
+        for (private, challenge, signature) in [
+            (
+                "4d57d97a68f555696620a6d849c0ce582568518d729eb753dc7c732de2804510",
+                "ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
+                "b32675b221f08593213737bef8240e7c15228b07028e19595294678c90d11c0cae80a357331bfc5cc9fb71081464e6e75013517c2cf067ad566a6b7b728e5d03ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
+            ),
+            (
+                "d511fe78e23934b3dadb52fcd022974b80bd92bccc7c5cf404e46cc0a8a2f5cd",
+                "b26c1f87c13fc1da14997f1b5a71995dff8fbe0a62fae8473c7bdbd05bfb607d",
+                "d4209ad10d5aff6bfbc009d7e924795de138a63515efc7afc6b01b7fe5201372190374886a70207b042294af5bd64ce725cd8dceb344e6d11c09d1aaaf4d660fb26c1f87c13fc1da14997f1b5a71995dff8fbe0a62fae8473c7bdbd05bfb607d",
+            ),
+            (
+                "6e1fde9cf9e2359a87420b65a87dc0c66136e66945196ba2475990d8a0c3a25b",
+                "b05e6b8ad4d69abf74aa3be3c0ee40ae07d66e1895b9ab09285a2f1192d562d2",
+                "7beb282184baadd08f166f16dd683b39cab53816ed81e6955def951cb2ddad1ec184e206746fd82bda075af03711d3d5658fc84a76196b0fa8d1ebc92ef9f30bb05e6b8ad4d69abf74aa3be3c0ee40ae07d66e1895b9ab09285a2f1192d562d2",
+            ),
+        ] {
+            let signing = ed25519_dalek::SigningKey::from_bytes(&unhex::<32>(private).unwrap());
+            let public = signing.verifying_key().to_bytes();
+            let challenge = unhex::<32>(challenge).unwrap();
+            // Our signing of the challenge is the vector's (Ed25519 is deterministic).
+            let ours = format!(
+                "{}{}",
+                hex(&signing.sign(&challenge).to_bytes()),
+                hex(&challenge)
+            );
+            assert_eq!(ours, signature);
+            assert!(cryptosign_valid(&public, &challenge, signature));
+            // Another challenge, a changed signature, or garbage: refused.
+            let mut other = challenge;
+            other[0] ^= 1;
+            assert!(!cryptosign_valid(&public, &other, signature));
+            let mut changed = signature.to_owned();
+            changed.replace_range(0..2, if &signature[0..2] == "00" { "01" } else { "00" });
+            assert!(!cryptosign_valid(&public, &challenge, &changed));
+            assert!(!cryptosign_valid(&public, &challenge, "zz"));
+        }
     }
 }

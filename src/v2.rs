@@ -244,6 +244,7 @@ async fn handshake(
                 realm,
                 authid,
                 authmethods,
+                authextra,
                 ..
             } => {
                 if !router.serves_realm(&realm) {
@@ -257,7 +258,9 @@ async fn handshake(
                     .await;
                     return Opened::Refused;
                 }
-                router.v2_hello(session, parts, authid, &authmethods).await
+                router
+                    .v2_hello(session, parts, authid, &authmethods, &authextra)
+                    .await
             }
             Action::Authenticate { signature, .. } => {
                 let Some((method, key, expected)) = pending.take() else {

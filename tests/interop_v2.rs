@@ -162,6 +162,30 @@ async fn autobahn26_authenticates_with_wampcra_and_ticket_on_the_demo() {
             "{serializer}: {wrong}"
         );
     }
+    // Cryptosign with erin's published test key; another key is nobody's.
+    const ERIN_SEED: &str = "74a554360f01f441eae521d3b18e07639c4e0e440dd15689468352fe886d7837";
+    for serializer in ["json", "msgpack", "cbor"] {
+        let got = client(&py, addr, serializer, &format!("cryptosign:{ERIN_SEED}")).await;
+        assert_eq!(got.get("exception"), None, "{serializer} cryptosign: {got}");
+        assert_eq!(
+            (&got["authid"], &got["authrole"], &got["authmethod"]),
+            (&json!("erin"), &json!("user"), &json!("cryptosign")),
+            "{serializer}: {got}"
+        );
+        assert_eq!(got["add"], 42, "{serializer} cryptosign");
+    }
+    let stranger = client(
+        &py,
+        addr,
+        "json",
+        &format!("cryptosign:{}", "11".repeat(32)),
+    )
+    .await;
+    assert_eq!(
+        stranger["leave"], "wamp.error.no_such_principal",
+        "{stranger}"
+    );
+    assert_eq!(stranger.get("add"), None);
     // Anonymous guests get the guests' permissions: no add.
     let guest = client(&py, addr, "json", "anonymous").await;
     assert_eq!(guest["authrole"], "anonymous");

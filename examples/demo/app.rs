@@ -230,7 +230,20 @@ pub fn demo_auth() -> WampCra {
         },
     )
     .allow_anonymous(true)
+    // WAMP v2 cryptosign: erin's Ed25519 key. A published test key (its seed is in the
+    // README): never use it for anything real.
+    .cryptosign(|_session, _authid, key: [u8; 32]| async move {
+        (key == ERIN_PUBLIC_KEY).then(|| "erin".to_owned())
+    })
 }
+
+/// Erin's Ed25519 public key: `59004fedebf606ec1e61de7cf058b72325798eda820942b3dfd90e315b364c5d`,
+/// whose private seed `74a554360f01f441eae521d3b18e07639c4e0e440dd15689468352fe886d7837` is
+/// published: a test key.
+pub const ERIN_PUBLIC_KEY: [u8; 32] = [
+    0x59, 0x00, 0x4f, 0xed, 0xeb, 0xf6, 0x06, 0xec, 0x1e, 0x61, 0xde, 0x7c, 0xf0, 0x58, 0xb7, 0x23,
+    0x25, 0x79, 0x8e, 0xda, 0x82, 0x09, 0x42, 0xb3, 0xdf, 0xd9, 0x0e, 0x31, 0x5b, 0x36, 0x4c, 0x5d,
+];
 
 /// The demo's router with WAMP-CRA on (the demo's `--auth` flag).
 pub fn auth_router() -> WampRouter {

@@ -95,7 +95,7 @@ fn setup_autobahn26() -> Result<PathBuf, String> {
     let ready = |py: &Path| {
         run(Command::new(py).args([
             "-c",
-            "import autobahn, msgpack, cbor2; assert autobahn.__version__.startswith('26.')",
+            "import autobahn, msgpack, cbor2, autobahn.wamp.cryptosign; assert autobahn.__version__.startswith('26.')",
         ]))
     };
     if py.exists() && ready(&py) {
@@ -111,7 +111,7 @@ fn setup_autobahn26() -> Result<PathBuf, String> {
             &[
                 "install",
                 "-q",
-                "autobahn[asyncio,serialization]==26.10.2",
+                "autobahn[asyncio,serialization,encryption]==26.10.2",
                 "numpy<2",
             ],
         ),

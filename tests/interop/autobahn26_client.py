@@ -2,7 +2,7 @@
 
 usage: autobahn26_client.py URL SERIALIZER MODE
   SERIALIZER: json | msgpack | cbor
-  MODE: anonymous | cra:USER:SECRET | ticket:USER:TICKET
+  MODE: anonymous | cra:USER:SECRET | ticket:USER:TICKET | cryptosign:HEX_SEED
 Prints one JSON object with what it saw, as the last line.
 """
 import asyncio
@@ -21,13 +21,24 @@ result = {}
 
 class Client(ApplicationSession):
     def onConnect(self):
-        if mode.startswith(("cra:", "ticket:")):
+        if mode.startswith("cryptosign:"):
+            from autobahn.wamp.cryptosign import CryptosignKey
+
+            self.key = CryptosignKey.from_bytes(bytes.fromhex(mode.split(":", 1)[1]))
+            self.join(
+                "realm1",
+                ["cryptosign"],
+                authextra={"pubkey": self.key.public_key()},
+            )
+        elif mode.startswith(("cra:", "ticket:")):
             method, user, self.secret = mode.split(":", 2)
             self.join("realm1", ["wampcra" if method == "cra" else "ticket"], user)
         else:
             self.join("realm1")
 
     def onChallenge(self, challenge):
+        if challenge.method == "cryptosign":
+            return self.key.sign_challenge(challenge)
         if challenge.method == "ticket":
             return self.secret
         extra = challenge.extra
