@@ -190,6 +190,29 @@ impl WampLayer {
         Arc::make_mut(&mut self.config)
     }
 
+    /// Serves WAMP v2 over RawSocket (the WAMP TCP framing, for back-end services that do
+    /// not want HTTP) on `listener`, with this layer's router and settings (message size,
+    /// queues, keepalive, session cap; no `Origin` or `Host` to check), until accepting
+    /// fails. Spawn it beside the HTTP server:
+    ///
+    /// ```no_run
+    /// # async fn run() -> std::io::Result<()> {
+    /// use tower_wamp::{WampLayer, WampRouter};
+    /// let layer = WampLayer::new(WampRouter::new().realm("realm1"));
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:8181").await?;
+    /// tokio::spawn(layer.serve_rawsocket(listener));
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// When accepting a connection fails.
+    pub fn serve_rawsocket(
+        &self,
+        listener: tokio::net::TcpListener,
+    ) -> impl Future<Output = std::io::Result<()>> + Send + 'static {
+        crate::rawsocket::serve(listener, self.router.clone(), self.config.clone())
+    }
+
     /// Which `Origin`s may connect (default: same-origin, missing `Origin` allowed).
     #[must_use]
     pub fn allowed_origins(mut self, policy: OriginPolicy) -> Self {

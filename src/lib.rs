@@ -13,6 +13,7 @@ mod layer;
 mod meta;
 mod metrics;
 mod origin;
+mod rawsocket;
 mod router;
 mod session;
 mod socket;

@@ -24,10 +24,7 @@ use std::{
 };
 
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
-use futures_util::{
-    SinkExt as _, StreamExt as _,
-    stream::{SplitSink, SplitStream},
-};
+use futures_util::{SinkExt as _, StreamExt as _};
 use http::request::Parts;
 use tokio::{task::JoinSet, time::Instant};
 use tracing::Instrument as _;
@@ -62,8 +59,13 @@ const CLOSE_ANSWER: Duration = Duration::from_secs(1);
 /// The size below which the cancel senders of ended calls are not swept out.
 const MIN_CANCEL_SWEEP: usize = 64;
 
-pub(crate) type Sink = SplitSink<WebSocket, WsMessage>;
-pub(crate) type Stream = SplitStream<WebSocket>;
+/// The sending half of a session's transport: a WebSocket's, or a RawSocket connection
+/// made to look like one (`crate::rawsocket`).
+pub(crate) type Sink =
+    std::pin::Pin<Box<dyn futures_util::Sink<WsMessage, Error = axum::Error> + Send>>;
+/// The receiving half of a session's transport.
+pub(crate) type Stream =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<WsMessage, axum::Error>> + Send>>;
 
 /// The protocol state machine of a session.
 enum ProtoState {
@@ -80,6 +82,26 @@ pub(crate) fn run(
     parts: Arc<Parts>,
     proto: Proto,
 ) -> impl Future<Output = ()> {
+    let (sink, stream) = ws.split();
+    run_on(
+        Box::pin(sink),
+        Box::pin(stream),
+        router,
+        config,
+        parts,
+        proto,
+    )
+}
+
+/// [`run`] on any transport with a WebSocket's shape.
+pub(crate) fn run_on(
+    sink: Sink,
+    stream: Stream,
+    router: Arc<Inner<()>>,
+    config: Arc<Config>,
+    parts: Arc<Parts>,
+    proto: Proto,
+) -> impl Future<Output = ()> {
     // Frees the `max_sessions` slot however the task ends, a panic included.
     let slot = SlotGuard(router.clone());
     let id = match proto {
@@ -88,7 +110,6 @@ pub(crate) fn run(
         Proto::V2(_) => SessionId::numeric(random_id()),
     };
     let span = tracing::info_span!("wamp_session", session_id = %id, protocol = ?proto);
-    let (sink, stream) = ws.split();
     session(slot, sink, stream, id, router, config, parts, proto).instrument(span)
 }
 

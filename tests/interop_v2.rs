@@ -21,6 +21,47 @@ async fn client(py: &Path, addr: std::net::SocketAddr, serializer: &str, mode: &
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn autobahn26_uses_the_demo_over_rawsocket_in_every_serializer() {
+    let Some(py) = peers::autobahn26().await else {
+        return;
+    };
+    // The demo's one layer: WebSocket at /ws and RawSocket on its own port.
+    let (site, _wamp, layer) = app::site_parts(false, app::default_autobahn_js());
+    let raw = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let raw_addr = raw.local_addr().unwrap();
+    tokio::spawn(layer.serve_rawsocket(raw));
+    let ws_addr = common::serve(site).await;
+    let mut v1 = common::connect(ws_addr).await;
+    v1.subscribe(&app::evt_url("chat")).await;
+    for serializer in ["json", "msgpack", "cbor"] {
+        let args = [
+            format!("rs://{raw_addr}"),
+            serializer.into(),
+            "anonymous".into(),
+        ];
+        let got = peers::run_script(&py, "autobahn26_client.py", &args).await;
+        assert_eq!(got.get("exception"), None, "{serializer}: {got}");
+        assert_eq!(got["add"], 42, "{serializer}: {got}");
+        assert_eq!(got["echo_binary"], json!([0, 1, 254, 255]), "{serializer}");
+        assert_eq!(
+            got["countdown"],
+            json!([[3, 2, 1], "liftoff"]),
+            "{serializer}"
+        );
+        assert_eq!(got["cancel_callee"], true, "{serializer}: {got}");
+        assert_eq!(got["leave"], "wamp.close.goodbye_and_out", "{serializer}");
+        // The same realm: the WebSocket v1 client hears the RawSocket client's chat.
+        let stamped =
+            json!({"from": got["session"].to_string(), "message": "hello from autobahn 26"});
+        assert_eq!(
+            v1.recv().await,
+            json!([8, app::evt_url("chat"), stamped]),
+            "{serializer}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn autobahn26_uses_the_demo_with_every_serializer_beside_a_v1_client() {
     let Some(py) = peers::autobahn26().await else {
         return;

@@ -131,6 +131,7 @@ pub fn layer_for(router: WampRouter) -> WampLayer {
 /// WAMP v1 client; `/?wamp=2` runs it on AutobahnJS over WAMP v2) and the WAMP endpoint at
 /// `/ws`. Also returns the server handle. AutobahnJS comes from
 /// [`default_autobahn_js`] (`npm install --prefix examples/demo`).
+#[allow(dead_code)] // The tests' entry; the binary uses `site_parts`.
 pub fn site(auth: bool) -> (axum::Router, tower_wamp::Wamp) {
     site_with(auth, default_autobahn_js())
 }
@@ -143,11 +144,23 @@ pub fn default_autobahn_js() -> std::path::PathBuf {
 
 /// [`site`], serving AutobahnJS's browser build at `/autobahn.min.js` from `autobahn_js`
 /// (read at request time: a 404 when it is missing, and only the v2 page needs it).
+#[allow(dead_code)] // The tests' entry; the binary uses `site_parts`.
 pub fn site_with(auth: bool, autobahn_js: std::path::PathBuf) -> (axum::Router, tower_wamp::Wamp) {
+    let (site, wamp, _) = site_parts(auth, autobahn_js);
+    (site, wamp)
+}
+
+/// [`site_with`], and the WAMP layer it serves at `/ws` (to serve the same router over
+/// RawSocket too).
+pub fn site_parts(
+    auth: bool,
+    autobahn_js: std::path::PathBuf,
+) -> (axum::Router, tower_wamp::Wamp, WampLayer) {
     use axum::{http::StatusCode, http::header, routing::get};
     const INSTALL: &str = "run `npm install --prefix examples/demo` for the v2 page";
     let router = if auth { auth_router() } else { router() };
     let wamp = router.handle();
+    let layer = layer_for(router);
     let file = |body: &'static str, mime: &'static str| {
         get(move || async move { ([(header::CONTENT_TYPE, mime)], body) })
     };
@@ -197,8 +210,8 @@ pub fn site_with(auth: bool, autobahn_js: std::path::PathBuf) -> (axum::Router, 
             "/config.json",
             get(move || async move { axum::Json(json!({ "auth": auth })) }),
         )
-        .route_service("/ws", layer_for(router).into_service());
-    (site, wamp)
+        .route_service("/ws", layer.clone().into_service());
+    (site, wamp, layer)
 }
 
 /// The demo's users: `ada` (secret `secret`), `carol` (salted password `secret`, stored

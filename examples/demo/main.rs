@@ -5,6 +5,7 @@
 //! cargo run --example demo -- --addr 127.0.0.1:9000
 //! WAMP_DEMO_ADDR=127.0.0.1:9000 cargo run --example demo
 //! cargo run --example demo -- --auth             # WAMP-CRA required (users ada, carol, anonymous)
+//! cargo run --example demo -- --rawsocket 127.0.0.1:8181   # also WAMP v2 over RawSocket
 //! ```
 //!
 //! The page is at `http://127.0.0.1:8080/` (WAMP v1, our own small client) and
@@ -20,19 +21,27 @@ fn auth_flag() -> bool {
     std::env::args().skip(1).any(|a| a == "--auth")
 }
 
-fn address() -> String {
+/// The value of `--name VALUE` or `--name=VALUE`.
+fn flag_value(name: &str) -> Option<String> {
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        if arg == "--addr" {
-            return args
-                .next()
-                .expect("--addr needs a value, e.g. 127.0.0.1:8080");
+        if arg == name {
+            return Some(
+                args.next()
+                    .unwrap_or_else(|| panic!("{name} needs a value, e.g. 127.0.0.1:8080")),
+            );
         }
-        if let Some(addr) = arg.strip_prefix("--addr=") {
-            return addr.to_owned();
+        if let Some(value) = arg.strip_prefix(name).and_then(|v| v.strip_prefix('=')) {
+            return Some(value.to_owned());
         }
     }
-    std::env::var("WAMP_DEMO_ADDR").unwrap_or_else(|_| "127.0.0.1:8080".to_owned())
+    None
+}
+
+fn address() -> String {
+    flag_value("--addr").unwrap_or_else(|| {
+        std::env::var("WAMP_DEMO_ADDR").unwrap_or_else(|_| "127.0.0.1:8080".to_owned())
+    })
 }
 
 #[tokio::main]
@@ -42,7 +51,22 @@ async fn main() {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .init();
-    let (app, wamp) = app::site(auth_flag());
+    let (app, wamp, layer) = app::site_parts(auth_flag(), app::default_autobahn_js());
+    if let Some(raw) = flag_value("--rawsocket") {
+        let listener = tokio::net::TcpListener::bind(&raw)
+            .await
+            .unwrap_or_else(|e| panic!("cannot listen on {raw}: {e}"));
+        tracing::info!(
+            "WAMP v2 over RawSocket on tcp://{}",
+            listener.local_addr().unwrap()
+        );
+        let serving = layer.serve_rawsocket(listener);
+        tokio::spawn(async move {
+            if let Err(e) = serving.await {
+                tracing::error!(error = %e, "RawSocket listener failed");
+            }
+        });
+    }
     let addr = address();
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
