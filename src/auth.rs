@@ -253,16 +253,26 @@ impl Throttle {
 
     /// Whether the key or the address has used up its failures in the current window.
     fn exhausted(&self, key: &str, peer: Option<IpAddr>) -> bool {
+        self.exhausted_by(Some(key), peer)
+    }
+
+    /// [`exhausted`](Self::exhausted), with the key left out when `None` (cryptosign: a
+    /// public key is public, so failures against it must not lock its owner out).
+    fn exhausted_by(&self, key: Option<&str>, peer: Option<IpAddr>) -> bool {
         if self.max == 0 {
             return false;
         }
         let now = Instant::now();
         let tables = self.tables.lock().unwrap_or_else(PoisonError::into_inner);
-        self.live(tables.keys.get(&Self::digest(key.as_bytes())), now)
+        key.is_some_and(|key| self.live(tables.keys.get(&Self::digest(key.as_bytes())), now))
             || peer.is_some_and(|ip| self.live(tables.addresses.get(&Self::address(ip)), now))
     }
 
     fn record_failure(&self, key: &str, peer: Option<IpAddr>) {
+        self.record_failure_by(Some(key), peer);
+    }
+
+    fn record_failure_by(&self, key: Option<&str>, peer: Option<IpAddr>) {
         if self.max == 0 {
             return;
         }
@@ -282,7 +292,10 @@ impl Throttle {
             }
         }
         let names = [
-            (&mut tables.keys, Some(Self::digest(key.as_bytes()))),
+            (
+                &mut tables.keys,
+                key.map(|key| Self::digest(key.as_bytes())),
+            ),
             (&mut tables.addresses, peer.map(Self::address)),
         ];
         for (table, name) in names {
@@ -548,7 +561,7 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 
 /// `N` bytes from exactly `2 * N` hex digits.
 pub(crate) fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
-    if s.len() != 2 * N || !s.is_ascii() {
+    if s.len() != 2 * N || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     let mut out = [0u8; N];
@@ -991,6 +1004,10 @@ impl Inner<()> {
                     let Some(keys) = &cra.cryptosign else {
                         continue;
                     };
+                    // Without a public key, the client's next method.
+                    if !authextra.contains_key("pubkey") {
+                        continue;
+                    }
                     return self
                         .v2_cryptosign(keys, session, parts, authid.clone(), authextra)
                         .await;
@@ -1068,6 +1085,19 @@ impl Inner<()> {
                 message: "cryptosign needs authextra.pubkey: 64 hex digits".into(),
             };
         };
+        let cra = self
+            .auth
+            .as_deref()
+            .expect("cryptosign is configured on WampCra");
+        // Failures count against the address only: a public key is public, and anyone
+        // could otherwise lock its owner out.
+        if cra.throttle.exhausted_by(None, peer_ip(parts)) {
+            return V2Auth::Abort {
+                reason: "wamp.error.authentication_denied",
+                message: "too many failed authentication attempts: try again later".into(),
+            };
+        }
+        let asked = authid.clone();
         let owner = match AssertUnwindSafe(async {
             keys(session.clone(), authid, public_key).await
         })
@@ -1089,15 +1119,11 @@ impl Inner<()> {
                 message: "unknown public key".into(),
             };
         };
-        // Failures count against the authid, as for the other methods.
-        let cra = self
-            .auth
-            .as_deref()
-            .expect("cryptosign is configured on WampCra");
-        if cra.throttle.exhausted(&key, peer_ip(parts)) {
+        // A client that names itself must be the key's owner.
+        if asked.is_some_and(|asked| asked != key) {
             return V2Auth::Abort {
                 reason: "wamp.error.authentication_denied",
-                message: "too many failed authentication attempts: try again later".into(),
+                message: "the key is not the authid's".into(),
             };
         }
         let mut challenge = [0u8; 32];
@@ -1160,7 +1186,9 @@ impl Inner<()> {
             };
         };
         let peer = peer_ip(parts);
-        if cra.throttle.exhausted(&key, peer) {
+        // Cryptosign failures count against the address only (see `v2_cryptosign`).
+        let throttled = (method != "cryptosign").then_some(key.as_str());
+        if cra.throttle.exhausted_by(throttled, peer) {
             return V2Auth::Abort {
                 reason: "wamp.error.authentication_denied",
                 message: "too many failed authentication attempts: try again later".into(),
@@ -1220,7 +1248,7 @@ impl Inner<()> {
             }
         } else {
             tracing::warn!(method, "invalid signature");
-            cra.throttle.record_failure(&key, peer);
+            cra.throttle.record_failure_by(throttled, peer);
             V2Auth::Abort {
                 reason: "wamp.error.authentication_denied",
                 message: "invalid signature".into(),

@@ -43,14 +43,23 @@ mod refuse {
     pub(super) const TOO_MANY: u8 = 4;
 }
 
-/// The smallest exponent `n` with `2^(9+n) >= bytes`, at most [`MAX_EXPONENT`].
+/// The largest exponent `n` with `2^(9+n) <= bytes` (at least 0: 512 bytes, the least
+/// the spec lets a router accept; at most [`MAX_EXPONENT`]): what the router announces is
+/// what it accepts.
 fn exponent_for(bytes: usize) -> u8 {
     let mut n = 0;
-    while n < MAX_EXPONENT && (1usize << (9 + n)) < bytes {
+    while n < MAX_EXPONENT && (1usize << (9 + n + 1)) <= bytes {
         n += 1;
     }
     n
 }
+
+/// How many connections may be in their opening handshake at once; more are dropped.
+const MAX_HANDSHAKES: usize = 1024;
+
+/// How many PINGs a client may send in [`PING_WINDOW`] before its connection ends.
+const MAX_PINGS: u32 = 100;
+const PING_WINDOW: Duration = Duration::from_secs(10);
 
 /// What the client's four octets ask for: its serializer and maximum message length, or
 /// the error code to answer with.
@@ -70,17 +79,36 @@ fn read_hello(hello: [u8; 4], served: &[Proto]) -> Result<(Serializer, usize), u
     Ok((serializer, 1usize << (9 + (hello[1] >> 4))))
 }
 
-/// Serves RawSocket connections from `listener` until it fails.
+/// Serves RawSocket connections from `listener` until the router shuts down. An error
+/// accepting a connection (out of file descriptors, say) is logged and accepting goes on.
 pub(crate) async fn serve(
     listener: TcpListener,
     router: Arc<Inner<()>>,
     config: Arc<Config>,
 ) -> io::Result<()> {
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
+    let hub = router.wamp().hub.clone();
     loop {
-        let (tcp, peer) = listener.accept().await?;
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = hub.shutdown_begun() => return Ok(()),
+        };
+        let (tcp, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "RawSocket accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        // Connections that never finish their handshake cannot pile up without bound.
+        let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "RawSocket connection dropped: too many handshakes in progress");
+            continue;
+        };
         let (router, config) = (router.clone(), config.clone());
         tokio::spawn(async move {
-            if let Err(e) = connection(tcp, peer, router, config).await {
+            if let Err(e) = connection(tcp, peer, router, config, permit).await {
                 tracing::debug!(error = %e, %peer, "RawSocket connection refused");
             }
         });
@@ -92,6 +120,7 @@ async fn connection(
     peer: SocketAddr,
     router: Arc<Inner<()>>,
     config: Arc<Config>,
+    handshake: tokio::sync::OwnedSemaphorePermit,
 ) -> io::Result<()> {
     tcp.set_nodelay(true)?;
     let mut hello = [0u8; 4];
@@ -123,7 +152,8 @@ async fn connection(
         router.wamp().hub.release_slot();
         return Err(e);
     }
-    let ours = (1usize << (9 + ours)).min(config.max_message_size);
+    drop(handshake);
+    let ours = 1usize << (9 + ours);
     let (read, write) = tcp.into_split();
     let writer = Arc::new(Mutex::new(BufWriter::new(write)));
     let sink = sink(writer.clone(), theirs);
@@ -146,66 +176,163 @@ async fn connection(
 
 type Writer = Arc<Mutex<BufWriter<OwnedWriteHalf>>>;
 
-/// Writes one frame (and flushes: the session batches by handing several messages before a
-/// flush only to WebSockets; here each goes out as it comes).
+/// Writes one frame, header and payload in one write, and flushes (each message goes out
+/// as it comes: the session batches writes only on WebSockets).
 async fn write_frame(writer: &Writer, kind: u8, payload: &[u8]) -> io::Result<()> {
     let len = u32::try_from(payload.len())
         .ok()
         .filter(|&l| l < 1 << 24)
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "message too long"))?;
-    let mut header = len.to_be_bytes();
-    header[0] = kind;
+    let mut frame = Vec::with_capacity(4 + payload.len());
+    frame.extend_from_slice(&len.to_be_bytes());
+    frame[0] = kind;
+    frame.extend_from_slice(payload);
     let mut w = writer.lock().await;
-    w.write_all(&header).await?;
-    w.write_all(payload).await?;
+    w.write_all(&frame).await?;
     w.flush().await
 }
 
-/// The sending half, as a WebSocket's: a message longer than the client accepts ends the
-/// connection (the spec's rule), a close frame shuts the connection down.
+/// The sending half, as a WebSocket's. A message longer than the client accepts is not
+/// sent (the spec forbids it; its recipient should not lose its session for what others
+/// send): it is logged and dropped. A close frame shuts the connection down.
 fn sink(writer: Writer, theirs: usize) -> crate::socket::Sink {
-    Box::pin(futures_util::sink::unfold(
-        writer,
-        move |writer, message: WsMessage| async move {
-            let sent = match &message {
-                WsMessage::Text(t) if t.len() <= theirs => {
-                    write_frame(&writer, 0, t.as_bytes()).await
-                }
-                WsMessage::Binary(b) if b.len() <= theirs => write_frame(&writer, 0, b).await,
-                WsMessage::Text(_) | WsMessage::Binary(_) => Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "message longer than the client accepts",
-                )),
-                WsMessage::Ping(p) => write_frame(&writer, 1, p).await,
-                WsMessage::Pong(p) => write_frame(&writer, 2, p).await,
-                WsMessage::Close(_) => writer.lock().await.shutdown().await,
-            };
-            sent.map(|()| writer).map_err(axum::Error::new)
-        },
-    ))
+    let unfold = futures_util::sink::unfold(writer, move |writer, message: WsMessage| async move {
+        let sent = match &message {
+            WsMessage::Text(t) if t.len() <= theirs => write_frame(&writer, 0, t.as_bytes()).await,
+            WsMessage::Binary(b) if b.len() <= theirs => write_frame(&writer, 0, b).await,
+            WsMessage::Text(_) | WsMessage::Binary(_) => {
+                tracing::warn!(
+                    limit = theirs,
+                    "message longer than the RawSocket client accepts: dropped"
+                );
+                Ok(())
+            }
+            WsMessage::Ping(p) => write_frame(&writer, 1, p).await,
+            WsMessage::Pong(p) => write_frame(&writer, 2, p).await,
+            WsMessage::Close(_) => writer.lock().await.shutdown().await,
+        };
+        sent.map(|()| writer).map_err(axum::Error::new)
+    });
+    Box::pin(Fused {
+        inner: Box::pin(unfold),
+        failed: false,
+    })
+}
+
+/// A sink that, once a send failed, keeps failing (an `unfold` sink panics when used after
+/// an error).
+struct Fused<S> {
+    inner: std::pin::Pin<Box<S>>,
+    failed: bool,
+}
+
+impl<S: futures_util::Sink<WsMessage, Error = axum::Error>> Fused<S> {
+    fn check(&mut self, r: Result<(), axum::Error>) -> Result<(), axum::Error> {
+        if r.is_err() {
+            self.failed = true;
+        }
+        r
+    }
+
+    fn gone() -> axum::Error {
+        axum::Error::new(io::Error::new(
+            io::ErrorKind::BrokenPipe,
+            "the connection failed",
+        ))
+    }
+}
+
+impl<S: futures_util::Sink<WsMessage, Error = axum::Error>> futures_util::Sink<WsMessage>
+    for Fused<S>
+{
+    type Error = axum::Error;
+
+    fn poll_ready(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), axum::Error>> {
+        let this = self.get_mut();
+        if this.failed {
+            return std::task::Poll::Ready(Err(Self::gone()));
+        }
+        let r = std::task::ready!(this.inner.as_mut().poll_ready(cx));
+        std::task::Poll::Ready(this.check(r))
+    }
+
+    fn start_send(self: std::pin::Pin<&mut Self>, item: WsMessage) -> Result<(), axum::Error> {
+        let this = self.get_mut();
+        if this.failed {
+            return Err(Self::gone());
+        }
+        let r = this.inner.as_mut().start_send(item);
+        this.check(r)
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), axum::Error>> {
+        let this = self.get_mut();
+        if this.failed {
+            return std::task::Poll::Ready(Err(Self::gone()));
+        }
+        let r = std::task::ready!(this.inner.as_mut().poll_flush(cx));
+        std::task::Poll::Ready(this.check(r))
+    }
+
+    fn poll_close(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), axum::Error>> {
+        let this = self.get_mut();
+        if this.failed {
+            return std::task::Poll::Ready(Ok(()));
+        }
+        let r = std::task::ready!(this.inner.as_mut().poll_close(cx));
+        std::task::Poll::Ready(this.check(r))
+    }
 }
 
 /// The receiving half, as a WebSocket's: WAMP messages as text (JSON) or binary frames,
-/// PONGs as pongs; a PING is answered here.
+/// PONGs as pongs. A PING is answered here, unless the writer is busy (the client is
+/// being sent data anyway) or too slow; more than [`MAX_PINGS`] in [`PING_WINDOW`] end the
+/// connection.
 fn stream(
     read: OwnedReadHalf,
     writer: Writer,
     serializer: Serializer,
     ours: usize,
 ) -> crate::socket::Stream {
-    let state = (read, writer, false);
+    struct Reader {
+        read: OwnedReadHalf,
+        writer: Writer,
+        pings: u32,
+        window: tokio::time::Instant,
+        done: bool,
+    }
+    let fail =
+        |r: Reader, e: io::Error| Some((Err(axum::Error::new(e)), Reader { done: true, ..r }));
+    let state = Reader {
+        read,
+        writer,
+        pings: 0,
+        window: tokio::time::Instant::now(),
+        done: false,
+    };
     Box::pin(futures_util::stream::unfold(
         state,
-        move |(mut read, writer, done)| async move {
-            if done {
+        move |mut r| async move {
+            if r.done {
                 return None;
             }
             loop {
                 let mut header = [0u8; 4];
-                if let Err(e) = read.read_exact(&mut header).await {
-                    // The client closed: as a WebSocket without a close frame.
-                    return (e.kind() != io::ErrorKind::UnexpectedEof)
-                        .then(|| (Err(axum::Error::new(e)), (read, writer, true)));
+                if let Err(e) = r.read.read_exact(&mut header).await {
+                    // The client closed between messages: as a WebSocket without a close frame.
+                    if e.kind() == io::ErrorKind::UnexpectedEof {
+                        return None;
+                    }
+                    return fail(r, e);
                 }
                 let kind = header[0];
                 let len = usize::from(header[1]) << 16
@@ -217,32 +344,53 @@ fn stream(
                     } else {
                         "message longer than the router accepts"
                     };
-                    let e = io::Error::new(io::ErrorKind::InvalidData, why);
-                    return Some((Err(axum::Error::new(e)), (read, writer, true)));
+                    return fail(r, io::Error::new(io::ErrorKind::InvalidData, why));
                 }
-                let mut payload = vec![0u8; len];
-                if let Err(e) = read.read_exact(&mut payload).await {
-                    return Some((Err(axum::Error::new(e)), (read, writer, true)));
+                // Read as the bytes come: a length alone does not buy a buffer of that size.
+                let mut payload = Vec::with_capacity(len.min(64 << 10));
+                match (&mut r.read)
+                    .take(len as u64)
+                    .read_to_end(&mut payload)
+                    .await
+                {
+                    Ok(n) if n == len => {}
+                    Ok(_) => {
+                        let e = io::Error::new(io::ErrorKind::UnexpectedEof, "closed mid-message");
+                        return fail(r, e);
+                    }
+                    Err(e) => return fail(r, e),
                 }
                 let message = match kind {
                     0 if serializer == Serializer::Json => match Utf8Bytes::try_from(payload) {
                         Ok(text) => WsMessage::Text(text),
-                        Err(e) => {
-                            let e = io::Error::new(io::ErrorKind::InvalidData, e);
-                            return Some((Err(axum::Error::new(e)), (read, writer, true)));
-                        }
+                        Err(e) => return fail(r, io::Error::new(io::ErrorKind::InvalidData, e)),
                     },
                     0 => WsMessage::Binary(Bytes::from(payload)),
                     1 => {
-                        // Answered at once, as a WebSocket answers pings.
-                        if let Err(e) = write_frame(&writer, 2, &payload).await {
-                            return Some((Err(axum::Error::new(e)), (read, writer, true)));
+                        let now = tokio::time::Instant::now();
+                        if now.duration_since(r.window) >= PING_WINDOW {
+                            (r.pings, r.window) = (0, now);
+                        }
+                        r.pings += 1;
+                        if r.pings > MAX_PINGS {
+                            let e = io::Error::new(io::ErrorKind::InvalidData, "too many PINGs");
+                            return fail(r, e);
+                        }
+                        // Answered unless the writer is busy, and never for longer than a second:
+                        // reading goes on either way.
+                        if r.writer.try_lock().is_ok() {
+                            let pong = write_frame(&r.writer, 2, &payload);
+                            if let Ok(Err(e)) =
+                                tokio::time::timeout(Duration::from_secs(1), pong).await
+                            {
+                                return fail(r, e);
+                            }
                         }
                         continue;
                     }
                     _ => WsMessage::Pong(Bytes::from(payload)),
                 };
-                return Some((Ok(message), (read, writer, false)));
+                return Some((Ok(message), r));
             }
         },
     ))
@@ -285,6 +433,12 @@ mod tests {
             Err(refuse::RESERVED_BITS)
         );
         assert_eq!(exponent_for(1 << 20), 11);
+        assert_eq!(
+            exponent_for((1 << 20) - 1),
+            10,
+            "announce no more than accepted"
+        );
+        assert_eq!(exponent_for(1000), 0);
         assert_eq!(exponent_for(100), 0);
         assert_eq!(exponent_for(usize::MAX), 15);
     }

@@ -58,7 +58,10 @@ async fn refuse_with(
 ) {
     tracing::info!(reason, message = %Clip(message), "session refused");
     let abort = state.abort(reason, message);
-    send(sink, config, state.serializer(), &abort).await;
+    // A connection that failed the ABORT is not sent more.
+    if !send(sink, config, state.serializer(), &abort).await {
+        return;
+    }
     let _ = tokio::time::timeout(
         config.write_timeout,
         sink.send(WsMessage::Close(Some(axum::extract::ws::CloseFrame {

@@ -111,3 +111,53 @@ async fn a_message_longer_than_agreed_ends_the_connection() {
     let read = tokio::time::timeout(common::WAIT, tcp.read_to_end(&mut rest)).await;
     assert!(read.is_ok(), "the router closed the connection");
 }
+
+#[tokio::test]
+async fn the_router_announces_no_more_than_it_accepts_and_limits_pings() {
+    // 1000 bytes: announced as 512 (2^9), enforced as 512.
+    let addr = serve(layer().max_message_size(1000)).await;
+    let (mut tcp, answer) = handshake(addr, [0x7F, 0xF1, 0, 0]).await;
+    assert_eq!(answer, [0x7F, 0x01, 0, 0]);
+    send(&mut tcp, 0, &vec![b' '; 600]).await;
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(common::WAIT, tcp.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "600 bytes are more than announced: closed");
+
+    // A PING flood ends the connection.
+    let addr = serve(layer()).await;
+    let (mut tcp, _) = handshake(addr, [0x7F, 0xF1, 0, 0]).await;
+    for _ in 0..150 {
+        send(&mut tcp, 1, b"").await;
+    }
+    let read = tokio::time::timeout(common::WAIT, async {
+        let mut buf = vec![0u8; 4096];
+        loop {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "the router closed the connection");
+}
+
+#[tokio::test]
+async fn a_message_longer_than_the_client_accepts_is_not_sent_and_the_session_stays() {
+    let router = WampRouter::new()
+        .realm("realm1")
+        .rpc("com.example.big", || async { "x".repeat(2000) })
+        .rpc("com.example.small", || async { "ok" });
+    let addr = serve(WampLayer::new(router)).await;
+    // The client accepts 1 KiB at most.
+    let (mut tcp, _) = handshake(addr, [0x7F, 0x11, 0, 0]).await;
+    send(&mut tcp, 0, br#"[1, "realm1", {"roles": {"caller": {}}}]"#).await;
+    assert_eq!(recv(&mut tcp).await.0, 0);
+    send(&mut tcp, 0, br#"[48, 1, {}, "com.example.big"]"#).await;
+    send(&mut tcp, 0, br#"[48, 2, {}, "com.example.small"]"#).await;
+    let (_, result) = recv(&mut tcp).await;
+    assert_eq!(
+        serde_json::from_slice::<Value>(&result).unwrap(),
+        json!([50, 2, {}, ["ok"]])
+    );
+}

@@ -111,9 +111,32 @@ async fn erin_signs_in_with_her_key_and_nothing_else_does() {
         authenticate(&mut c, "00".into()).await,
         Err("wamp.error.authentication_denied".into())
     );
+    // Erin's key under another name.
+    let ws = open(addr, Serializer::Json).await;
+    let mut c = V2::unjoined(ws, Serializer::Json);
+    c.send(&Message::Hello {
+        realm: "realm1".into(),
+        details: dict(json!({
+            "roles": {"caller": {}},
+            "authmethods": ["cryptosign"],
+            "authid": "ada",
+            "authextra": {"pubkey": public},
+        })),
+    })
+    .await;
+    match c.recv().await {
+        Message::Abort { reason, .. } => assert_eq!(reason, "wamp.error.authentication_denied"),
+        other => panic!("{other:?}"),
+    }
     // An unknown key, and no key at all.
     let (_, refused) = hello(addr, &hex(mallory.verifying_key().as_bytes())).await;
     assert_eq!(refused, Err("wamp.error.no_such_principal".into()));
     let (_, refused) = hello(addr, "not hex").await;
     assert_eq!(refused, Err("wamp.error.invalid_argument".into()));
+    let (_, refused) = hello(addr, &format!("+{}", &public[1..])).await;
+    assert_eq!(
+        refused,
+        Err("wamp.error.invalid_argument".into()),
+        "strict hex"
+    );
 }
