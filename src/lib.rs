@@ -39,6 +39,17 @@ pub use session::{CloseReason, Protocol, SendError, Session, SlowConsumerPolicy}
 #[doc(hidden)]
 pub use handler::{Fallible, Plain};
 
+/// The WAMP v2 features WELCOME announces: (role, feature, only with the meta API, the
+/// test that shows it as `file::test`). For `tests/features.rs`.
+#[doc(hidden)]
+#[must_use]
+pub fn __announced_features() -> Vec<(&'static str, &'static str, bool, &'static str)> {
+    v2::FEATURES
+        .iter()
+        .map(|f| (f.role, f.name, f.meta, f.test))
+        .collect()
+}
+
 #[cfg(feature = "macros")]
 #[doc = include_str!("../docs/rpc.md")]
 pub use tower_wamp_macros::rpc;

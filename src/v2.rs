@@ -72,6 +72,125 @@ async fn refuse_with(
     .await;
 }
 
+/// A feature the router announces in WELCOME, and the test that shows it (checked by
+/// `tests/features.rs`, which also checks that WELCOME announces exactly these, and that
+/// the README's feature table lists them).
+pub(crate) struct Feature {
+    pub(crate) role: &'static str,
+    pub(crate) name: &'static str,
+    /// Announced only with the meta API on.
+    pub(crate) meta: bool,
+    /// `file::test`.
+    pub(crate) test: &'static str,
+}
+
+const fn feature(role: &'static str, name: &'static str, test: &'static str) -> Feature {
+    Feature {
+        role,
+        name,
+        meta: false,
+        test,
+    }
+}
+
+const fn meta(role: &'static str, name: &'static str, test: &'static str) -> Feature {
+    Feature {
+        role,
+        name,
+        meta: true,
+        test,
+    }
+}
+
+/// Everything WELCOME announces: the one table that switches the announcements on.
+///
+/// Broker: `disclose_me` is always honoured and a realm policy can disclose everyone;
+/// patterns are prefix and wildcard, every matching subscription getting the event with the
+/// topic in its details; `retain` and `get_retained` (exact subscriptions) within the
+/// router's budget. Dealer: CALL's `timeout` ends the call with `wamp.error.timeout` and,
+/// like a caller that leaves, interrupts (`killnowait`) a callee that announced
+/// `call_canceling`; CANCEL in the three modes (default `killnowait`), a handler of ours
+/// dropped; progressive results from client callees that announced them and from handlers
+/// through the `Progress` extractor; pattern registrations with one best match per call;
+/// shared registrations `single`, `roundrobin`, `random`, `first`, `last`.
+pub(crate) const FEATURES: &[Feature] = &[
+    feature(
+        "broker",
+        "publisher_exclusion",
+        "tests/v2_pubsub.rs::the_publisher_is_excluded_unless_it_asks",
+    ),
+    feature(
+        "broker",
+        "publisher_identification",
+        "tests/v2.rs::publishers_and_callers_are_named_when_they_ask_or_the_realm_discloses",
+    ),
+    feature(
+        "broker",
+        "subscriber_blackwhite_listing",
+        "tests/v2.rs::a_publisher_picks_its_audience_by_authid_and_authrole",
+    ),
+    feature(
+        "broker",
+        "pattern_based_subscription",
+        "tests/v2_pubsub.rs::every_matching_subscription_gets_the_event_under_its_own_id",
+    ),
+    feature(
+        "broker",
+        "event_retention",
+        "tests/v2_pubsub.rs::a_retained_event_goes_to_a_later_subscriber_that_asks_and_may_have_it",
+    ),
+    meta(
+        "broker",
+        "session_meta_api",
+        "tests/v2_meta.rs::sessions_are_listed_told_and_their_joins_and_leaves_published",
+    ),
+    meta(
+        "broker",
+        "subscription_meta_api",
+        "tests/v2_meta.rs::subscriptions_and_registrations_are_told_and_their_lives_published",
+    ),
+    feature(
+        "dealer",
+        "caller_identification",
+        "tests/v2.rs::publishers_and_callers_are_named_when_they_ask_or_the_realm_discloses",
+    ),
+    feature(
+        "dealer",
+        "call_timeout",
+        "tests/v2.rs::a_callers_timeout_ends_a_call_to_a_silent_callee_and_a_late_yield_is_dropped",
+    ),
+    feature(
+        "dealer",
+        "call_canceling",
+        "tests/v2_rpc.rs::cancel_skip_kill_and_killnowait_do_what_the_spec_says",
+    ),
+    feature(
+        "dealer",
+        "progressive_call_results",
+        "tests/v2_rpc.rs::progressive_results_stream_from_a_client_callee_to_a_caller_that_asked",
+    ),
+    feature(
+        "dealer",
+        "pattern_based_registration",
+        "tests/v2_dealer.rs::a_call_goes_to_the_best_matching_registration",
+    ),
+    feature(
+        "dealer",
+        "shared_registration",
+        "tests/v2_dealer.rs::shared_registrations_pick_their_callee_by_policy",
+    ),
+    meta(
+        "dealer",
+        "session_meta_api",
+        "tests/v2_meta.rs::sessions_are_listed_told_and_their_joins_and_leaves_published",
+    ),
+    meta(
+        "dealer",
+        "registration_meta_api",
+        "tests/v2_meta.rs::subscriptions_and_registrations_are_told_and_their_lives_published",
+    ),
+];
+
 /// The WELCOME details: who the session is, and what the router implements (announced
 /// only for what is implemented).
 fn welcome_details(
@@ -82,59 +201,13 @@ fn welcome_details(
     authmethod: &str,
     authprovider: &str,
 ) -> Dict {
-    let features = |names: &[&str], meta: &[&str]| {
-        let mut f = Dict::new();
-        for n in names {
-            f.insert((*n).to_owned(), Value::Bool(true));
-        }
-        // The meta API only when it is on.
-        for n in meta.iter().filter(|_| meta_api) {
-            f.insert((*n).to_owned(), Value::Bool(true));
-        }
-        let mut role = Dict::new();
-        role.insert("features".into(), Value::Object(f));
-        Value::Object(role)
-    };
     let mut roles = Dict::new();
-    // `disclose_me` is always honoured, and a realm policy can disclose everyone.
-    // `pattern_based_subscription`: prefix and wildcard, every matching subscription gets
-    // the event with the topic in its details. `event_retention`: `retain` and
-    // `get_retained` (exact subscriptions), within the router's budget.
-    roles.insert(
-        "broker".into(),
-        features(
-            &[
-                "publisher_exclusion",
-                "publisher_identification",
-                "subscriber_blackwhite_listing",
-                "pattern_based_subscription",
-                "event_retention",
-            ],
-            &["session_meta_api", "subscription_meta_api"],
-        ),
-    );
-    // `call_timeout`: CALL's `timeout` ends the call with `wamp.error.timeout` and, like a
-    // caller that leaves, interrupts (`killnowait`) a callee that announced `call_canceling`
-    // (for one that did not, the spec's `skip`: its late answer is dropped).
-    // `call_canceling`: CANCEL in the three modes (default `killnowait`); a handler of
-    // ours is dropped. `progressive_call_results`: from client callees that announced them
-    // and from handlers through the `Progress` extractor. `pattern_based_registration`:
-    // prefix and wildcard, one best match per call, INVOCATION names the procedure.
-    // `shared_registration`: single, roundrobin, random, first, last.
-    roles.insert(
-        "dealer".into(),
-        features(
-            &[
-                "caller_identification",
-                "call_timeout",
-                "call_canceling",
-                "progressive_call_results",
-                "pattern_based_registration",
-                "shared_registration",
-            ],
-            &["session_meta_api", "registration_meta_api"],
-        ),
-    );
+    for feature in FEATURES.iter().filter(|f| meta_api || !f.meta) {
+        let role = roles
+            .entry(feature.role)
+            .or_insert_with(|| serde_json::json!({"features": {}}));
+        role["features"][feature.name] = Value::Bool(true);
+    }
     let mut d = Dict::new();
     d.insert("agent".into(), Value::String(config.server_ident.clone()));
     d.insert("authid".into(), Value::String(authid));

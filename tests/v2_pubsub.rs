@@ -615,3 +615,34 @@ async fn a_retained_event_keeps_its_audience_by_authrole() {
         "anonymous was excluded from event 2"
     );
 }
+
+#[tokio::test]
+async fn the_publisher_is_excluded_unless_it_asks() {
+    let addr = serve_router(router()).await;
+    let mut c = V2::join(addr, Serializer::Json).await;
+    let sub = subscribe(&mut c, "com.example.me", json!({}))
+        .await
+        .unwrap();
+    // By default (exclude_me true) the publisher does not get its own event ...
+    publish(&mut c, "com.example.me", json!(1)).await;
+    // ... with exclude_me false it does.
+    c.publish(
+        "com.example.me",
+        json!([2]),
+        json!({}),
+        json!({"acknowledge": true, "exclude_me": false}),
+    )
+    .await;
+    let mut got = vec![];
+    for _ in 0..2 {
+        match c.recv().await {
+            Message::Event {
+                subscription, args, ..
+            } => got.push((subscription, args)),
+            Message::Published { .. } => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(got, vec![(sub, vec![json!(2)])]);
+    assert!(tokio::time::timeout(QUIET, c.ws.next()).await.is_err());
+}
