@@ -56,6 +56,77 @@ pub(crate) struct Hub {
     /// Held from a change of the subscriptions or registrations to its meta events, so that
     /// meta events come in the order of the changes (only with the meta API on).
     pub(crate) meta_order: Mutex<()>,
+    /// The router's server-side subscribers (`WampRouter::on_event`).
+    server_subscribers: RwLock<Arc<crate::core::matching::MatchIndex<Vec<Arc<ServerSubscriber>>>>>,
+}
+
+/// A server-side subscriber: its handler, and the queue its events wait in (its worker
+/// task starts with the first event, as a runtime is needed).
+pub(crate) struct ServerSubscriber {
+    handler: crate::router::ErasedRpc<()>,
+    queue: Mutex<Option<tokio::sync::mpsc::Sender<ServerEvent>>>,
+}
+
+impl fmt::Debug for ServerSubscriber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerSubscriber").finish_non_exhaustive()
+    }
+}
+
+/// One event for a server-side subscriber.
+struct ServerEvent {
+    topic: Arc<str>,
+    payload: Payload,
+    publisher: Option<crate::Session>,
+    publication: u64,
+}
+
+/// How many events a server-side subscriber may have waiting.
+const SERVER_QUEUE: usize = 1024;
+
+impl ServerSubscriber {
+    /// Queues an event; `false` (dropped) when the handler has fallen [`SERVER_QUEUE`]
+    /// events behind.
+    fn push(self: &Arc<Self>, event: ServerEvent, hub: &Arc<Hub>) -> bool {
+        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        let tx = queue.get_or_insert_with(|| {
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<ServerEvent>(SERVER_QUEUE);
+            let (me, hub) = (Arc::downgrade(self), Arc::downgrade(hub));
+            tokio::spawn(async move {
+                while let Some(event) = rx.recv().await {
+                    let (Some(me), Some(hub)) = (me.upgrade(), hub.upgrade()) else {
+                        return;
+                    };
+                    me.handle(event, hub).await;
+                }
+            });
+            tx
+        });
+        tx.try_send(event).is_ok()
+    }
+
+    async fn handle(&self, event: ServerEvent, hub: Arc<Hub>) {
+        use futures_util::FutureExt as _;
+        let session = event
+            .publisher
+            .unwrap_or_else(|| crate::Session::detached(SessionId::random()));
+        let mut call = crate::Call::new(&*event.topic, event.payload.args)
+            .with_kwargs(event.payload.kwargs)
+            .with_call_id(event.publication.to_string())
+            .with_session(session);
+        call.hub = Some(hub);
+        let running = (self.handler)(call, ());
+        match std::panic::AssertUnwindSafe(running).catch_unwind().await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::debug!(error = %e, "event handler failed"),
+            Err(p) => {
+                tracing::error!(
+                    panic = %crate::clip::Clip(&crate::router::panic_message(&*p)),
+                    "event handler panicked"
+                );
+            }
+        }
+    }
 }
 
 /// A publication kept as its topic's retained event: its arguments encoded once for each
@@ -150,6 +221,7 @@ impl Default for Hub {
             pattern_topics: RwLock::default(),
             retained: Mutex::new(RetainedStore::new(RetainBudget::default())),
             meta_order: Mutex::new(()),
+            server_subscribers: RwLock::default(),
         }
     }
 }
@@ -176,6 +248,55 @@ impl Hub {
         Metrics::add(&self.metrics.sessions_open, 1);
         Metrics::add(&self.metrics.sessions_total, 1);
         true
+    }
+
+    /// Installs the router's server-side subscribers (anew each time a layer is built).
+    pub(crate) fn set_server_subscribers(
+        &self,
+        subscribers: &[(MatchPolicy, String, crate::router::ErasedRpc<()>)],
+    ) {
+        let mut index: crate::core::matching::MatchIndex<Vec<Arc<ServerSubscriber>>> =
+            crate::core::matching::MatchIndex::default();
+        for (policy, uri, handler) in subscribers {
+            let sub = Arc::new(ServerSubscriber {
+                handler: handler.clone(),
+                queue: Mutex::new(None),
+            });
+            match index.get_mut(*policy, uri) {
+                Some(list) => list.push(sub),
+                None => {
+                    index.insert(*policy, uri.as_str().into(), vec![sub]);
+                }
+            }
+        }
+        *write(&self.server_subscribers) = Arc::new(index);
+    }
+
+    /// Hands an event to the server-side subscribers whose topic or pattern matches.
+    fn deliver_to_server(self: &Arc<Self>, out: &Outgoing<'_>) -> usize {
+        let index = read(&self.server_subscribers).clone();
+        if index.is_empty() {
+            return 0;
+        }
+        let topic: Arc<str> = out.topic.into();
+        let mut delivered = 0;
+        index.for_each_match(out.topic, |_, _, subs| {
+            for sub in subs {
+                let event = ServerEvent {
+                    topic: topic.clone(),
+                    payload: out.payload.clone(),
+                    publisher: out.publisher.cloned(),
+                    publication: out.publication,
+                };
+                if sub.push(event, self) {
+                    delivered += 1;
+                } else {
+                    Metrics::add(&self.metrics.events_dropped, 1);
+                    tracing::warn!(topic = %crate::clip::Clip(out.topic), "event handler behind: event dropped");
+                }
+            }
+        });
+        delivered
     }
 
     pub(crate) fn set_pattern_topics(&self, table: crate::core::pattern::PatternTable<bool>) {
@@ -374,7 +495,7 @@ impl Hub {
     /// Queues the publication for every recipient, encoded once per protocol that a
     /// recipient speaks; returns how many got it.
     pub(crate) fn deliver(
-        &self,
+        self: &Arc<Self>,
         out: &Outgoing<'_>,
         exclude: &[SessionId],
         eligible: Option<&[SessionId]>,
@@ -474,6 +595,8 @@ impl Hub {
                 .retain(out.topic, retained, bytes);
         }
         drop(broker);
+        // Server-side subscribers (not counted: they are not sessions).
+        self.deliver_to_server(out);
         delivered
     }
 
@@ -580,6 +703,8 @@ pub(crate) struct Outgoing<'a> {
     pub(crate) to_patterns: bool,
     /// Keep it as the topic's retained event.
     pub(crate) retain: bool,
+    /// The publishing session (for server-side subscribers' `Caller`).
+    pub(crate) publisher: Option<&'a crate::Session>,
 }
 
 fn serializer_index(serializer: v2::Serializer) -> usize {
@@ -673,6 +798,7 @@ impl Wamp {
             auth_lists: None,
             to_patterns: self.hub.patterns_may_receive(topic),
             retain: false,
+            publisher: None,
         };
         Ok(self.hub.deliver(&out, exclude, eligible))
     }

@@ -438,6 +438,7 @@ impl Inner<()> {
             auth_lists: None,
             to_patterns: false,
             retain: false,
+            publisher: None,
         };
         self.wamp().hub.deliver(&out, &[], None);
     }

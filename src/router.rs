@@ -360,6 +360,8 @@ pub(crate) struct Inner<S> {
     aliases: HashMap<String, String>,
     /// The WAMP v2 meta API is on.
     pub(crate) meta_api: bool,
+    /// Server-side subscribers: handlers run for the events on a topic or pattern.
+    subscribers: Vec<(MatchPolicy, String, ErasedRpc<S>)>,
     wamp: Wamp,
 }
 
@@ -379,6 +381,7 @@ impl<S> Clone for Inner<S> {
             realms: self.realms.clone(),
             aliases: self.aliases.clone(),
             meta_api: self.meta_api,
+            subscribers: self.subscribers.clone(),
             wamp: self.wamp.clone(),
         }
     }
@@ -477,6 +480,7 @@ impl<S: Clone + Send + Sync + 'static> WampRouter<S> {
                 realms: Vec::new(),
                 aliases: HashMap::new(),
                 meta_api: false,
+                subscribers: Vec::new(),
                 wamp: Wamp::default(),
             }),
         }
@@ -503,6 +507,71 @@ impl<S: Clone + Send + Sync + 'static> WampRouter<S> {
         let erased: ErasedRpc<S> = Arc::new(move |call, state| handler.clone().call(call, state));
         let previous = self.inner_mut().procedures.insert(uri.to_owned(), erased);
         assert!(previous.is_none(), "procedure {uri:?} is registered twice");
+        self
+    }
+
+    /// Runs `handler` for every event published to `topic` (the v2 counterpart of
+    /// `#[topic]` subscribers): an `async fn` with the extractors an RPC handler has, where
+    /// [`Args`](crate::Args) and [`Kwargs`](crate::Kwargs) are the event's arguments,
+    /// [`Procedure`](crate::Procedure) is the topic and [`Caller`](crate::Caller) the
+    /// publisher (a detached session for the server handle's publications). What it returns
+    /// is ignored; a panic is caught and logged.
+    ///
+    /// Each handler gets its events in publication order, one at a time, from a queue of
+    /// 1024: a handler that falls further behind loses events (logged and counted in
+    /// `events_dropped`), never holding up the publishers or other subscribers. It receives
+    /// every event on its topics, whatever the publication's exclude and eligible lists
+    /// (those name sessions; it is the application itself).
+    ///
+    /// ```
+    /// use tower_wamp::{Args, Procedure, WampRouter};
+    ///
+    /// async fn log_chat(Procedure(topic): Procedure, Args(args): Args<Vec<serde_json::Value>>) {
+    ///     tracing::info!(%topic, ?args, "chat");
+    /// }
+    ///
+    /// let router: WampRouter = WampRouter::new().on_event("com.example.chat", log_chat);
+    /// ```
+    #[must_use]
+    pub fn on_event<H, T>(self, topic: &str, handler: H) -> Self
+    where
+        H: RpcHandler<T, S>,
+        T: 'static,
+    {
+        self.on_events(MatchPolicy::Exact, topic, handler)
+    }
+
+    /// [`on_event`](Self::on_event) for every topic that `pattern` matches under `policy`
+    /// (WAMP v2's prefix and wildcard matching).
+    ///
+    /// ```
+    /// use tower_wamp::{Procedure, WampRouter, core::matching::MatchPolicy};
+    /// let router: WampRouter = WampRouter::new().on_events(
+    ///     MatchPolicy::Prefix,
+    ///     "com.example.",
+    ///     |Procedure(topic): Procedure| async move { tracing::debug!(%topic, "event") },
+    /// );
+    /// ```
+    ///
+    /// # Panics
+    /// If `pattern` is not valid under `policy`.
+    #[must_use]
+    pub fn on_events<H, T>(mut self, policy: MatchPolicy, pattern: &str, handler: H) -> Self
+    where
+        H: RpcHandler<T, S>,
+        T: 'static,
+    {
+        assert!(
+            !pattern.is_empty()
+                && !pattern.chars().any(char::is_whitespace)
+                && (policy == MatchPolicy::Exact || policy.valid(pattern)),
+            "{pattern:?} is not a valid {} pattern",
+            policy.as_str()
+        );
+        let erased: ErasedRpc<S> = Arc::new(move |call, state| handler.clone().call(call, state));
+        self.inner_mut()
+            .subscribers
+            .push((policy, pattern.to_owned(), erased));
         self
     }
 
@@ -814,9 +883,19 @@ impl<S: Clone + Send + Sync + 'static> WampRouter<S> {
                 (uri, bound)
             })
             .collect();
+        let subscribers = inner
+            .subscribers
+            .into_iter()
+            .map(|(policy, uri, h)| {
+                let state = state.clone();
+                let bound: ErasedRpc<S2> = Arc::new(move |call, _: S2| h(call, state.clone()));
+                (policy, uri, bound)
+            })
+            .collect();
         WampRouter {
             inner: Arc::new(Inner {
                 procedures,
+                subscribers,
                 topics: inner.topics,
                 topic_patterns: inner.topic_patterns,
                 hooks: inner.hooks,
@@ -852,6 +931,10 @@ impl WampRouter<()> {
             }
         }
         self.inner.wamp.hub.set_pattern_topics(plain);
+        self.inner
+            .wamp
+            .hub
+            .set_server_subscribers(&self.inner.subscribers);
         self.inner.clone()
     }
 }
@@ -1505,6 +1588,7 @@ impl Inner<()> {
                 .get(&publication.topic)
                 .is_some_and(|r| matches!(r.subscribe, SubscribeRule::Allow)),
             retain: v2.retain,
+            publisher: Some(session),
         };
         let delivered =
             self.wamp

@@ -646,3 +646,91 @@ async fn the_publisher_is_excluded_unless_it_asks() {
     assert_eq!(got, vec![(sub, vec![json!(2)])]);
     assert!(tokio::time::timeout(QUIET, c.ws.next()).await.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_side_subscribers_get_events_in_order_with_their_extractors() {
+    use tower_wamp::{Args, Caller, Kwargs, Procedure, core::matching::MatchPolicy};
+    let (exact, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Value, Value, String)>();
+    let (prefix, mut by_pattern) =
+        tokio::sync::mpsc::unbounded_channel::<(String, Value, Value, String)>();
+    let router = router()
+        .on_event(
+            "com.example.s",
+            move |Procedure(topic): Procedure,
+                  Args(args): Args<Value>,
+                  Kwargs(kwargs): Kwargs<Value>,
+                  caller: Caller| {
+                let exact = exact.clone();
+                async move {
+                    if args[0] == json!("boom") {
+                        panic!("a handler that panics");
+                    }
+                    let who = caller.session.to_string();
+                    exact.send((topic, args, kwargs, who)).unwrap();
+                }
+            },
+        )
+        .on_events(
+            MatchPolicy::Prefix,
+            "com.example.p.",
+            move |Procedure(topic): Procedure, Args(args): Args<Value>| {
+                let prefix = prefix.clone();
+                async move {
+                    prefix
+                        .send((topic, args, Value::Null, "prefix".into()))
+                        .unwrap();
+                }
+            },
+        );
+    let wamp = router.handle();
+    let addr = serve_router(router).await;
+    let mut publisher = V2::join(addr, Serializer::Json).await;
+    for n in 0..20 {
+        publisher
+            .publish("com.example.s", json!([n]), json!({"k": n}), json!({}))
+            .await;
+    }
+    publisher
+        .publish("com.example.s", json!(["boom"]), json!({}), json!({}))
+        .await;
+    publish(&mut publisher, "com.example.p.x", json!("pattern")).await;
+    wamp.publish("com.example.s", &"server").unwrap();
+    let me = publisher.session.to_string();
+    for n in 0..20 {
+        let got = tokio::time::timeout(WAIT, rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            got,
+            (
+                "com.example.s".into(),
+                json!([n]),
+                json!({"k": n}),
+                me.clone()
+            ),
+            "in publication order"
+        );
+    }
+    // The panic is caught and later events go on; the pattern subscriber has its own.
+    let last = tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (last.0.as_str(), &last.1),
+        ("com.example.s", &json!(["server"]))
+    );
+    assert_ne!(
+        last.3, me,
+        "the server handle's publications come from no session"
+    );
+    let pattern = tokio::time::timeout(WAIT, by_pattern.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (pattern.0.as_str(), &pattern.1),
+        ("com.example.p.x", &json!(["pattern"]))
+    );
+}
