@@ -56,8 +56,23 @@ pub(crate) struct Hub {
     /// Held from a change of the subscriptions or registrations to its meta events, so that
     /// meta events come in the order of the changes (only with the meta API on).
     pub(crate) meta_order: Mutex<()>,
+    /// The backplane to other nodes: configured, then started once in a runtime.
+    backplane: Mutex<BackplaneState>,
     /// The router's server-side subscribers (`WampRouter::on_event`).
     server_subscribers: RwLock<Arc<crate::core::matching::MatchIndex<Vec<Arc<ServerSubscriber>>>>>,
+}
+
+/// A router's backplane: none, configured and not yet started, or started (this node's id
+/// and the queue to it).
+#[derive(Debug, Default)]
+enum BackplaneState {
+    #[default]
+    None,
+    Configured(crate::backplane::Backplane),
+    Started {
+        node: u64,
+        queue: tokio::sync::mpsc::Sender<Vec<u8>>,
+    },
 }
 
 /// A server-side subscriber: its handler, and the queue its events wait in (its worker
@@ -222,6 +237,7 @@ impl Default for Hub {
             retained: Mutex::new(RetainedStore::new(RetainBudget::default())),
             meta_order: Mutex::new(()),
             server_subscribers: RwLock::default(),
+            backplane: Mutex::default(),
         }
     }
 }
@@ -248,6 +264,121 @@ impl Hub {
         Metrics::add(&self.metrics.sessions_open, 1);
         Metrics::add(&self.metrics.sessions_total, 1);
         true
+    }
+
+    /// Configures the backplane (started by [`Hub::start_backplane`]).
+    pub(crate) fn set_backplane(&self, backplane: crate::backplane::Backplane) {
+        *self
+            .backplane
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = BackplaneState::Configured(backplane);
+    }
+
+    /// Starts the configured backplane, once, when a Tokio runtime is there (when a layer is
+    /// built, or with the first session).
+    pub(crate) fn start_backplane(self: &Arc<Self>) {
+        let mut state = self
+            .backplane
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let BackplaneState::Configured(backplane) = &*state else {
+            return;
+        };
+        if tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        let node = random_id();
+        let (queue, outgoing) = tokio::sync::mpsc::channel(crate::backplane::QUEUE);
+        let hub = Arc::downgrade(self);
+        let incoming = Arc::new(move |bytes: Vec<u8>| {
+            let Some(hub) = hub.upgrade() else {
+                return false;
+            };
+            hub.deliver_remote(node, &bytes);
+            true
+        });
+        backplane.0.start(outgoing, incoming, self.metrics.clone());
+        *state = BackplaneState::Started { node, queue };
+    }
+
+    /// A publication from another node: delivered here, not forwarded again.
+    fn deliver_remote(self: &Arc<Self>, own: u64, bytes: &[u8]) {
+        let envelope: crate::backplane::Envelope = match serde_json::from_slice(bytes) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(error = %e, "undecodable backplane message dropped");
+                return;
+            }
+        };
+        if envelope.node == own {
+            return;
+        }
+        Metrics::add(&self.metrics.backplane_received, 1);
+        let payload = Payload {
+            args: envelope.args.clone(),
+            kwargs: envelope.kwargs.clone(),
+        };
+        let lists = envelope.auth_lists();
+        let exclude: Vec<SessionId> = envelope
+            .exclude
+            .iter()
+            .cloned()
+            .map(SessionId::from)
+            .collect();
+        let eligible: Option<Vec<SessionId>> = envelope
+            .eligible
+            .as_ref()
+            .map(|e| e.iter().cloned().map(SessionId::from).collect());
+        let out = Outgoing {
+            topic: &envelope.topic,
+            event: &envelope.event,
+            payload: &payload,
+            publication: envelope.publication,
+            details: envelope.details.as_ref(),
+            auth_lists: Some(&lists),
+            to_patterns: envelope.to_patterns,
+            retain: envelope.retain,
+            publisher: None,
+            forward: false,
+        };
+        self.deliver(&out, &exclude, eligible.as_deref());
+    }
+
+    /// Hands a local publication to the backplane, serialized once.
+    fn forward(&self, out: &Outgoing<'_>, exclude: &[SessionId], eligible: Option<&[SessionId]>) {
+        let (node, queue) = match &*self
+            .backplane
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+        {
+            BackplaneState::Started { node, queue } => (*node, queue.clone()),
+            _ => return,
+        };
+        let lists = out.auth_lists.cloned().unwrap_or_default();
+        let envelope = crate::backplane::Envelope {
+            node,
+            topic: out.topic.to_owned(),
+            publication: out.publication,
+            event: out.event.clone(),
+            args: out.payload.args.clone(),
+            kwargs: out.payload.kwargs.clone(),
+            details: out.details.cloned(),
+            exclude: exclude.iter().map(|s| s.as_str().to_owned()).collect(),
+            eligible: eligible.map(|e| e.iter().map(|s| s.as_str().to_owned()).collect()),
+            exclude_authid: lists.exclude_authid,
+            exclude_authrole: lists.exclude_authrole,
+            eligible_authid: lists.eligible_authid,
+            eligible_authrole: lists.eligible_authrole,
+            to_patterns: out.to_patterns,
+            retain: out.retain,
+        };
+        let Ok(bytes) = serde_json::to_vec(&envelope) else {
+            return;
+        };
+        if queue.try_send(bytes).is_err() {
+            Metrics::add(&self.metrics.backplane_lost, 1);
+            tracing::warn!(topic = %crate::clip::Clip(out.topic), "backplane queue full: publication not carried to other nodes");
+        }
     }
 
     /// Installs the router's server-side subscribers (anew each time a layer is built).
@@ -597,6 +728,9 @@ impl Hub {
         drop(broker);
         // Server-side subscribers (not counted: they are not sessions).
         self.deliver_to_server(out);
+        if out.forward {
+            self.forward(out, exclude, eligible);
+        }
         delivered
     }
 
@@ -705,6 +839,8 @@ pub(crate) struct Outgoing<'a> {
     pub(crate) retain: bool,
     /// The publishing session (for server-side subscribers' `Caller`).
     pub(crate) publisher: Option<&'a crate::Session>,
+    /// Hand it to the backplane for the other nodes (not for what came from there).
+    pub(crate) forward: bool,
 }
 
 fn serializer_index(serializer: v2::Serializer) -> usize {
@@ -799,6 +935,7 @@ impl Wamp {
             to_patterns: self.hub.patterns_may_receive(topic),
             retain: false,
             publisher: None,
+            forward: true,
         };
         Ok(self.hub.deliver(&out, exclude, eligible))
     }

@@ -2,6 +2,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod auth;
+pub mod backplane;
 mod clip;
 pub mod core;
 mod dealer;

@@ -439,6 +439,8 @@ impl Inner<()> {
             to_patterns: false,
             retain: false,
             publisher: None,
+            // Meta events are about this node's sessions.
+            forward: false,
         };
         self.wamp().hub.deliver(&out, &[], None);
     }

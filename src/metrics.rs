@@ -24,6 +24,10 @@ pub(crate) struct Metrics {
     pub(crate) write_timeouts: AtomicU64,
     pub(crate) calls_in_flight: AtomicU64,
     pub(crate) calls_total: AtomicU64,
+    pub(crate) backplane_sent: AtomicU64,
+    pub(crate) backplane_received: AtomicU64,
+    pub(crate) backplane_lost: AtomicU64,
+    pub(crate) backplane_reconnects: AtomicU64,
     errors: Mutex<HashMap<String, u64>>,
 }
 
@@ -60,6 +64,10 @@ impl Metrics {
             write_timeouts: self.write_timeouts.load(Relaxed),
             calls_in_flight: self.calls_in_flight.load(Relaxed),
             calls_total: self.calls_total.load(Relaxed),
+            backplane_sent: self.backplane_sent.load(Relaxed),
+            backplane_received: self.backplane_received.load(Relaxed),
+            backplane_lost: self.backplane_lost.load(Relaxed),
+            backplane_reconnects: self.backplane_reconnects.load(Relaxed),
             errors_by_uri: self
                 .errors
                 .lock()
@@ -99,6 +107,15 @@ pub struct MetricsSnapshot {
     pub calls_in_flight: u64,
     /// Calls received since start.
     pub calls_total: u64,
+    /// Publications handed to the backplane for the other nodes.
+    pub backplane_sent: u64,
+    /// Publications of other nodes received through the backplane.
+    pub backplane_received: u64,
+    /// Publications the backplane could not carry to the other nodes (its queue was full,
+    /// or the connection to it failed): counted, never silent. Local delivery goes on.
+    pub backplane_lost: u64,
+    /// Times the backplane connection was made anew after a failure.
+    pub backplane_reconnects: u64,
     /// CALLERRORs sent, by error URI: at most 256 URIs (of at most 256 bytes), the rest
     /// under `"(other)"`.
     pub errors_by_uri: BTreeMap<String, u64>,

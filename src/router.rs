@@ -640,6 +640,25 @@ impl<S: Clone + Send + Sync + 'static> WampRouter<S> {
         route.register(self)
     }
 
+    /// Serves the realm together with other routers (nodes) through `backplane`: a
+    /// publication on any node, from a v1 or v2 client or the server handle, reaches every
+    /// matching subscriber on every node once, with its exclude, eligible and
+    /// authid/authrole lists applied to the sessions of every node, in publication order
+    /// per publisher. See [`backplane`](crate::backplane) (Redis: cargo feature `redis`).
+    /// RPC, presence and the meta API stay per node for now.
+    ///
+    /// ```no_run
+    /// # #[cfg(feature = "redis")] {
+    /// use tower_wamp::{WampRouter, backplane::Redis};
+    /// let router: WampRouter = WampRouter::new().backplane(Redis::new("redis://127.0.0.1:6379"));
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn backplane(self, backplane: impl Into<crate::backplane::Backplane>) -> Self {
+        self.inner.wamp.hub.set_backplane(backplane.into());
+        self
+    }
+
     /// Turns the WAMP v2 meta API on (off by default): the router answers
     /// `wamp.session.count`, `list`, `get`, `kill`, `kill_by_authid`, `kill_by_authrole`,
     /// `kill_all`, `wamp.subscription.list`, `lookup`, `match`, `get`, `list_subscribers`,
@@ -935,6 +954,7 @@ impl WampRouter<()> {
             .wamp
             .hub
             .set_server_subscribers(&self.inner.subscribers);
+        self.inner.wamp.hub.start_backplane();
         self.inner.clone()
     }
 }
@@ -1589,6 +1609,7 @@ impl Inner<()> {
                 .is_some_and(|r| matches!(r.subscribe, SubscribeRule::Allow)),
             retain: v2.retain,
             publisher: Some(session),
+            forward: true,
         };
         let delivered =
             self.wamp

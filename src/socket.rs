@@ -104,6 +104,8 @@ pub(crate) fn run_on(
 ) -> impl Future<Output = ()> {
     // Frees the `max_sessions` slot however the task ends, a panic included.
     let slot = SlotGuard(router.clone());
+    // A router built outside a runtime starts its backplane with its first session.
+    router.wamp().hub.start_backplane();
     let id = match proto {
         Proto::V1 => SessionId::random(),
         // WAMP v2 session ids are numbers, drawn at random in [1, 2^53].

@@ -152,13 +152,23 @@ pub fn site_with(auth: bool, autobahn_js: std::path::PathBuf) -> (axum::Router, 
 
 /// [`site_with`], and the WAMP layer it serves at `/ws` (to serve the same router over
 /// RawSocket too).
+#[allow(dead_code)] // The tests' entry; the binary uses `site_parts_with`.
 pub fn site_parts(
     auth: bool,
     autobahn_js: std::path::PathBuf,
 ) -> (axum::Router, tower_wamp::Wamp, WampLayer) {
+    site_parts_with(auth, autobahn_js, |router| router)
+}
+
+/// [`site_parts`] with the router changed by `configure` first (the binary's `--redis`).
+pub fn site_parts_with(
+    auth: bool,
+    autobahn_js: std::path::PathBuf,
+    configure: impl FnOnce(WampRouter) -> WampRouter,
+) -> (axum::Router, tower_wamp::Wamp, WampLayer) {
     use axum::{http::StatusCode, http::header, routing::get};
     const INSTALL: &str = "run `npm install --prefix examples/demo` for the v2 page";
-    let router = if auth { auth_router() } else { router() };
+    let router = configure(if auth { auth_router() } else { router() });
     let wamp = router.handle();
     let layer = layer_for(router);
     let file = |body: &'static str, mime: &'static str| {

@@ -6,6 +6,7 @@
 //! WAMP_DEMO_ADDR=127.0.0.1:9000 cargo run --example demo
 //! cargo run --example demo -- --auth             # WAMP-CRA required (users ada, carol, anonymous)
 //! cargo run --example demo -- --rawsocket 127.0.0.1:8181   # also WAMP v2 over RawSocket
+//! cargo run --features redis --example demo -- --redis redis://127.0.0.1:6379   # a cluster node
 //! ```
 //!
 //! The page is at `http://127.0.0.1:8080/` (WAMP v1, our own small client) and
@@ -51,7 +52,23 @@ async fn main() {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .init();
-    let (app, wamp, layer) = app::site_parts(auth_flag(), app::default_autobahn_js());
+    let redis = flag_value("--redis");
+    let (app, wamp, layer) = app::site_parts_with(
+        auth_flag(),
+        app::default_autobahn_js(),
+        |router| match redis {
+            #[cfg(feature = "redis")]
+            Some(url) => {
+                tracing::info!(%url, "a cluster node: publications shared through Redis");
+                router.backplane(tower_wamp::backplane::Redis::new(url))
+            }
+            #[cfg(not(feature = "redis"))]
+            Some(_) => panic!(
+                "--redis needs the `redis` feature: cargo run --features redis --example demo"
+            ),
+            None => router,
+        },
+    );
     if let Some(raw) = flag_value("--rawsocket") {
         let listener = tokio::net::TcpListener::bind(&raw)
             .await
