@@ -24,8 +24,6 @@ use crate::core::{AuthLists, codec::v2::Dict};
 /// A publication on its way between nodes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Envelope {
-    /// The publishing node.
-    pub(crate) node: u64,
     pub(crate) topic: String,
     pub(crate) publication: u64,
     /// The v1 event (a broker function may have made it differ from the arguments).
@@ -58,6 +56,51 @@ impl Envelope {
 /// lost (the backplane is down or too slow), never held in memory without bound.
 pub(crate) const QUEUE: usize = 4096;
 
+/// The largest envelope a node takes from the backplane (a bigger one is dropped and
+/// counted): the backplane is trusted, but not to be without bound.
+pub(crate) const MAX_ENVELOPE: usize = 16 << 20;
+
+/// On the backplane an envelope travels behind a header: the publishing node's id (drawn at
+/// random when its backplane starts; a node skips its own without reading further) and
+/// its publications counted 1, 2, 3 … (a receiver counts the gaps as missed).
+pub(crate) fn frame(node: u64, seq: u64, envelope: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(16 + envelope.len());
+    frame.extend_from_slice(&node.to_le_bytes());
+    frame.extend_from_slice(&seq.to_le_bytes());
+    frame.extend_from_slice(envelope);
+    frame
+}
+
+/// The node, sequence number and envelope of a frame.
+pub(crate) fn unframe(frame: &[u8]) -> Option<(u64, u64, &[u8])> {
+    let node = u64::from_le_bytes(frame.get(..8)?.try_into().ok()?);
+    let seq = u64::from_le_bytes(frame.get(8..16)?.try_into().ok()?);
+    Some((node, seq, &frame[16..]))
+}
+
+/// What a receiving node knows of the others: the last sequence number seen of each, to
+/// count what it missed (while its own connection was down, say).
+#[derive(Debug, Default)]
+pub(crate) struct Peers {
+    last: std::collections::HashMap<u64, u64>,
+}
+
+impl Peers {
+    /// Takes `seq` of `node`: how many of that node's publications were missed before it.
+    pub(crate) fn missed(&mut self, node: u64, seq: u64) -> u64 {
+        // Bounded: nodes that come and go (each start draws a new id) are forgotten once
+        // there are many.
+        if self.last.len() >= 1024 && !self.last.contains_key(&node) {
+            self.last.clear();
+        }
+        let last = self.last.insert(node, seq);
+        match last {
+            Some(last) if seq > last + 1 => seq - last - 1,
+            _ => 0,
+        }
+    }
+}
+
 /// What carries serialized publications between the nodes of a deployment.
 pub(crate) trait Carrier: fmt::Debug + Send + Sync + 'static {
     /// Starts carrying, in the Tokio runtime the router runs in: send what arrives on
@@ -65,6 +108,7 @@ pub(crate) trait Carrier: fmt::Debug + Send + Sync + 'static {
     /// `false` once the router is gone: stop then). Called once per router.
     fn start(
         &self,
+        node: u64,
         outgoing: tokio::sync::mpsc::Receiver<Vec<u8>>,
         incoming: Arc<dyn Fn(Vec<u8>) -> bool + Send + Sync>,
         metrics: Arc<crate::metrics::Metrics>,
@@ -92,7 +136,9 @@ mod redis_backplane {
     use crate::metrics::Metrics;
 
     /// A Redis backplane: publications go out on one pub/sub channel, and each node
-    /// subscribes to it.
+    /// subscribes to it. Redis is trusted: whoever may publish on the channel can inject
+    /// events into the realm (use Redis's ACLs, a private network, and a channel per
+    /// deployment).
     ///
     /// ```no_run
     /// use tower_wamp::{WampRouter, backplane::Redis};
@@ -100,10 +146,19 @@ mod redis_backplane {
     ///     .realm("realm1")
     ///     .backplane(Redis::new("redis://127.0.0.1:6379"));
     /// ```
-    #[derive(Debug, Clone)]
+    #[derive(Clone)]
     pub struct Redis {
         url: String,
         channel: String,
+    }
+
+    impl std::fmt::Debug for Redis {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            // The URL may hold a password: only the channel is shown.
+            f.debug_struct("Redis")
+                .field("channel", &self.channel)
+                .finish_non_exhaustive()
+        }
     }
 
     impl Redis {
@@ -117,7 +172,7 @@ mod redis_backplane {
         }
 
         /// The pub/sub channel (default `tower-wamp:events`): deployments sharing a Redis
-        /// server use different channels.
+        /// server must use different channels, or they share their events.
         #[must_use]
         pub fn channel(mut self, channel: impl Into<String>) -> Self {
             self.channel = channel.into();
@@ -134,40 +189,58 @@ mod redis_backplane {
     impl super::Carrier for Redis {
         fn start(
             &self,
+            node: u64,
             outgoing: tokio::sync::mpsc::Receiver<Vec<u8>>,
             incoming: Arc<dyn Fn(Vec<u8>) -> bool + Send + Sync>,
             metrics: Arc<Metrics>,
         ) {
             let (url, channel) = (self.url.clone(), self.channel.clone());
-            tokio::spawn(run(url, channel, outgoing, incoming, metrics));
+            tokio::spawn(run(url, channel, node, outgoing, incoming, metrics));
         }
     }
+
+    /// How long a connection attempt or a batch of PUBLISHes may take before the
+    /// connection counts as failed.
+    const DEADLINE: Duration = Duration::from_secs(5);
+
+    /// How many queued publications go out in one pipeline (one round trip).
+    const BATCH: usize = 256;
 
     /// Connects, subscribes and carries until the router is gone; reconnects after a
     /// failure (at most every second).
     async fn run(
         url: String,
         channel: String,
+        node: u64,
         mut outgoing: tokio::sync::mpsc::Receiver<Vec<u8>>,
         incoming: Arc<dyn Fn(Vec<u8>) -> bool + Send + Sync>,
         metrics: Arc<Metrics>,
     ) {
-        let mut first = true;
+        let mut connected_before = false;
+        // Every publication takes a number, carried or not: receivers see the gaps.
+        let mut seq = 0u64;
         loop {
             let started = Instant::now();
-            match carry(&url, &channel, &mut outgoing, &incoming, &metrics).await {
+            match carry(
+                &url,
+                &channel,
+                (node, &mut seq),
+                &mut outgoing,
+                &incoming,
+                &metrics,
+                &mut connected_before,
+            )
+            .await
+            {
                 Ok(()) => return,
                 Err(e) => {
                     tracing::warn!(error = %e, "Redis backplane connection failed: reconnecting");
                 }
             }
-            if !first {
-                Metrics::add(&metrics.backplane_reconnects, 1);
-            }
-            first = false;
             // What waits while disconnected is lost, and counted: a node must not hold
             // publications without bound, nor deliver them late and out of order.
             while let Ok(_lost) = outgoing.try_recv() {
+                seq += 1;
                 Metrics::add(&metrics.backplane_lost, 1);
             }
             let elapsed = started.elapsed();
@@ -177,33 +250,64 @@ mod redis_backplane {
         }
     }
 
+    fn timed_out() -> redis::RedisError {
+        redis::RedisError::from((redis::ErrorKind::IoError, "Redis did not answer in time"))
+    }
+
     /// One connection's life: `Ok` when the router is gone, `Err` when Redis failed.
     async fn carry(
         url: &str,
         channel: &str,
+        (node, seq): (u64, &mut u64),
         outgoing: &mut tokio::sync::mpsc::Receiver<Vec<u8>>,
         incoming: &Arc<dyn Fn(Vec<u8>) -> bool + Send + Sync>,
         metrics: &Arc<Metrics>,
+        connected_before: &mut bool,
     ) -> redis::RedisResult<()> {
         let client = redis::Client::open(url)?;
-        let mut publisher = client.get_multiplexed_async_connection().await?;
-        let mut subscriber = client.get_async_pubsub().await?;
-        subscriber.subscribe(channel).await?;
+        let connect = async {
+            let publisher = client.get_multiplexed_async_connection().await?;
+            let mut subscriber = client.get_async_pubsub().await?;
+            subscriber.subscribe(channel).await?;
+            Ok::<_, redis::RedisError>((publisher, subscriber))
+        };
+        let (mut publisher, mut subscriber) = tokio::time::timeout(DEADLINE, connect)
+            .await
+            .map_err(|_| timed_out())??;
+        if *connected_before {
+            Metrics::add(&metrics.backplane_reconnects, 1);
+        }
+        *connected_before = true;
         tracing::info!("Redis backplane connected");
+        // Publications queued while connecting were not seen by nodes that were down: they
+        // go out now, in order (the receivers count gaps, not delays).
         let mut messages = subscriber.on_message();
+        let mut batch = Vec::with_capacity(BATCH);
         loop {
             tokio::select! {
-                out = outgoing.recv() => {
-                    let Some(envelope) = out else { return Ok(()) };
-                    let sent: redis::RedisResult<i64> = redis::cmd("PUBLISH")
-                        .arg(channel)
-                        .arg(envelope)
-                        .query_async(&mut publisher)
-                        .await;
+                n = outgoing.recv_many(&mut batch, BATCH) => {
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    // One pipeline on one connection: one round trip, order kept.
+                    let mut pipe = redis::pipe();
+                    for envelope in &batch {
+                        *seq += 1;
+                        pipe.cmd("PUBLISH")
+                            .arg(channel)
+                            .arg(super::frame(node, *seq, envelope))
+                            .ignore();
+                    }
+                    let sent = tokio::time::timeout(DEADLINE, pipe.query_async::<()>(&mut publisher))
+                        .await
+                        .map_err(|_| timed_out())
+                        .and_then(|r| r);
+                    let count = u64::try_from(batch.len()).unwrap_or(u64::MAX);
+                    batch.clear();
                     match sent {
-                        Ok(_) => Metrics::add(&metrics.backplane_sent, 1),
+                        Ok(()) => Metrics::add(&metrics.backplane_sent, count),
                         Err(e) => {
-                            Metrics::add(&metrics.backplane_lost, 1);
+                            Metrics::add(&metrics.backplane_lost, count);
                             return Err(e);
                         }
                     }

@@ -70,7 +70,6 @@ enum BackplaneState {
     None,
     Configured(crate::backplane::Backplane),
     Started {
-        node: u64,
         queue: tokio::sync::mpsc::Sender<Vec<u8>>,
     },
 }
@@ -104,6 +103,11 @@ impl ServerSubscriber {
     /// events behind.
     fn push(self: &Arc<Self>, event: ServerEvent, hub: &Arc<Hub>) -> bool {
         let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        // Its task needs a runtime: an event published outside one (the server handle in a
+        // plain thread) before the task started is dropped and counted.
+        if queue.is_none() && tokio::runtime::Handle::try_current().is_err() {
+            return false;
+        }
         let tx = queue.get_or_insert_with(|| {
             let (tx, mut rx) = tokio::sync::mpsc::channel::<ServerEvent>(SERVER_QUEUE);
             let (me, hub) = (Arc::downgrade(self), Arc::downgrade(hub));
@@ -290,29 +294,53 @@ impl Hub {
         let node = random_id();
         let (queue, outgoing) = tokio::sync::mpsc::channel(crate::backplane::QUEUE);
         let hub = Arc::downgrade(self);
-        let incoming = Arc::new(move |bytes: Vec<u8>| {
+        let peers = Mutex::new(crate::backplane::Peers::default());
+        let incoming = Arc::new(move |frame: Vec<u8>| {
             let Some(hub) = hub.upgrade() else {
                 return false;
             };
-            hub.deliver_remote(node, &bytes);
+            let Some((from, seq, envelope)) = crate::backplane::unframe(&frame) else {
+                Metrics::add(&hub.metrics.backplane_lost, 1);
+                return true;
+            };
+            if from == node {
+                return true;
+            }
+            let missed = peers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .missed(from, seq);
+            if missed > 0 {
+                Metrics::add(&hub.metrics.backplane_lost, missed);
+                tracing::warn!(
+                    missed,
+                    "publications of another node missed (the backplane was down?)"
+                );
+            }
+            hub.deliver_remote(envelope);
             true
         });
-        backplane.0.start(outgoing, incoming, self.metrics.clone());
-        *state = BackplaneState::Started { node, queue };
+        backplane
+            .0
+            .start(node, outgoing, incoming, self.metrics.clone());
+        *state = BackplaneState::Started { queue };
     }
 
     /// A publication from another node: delivered here, not forwarded again.
-    fn deliver_remote(self: &Arc<Self>, own: u64, bytes: &[u8]) {
+    fn deliver_remote(self: &Arc<Self>, bytes: &[u8]) {
+        if bytes.len() > crate::backplane::MAX_ENVELOPE {
+            Metrics::add(&self.metrics.backplane_lost, 1);
+            tracing::warn!(bytes = bytes.len(), "oversized backplane message dropped");
+            return;
+        }
         let envelope: crate::backplane::Envelope = match serde_json::from_slice(bytes) {
             Ok(e) => e,
             Err(e) => {
+                Metrics::add(&self.metrics.backplane_lost, 1);
                 tracing::warn!(error = %e, "undecodable backplane message dropped");
                 return;
             }
         };
-        if envelope.node == own {
-            return;
-        }
         Metrics::add(&self.metrics.backplane_received, 1);
         let payload = Payload {
             args: envelope.args.clone(),
@@ -336,7 +364,8 @@ impl Hub {
             publication: envelope.publication,
             details: envelope.details.as_ref(),
             auth_lists: Some(&lists),
-            to_patterns: envelope.to_patterns,
+            // This node's rules decide too (nodes may be configured apart, mid-upgrade).
+            to_patterns: envelope.to_patterns && self.patterns_may_receive(&envelope.topic),
             retain: envelope.retain,
             publisher: None,
             forward: false,
@@ -345,18 +374,42 @@ impl Hub {
     }
 
     /// Hands a local publication to the backplane, serialized once.
-    fn forward(&self, out: &Outgoing<'_>, exclude: &[SessionId], eligible: Option<&[SessionId]>) {
-        let (node, queue) = match &*self
-            .backplane
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-        {
-            BackplaneState::Started { node, queue } => (*node, queue.clone()),
-            _ => return,
+    fn forward(
+        self: &Arc<Self>,
+        out: &Outgoing<'_>,
+        exclude: &[SessionId],
+        eligible: Option<&[SessionId]>,
+    ) {
+        let started = |state: &BackplaneState| match state {
+            BackplaneState::Started { queue } => Some(queue.clone()),
+            _ => None,
+        };
+        let queue = {
+            let state = self
+                .backplane
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if matches!(*state, BackplaneState::None) {
+                return;
+            }
+            started(&state)
+        };
+        // Not started yet (no layer built, no session): now, if a runtime is here.
+        let queue = queue.or_else(|| {
+            self.start_backplane();
+            started(
+                &self
+                    .backplane
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner),
+            )
+        });
+        let Some(queue) = queue else {
+            Metrics::add(&self.metrics.backplane_lost, 1);
+            return;
         };
         let lists = out.auth_lists.cloned().unwrap_or_default();
         let envelope = crate::backplane::Envelope {
-            node,
             topic: out.topic.to_owned(),
             publication: out.publication,
             event: out.event.clone(),

@@ -19,11 +19,15 @@ fn every_announced_feature_names_a_test_that_exists() {
         let (file, function) = test.split_once("::").expect("file::test");
         let source = std::fs::read_to_string(root().join(file))
             .unwrap_or_else(|e| panic!("{role}.{name}: {file}: {e}"));
-        assert!(
-            source.contains(&format!("async fn {function}()"))
-                || source.contains(&format!("fn {function}()")),
-            "{role}.{name}: no test {function} in {file}"
-        );
+        // A test: the attribute on the line before its `fn`, and not ignored.
+        let lines: Vec<&str> = source.lines().collect();
+        let found = lines.windows(2).any(|w| {
+            let (attr, def) = (w[0].trim(), w[1].trim());
+            (attr.starts_with("#[test]") || attr.starts_with("#[tokio::test"))
+                && (def == format!("async fn {function}() {{")
+                    || def == format!("fn {function}() {{"))
+        });
+        assert!(found, "{role}.{name}: no test {function} in {file}");
     }
 }
 
@@ -65,13 +69,23 @@ fn the_readme_lists_every_announced_feature_with_its_test() {
             let cells: Vec<&str> = l.split('|').map(str::trim).collect();
             let name = cells[1].trim_matches('`');
             let test = cells[4].trim_matches('`');
-            test.contains("::")
-                .then(|| (cells[2].to_owned(), name.to_owned(), test.to_owned()))
+            // The status says whether it needs the meta API.
+            let meta = cells[3].contains("meta_api");
+            test.contains("::").then(|| {
+                (
+                    cells[2].to_owned(),
+                    format!("{name}{}", if meta { " (meta)" } else { "" }),
+                    test.to_owned(),
+                )
+            })
         })
         .collect();
     let table: BTreeSet<(String, String, String)> = tower_wamp::__announced_features()
         .into_iter()
-        .map(|(role, name, _, test)| (role.to_owned(), name.to_owned(), test.to_owned()))
+        .map(|(role, name, meta, test)| {
+            let name = format!("{name}{}", if meta { " (meta)" } else { "" });
+            (role.to_owned(), name, test.to_owned())
+        })
         .collect();
     assert_eq!(rows, table, "README's feature table against the router's");
 }

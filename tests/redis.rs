@@ -256,7 +256,9 @@ async fn a_redis_restart_is_survived_and_what_it_missed_is_counted() {
     let url = redis.url();
     let router_b = node(&url, "restart");
     let wamp_b = router_b.handle();
-    let a = serve_router(node(&url, "restart")).await;
+    let router_a = node(&url, "restart");
+    let wamp_a = router_a.handle();
+    let a = serve_router(router_a).await;
     let b = serve_router(router_b).await;
     let mut on_a = V2::join(a, Serializer::Json).await;
     let mut on_b = V2::join(b, Serializer::Json).await;
@@ -306,4 +308,10 @@ async fn a_redis_restart_is_survived_and_what_it_missed_is_counted() {
         .await;
     assert_eq!(next_event(&mut on_a).await, (sa, json!("back")));
     assert!(wamp_b.metrics().backplane_reconnects >= 1);
+    // A saw the gap in B's numbering: what it missed is counted there too.
+    assert!(
+        wamp_a.metrics().backplane_lost >= 5,
+        "{:?}",
+        wamp_a.metrics().backplane_lost
+    );
 }
