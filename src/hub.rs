@@ -58,6 +58,9 @@ pub(crate) struct Hub {
     pub(crate) meta_order: Mutex<()>,
     /// The backplane to other nodes: configured, then started once in a runtime.
     backplane: Mutex<BackplaneState>,
+    /// Whether a backplane is configured or server-side subscribers installed: without
+    /// either, a publication takes neither lock.
+    beyond_sessions: AtomicBool,
     /// The router's server-side subscribers (`WampRouter::on_event`).
     server_subscribers: RwLock<Arc<crate::core::matching::MatchIndex<Vec<Arc<ServerSubscriber>>>>>,
 }
@@ -242,6 +245,7 @@ impl Default for Hub {
             meta_order: Mutex::new(()),
             server_subscribers: RwLock::default(),
             backplane: Mutex::default(),
+            beyond_sessions: AtomicBool::new(false),
         }
     }
 }
@@ -452,6 +456,9 @@ impl Hub {
                     index.insert(*policy, uri.as_str().into(), vec![sub]);
                 }
             }
+        }
+        if !index.is_empty() {
+            self.beyond_sessions.store(true, Ordering::SeqCst);
         }
         *write(&self.server_subscribers) = Arc::new(index);
     }
@@ -779,10 +786,12 @@ impl Hub {
                 .retain(out.topic, retained, bytes);
         }
         drop(broker);
-        // Server-side subscribers (not counted: they are not sessions).
-        self.deliver_to_server(out);
-        if out.forward {
-            self.forward(out, exclude, eligible);
+        if self.beyond_sessions.load(Ordering::Relaxed) {
+            // Server-side subscribers (not counted: they are not sessions).
+            self.deliver_to_server(out);
+            if out.forward {
+                self.forward(out, exclude, eligible);
+            }
         }
         delivered
     }

@@ -324,15 +324,7 @@ async fn cra_join(
         extra: Dict::new(),
     })
     .await;
-    match c.recv().await {
-        Message::Welcome { session, details } => {
-            c.session = session;
-            c.welcome = details;
-            Ok(c)
-        }
-        Message::Abort { reason, .. } => Err(reason),
-        other => panic!("{other:?}"),
-    }
+    c.welcomed().await.map(|()| c)
 }
 
 #[tokio::test]

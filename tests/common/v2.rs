@@ -79,11 +79,16 @@ impl V2 {
             details,
         })
         .await;
-        match c.recv().await {
+        c.welcomed().await.map(|()| c)
+    }
+
+    /// Takes the WELCOME that opens the session; `Err` with an ABORT's reason.
+    pub async fn welcomed(&mut self) -> Result<(), String> {
+        match self.recv().await {
             Message::Welcome { session, details } => {
-                c.session = session;
-                c.welcome = details;
-                Ok(c)
+                self.session = session;
+                self.welcome = details;
+                Ok(())
             }
             Message::Abort { reason, .. } => Err(reason),
             other => panic!("{other:?}"),
@@ -189,13 +194,5 @@ pub async fn ticket_join(addr: SocketAddr, authid: &str, ticket: &str) -> Result
         extra: Dict::new(),
     })
     .await;
-    match c.recv().await {
-        Message::Welcome { session, details } => {
-            c.session = session;
-            c.welcome = details;
-            Ok(c)
-        }
-        Message::Abort { reason, .. } => Err(reason),
-        other => panic!("{other:?}"),
-    }
+    c.welcomed().await.map(|()| c)
 }
