@@ -280,6 +280,7 @@ impl Hub {
             .backplane
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = BackplaneState::Configured(backplane);
+        self.beyond_sessions.store(true, Ordering::SeqCst);
     }
 
     /// Starts the configured backplane, once, when a Tokio runtime is there (when a layer is
