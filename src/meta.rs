@@ -11,13 +11,15 @@
 use serde_json::{Value, json};
 
 use crate::{
-    Call, RpcError,
+    Call, RpcError, Session,
     core::{
         SessionId,
+        auth::Action,
         codec::v2::Dict,
         matching::MatchPolicy,
         random_id,
-        session::v2::{InvokePolicy, valid_uri},
+        session::v2::{InvokePolicy, PublishOptions, valid_uri},
+        testament::{OverBudget, Scope},
     },
     hub::Outgoing,
     router::Inner,
@@ -47,6 +49,8 @@ pub(crate) enum Meta {
     RegistrationGet,
     RegistrationListCallees,
     RegistrationCountCallees,
+    AddTestament,
+    FlushTestaments,
 }
 
 impl Meta {
@@ -71,6 +75,8 @@ impl Meta {
             "wamp.registration.get" => Self::RegistrationGet,
             "wamp.registration.list_callees" => Self::RegistrationListCallees,
             "wamp.registration.count_callees" => Self::RegistrationCountCallees,
+            "wamp.session.add_testament" => Self::AddTestament,
+            "wamp.session.flush_testaments" => Self::FlushTestaments,
             _ => return None,
         })
     }
@@ -198,7 +204,132 @@ fn session_details(id: u64, outbox: &Outbox) -> Value {
     Value::Object(d)
 }
 
+/// A publication a session leaves for when it ends without GOODBYE.
+#[derive(Debug)]
+pub(crate) struct Testament {
+    topic: String,
+    payload: Payload,
+    options: PublishOptions,
+}
+
+/// The `scope` keyword argument of the testament procedures.
+fn scope_arg(kwargs: &Dict) -> Result<Scope, RpcError> {
+    match kwargs.get("scope") {
+        None | Some(Value::Null) => Some(Scope::Destroyed),
+        Some(Value::String(name)) => Scope::parse(Some(name)),
+        Some(_) => None,
+    }
+    .ok_or_else(|| invalid("scope must be \"destroyed\" or \"detached\""))
+}
+
 impl Inner<()> {
+    /// `wamp.session.add_testament(topic, args, kwargs, publish_options=, scope=)`: checked
+    /// now as a PUBLISH would be (the URI, the permission, the topic's rule), published by
+    /// [`Inner::publish_testaments`].
+    pub(crate) async fn add_testament(&self, call: &Call) -> Result<Payload, RpcError> {
+        let Some(outbox) = call.session().outbox() else {
+            return Err(invalid("testaments are left by connected sessions"));
+        };
+        if outbox.proto() == crate::wire::Proto::V1 {
+            // A WAMP v1 session has no GOODBYE: it could not leave without them.
+            return Err(invalid("testaments are for WAMP v2 sessions"));
+        }
+        let args = call.args();
+        let topic = self.canonical(str_arg(args, 0)?.to_owned());
+        if !valid_uri(&topic) {
+            return Err(RpcError::new(
+                "wamp.error.invalid_uri",
+                "the topic is not a valid URI",
+            ));
+        }
+        let payload = Payload {
+            args: match args.get(1) {
+                None | Some(Value::Null) => Vec::new(),
+                Some(Value::Array(a)) => a.clone(),
+                Some(_) => return Err(invalid("args must be a list")),
+            },
+            kwargs: match args.get(2) {
+                None | Some(Value::Null) => Dict::new(),
+                Some(Value::Object(k)) => k.clone(),
+                Some(_) => return Err(invalid("kwargs must be a dictionary")),
+            },
+        };
+        let kwargs = call.kwargs();
+        let scope = scope_arg(kwargs)?;
+        let options = match kwargs.get("publish_options") {
+            None | Some(Value::Null) => PublishOptions::parse(&Dict::new()),
+            Some(Value::Object(o)) => PublishOptions::parse(o),
+            Some(_) => Err("publish_options must be a dictionary"),
+        }
+        .map_err(invalid)?;
+        if !self.may_publish_to(&topic)
+            || !self
+                .permitted(call.session(), Action::Publish, &topic)
+                .await
+        {
+            return Err(RpcError::new(
+                "wamp.error.not_authorized",
+                "not authorized to publish to this topic",
+            ));
+        }
+        let bytes = topic.len()
+            + serde_json::to_vec(&payload.args).map_or(0, |v| v.len())
+            + serde_json::to_vec(&payload.kwargs).map_or(0, |v| v.len());
+        let testament = Testament {
+            topic,
+            payload,
+            options,
+        };
+        outbox
+            .with_testaments(|t| t.add(scope, testament, bytes))
+            .map_err(|OverBudget(budget)| {
+                RpcError::new(
+                    "wamp.error.too_many_testaments",
+                    format!(
+                        "a session leaves at most {} testaments of {} bytes in all",
+                        budget.entries, budget.bytes
+                    ),
+                )
+            })?;
+        Ok(Payload::default())
+    }
+
+    /// Publishes what a session left, as it would have published them, in order.
+    pub(crate) async fn publish_testaments(&self, session: &Session, testaments: Vec<Testament>) {
+        for t in testaments {
+            let event = t.payload.to_event();
+            let mut exclude: Vec<SessionId> = t
+                .options
+                .exclude
+                .into_iter()
+                .map(SessionId::numeric)
+                .collect();
+            if t.options.exclude_me {
+                exclude.push(session.id().clone());
+            }
+            let eligible = t
+                .options
+                .eligible
+                .map(|ids| ids.into_iter().map(SessionId::numeric).collect());
+            let published = self
+                .publish(
+                    session,
+                    t.topic,
+                    event,
+                    Some(t.payload),
+                    crate::core::Exclude::List(exclude),
+                    eligible,
+                    crate::router::PublishOptions {
+                        auth_lists: t.options.auth_lists,
+                        disclose_me: t.options.disclose_me,
+                        retain: t.options.retain,
+                    },
+                )
+                .await;
+            tracing::debug!(published = published.is_ok(), "testament published");
+        }
+    }
+
     /// Answers a meta procedure.
     pub(crate) fn meta_call(&self, meta: Meta, call: &Call) -> Result<Payload, RpcError> {
         let args = call.args();
@@ -222,6 +353,15 @@ impl Inner<()> {
         };
         let caller = call.session().id().as_u64();
         match meta {
+            Meta::AddTestament => Err(invalid("add_testament is answered asynchronously")),
+            Meta::FlushTestaments => {
+                let scope = scope_arg(call.kwargs())?;
+                let flushed = call
+                    .session()
+                    .outbox()
+                    .map_or(0, |o| o.with_testaments(|t| t.flush(scope)));
+                one(flushed.into())
+            }
             Meta::SessionCount | Meta::SessionList => {
                 let roles = authroles_arg(args)?;
                 let mut ids: Vec<u64> = sessions()
@@ -302,6 +442,10 @@ impl Inner<()> {
                 };
                 let mut killed: Vec<u64> = Vec::with_capacity(targets.len());
                 for (n, outbox) in targets {
+                    if meta == Meta::SessionKillAll {
+                        // The spec: no testaments for sessions killed all at once.
+                        drop(outbox.take_testaments());
+                    }
                     outbox.close_with_goodbye(1000, message, reason);
                     killed.push(n);
                 }

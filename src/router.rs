@@ -1140,6 +1140,9 @@ impl Inner<()> {
                     .await
                     .map(Outcome::Arguments)
                 }),
+                Target::Meta(crate::meta::Meta::AddTestament) => {
+                    Box::pin(async move { self.add_testament(&call).await.map(Outcome::Arguments) })
+                }
                 Target::Meta(meta) => {
                     Box::pin(async move { self.meta_call(meta, &call).map(Outcome::Arguments) })
                 }
@@ -1199,6 +1202,13 @@ impl Inner<()> {
     }
 
     /// The URI an alias stands for, or the URI itself.
+    /// Whether `topic` has a rule that does not deny publishing (before permissions).
+    pub(crate) fn may_publish_to(&self, topic: &str) -> bool {
+        self.topics
+            .get(topic)
+            .is_some_and(|rules| !matches!(rules.publish, PublishRule::Deny))
+    }
+
     pub(crate) fn canonical(&self, uri: String) -> String {
         match self.aliases.get(&uri) {
             Some(target) => target.clone(),

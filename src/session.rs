@@ -14,6 +14,7 @@ use crate::core::{
     SessionId,
     auth::{AuthKey, AuthState, Permissions},
     codec::v1,
+    testament::{TestamentBudget, Testaments},
 };
 use crate::metrics::Metrics;
 pub(crate) use crate::wire::Frame;
@@ -112,6 +113,8 @@ struct Shared {
     /// The session's authentication (the session shares it), for publications that name
     /// their audience by authid or authrole.
     auth: Arc<Mutex<AuthSlot>>,
+    /// Its testaments (`wamp.session.add_testament`), made when the first is added.
+    testaments: Mutex<Option<Box<Testaments<crate::meta::Testament>>>>,
 }
 
 /// What the socket task does next.
@@ -141,7 +144,33 @@ impl Outbox {
             metrics,
             proto,
             auth: Arc::default(),
+            testaments: Mutex::default(),
         }))
+    }
+
+    /// Runs `f` on the session's testaments (made empty, within the default budget, when
+    /// there are none yet).
+    pub(crate) fn with_testaments<R>(
+        &self,
+        f: impl FnOnce(&mut Testaments<crate::meta::Testament>) -> R,
+    ) -> R {
+        let mut slot = self
+            .0
+            .testaments
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        f(slot.get_or_insert_with(|| Box::new(Testaments::new(TestamentBudget::default()))))
+    }
+
+    /// Takes the session's testaments, to publish them (none once taken or forgotten).
+    pub(crate) fn take_testaments(&self) -> Vec<crate::meta::Testament> {
+        self.0
+            .testaments
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+            .map(|mut t| t.take())
+            .unwrap_or_default()
     }
 
     /// Asks `f` about the authid and authrole of the session this outbox belongs to (see

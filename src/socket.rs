@@ -148,6 +148,20 @@ impl Drop for OpenSession {
         tracing::info!(reason = ?self.reason, "session closed");
         self.router
             .closed(&self.session, &self.reason, &registrations);
+        // It left without GOODBYE (a client's GOODBYE forgets them): what it left is
+        // published now, in order, as it would have published it.
+        let testaments = self.outbox.take_testaments();
+        if !testaments.is_empty() {
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    let (router, session) = (self.router.clone(), self.session.clone());
+                    runtime.spawn(async move {
+                        router.publish_testaments(&session, testaments).await;
+                    });
+                }
+                Err(_) => tracing::debug!("no runtime: testaments dropped"),
+            }
+        }
     }
 }
 
@@ -1412,6 +1426,10 @@ impl Conn {
                 reason,
             } => {
                 if let Some(m) = message {
+                    if matches!(m, M::Goodbye { .. }) {
+                        // The client leaves cleanly: its testaments are not published.
+                        drop(self.outbox.take_testaments());
+                    }
                     self.reply_v2(&m);
                 }
                 tracing::debug!(code, reason = %Clip(&reason), "closing");

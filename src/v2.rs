@@ -186,6 +186,11 @@ pub(crate) const FEATURES: &[Feature] = &[
     ),
     meta(
         "dealer",
+        "testament_meta_api",
+        "tests/v2_meta.rs::testaments_are_published_when_a_session_ends_without_goodbye",
+    ),
+    meta(
+        "dealer",
         "registration_meta_api",
         "tests/v2_meta.rs::subscriptions_and_registrations_are_told_and_their_lives_published",
     ),

@@ -440,3 +440,208 @@ async fn an_authorized_session_kills_others_with_a_goodbye() {
         "the caller itself is spared"
     );
 }
+
+/// The next EVENT on `subscription`, skipping others (meta events of the same watcher).
+async fn event_on(c: &mut V2, subscription: u64) -> Vec<Value> {
+    loop {
+        let (sub, args) = event(c).await;
+        if sub == subscription {
+            return args;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn testaments_are_published_when_a_session_ends_without_goodbye() {
+    let addr =
+        serve_router(router().topic("com.example.sealed", Topic::new().deny_publish())).await;
+    let mut watcher = V2::join(addr, Serializer::Json).await;
+    assert_eq!(
+        watcher.welcome["roles"]["dealer"]["features"]["testament_meta_api"],
+        true
+    );
+    let will = subscribe(&mut watcher, "com.example.will").await;
+    let leaves = subscribe(&mut watcher, "wamp.session.on_leave").await;
+    let add =
+        |topic: &str, args: Value, kwargs: Value| (json!([topic, args, {"n": args[0]}]), kwargs);
+
+    // Checked as a publication would be, and bounded.
+    let mut a = V2::join(addr, Serializer::MsgPack).await;
+    for (args, kwargs, error) in [
+        (
+            json!(["not a uri", []]),
+            json!({}),
+            "wamp.error.invalid_uri",
+        ),
+        (
+            json!(["com.example.sealed", []]),
+            json!({}),
+            "wamp.error.not_authorized",
+        ),
+        (
+            json!(["org.unmapped", []]),
+            json!({}),
+            "wamp.error.not_authorized",
+        ),
+        (
+            json!(["com.example.will", []]),
+            json!({"scope": "later"}),
+            "wamp.error.invalid_argument",
+        ),
+        (
+            json!(["com.example.will", []]),
+            json!({"publish_options": {"retain": 1}}),
+            "wamp.error.invalid_argument",
+        ),
+        (
+            json!(["com.example.will", 5]),
+            json!({}),
+            "wamp.error.invalid_argument",
+        ),
+    ] {
+        assert_eq!(
+            call(&mut a, "wamp.session.add_testament", args.clone(), kwargs).await,
+            Err(error.to_owned()),
+            "{args}"
+        );
+    }
+    for i in 0..32 {
+        let (args, kwargs) = add("com.example.will", json!([i]), json!({}));
+        assert_eq!(
+            call(&mut a, "wamp.session.add_testament", args, kwargs).await,
+            Ok(Value::Null)
+        );
+    }
+    let (args, kwargs) = add("com.example.will", json!([32]), json!({}));
+    assert_eq!(
+        call(&mut a, "wamp.session.add_testament", args, kwargs).await,
+        Err("wamp.error.too_many_testaments".into())
+    );
+    // Flushing forgets a scope, and frees its room.
+    assert_eq!(
+        call(
+            &mut a,
+            "wamp.session.flush_testaments",
+            json!([]),
+            json!({})
+        )
+        .await,
+        Ok(json!(32))
+    );
+    for (arg, scope) in [(1, "destroyed"), (0, "detached"), (2, "destroyed")] {
+        let (args, kwargs) = add("com.example.will", json!([arg]), json!({"scope": scope}));
+        assert_eq!(
+            call(&mut a, "wamp.session.add_testament", args, kwargs).await,
+            Ok(Value::Null)
+        );
+    }
+    // One that the watcher may not receive: published, but not to it.
+    let (args, kwargs) = add(
+        "com.example.will",
+        json!([99]),
+        json!({"publish_options": {"exclude": [watcher.session]}}),
+    );
+    assert_eq!(
+        call(&mut a, "wamp.session.add_testament", args, kwargs).await,
+        Ok(Value::Null)
+    );
+
+    // A session that says GOODBYE leaves none: its testament would come before a's.
+    let mut b = V2::join(addr, Serializer::Json).await;
+    let (args, kwargs) = add("com.example.will", json!(["b"]), json!({}));
+    assert_eq!(
+        call(&mut b, "wamp.session.add_testament", args, kwargs).await,
+        Ok(Value::Null)
+    );
+    b.send(&Message::Goodbye {
+        details: Default::default(),
+        reason: "wamp.close.close_realm".into(),
+    })
+    .await;
+    assert!(matches!(b.recv().await, Message::Goodbye { .. }));
+    assert_eq!(event_on(&mut watcher, leaves).await[0], json!(b.session));
+
+    // a's connection drops without GOODBYE: detached first, then destroyed, each in order.
+    drop(a);
+    for n in [0, 1, 2] {
+        assert_eq!(
+            event_on(&mut watcher, will).await,
+            vec![json!(n)],
+            "testament {n}"
+        );
+    }
+    // Nothing else: the next event on the topic is one published now.
+    let mut c = V2::join(addr, Serializer::Cbor).await;
+    c.publish("com.example.will", json!(["end"]), json!({}), json!({}))
+        .await;
+    assert_eq!(event_on(&mut watcher, will).await, vec![json!("end")]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_session_leaves_its_testaments_unless_all_are_killed() {
+    let addr = serve_router(router().auth(WampCra::new(
+        |_s, _key: String, _e| async move { Some(Secret::plain("secret")) },
+        |_s, key: AuthKey| async move {
+            match key {
+                AuthKey::Key(k) if k == "mallory" => {
+                    Permissions::none().allow_call("wamp.session.*")
+                }
+                _ => Permissions::all(),
+            }
+        },
+    )))
+    .await;
+    // One who may call the procedure but not publish to the topic leaves no testament.
+    let mut mallory = user(addr, "mallory").await;
+    assert_eq!(
+        call(
+            &mut mallory,
+            "wamp.session.add_testament",
+            json!(["com.example.will", ["mallory"]]),
+            json!({})
+        )
+        .await,
+        Err("wamp.error.not_authorized".into())
+    );
+    let mut ada = user(addr, "ada").await;
+    let will = subscribe(&mut ada, "com.example.will").await;
+    let mut victims = Vec::new();
+    for name in ["bob", "carl", "dan"] {
+        let mut v = user(addr, name).await;
+        assert_eq!(
+            call(
+                &mut v,
+                "wamp.session.add_testament",
+                json!(["com.example.will", [name]]),
+                json!({})
+            )
+            .await,
+            Ok(Value::Null)
+        );
+        victims.push(v);
+    }
+    assert_eq!(
+        call(
+            &mut ada,
+            "wamp.session.kill",
+            json!([victims[0].session]),
+            json!({})
+        )
+        .await,
+        Ok(Value::Null)
+    );
+    assert_eq!(event_on(&mut ada, will).await, vec![json!("bob")]);
+    // Killed all at once: none (the spec), so the next event is one published after.
+    assert_eq!(
+        call(&mut ada, "wamp.session.kill_all", json!([]), json!({})).await,
+        Ok(json!(3)),
+        "carl, dan and mallory"
+    );
+    for mut v in victims.drain(1..) {
+        assert!(matches!(v.recv().await, Message::Goodbye { .. }));
+    }
+    let mut eve = user(addr, "eve").await;
+    eve.publish("com.example.will", json!(["end"]), json!({}), json!({}))
+        .await;
+    assert_eq!(event_on(&mut ada, will).await, vec![json!("end")]);
+}

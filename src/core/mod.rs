@@ -18,6 +18,7 @@ mod message;
 pub(crate) mod pattern;
 pub mod retained;
 pub mod session;
+pub mod testament;
 
 pub use id::{SessionId, random_id, random_token};
 pub use message::{AuthFilter, AuthLists, Exclude, Message, RpcError, error_uri};

@@ -627,66 +627,26 @@ impl State {
                 args,
                 kwargs,
             } => {
-                let (Ok(acknowledge), Ok(exclude_me), Ok(disclose_me), Ok(retain)) = (
-                    option_bool(&options, "acknowledge"),
-                    option_bool(&options, "exclude_me"),
-                    option_bool(&options, "disclose_me"),
-                    option_bool(&options, "retain"),
-                ) else {
-                    return self.violation(
-                        "PUBLISH options acknowledge, exclude_me, disclose_me and retain are \
-                         booleans",
-                    );
-                };
-                let (Ok(exclude), Ok(eligible)) = (
-                    option_ids(&options, "exclude"),
-                    option_ids(&options, "eligible"),
-                ) else {
-                    return self.violation("PUBLISH options exclude and eligible are lists of ids");
-                };
-                let (
-                    Ok(exclude_authid),
-                    Ok(exclude_authrole),
-                    Ok(eligible_authid),
-                    Ok(eligible_authrole),
-                ) = (
-                    option_strs(&options, "exclude_authid"),
-                    option_strs(&options, "exclude_authrole"),
-                    option_strs(&options, "eligible_authid"),
-                    option_strs(&options, "eligible_authrole"),
-                )
-                else {
-                    return self.violation(
-                        "PUBLISH options exclude_authid, exclude_authrole, eligible_authid and \
-                         eligible_authrole are lists of strings",
-                    );
-                };
-                let auth_lists = crate::core::AuthLists {
-                    exclude_authid: exclude_authid.unwrap_or_default(),
-                    exclude_authrole: exclude_authrole.unwrap_or_default(),
-                    eligible_authid,
-                    eligible_authrole,
+                let options = match PublishOptions::parse(&options) {
+                    Ok(options) => options,
+                    Err(why) => return self.violation(format!("PUBLISH {why}")),
                 };
                 if let Some(e) = self.check_uri(code::PUBLISH, request, &topic) {
                     // Errors of publications are sent only when acknowledged.
-                    return if acknowledge.unwrap_or(false) {
-                        e
-                    } else {
-                        Action::None
-                    };
+                    return if options.acknowledge { e } else { Action::None };
                 }
                 Action::Publish {
                     request,
                     topic,
                     args,
                     kwargs,
-                    acknowledge: acknowledge.unwrap_or(false),
-                    exclude_me: exclude_me.unwrap_or(true),
-                    exclude: exclude.unwrap_or_default(),
-                    eligible,
-                    auth_lists,
-                    disclose_me: disclose_me.unwrap_or(false),
-                    retain: retain.unwrap_or(false),
+                    acknowledge: options.acknowledge,
+                    exclude_me: options.exclude_me,
+                    exclude: options.exclude,
+                    eligible: options.eligible,
+                    auth_lists: options.auth_lists,
+                    disclose_me: options.disclose_me,
+                    retain: options.retain,
                 }
             }
             Message::Call {
@@ -879,6 +839,81 @@ pub fn valid_uri(uri: &str) -> bool {
 
 /// A string option; `Ok(None)` when absent or `null` (wampy sends `undefined`, which
 /// MessagePack and CBOR carry as null), `Err` when of another type.
+/// The options of a PUBLISH (also those of a testament, `publish_options`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PublishOptions {
+    /// `acknowledge`: answer with PUBLISHED or ERROR.
+    pub acknowledge: bool,
+    /// `exclude_me` (default true).
+    pub exclude_me: bool,
+    /// `exclude`: session ids.
+    pub exclude: Vec<u64>,
+    /// `eligible`: session ids.
+    pub eligible: Option<Vec<u64>>,
+    /// `exclude_authid`, `exclude_authrole`, `eligible_authid`, `eligible_authrole`.
+    pub auth_lists: crate::core::AuthLists,
+    /// `disclose_me`.
+    pub disclose_me: bool,
+    /// `retain`.
+    pub retain: bool,
+}
+
+impl PublishOptions {
+    /// Reads the options (absent keys take their defaults).
+    ///
+    /// ```
+    /// use tower_wamp::core::{codec::v2::Dict, session::v2::PublishOptions};
+    /// let options: Dict = serde_json::from_str(r#"{"exclude_me": false, "eligible": [7]}"#).unwrap();
+    /// let o = PublishOptions::parse(&options).unwrap();
+    /// assert_eq!((o.exclude_me, o.eligible), (false, Some(vec![7])));
+    /// ```
+    ///
+    /// # Errors
+    /// What is wrong, when an option has the wrong type.
+    pub fn parse(options: &Dict) -> Result<Self, &'static str> {
+        let (Ok(acknowledge), Ok(exclude_me), Ok(disclose_me), Ok(retain)) = (
+            option_bool(options, "acknowledge"),
+            option_bool(options, "exclude_me"),
+            option_bool(options, "disclose_me"),
+            option_bool(options, "retain"),
+        ) else {
+            return Err("options acknowledge, exclude_me, disclose_me and retain are booleans");
+        };
+        let (Ok(exclude), Ok(eligible)) = (
+            option_ids(options, "exclude"),
+            option_ids(options, "eligible"),
+        ) else {
+            return Err("options exclude and eligible are lists of ids");
+        };
+        let (Ok(exclude_authid), Ok(exclude_authrole), Ok(eligible_authid), Ok(eligible_authrole)) = (
+            option_strs(options, "exclude_authid"),
+            option_strs(options, "exclude_authrole"),
+            option_strs(options, "eligible_authid"),
+            option_strs(options, "eligible_authrole"),
+        ) else {
+            return Err(
+                "options exclude_authid, exclude_authrole, eligible_authid and \
+                 eligible_authrole are lists of strings",
+            );
+        };
+        Ok(Self {
+            acknowledge: acknowledge.unwrap_or(false),
+            exclude_me: exclude_me.unwrap_or(true),
+            exclude: exclude.unwrap_or_default(),
+            eligible,
+            auth_lists: crate::core::AuthLists {
+                exclude_authid: exclude_authid.unwrap_or_default(),
+                exclude_authrole: exclude_authrole.unwrap_or_default(),
+                eligible_authid,
+                eligible_authrole,
+            },
+            disclose_me: disclose_me.unwrap_or(false),
+            retain: retain.unwrap_or(false),
+        })
+    }
+}
+
 fn option_str<'a>(options: &'a Dict, key: &str) -> Result<Option<&'a str>, ()> {
     match options.get(key) {
         None | Some(Value::Null) => Ok(None),
