@@ -53,6 +53,11 @@ pub(crate) struct Hub {
     /// delivered, read under its write lock by a SUBSCRIBE, so a subscriber gets a
     /// publication either as the retained event or live, never both).
     retained: Mutex<RetainedStore<Retained>>,
+    /// The last events of the topics with an event history, and how many each keeps (a
+    /// topic pattern's; set when a layer is built from the router).
+    history: Mutex<RetainedStore<HistoryEvent>>,
+    history_rules: RwLock<crate::core::pattern::PatternTable<usize>>,
+    history_on: AtomicBool,
     /// Held from a change of the subscriptions or registrations to its meta events, so that
     /// meta events come in the order of the changes (only with the meta API on).
     pub(crate) meta_order: Mutex<()>,
@@ -153,13 +158,38 @@ impl ServerSubscriber {
 
 /// A publication kept as its topic's retained event: its arguments encoded once for each
 /// serializer (what a late subscriber gets is a header around them), and who may receive
-/// it, as sets built once.
+/// it.
 #[derive(Debug)]
 struct Retained {
     publication: u64,
     /// Indexed by `serializer_index`.
     payloads: [v2::EncodedPayload; 3],
     details: Option<v2::Dict>,
+    audience: Arc<Audience>,
+}
+
+impl Retained {
+    /// What it holds, in bytes, roughly as the allocator sees it (what the budget counts).
+    fn bytes(&self, topic: &str) -> usize {
+        256 + topic.len()
+            + self
+                .payloads
+                .iter()
+                .map(v2::EncodedPayload::len)
+                .sum::<usize>()
+            + details_bytes(self.details.as_ref())
+            + self.audience.bytes()
+    }
+}
+
+fn details_bytes(details: Option<&v2::Dict>) -> usize {
+    details.map_or(0, |d| serde_json::to_vec(d).map_or(0, |v| v.len() * 4))
+}
+
+/// Who may receive a publication kept for later (a retained event, an event in history):
+/// its lists as sets, built once.
+#[derive(Debug)]
+pub(crate) struct Audience {
     exclude: HashSet<u64>,
     eligible: Option<HashSet<u64>>,
     exclude_authid: HashSet<String>,
@@ -168,22 +198,28 @@ struct Retained {
     eligible_authrole: Option<HashSet<String>>,
 }
 
-impl Retained {
-    /// What it holds, in bytes, roughly as the allocator sees it (what the budget counts).
-    fn bytes(&self, topic: &str) -> usize {
+impl Audience {
+    fn of(
+        exclude: &[SessionId],
+        eligible: Option<&[SessionId]>,
+        lists: Option<&crate::core::AuthLists>,
+    ) -> Self {
+        let ids = |list: &[SessionId]| list.iter().filter_map(SessionId::as_u64).collect();
+        let strings = |list: &[String]| list.iter().cloned().collect::<HashSet<String>>();
+        let lists = lists.cloned().unwrap_or_default();
+        Self {
+            exclude: ids(exclude),
+            eligible: eligible.map(ids),
+            exclude_authid: strings(&lists.exclude_authid),
+            exclude_authrole: strings(&lists.exclude_authrole),
+            eligible_authid: lists.eligible_authid.as_deref().map(strings),
+            eligible_authrole: lists.eligible_authrole.as_deref().map(strings),
+        }
+    }
+
+    fn bytes(&self) -> usize {
         let strings = |set: &HashSet<String>| set.iter().map(|s| s.len() + 48).sum::<usize>();
-        let details = self
-            .details
-            .as_ref()
-            .map_or(0, |d| serde_json::to_vec(d).map_or(0, |v| v.len() * 4));
-        256 + topic.len()
-            + self
-                .payloads
-                .iter()
-                .map(v2::EncodedPayload::len)
-                .sum::<usize>()
-            + details
-            + 16 * (self.exclude.len() + self.eligible.as_ref().map_or(0, HashSet::len))
+        16 * (self.exclude.len() + self.eligible.as_ref().map_or(0, HashSet::len))
             + strings(&self.exclude_authid)
             + strings(&self.exclude_authrole)
             + self.eligible_authid.as_ref().map_or(0, strings)
@@ -191,7 +227,12 @@ impl Retained {
     }
 
     /// Whether a session would have been eligible for it.
-    fn admits(&self, id: &SessionId, authid: Option<&str>, authrole: Option<&str>) -> bool {
+    pub(crate) fn admits(
+        &self,
+        id: &SessionId,
+        authid: Option<&str>,
+        authrole: Option<&str>,
+    ) -> bool {
         let listed = |set: &HashSet<String>, v: Option<&str>| v.is_some_and(|v| set.contains(v));
         let n = id.as_u64();
         n.is_none_or(|n| !self.exclude.contains(&n))
@@ -210,6 +251,20 @@ impl Retained {
                 .as_ref()
                 .is_none_or(|set| listed(set, authrole))
     }
+}
+
+/// A publication kept in its topic's event history (`WampRouter::event_history`).
+#[derive(Debug)]
+pub(crate) struct HistoryEvent {
+    /// When it was published, in milliseconds since the Unix epoch.
+    pub(crate) timestamp: u64,
+    pub(crate) publication: u64,
+    pub(crate) payload: Payload,
+    /// The EVENT's details (the publisher, when disclosed).
+    pub(crate) details: Option<v2::Dict>,
+    /// Whether pattern subscriptions could receive it.
+    pub(crate) to_patterns: bool,
+    pub(crate) audience: Arc<Audience>,
 }
 
 /// A v2 SUBSCRIBE's acknowledgement, and whether the retained event follows it.
@@ -242,6 +297,9 @@ impl Default for Hub {
             registrations: RwLock::default(),
             pattern_topics: RwLock::default(),
             retained: Mutex::new(RetainedStore::new(RetainBudget::default())),
+            history: Mutex::new(RetainedStore::new(RetainBudget::default())),
+            history_rules: RwLock::default(),
+            history_on: AtomicBool::new(false),
             meta_order: Mutex::new(()),
             server_subscribers: RwLock::default(),
             backplane: Mutex::default(),
@@ -606,7 +664,7 @@ impl Hub {
         };
         let store = self.retained.lock().unwrap_or_else(PoisonError::into_inner);
         let r = store.get(topic)?;
-        if !outbox.with_identity(|authid, authrole| r.admits(id, authid, authrole)) {
+        if !outbox.with_identity(|authid, authrole| r.audience.admits(id, authid, authrole)) {
             return None;
         }
         let mut details = r.details.clone().unwrap_or_default();
@@ -622,6 +680,30 @@ impl Hub {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .set_budget(budget);
+    }
+
+    /// Keeps the last `keep` events of the topics `pattern` matches.
+    pub(crate) fn keep_history(&self, pattern: crate::core::pattern::Pattern, keep: usize) {
+        write(&self.history_rules).insert(pattern, keep);
+        self.history_on.store(true, Ordering::Relaxed);
+    }
+
+    /// Sets how much is kept of event history.
+    pub(crate) fn set_history_budget(&self, budget: RetainBudget) {
+        self.history
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .set_budget(budget);
+    }
+
+    /// Whether a history rule covers `uri` (a topic, or a pattern judged as one).
+    pub(crate) fn history_covers(&self, uri: &str) -> bool {
+        read(&self.history_rules).get(uri).is_some()
+    }
+
+    /// Runs `f` on the kept history.
+    pub(crate) fn with_history<R>(&self, f: impl FnOnce(&RetainedStore<HistoryEvent>) -> R) -> R {
+        f(&self.history.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// Unsubscribes; `ack` (a v2 UNSUBSCRIBED) is queued under the broker's lock, after
@@ -757,11 +839,15 @@ impl Hub {
                 }
             });
         });
+        // Retained and history events share who may receive them.
+        let mut audience: Option<Arc<Audience>> = None;
+        let mut audience = || {
+            audience
+                .get_or_insert_with(|| Arc::new(Audience::of(exclude, eligible, out.auth_lists)))
+                .clone()
+        };
         if out.retain {
             // Kept under the broker's read lock: see `retained`.
-            let ids = |list: &[SessionId]| list.iter().filter_map(SessionId::as_u64).collect();
-            let strings = |list: &[String]| list.iter().cloned().collect::<HashSet<String>>();
-            let lists = out.auth_lists.cloned().unwrap_or_default();
             let encode = |serializer| {
                 v2::EncodedPayload::new(serializer, &out.payload.args, &out.payload.kwargs)
             };
@@ -773,18 +859,35 @@ impl Hub {
                     encode(v2::Serializer::Cbor),
                 ],
                 details: out.details.cloned(),
-                exclude: ids(exclude),
-                eligible: eligible.map(ids),
-                exclude_authid: strings(&lists.exclude_authid),
-                exclude_authrole: strings(&lists.exclude_authrole),
-                eligible_authid: lists.eligible_authid.as_deref().map(strings),
-                eligible_authrole: lists.eligible_authrole.as_deref().map(strings),
+                audience: audience(),
             };
             let bytes = retained.bytes(out.topic);
             self.retained
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .retain(out.topic, retained, bytes);
+        }
+        if self.history_on.load(Ordering::Relaxed)
+            && let Some(keep) = read(&self.history_rules).get(out.topic).copied()
+        {
+            let event = HistoryEvent {
+                timestamp: crate::core::broker::now_ms(),
+                publication: out.publication,
+                payload: out.payload.clone(),
+                details: out.details.cloned(),
+                to_patterns: out.to_patterns,
+                audience: audience(),
+            };
+            let bytes = 256
+                + out.topic.len()
+                + 4 * (serde_json::to_vec(&out.payload.args).map_or(0, |v| v.len())
+                    + serde_json::to_vec(&out.payload.kwargs).map_or(0, |v| v.len()))
+                + details_bytes(event.details.as_ref())
+                + event.audience.bytes();
+            self.history
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(out.topic, event, bytes, keep);
         }
         drop(broker);
         if self.beyond_sessions.load(Ordering::Relaxed) {

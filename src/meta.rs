@@ -51,6 +51,7 @@ pub(crate) enum Meta {
     RegistrationCountCallees,
     AddTestament,
     FlushTestaments,
+    SubscriptionGetEvents,
 }
 
 impl Meta {
@@ -77,6 +78,7 @@ impl Meta {
             "wamp.registration.count_callees" => Self::RegistrationCountCallees,
             "wamp.session.add_testament" => Self::AddTestament,
             "wamp.session.flush_testaments" => Self::FlushTestaments,
+            "wamp.subscription.get_events" => Self::SubscriptionGetEvents,
             _ => return None,
         })
     }
@@ -294,6 +296,87 @@ impl Inner<()> {
         Ok(Payload::default())
     }
 
+    /// `wamp.subscription.get_events(subscription, limit=10)`: the subscription's last
+    /// events, newest first, as the caller (one of its subscribers) would have received
+    /// them; `wamp.error.history_unavailable` when no history rule covers its URI.
+    pub(crate) async fn get_events(&self, call: &Call) -> Result<Payload, RpcError> {
+        let args = call.args();
+        let id = id_arg(args, 0)?;
+        let limit = match args.get(1).or_else(|| call.kwargs().get("limit")) {
+            None | Some(Value::Null) => 10,
+            Some(v) => v
+                .as_u64()
+                .and_then(|n| usize::try_from(n).ok())
+                .ok_or_else(|| invalid("limit must be a non-negative integer"))?,
+        };
+        let hub = &self.wamp().hub;
+        let me = call.session().id();
+        let info = hub
+            .subscription_info(id)
+            .ok_or_else(|| no_such("subscription"))?;
+        if !info.subscribers.contains(me) {
+            return Err(RpcError::new(
+                "wamp.error.not_authorized",
+                "only a subscriber gets a subscription's history",
+            ));
+        }
+        if !hub.history_covers(&info.uri) {
+            return Err(RpcError::new(
+                "wamp.error.history_unavailable",
+                "no event history is kept for this subscription",
+            ));
+        }
+        let (uri, policy) = (&*info.uri, info.policy);
+        let pattern = policy != MatchPolicy::Exact;
+        let identity = call.session().outbox().map(Outbox::identity);
+        let (authid, authrole) = identity
+            .as_ref()
+            .map_or((None, None), |i| (i.authid.as_deref(), i.authrole));
+        // (topic, event as the result tells it), newest first, that the caller would
+        // have been sent.
+        let mut found: Vec<(String, Value)> = hub.with_history(|store| {
+            store
+                .recent_where(|topic| policy.matches(uri, topic))
+                .into_iter()
+                .filter(|(_, e)| !pattern || e.to_patterns)
+                .filter(|(_, e)| e.audience.admits(me, authid, authrole))
+                .map(|(topic, e)| {
+                    let mut event = json!({
+                        "timestamp": iso8601(e.timestamp),
+                        "subscription": id,
+                        "publication": e.publication,
+                        "topic": topic,
+                        "args": e.payload.args,
+                        "kwargs": if e.payload.kwargs.is_empty() {
+                            Value::Null
+                        } else {
+                            Value::Object(e.payload.kwargs.clone())
+                        },
+                    });
+                    for (k, v) in e.details.iter().flatten() {
+                        event[k] = v.clone();
+                    }
+                    (topic.to_owned(), event)
+                })
+                .collect()
+        });
+        if pattern && self.auth.is_some() {
+            // A pattern reaches only topics the session may subscribe to, as live.
+            let mut allowed = std::collections::HashMap::new();
+            for (topic, _) in &found {
+                if !allowed.contains_key(topic) {
+                    let ok = self
+                        .permitted(call.session(), Action::Subscribe, topic)
+                        .await;
+                    allowed.insert(topic.clone(), ok);
+                }
+            }
+            found.retain(|(topic, _)| allowed[topic]);
+        }
+        let events: Vec<Value> = found.into_iter().take(limit).map(|(_, e)| e).collect();
+        Ok(Payload::from_event(Value::Array(events)))
+    }
+
     /// Publishes what a session left, as it would have published them, in order.
     pub(crate) async fn publish_testaments(&self, session: &Session, testaments: Vec<Testament>) {
         for t in testaments {
@@ -353,7 +436,9 @@ impl Inner<()> {
         };
         let caller = call.session().id().as_u64();
         match meta {
-            Meta::AddTestament => Err(invalid("add_testament is answered asynchronously")),
+            Meta::AddTestament | Meta::SubscriptionGetEvents => {
+                Err(invalid("answered asynchronously"))
+            }
             Meta::FlushTestaments => {
                 let scope = scope_arg(call.kwargs())?;
                 let flushed = call

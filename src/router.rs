@@ -707,6 +707,43 @@ impl<S: Clone + Send + Sync + 'static> WampRouter<S> {
         self
     }
 
+    /// Keeps the last `keep` events published on each topic `pattern` matches (an exact
+    /// URI, a prefix ending in `*`, or `"*"`; the longest matching pattern decides), for
+    /// `wamp.subscription.get_events` (with [`meta_api`](Self::meta_api)). The events of
+    /// all topics share one budget, [`event_history_budget`](Self::event_history_budget).
+    ///
+    /// ```
+    /// use tower_wamp::{Topic, WampRouter};
+    /// let router: WampRouter = WampRouter::new()
+    ///     .topic("com.example.*", Topic::new())
+    ///     .meta_api(true)
+    ///     .event_history("com.example.chat", 100);
+    /// ```
+    ///
+    /// # Panics
+    /// If the pattern is empty, contains whitespace, or has a `*` anywhere but at the end.
+    #[must_use]
+    pub fn event_history(self, pattern: &str, keep: usize) -> Self {
+        let parsed = Pattern::parse(pattern).unwrap_or_else(|e| panic!("{e}"));
+        self.inner.wamp.hub.keep_history(parsed, keep);
+        self
+    }
+
+    /// How much event history is kept in all (default: 1024 topics and 8 MiB, counted as
+    /// for retained events); past it, the oldest events are forgotten first.
+    ///
+    /// ```
+    /// use tower_wamp::{WampRouter, core::retained::RetainBudget};
+    /// let router: WampRouter = WampRouter::new()
+    ///     .event_history("*", 10)
+    ///     .event_history_budget(RetainBudget { topics: 100, bytes: 1 << 20 });
+    /// ```
+    #[must_use]
+    pub fn event_history_budget(self, budget: crate::core::retained::RetainBudget) -> Self {
+        self.inner.wamp.hub.set_history_budget(budget);
+        self
+    }
+
     /// Adds the rules for a topic pattern: an exact URI, a prefix ending in `*`, or `"*"`.
     ///
     /// Precedence: an exact pattern beats every prefix (so an exact topic that denies is
@@ -1142,6 +1179,9 @@ impl Inner<()> {
                 }),
                 Target::Meta(crate::meta::Meta::AddTestament) => {
                     Box::pin(async move { self.add_testament(&call).await.map(Outcome::Arguments) })
+                }
+                Target::Meta(crate::meta::Meta::SubscriptionGetEvents) => {
+                    Box::pin(async move { self.get_events(&call).await.map(Outcome::Arguments) })
                 }
                 Target::Meta(meta) => {
                     Box::pin(async move { self.meta_call(meta, &call).map(Outcome::Arguments) })

@@ -141,6 +141,11 @@ pub(crate) const FEATURES: &[Feature] = &[
     ),
     meta(
         "broker",
+        "event_history",
+        "tests/v2_meta.rs::event_history_tells_a_subscriber_the_last_events_it_could_have_received",
+    ),
+    meta(
+        "broker",
         "session_meta_api",
         "tests/v2_meta.rs::sessions_are_listed_told_and_their_joins_and_leaves_published",
     ),

@@ -645,3 +645,211 @@ async fn a_killed_session_leaves_its_testaments_unless_all_are_killed() {
         .await;
     assert_eq!(event_on(&mut ada, will).await, vec![json!("end")]);
 }
+
+/// PUBLISHes with `acknowledge` and waits for PUBLISHED: its publication id.
+async fn published(c: &mut V2, topic: &str, args: Value, kwargs: Value, options: Value) -> u64 {
+    let mut options = options;
+    options["acknowledge"] = json!(true);
+    c.publish(topic, args, kwargs, options).await;
+    match c.recv().await {
+        Message::Published { publication, .. } => publication,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The (topic, args, kwargs) of the events `wamp.subscription.get_events` returned.
+fn told(events: &Value) -> Vec<(String, Value, Value)> {
+    events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["topic"].as_str().unwrap().to_owned(),
+                e["args"].clone(),
+                e["kwargs"].clone(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_history_tells_a_subscriber_the_last_events_it_could_have_received() {
+    let addr = serve_router(
+        router()
+            .event_history("com.example.hist", 3)
+            .event_history("com.example.pat.*", 2),
+    )
+    .await;
+    let mut reader = V2::join(addr, Serializer::Json).await;
+    assert_eq!(
+        reader.welcome["roles"]["broker"]["features"]["event_history"],
+        true
+    );
+    let mut publisher = V2::join(addr, Serializer::MsgPack).await;
+    let publisher_id = publisher.session;
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        ids.push(
+            published(
+                &mut publisher,
+                "com.example.hist",
+                json!([i]),
+                json!({}),
+                json!({}),
+            )
+            .await,
+        );
+    }
+    // Not for the reader: excluded, or only for others.
+    published(
+        &mut publisher,
+        "com.example.hist",
+        json!(["excluded"]),
+        json!({}),
+        json!({"exclude": [reader.session]}),
+    )
+    .await;
+    published(
+        &mut publisher,
+        "com.example.hist",
+        json!(["eligible"]),
+        json!({}),
+        json!({"eligible": [publisher_id]}),
+    )
+    .await;
+    let last = published(
+        &mut publisher,
+        "com.example.hist",
+        json!([]),
+        json!({"k": "v"}),
+        json!({"disclose_me": true}),
+    )
+    .await;
+    let hist = subscribe(&mut reader, "com.example.hist").await;
+    // The last 3 were kept; 2 of them were not for the reader.
+    let events = call(
+        &mut reader,
+        "wamp.subscription.get_events",
+        json!([hist]),
+        json!({}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        told(&events),
+        vec![("com.example.hist".to_owned(), json!([]), json!({"k": "v"}))]
+    );
+    let e = &events[0];
+    assert_eq!(
+        (e["subscription"].as_u64(), e["publication"].as_u64()),
+        (Some(hist), Some(last))
+    );
+    assert_eq!(e["publisher"], json!(publisher.session));
+    let ts = e["timestamp"].as_str().unwrap();
+    assert!(ts.ends_with('Z') && ts.len() == 24, "{ts}");
+    assert!(!ids.contains(&last));
+
+    // The newest first, `limit` of them.
+    for i in 4..7 {
+        published(
+            &mut publisher,
+            "com.example.hist",
+            json!([i]),
+            json!({}),
+            json!({}),
+        )
+        .await;
+    }
+    for i in 4..7 {
+        assert_eq!(event(&mut reader).await, (hist, vec![json!(i)]), "live");
+    }
+    let events = call(
+        &mut reader,
+        "wamp.subscription.get_events",
+        json!([hist, 2]),
+        json!({}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        told(&events),
+        vec![
+            ("com.example.hist".to_owned(), json!([6]), Value::Null),
+            ("com.example.hist".to_owned(), json!([5]), Value::Null),
+        ]
+    );
+
+    // A pattern subscription: every kept topic it matches, newest first.
+    for (topic, i) in [
+        ("com.example.pat.a", 1),
+        ("com.example.pat.b", 2),
+        ("com.example.pat.a", 3),
+        ("com.example.pat.a", 4),
+    ] {
+        published(&mut publisher, topic, json!([i]), json!({}), json!({})).await;
+    }
+    let request = reader.request();
+    reader
+        .send(&Message::Subscribe {
+            request,
+            options: dict(json!({"match": "prefix"})),
+            topic: "com.example.pat.".into(),
+        })
+        .await;
+    let Message::Subscribed {
+        subscription: pat, ..
+    } = reader.recv().await
+    else {
+        panic!("not subscribed");
+    };
+    let events = call(
+        &mut reader,
+        "wamp.subscription.get_events",
+        json!([pat]),
+        json!({}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        told(&events),
+        vec![
+            ("com.example.pat.a".to_owned(), json!([4]), Value::Null),
+            ("com.example.pat.a".to_owned(), json!([3]), Value::Null),
+            ("com.example.pat.b".to_owned(), json!([2]), Value::Null),
+        ]
+    );
+
+    // Where no history is kept, for whom is not a subscriber, and for no subscription.
+    let other = subscribe(&mut reader, "com.example.other").await;
+    assert_eq!(
+        call(
+            &mut reader,
+            "wamp.subscription.get_events",
+            json!([other]),
+            json!({})
+        )
+        .await,
+        Err("wamp.error.history_unavailable".into())
+    );
+    assert_eq!(
+        call(
+            &mut publisher,
+            "wamp.subscription.get_events",
+            json!([hist]),
+            json!({})
+        )
+        .await,
+        Err("wamp.error.not_authorized".into())
+    );
+    assert_eq!(
+        call(
+            &mut reader,
+            "wamp.subscription.get_events",
+            json!([12345]),
+            json!({})
+        )
+        .await,
+        Err("wamp.error.no_such_subscription".into())
+    );
+}

@@ -111,6 +111,9 @@ pub fn router() -> WampRouter {
         .topic("com.example.*", Topic::new())
         // The WAMP v2 meta API (sessions, subscriptions, registrations).
         .meta_api(true)
+        // The last 20 events of each topic under com.example., for
+        // wamp.subscription.get_events.
+        .event_history("com.example.*", 20)
         // The realm names publishers to v2 subscribers and callers to v2 callees.
         .disclose_publishers(true)
         .disclose_callers(true)

@@ -1,5 +1,6 @@
-//! Retained events: the last event published with `retain` on each topic, kept within a
-//! budget of topics and bytes; past it, the topics retained longest ago are forgotten first.
+//! Retained events: the last event published with `retain` on each topic (and, for event
+//! history, the last few of each topic), kept within a budget of topics and bytes; past it,
+//! the events kept longest ago are forgotten first.
 //!
 //! ```
 //! use tower_wamp::core::retained::{RetainBudget, RetainedStore};
@@ -37,13 +38,16 @@ impl Default for RetainBudget {
     }
 }
 
-/// The retained event of each topic, within a [`RetainBudget`].
+/// The retained event of each topic (or, for event history, its last few events), within a
+/// [`RetainBudget`].
 #[derive(Debug)]
 pub struct RetainedStore<E> {
-    by_topic: HashMap<Arc<str>, Entry<E>>,
-    /// Topics in the order they were retained; an entry whose `seq` is not the topic's
-    /// current one is stale and skipped.
+    /// Each topic's events, oldest first.
+    by_topic: HashMap<Arc<str>, VecDeque<Entry<E>>>,
+    /// Events in the order they were kept; an entry no longer at the front of its topic's
+    /// queue when reached is stale and skipped.
     order: VecDeque<(u64, Arc<str>)>,
+    entries: usize,
     bytes: usize,
     budget: RetainBudget,
     seq: u64,
@@ -64,6 +68,7 @@ impl<E> RetainedStore<E> {
         Self {
             by_topic: HashMap::new(),
             order: VecDeque::new(),
+            entries: 0,
             bytes: 0,
             budget,
             seq: 0,
@@ -81,10 +86,24 @@ impl<E> RetainedStore<E> {
     /// the whole budget: it is not kept, and neither is the topic's older one (a later
     /// subscriber must not get an event older than the last one retained).
     pub fn retain(&mut self, topic: &str, event: E, bytes: usize) -> bool {
-        if self.budget.topics == 0 || bytes > self.budget.bytes {
-            if let Some(old) = self.by_topic.remove(topic) {
-                self.bytes -= old.bytes;
-            }
+        self.push(topic, event, bytes, 1)
+    }
+
+    /// Keeps `event` (of `bytes`) as `topic`'s newest, and at most `keep` of the topic's
+    /// events; `false` if it is larger than the whole budget (or `keep` is 0): it is not
+    /// kept, and neither are the topic's older ones (what is kept has no gaps).
+    ///
+    /// ```
+    /// use tower_wamp::core::retained::{RetainBudget, RetainedStore};
+    /// let mut history = RetainedStore::new(RetainBudget { topics: 10, bytes: 100 });
+    /// for i in 0..5 {
+    ///     history.push("t", i, 1, 3);
+    /// }
+    /// assert_eq!(history.recent("t").copied().collect::<Vec<_>>(), [4, 3, 2]);
+    /// ```
+    pub fn push(&mut self, topic: &str, event: E, bytes: usize, keep: usize) -> bool {
+        if self.budget.topics == 0 || bytes > self.budget.bytes || keep == 0 {
+            self.forget(topic);
             return false;
         }
         self.seq += 1;
@@ -92,24 +111,38 @@ impl<E> RetainedStore<E> {
             Some((k, _)) => k.clone(),
             None => topic.into(),
         };
-        let entry = Entry {
+        let queue = self.by_topic.entry(key.clone()).or_default();
+        queue.push_back(Entry {
             seq: self.seq,
             event,
             bytes,
-        };
-        if let Some(old) = self.by_topic.insert(key.clone(), entry) {
-            self.bytes -= old.bytes;
-        }
+        });
         self.bytes += bytes;
+        self.entries += 1;
+        while queue.len() > keep {
+            let old = queue.pop_front().expect("longer than keep");
+            self.bytes -= old.bytes;
+            self.entries -= 1;
+        }
         self.order.push_back((self.seq, key));
         self.evict();
         // Stale order entries are dropped when they outnumber the live ones.
-        if self.order.len() > 2 * self.by_topic.len() + 16 {
+        if self.order.len() > 2 * self.entries + 16 {
             let by_topic = &self.by_topic;
-            self.order
-                .retain(|(seq, t)| by_topic.get(t).is_some_and(|e| e.seq == *seq));
+            self.order.retain(|(seq, t)| {
+                by_topic
+                    .get(t)
+                    .is_some_and(|q| q.iter().any(|e| e.seq == *seq))
+            });
         }
         true
+    }
+
+    fn forget(&mut self, topic: &str) {
+        if let Some(old) = self.by_topic.remove(topic) {
+            self.entries -= old.len();
+            self.bytes -= old.iter().map(|e| e.bytes).sum::<usize>();
+        }
     }
 
     fn evict(&mut self) {
@@ -117,19 +150,48 @@ impl<E> RetainedStore<E> {
             let Some((seq, topic)) = self.order.pop_front() else {
                 break;
             };
-            if self.by_topic.get(&topic).is_some_and(|e| e.seq == seq)
-                && let Some(old) = self.by_topic.remove(&topic)
-            {
+            let Some(queue) = self.by_topic.get_mut(&topic) else {
+                continue;
+            };
+            if queue.front().is_some_and(|e| e.seq == seq) {
+                let old = queue.pop_front().expect("just seen");
                 self.bytes -= old.bytes;
+                self.entries -= 1;
                 self.evicted += 1;
+                if queue.is_empty() {
+                    self.by_topic.remove(&topic);
+                }
             }
         }
     }
 
-    /// `topic`'s retained event.
+    /// `topic`'s retained (newest) event.
     #[must_use]
     pub fn get(&self, topic: &str) -> Option<&E> {
-        self.by_topic.get(topic).map(|e| &e.event)
+        self.by_topic
+            .get(topic)
+            .and_then(VecDeque::back)
+            .map(|e| &e.event)
+    }
+
+    /// `topic`'s kept events, newest first.
+    pub fn recent(&self, topic: &str) -> impl Iterator<Item = &E> {
+        self.by_topic
+            .get(topic)
+            .into_iter()
+            .flat_map(|q| q.iter().rev().map(|e| &e.event))
+    }
+
+    /// The kept events of every topic `wanted` accepts, newest first, as (topic, event).
+    pub fn recent_where(&self, wanted: impl Fn(&str) -> bool) -> Vec<(&str, &E)> {
+        let mut found: Vec<(u64, &str, &E)> = self
+            .by_topic
+            .iter()
+            .filter(|(topic, _)| wanted(topic))
+            .flat_map(|(topic, q)| q.iter().map(move |e| (e.seq, &**topic, &e.event)))
+            .collect();
+        found.sort_unstable_by_key(|e| std::cmp::Reverse(e.0));
+        found.into_iter().map(|(_, t, e)| (t, e)).collect()
     }
 
     /// How many topics have a retained event.
@@ -186,5 +248,42 @@ mod tests {
         });
         assert!(store.is_empty());
         assert!(!store.retain("a", 1, 0), "a budget of no topics keeps none");
+    }
+
+    #[test]
+    fn history_keeps_the_last_few_of_each_topic_within_the_budget() {
+        let mut store = RetainedStore::new(RetainBudget {
+            topics: 2,
+            bytes: 10,
+        });
+        for i in 0..4 {
+            assert!(store.push("a", i, 1, 3));
+        }
+        assert!(store.push("b", 10, 1, 3));
+        assert_eq!(store.recent("a").copied().collect::<Vec<_>>(), [3, 2, 1]);
+        assert_eq!(store.get("a"), Some(&3));
+        // Newest first across topics.
+        assert_eq!(
+            store.recent_where(|_| true),
+            [("b", &10), ("a", &3), ("a", &2), ("a", &1)]
+        );
+        // Bytes: 4 + 7 > 10, the oldest events go first, whatever their topic.
+        assert!(store.push("b", 11, 7, 3));
+        assert_eq!(store.recent("a").copied().collect::<Vec<_>>(), [3, 2]);
+        assert_eq!(store.recent("b").copied().collect::<Vec<_>>(), [11, 10]);
+        assert_eq!(store.evicted(), 1);
+        // A third topic: the oldest topic's events go until a topic is gone.
+        assert!(store.push("c", 20, 1, 3));
+        assert_eq!(store.recent("a").count(), 0);
+        assert_eq!(store.len(), 2);
+        // Too large: the topic's older events go too, no gap.
+        assert!(!store.push("b", 12, 11, 3));
+        assert_eq!(store.recent("b").count(), 0);
+        for i in 0..1000 {
+            store.push("c", i, 1, 3);
+        }
+        assert!(store.order.len() <= 2 * store.entries + 17);
+        assert_eq!(store.entries, 3);
+        assert_eq!(store.bytes, 3);
     }
 }
