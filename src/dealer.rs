@@ -136,6 +136,25 @@ impl ProgressSink {
 pub(crate) struct CallControl {
     pub(crate) progress: Option<ProgressSink>,
     pub(crate) cancel: Option<tokio::sync::watch::Receiver<Option<CancelMode>>>,
+    /// A progressive call invocation's later chunks (its first CALL had `progress`).
+    pub(crate) chunks: Option<tokio::sync::mpsc::Receiver<Chunk>>,
+}
+
+/// A later CALL of a progressive call invocation.
+#[derive(Debug)]
+pub(crate) struct Chunk {
+    pub(crate) args: Vec<Value>,
+    pub(crate) kwargs: Dict,
+    /// The caller sends no more.
+    pub(crate) last: bool,
+}
+
+/// The error of a progressive call invocation to a callee that cannot take one.
+pub(crate) fn streams_unsupported() -> RpcError {
+    RpcError::new(
+        "wamp.error.feature_not_supported",
+        "the callee does not take progressive call invocations",
+    )
 }
 
 /// An invocation awaiting its answer.
@@ -628,6 +647,13 @@ pub(crate) async fn invoke(
         if control.progress.is_some() && callee.features.progressive_call_results {
             details.insert("receive_progress".into(), Value::Bool(true));
         }
+        if control.chunks.is_some() {
+            // Another callee of a shared registration may take it only if it can.
+            if !callee.features.progressive_call_invocations {
+                return None;
+            }
+            details.insert("progress".into(), Value::Bool(true));
+        }
         Some(Frame::v2(
             serializer,
             &Message::Invocation {
@@ -639,6 +665,9 @@ pub(crate) async fn invoke(
             },
         ))
     };
+    if control.chunks.is_some() && !routed.callee.features.progressive_call_invocations {
+        return Err(streams_unsupported());
+    }
     let (request, mut answer, callee) =
         match hub.start_invocation(procedure, &routed, &invocation, control.progress.as_ref()) {
             Ok(started) => started,
@@ -667,9 +696,9 @@ pub(crate) async fn invoke(
         request,
         interrupt: callee.features.call_canceling,
     };
-    let answered = match control.cancel {
-        None => (&mut answer).await,
-        Some(mut cancel) => loop {
+    let (mut cancel, mut chunks) = (control.cancel, control.chunks);
+    let answered = loop {
+        if let Some(cancel) = cancel.as_mut() {
             // The latest CANCEL (one may have come before the INVOCATION went out).
             let mode = *cancel.borrow_and_update();
             // A callee that cannot be interrupted is treated as `skip`.
@@ -692,17 +721,59 @@ pub(crate) async fn invoke(
                     return Err(RpcError::new(CANCELED, "the call was canceled"));
                 }
             }
-            tokio::select! {
-                biased;
-                answered = &mut answer => break answered,
-                changed = cancel.changed() => {
-                    if changed.is_err() {
-                        // No more CANCELs can come: wait for the answer alone.
-                        break (&mut answer).await;
-                    }
+        }
+        tokio::select! {
+            biased;
+            answered = &mut answer => break answered,
+            changed = async {
+                match cancel.as_mut() {
+                    Some(c) => c.changed().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                if changed.is_err() {
+                    // No more CANCELs can come.
+                    cancel = None;
                 }
             }
-        },
+            chunk = async {
+                match chunks.as_mut() {
+                    Some(c) => c.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                let Some(chunk) = chunk else {
+                    chunks = None;
+                    continue;
+                };
+                if chunk.last {
+                    chunks = None;
+                }
+                // The next INVOCATION under the same request id, to the same callee.
+                let mut details = Dict::new();
+                if !chunk.last {
+                    details.insert("progress".into(), Value::Bool(true));
+                }
+                let frame = Frame::v2(
+                    serializer,
+                    &Message::Invocation {
+                        request,
+                        registration,
+                        details,
+                        args: chunk.args,
+                        kwargs: chunk.kwargs,
+                    },
+                );
+                if callee.pending.is_waiting(request)
+                    && callee.outbox.push_invocation(frame).is_err()
+                {
+                    return Err(RpcError::new(
+                        crate::core::error_uri::TOO_MANY_CALLS,
+                        "the callee is busy: too many invocations waiting for it",
+                    ));
+                }
+            }
+        }
     };
     match answered {
         Ok(Yielded::Result(payload)) => Ok(payload),

@@ -1099,6 +1099,10 @@ impl Inner<()> {
                 }
             }
         };
+        if call.control.chunks.is_some() && !matches!(target, Target::Remote(_)) {
+            // Our handlers take their arguments once.
+            return self.after_error(info, crate::dealer::streams_unsupported());
+        }
         if let Some(before) = &self.hooks.before_call {
             // The caller's progress and CANCEL stay with the call, whatever Call the hook
             // gives back.
@@ -1146,6 +1150,7 @@ impl Inner<()> {
                     let control = crate::dealer::CallControl {
                         progress: call.control.progress.take(),
                         cancel,
+                        chunks: call.control.chunks.take(),
                     };
                     let args = match call.args {
                         Value::Array(args) => args,

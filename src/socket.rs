@@ -315,6 +315,7 @@ async fn session(
         pending,
         cancels: HashMap::new(),
         sweep_cancels_at: MIN_CANCEL_SWEEP,
+        streams: HashMap::new(),
     };
 
     let (reason, ended_by) = {
@@ -688,6 +689,9 @@ struct Conn {
     /// are swept out when the map has doubled since the last sweep.
     cancels: HashMap<u64, tokio::sync::watch::Sender<Option<v2s::CancelMode>>>,
     sweep_cancels_at: usize,
+    /// As a WAMP v2 caller: where the later chunks of its progressive call invocations go,
+    /// by request id (at most `v2s::MAX_STREAMING_CALLS`).
+    streams: HashMap<u64, tokio::sync::mpsc::Sender<crate::dealer::Chunk>>,
 }
 
 impl Conn {
@@ -1015,12 +1019,10 @@ impl Conn {
     fn call_v2(
         &mut self,
         request: u64,
-        procedure: String,
-        args: Vec<serde_json::Value>,
-        kwargs: Dict,
+        (procedure, args, kwargs): (String, Vec<serde_json::Value>, Dict),
         timeout_ms: u64,
         disclose_me: bool,
-        receive_progress: bool,
+        (receive_progress, progress): (bool, bool),
         size: usize,
     ) {
         let serializer = self.serializer();
@@ -1036,11 +1038,29 @@ impl Conn {
         }
         let timeout = (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms));
         let (cancel, canceled) = tokio::sync::watch::channel(None);
+        let mut stream = None;
+        let chunks = progress.then(|| {
+            // The streams of calls that ended are forgotten first.
+            let ended: Vec<u64> = self
+                .streams
+                .iter()
+                .filter(|(_, tx)| tx.is_closed())
+                .map(|(id, _)| *id)
+                .collect();
+            for id in ended {
+                self.streams.remove(&id);
+                self.stream_ended(id);
+            }
+            let (tx, rx) = tokio::sync::mpsc::channel(4);
+            stream = Some(tx);
+            rx
+        });
         let control = crate::dealer::CallControl {
             progress: receive_progress.then(|| {
                 crate::dealer::ProgressSink::new(self.outbox.clone(), serializer, request)
             }),
             cancel: Some(canceled),
+            chunks,
         };
         let pending = self.spawn_call(
             reply_to,
@@ -1061,6 +1081,20 @@ impl Conn {
                 self.sweep_cancels_at = (self.cancels.len() * 2).max(MIN_CANCEL_SWEEP);
             }
             self.cancels.insert(request, cancel);
+        }
+        match stream {
+            Some(tx) if pending => {
+                self.streams.insert(request, tx);
+            }
+            Some(_) => self.stream_ended(request),
+            None => {}
+        }
+    }
+
+    /// Tells the session machine that a progressive call invocation takes no more chunks.
+    fn stream_ended(&mut self, request: u64) {
+        if let ProtoState::V2(state) = &mut self.state {
+            state.stream_ended(request);
         }
     }
 
@@ -1300,6 +1334,30 @@ impl Conn {
                     ),
                 }
             }
+            A::CallChunk {
+                request,
+                args,
+                kwargs,
+                last,
+            } => {
+                let tx = self.streams.get(&request).cloned();
+                let sent = match tx {
+                    // Waits while the call has 4 chunks it has not forwarded yet: a
+                    // caller cannot queue more than that.
+                    Some(tx) => tx
+                        .send(crate::dealer::Chunk { args, kwargs, last })
+                        .await
+                        .is_ok(),
+                    None => false,
+                };
+                if last || !sent {
+                    self.streams.remove(&request);
+                }
+                if !sent {
+                    tracing::debug!(request, "a chunk of a call that ended: discarded");
+                    self.stream_ended(request);
+                }
+            }
             other => {
                 let _ = self.act_v2_sync(other, size);
             }
@@ -1352,14 +1410,13 @@ impl Conn {
                 timeout_ms,
                 disclose_me,
                 receive_progress,
+                progress,
             } => self.call_v2(
                 request,
-                procedure,
-                args,
-                kwargs,
+                (procedure, args, kwargs),
                 timeout_ms,
                 disclose_me,
-                receive_progress,
+                (receive_progress, progress),
                 size,
             ),
             A::Unregister {
@@ -1435,7 +1492,10 @@ impl Conn {
                 tracing::debug!(code, reason = %Clip(&reason), "closing");
                 self.outbox.close(code, &reason, true);
             }
-            other @ (A::Subscribe { .. } | A::Publish { .. } | A::Register { .. }) => {
+            other @ (A::Subscribe { .. }
+            | A::Publish { .. }
+            | A::Register { .. }
+            | A::CallChunk { .. }) => {
                 return Some(other);
             }
         }

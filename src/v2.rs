@@ -176,6 +176,11 @@ pub(crate) const FEATURES: &[Feature] = &[
     ),
     feature(
         "dealer",
+        "progressive_call_invocations",
+        "tests/v2_rpc.rs::progressive_call_invocations_stream_a_callers_chunks_to_one_callee",
+    ),
+    feature(
+        "dealer",
         "pattern_based_registration",
         "tests/v2_dealer.rs::a_call_goes_to_the_best_matching_registration",
     ),

@@ -523,3 +523,165 @@ async fn a_handler_streams_progress_through_its_extractor_and_is_dropped_when_ca
         "nothing follows"
     );
 }
+
+/// A caller that announced progressive call invocations.
+async fn streaming_caller(addr: std::net::SocketAddr) -> V2 {
+    let roles = json!({"roles": {"caller": {"features": {"progressive_call_invocations": true}}}});
+    V2::join_with(addr, Serializer::Json, "realm1", roles)
+        .await
+        .unwrap()
+}
+
+/// A CALL of `procedure` under `request`, as one chunk (`progress`: more follow).
+async fn chunk(c: &mut V2, request: u64, procedure: &str, arg: Value, progress: bool) {
+    let options = if progress {
+        dict(json!({"progress": true}))
+    } else {
+        Dict::new()
+    };
+    c.send(&Message::Call {
+        request,
+        options,
+        procedure: procedure.into(),
+        args: vec![arg],
+        kwargs: Dict::new(),
+    })
+    .await;
+}
+
+/// The next INVOCATION's (request, progress in details, first argument).
+async fn invocation(c: &mut V2) -> (u64, bool, Value) {
+    match c.recv().await {
+        Message::Invocation {
+            request,
+            details,
+            args,
+            ..
+        } => (
+            request,
+            details.get("progress") == Some(&json!(true)),
+            args[0].clone(),
+        ),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progressive_call_invocations_stream_a_callers_chunks_to_one_callee() {
+    let addr = serve_router(router()).await;
+    let probe = V2::join(addr, Serializer::Json).await;
+    assert_eq!(
+        probe.welcome["roles"]["dealer"]["features"]["progressive_call_invocations"],
+        true
+    );
+    let streams = json!({"call_canceling": true, "progressive_call_invocations": true});
+    let mut streamer = callee(addr, Serializer::MsgPack, streams).await;
+    let mut caller = streaming_caller(addr).await;
+
+    // Three chunks under one request id: one INVOCATION id, `progress` on all but the last.
+    let request = caller.request();
+    chunk(&mut caller, request, SLOW, json!("a"), true).await;
+    let (invoked, more, arg) = invocation(&mut streamer).await;
+    assert_eq!((more, arg), (true, json!("a")));
+    chunk(&mut caller, request, SLOW, json!("b"), true).await;
+    assert_eq!(invocation(&mut streamer).await, (invoked, true, json!("b")));
+    chunk(&mut caller, request, SLOW, json!("c"), false).await;
+    assert_eq!(
+        invocation(&mut streamer).await,
+        (invoked, false, json!("c"))
+    );
+    yield_(&mut streamer, invoked, json!("abc"), false).await;
+    match caller.recv().await {
+        Message::Result {
+            request: r, args, ..
+        } => assert_eq!((r, args), (request, vec![json!("abc")])),
+        other => panic!("{other:?}"),
+    }
+    // A CALL for the call that ended is discarded: the next reply answers the next call.
+    chunk(&mut caller, request, SLOW, json!("late"), false).await;
+    let next = caller.next + 1;
+    match caller
+        .call("com.example.add", json!([1, 2]), json!({}))
+        .await
+    {
+        Message::Result {
+            request: r, args, ..
+        } => assert_eq!((r, args), (next, vec![json!(3)])),
+        other => panic!("{other:?}"),
+    }
+
+    // A callee that did not announce them cannot take one; nor can a handler of ours.
+    // (Once the close handshake is answered, its registration is gone.)
+    streamer.ws.close(None).await.unwrap();
+    while let Some(Ok(_)) = streamer.ws.next().await {}
+    let mut plain = callee(addr, Serializer::Json, both()).await;
+    let request = caller.request();
+    chunk(&mut caller, request, SLOW, json!("x"), true).await;
+    match caller.recv().await {
+        Message::Error { error, .. } => assert_eq!(error, "wamp.error.feature_not_supported"),
+        other => panic!("{other:?}"),
+    }
+    let request = caller.request();
+    chunk(&mut caller, request, "com.example.add", json!(1), true).await;
+    match caller.recv().await {
+        Message::Error { error, .. } => assert_eq!(error, "wamp.error.feature_not_supported"),
+        other => panic!("{other:?}"),
+    }
+    // Later chunks of a refused call are discarded, not sent anywhere.
+    chunk(&mut caller, request, "com.example.add", json!(2), false).await;
+    let next = caller.next + 1;
+    match caller
+        .call("com.example.add", json!([2, 2]), json!({}))
+        .await
+    {
+        Message::Result {
+            request: r, args, ..
+        } => assert_eq!((r, args), (next, vec![json!(4)])),
+        other => panic!("{other:?}"),
+    }
+    drop(plain.ws.close(None).await);
+
+    // A caller that did not announce them commits a protocol violation.
+    let mut rude = V2::join(addr, Serializer::Json).await;
+    let request = rude.request();
+    chunk(&mut rude, request, SLOW, json!("x"), true).await;
+    match rude.recv().await {
+        Message::Abort { reason, .. } => assert_eq!(reason, "wamp.error.protocol_violation"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canceled_progressive_call_invocation_interrupts_its_callee_and_takes_no_more_chunks() {
+    let addr = serve_router(router()).await;
+    let streams = json!({"call_canceling": true, "progressive_call_invocations": true});
+    let mut callee = callee(addr, Serializer::Json, streams).await;
+    let mut caller = streaming_caller(addr).await;
+    let request = caller.request();
+    chunk(&mut caller, request, SLOW, json!(1), true).await;
+    let (invoked, _, _) = invocation(&mut callee).await;
+    caller
+        .send(&Message::Cancel {
+            request,
+            options: dict(json!({"mode": "killnowait"})),
+        })
+        .await;
+    match caller.recv().await {
+        Message::Error { error, .. } => assert_eq!(error, "wamp.error.canceled"),
+        other => panic!("{other:?}"),
+    }
+    match callee.recv().await {
+        Message::Interrupt { request, .. } => assert_eq!(request, invoked),
+        other => panic!("{other:?}"),
+    }
+    // More chunks go nowhere; the callee's next message is the next call's invocation.
+    for i in 2..10 {
+        chunk(&mut caller, request, SLOW, json!(i), true).await;
+    }
+    chunk(&mut caller, request, SLOW, json!(10), false).await;
+    let next = caller.request();
+    chunk(&mut caller, next, SLOW, json!("next"), false).await;
+    let (again, more, arg) = invocation(&mut callee).await;
+    assert_eq!((more, arg), (false, json!("next")));
+    assert_ne!(again, invoked);
+}

@@ -22,6 +22,7 @@
 //! ```
 
 use serde_json::Value;
+use std::collections::VecDeque;
 
 use super::SessionLimits;
 use crate::core::codec::v2::{self, Dict, Message, Serializer, code};
@@ -121,6 +122,17 @@ pub enum Action {
         disclose_me: bool,
         /// `Options.receive_progress`: the caller takes progressive results.
         receive_progress: bool,
+        /// `Options.progress`: the first chunk of a progressive call invocation (the
+        /// caller announced them); more come as [`Action::CallChunk`].
+        progress: bool,
+    },
+    /// A later CALL of a progressive call invocation (the same request id).
+    CallChunk {
+        request: u64,
+        args: Vec<Value>,
+        kwargs: Dict,
+        /// The last chunk (a CALL without `progress`): the call takes no more.
+        last: bool,
     },
     Register {
         request: u64,
@@ -235,6 +247,9 @@ pub struct CalleeFeatures {
     /// `progressive_call_results`, counted only with `call_canceling` (as the spec asks):
     /// it may be sent `receive_progress`.
     pub progressive_call_results: bool,
+    /// `progressive_call_invocations`, counted only with `call_canceling` (as the spec
+    /// asks): it may be sent a call's arguments in several INVOCATIONs.
+    pub progressive_call_invocations: bool,
 }
 
 impl CalleeFeatures {
@@ -254,6 +269,7 @@ impl CalleeFeatures {
         Self {
             call_canceling,
             progressive_call_results: call_canceling && on("progressive_call_results"),
+            progressive_call_invocations: call_canceling && on("progressive_call_invocations"),
         }
     }
 }
@@ -269,7 +285,18 @@ pub struct State {
     last_request: u64,
     strict_request_ids: bool,
     out_of_sequence: u64,
+    /// The caller announced `progressive_call_invocations`.
+    caller_streams: bool,
+    /// The request ids of its progressive call invocations still taking chunks.
+    streaming: Vec<u64>,
+    /// The last ones that ended (a CALL for them is discarded).
+    finished: VecDeque<u64>,
 }
+
+/// How many progressive call invocations a session may have taking chunks at once.
+pub const MAX_STREAMING_CALLS: usize = 64;
+/// How many ended ones it is remembered, to discard their late chunks.
+const FINISHED_STREAMS: usize = 64;
 
 impl State {
     /// A fresh session on a connection that speaks `serializer`, default limits.
@@ -289,7 +316,32 @@ impl State {
             last_request: 0,
             strict_request_ids: false,
             out_of_sequence: 0,
+            caller_streams: false,
+            streaming: Vec::new(),
+            finished: VecDeque::new(),
         }
+    }
+
+    /// A progressive call invocation ended (answered, canceled, timed out): later CALLs
+    /// with its request id are discarded.
+    pub fn stream_ended(&mut self, request: u64) {
+        if let Some(at) = self.streaming.iter().position(|r| *r == request) {
+            self.streaming.swap_remove(at);
+            self.remember_finished(request);
+        }
+    }
+
+    fn remember_finished(&mut self, request: u64) {
+        if self.finished.len() >= FINISHED_STREAMS {
+            self.finished.pop_front();
+        }
+        self.finished.push_back(request);
+    }
+
+    /// The request ids of the progressive call invocations still taking chunks.
+    #[must_use]
+    pub fn streaming(&self) -> &[u64] {
+        &self.streaming
     }
 
     /// Treat a request id that is not the previous one plus one as a protocol violation
@@ -481,6 +533,11 @@ impl State {
                     _ => return self.violation("HELLO.Details.roles must announce a role"),
                 };
                 self.callee = CalleeFeatures::from_roles(&roles);
+                self.caller_streams = roles
+                    .get("caller")
+                    .and_then(|c| c.get("features"))
+                    .and_then(|f| f.get("progressive_call_invocations"))
+                    .is_some_and(|v| v == &Value::Bool(true));
                 Action::Hello {
                     realm,
                     authid,
@@ -511,6 +568,33 @@ impl State {
         self.out_of_sequence += 1;
         self.strict_request_ids
             .then(|| self.violation(format!("request id {request}, expected {expected}")))
+    }
+
+    /// A CALL that repeats the request id of a progressive call invocation: its next chunk.
+    fn chunk(&mut self, message: Message) -> Action {
+        let Message::Call {
+            request,
+            options,
+            args,
+            kwargs,
+            ..
+        } = message
+        else {
+            unreachable!("only CALLs are chunks")
+        };
+        let last = match option_bool(&options, "progress") {
+            Ok(p) => !p.unwrap_or(false),
+            Err(()) => return self.violation("CALL.Options.progress must be a boolean"),
+        };
+        if last {
+            self.stream_ended(request);
+        }
+        Action::CallChunk {
+            request,
+            args,
+            kwargs,
+            last,
+        }
     }
 
     fn error(request_type: u64, request: u64, error: &str, message: String) -> Action {
@@ -556,6 +640,16 @@ impl State {
     }
 
     fn established(&mut self, message: Message) -> Action {
+        if let Message::Call { request, .. } = &message {
+            let request = *request;
+            if self.streaming.contains(&request) {
+                return self.chunk(message);
+            }
+            if self.finished.contains(&request) {
+                // The spec: CALLs of a progressive call that ended are discarded.
+                return Action::None;
+            }
+        }
         let request = match &message {
             Message::Subscribe { request, .. }
             | Message::Unsubscribe { request, .. }
@@ -667,21 +761,31 @@ impl State {
                 let Ok(receive_progress) = option_bool(&options, "receive_progress") else {
                     return self.violation("CALL.Options.receive_progress must be a boolean");
                 };
-                match option_bool(&options, "progress") {
-                    Ok(None | Some(false)) => {}
+                let progress = match option_bool(&options, "progress") {
+                    Ok(p) => p.unwrap_or(false),
                     Err(()) => return self.violation("CALL.Options.progress must be a boolean"),
-                    // Progressive call invocations are not announced.
-                    Ok(Some(true)) => {
-                        return Self::error(
-                            code::CALL,
-                            request,
-                            uri::OPTION_NOT_ALLOWED,
-                            "progressive call invocations are not supported".into(),
-                        );
-                    }
+                };
+                if progress && !self.caller_streams {
+                    return self.violation(
+                        "CALL.Options.progress from a caller that did not announce \
+                         progressive_call_invocations",
+                    );
                 }
                 if let Some(e) = self.check_uri(code::CALL, request, &procedure) {
                     return e;
+                }
+                if progress {
+                    if self.streaming.len() >= MAX_STREAMING_CALLS {
+                        return Self::error(
+                            code::CALL,
+                            request,
+                            crate::core::error_uri::TOO_MANY_CALLS,
+                            format!(
+                                "at most {MAX_STREAMING_CALLS} progressive call invocations at once"
+                            ),
+                        );
+                    }
+                    self.streaming.push(request);
                 }
                 Action::Call {
                     request,
@@ -691,6 +795,7 @@ impl State {
                     timeout_ms,
                     disclose_me: disclose_me.unwrap_or(false),
                     receive_progress: receive_progress.unwrap_or(false),
+                    progress,
                 }
             }
             Message::Register {
@@ -1181,6 +1286,67 @@ mod tests {
     }
 
     #[test]
+    fn progressive_call_invocations_are_chunks_under_one_request_id() {
+        let mut s = State::new(Serializer::Json).strict_request_ids(true);
+        json(
+            &mut s,
+            r#"[1, "realm1", {"roles": {"caller": {"features": {"progressive_call_invocations": true}}}}]"#,
+        );
+        s.phase = Phase::Established;
+        assert!(matches!(
+            json(&mut s, r#"[48, 1, {"progress": true}, "a.b", [1]]"#),
+            Action::Call {
+                request: 1,
+                progress: true,
+                ..
+            }
+        ));
+        assert_eq!(s.streaming(), [1]);
+        // A repeated id is the next chunk, not an id out of sequence.
+        for (frame, last) in [
+            (r#"[48, 1, {"progress": true}, "a.b", [2]]"#, false),
+            (r#"[48, 1, {}, "a.b", [3]]"#, true),
+        ] {
+            match json(&mut s, frame) {
+                Action::CallChunk {
+                    request: 1,
+                    args,
+                    last: l,
+                    ..
+                } => assert_eq!((args.len(), l), (1, last)),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(s.streaming().is_empty());
+        // A chunk of a call that ended is discarded.
+        assert_eq!(json(&mut s, r#"[48, 1, {}, "a.b", [4]]"#), Action::None);
+        assert!(matches!(
+            json(&mut s, r#"[48, 2, {"progress": true}, "a.b"]"#),
+            Action::Call {
+                request: 2,
+                progress: true,
+                ..
+            }
+        ));
+        s.stream_ended(2);
+        assert_eq!(
+            json(&mut s, r#"[48, 2, {"progress": true}, "a.b"]"#),
+            Action::None
+        );
+        // A bounded number at once.
+        for request in 3..3 + MAX_STREAMING_CALLS as u64 {
+            let frame = format!(r#"[48, {request}, {{"progress": true}}, "a.b"]"#);
+            assert!(matches!(json(&mut s, &frame), Action::Call { .. }));
+        }
+        let request = 3 + MAX_STREAMING_CALLS as u64;
+        let frame = format!(r#"[48, {request}, {{"progress": true}}, "a.b"]"#);
+        assert_eq!(
+            error_uri(&json(&mut s, &frame)),
+            Some(crate::core::error_uri::TOO_MANY_CALLS)
+        );
+    }
+
+    #[test]
     fn callee_features_cancel_modes_and_progress_options_are_read() {
         let mut s = State::new(Serializer::Json);
         json(
@@ -1191,7 +1357,8 @@ mod tests {
             s.callee_features(),
             CalleeFeatures {
                 call_canceling: true,
-                progressive_call_results: true
+                progressive_call_results: true,
+                progressive_call_invocations: false,
             }
         );
         // Progressive results count only with canceling; `"yes"` is not `true`.
@@ -1223,10 +1390,12 @@ mod tests {
                 ..
             }
         ));
-        assert_eq!(
-            error_uri(&json(&mut s, r#"[48, 2, {"progress": true}, "a.b"]"#)),
-            Some(uri::OPTION_NOT_ALLOWED)
-        );
+        // `progress` from a caller that did not announce progressive call invocations.
+        assert!(aborts(&json(
+            &mut s,
+            r#"[48, 2, {"progress": true}, "a.b"]"#
+        )));
+        let mut s = established(Serializer::Json);
         assert!(matches!(
             json(&mut s, r#"[70, 5, {"progress": true}, [1]]"#),
             Action::Yield {
