@@ -613,9 +613,39 @@ impl Inner<()> {
         }
     }
 
+    /// Whether the session's role (with a role table) discloses it on `uri` to the other
+    /// side of `action`.
+    pub(crate) async fn role_discloses(
+        &self,
+        session: &Session,
+        action: Action,
+        uri: &str,
+    ) -> bool {
+        if self.roles.is_none() {
+            return false;
+        }
+        match self.permissions(session).await {
+            Granted::These(p) => p.discloses(action, uri),
+            _ => false,
+        }
+    }
+
     /// What the session is permitted: everything without authentication configured,
     /// nothing before it authenticated (or when its provider panicked).
     pub(crate) async fn permissions(&self, session: &Session) -> Granted {
+        if let Some(table) = &self.roles {
+            // Nothing before authentication, when it is configured.
+            if self.auth.is_some()
+                && !matches!(session.auth_slot().state, AuthState::Authenticated(_))
+            {
+                return Granted::Nothing;
+            }
+            let role = session.authrole();
+            return match table.permissions(role.as_deref().unwrap_or("anonymous")) {
+                Some(p) => Granted::These(p),
+                None => Granted::Nothing,
+            };
+        }
         let Some(cra) = &self.auth else {
             return Granted::Everything;
         };
@@ -815,6 +845,7 @@ impl Inner<()> {
                     if ok {
                         let key = key.clone();
                         slot.state = AuthState::Authenticated(key.clone());
+                        slot.assigned_role = self.role_of(&key).map(Into::into);
                         Ok(key)
                     } else {
                         // The challenge is single-use: a new authreq issues a fresh one. The
@@ -898,7 +929,7 @@ pub(crate) enum V2Auth {
     Welcome {
         key: Option<AuthKey>,
         authid: String,
-        authrole: &'static str,
+        authrole: String,
         authmethod: &'static str,
         authprovider: &'static str,
     },
@@ -946,6 +977,21 @@ impl fmt::Debug for Expected {
 /// WAMP v2 authentication: anonymous, the upstream identity, and WAMP-CRA with the same
 /// secret provider, throttle and key derivation as v1.
 impl Inner<()> {
+    /// The authrole the role table assigns to an authenticated key, if any.
+    pub(crate) fn role_of(&self, key: &AuthKey) -> Option<&str> {
+        match (&self.roles, key) {
+            (Some(table), AuthKey::Key(k)) => table.role_of(k),
+            _ => None,
+        }
+    }
+
+    /// The authrole of a session that authenticated with `key`.
+    fn authrole_for(&self, key: &str) -> String {
+        self.role_of(&AuthKey::Key(key.to_owned()))
+            .unwrap_or("user")
+            .to_owned()
+    }
+
     pub(crate) async fn v2_hello(
         &self,
         session: &Session,
@@ -958,7 +1004,7 @@ impl Inner<()> {
             return V2Auth::Welcome {
                 key: None,
                 authid: random_token(12),
-                authrole: "anonymous",
+                authrole: "anonymous".into(),
                 authmethod: "anonymous",
                 authprovider: "static",
             };
@@ -972,8 +1018,8 @@ impl Inner<()> {
         if let Some(key) = identity {
             return V2Auth::Welcome {
                 key: Some(AuthKey::Key(key.clone())),
+                authrole: self.authrole_for(&key),
                 authid: key,
-                authrole: "user",
                 authmethod: "upstream",
                 authprovider: "identity_from",
             };
@@ -981,7 +1027,7 @@ impl Inner<()> {
         let anonymous = || V2Auth::Welcome {
             key: Some(AuthKey::Anonymous),
             authid: random_token(12),
-            authrole: "anonymous",
+            authrole: "anonymous".into(),
             authmethod: "anonymous",
             authprovider: "static",
         };
@@ -1041,7 +1087,7 @@ impl Inner<()> {
         };
         let challenge = serde_json::json!({
             "authid": key,
-            "authrole": "user",
+            "authrole": self.authrole_for(&key),
             "authmethod": "wampcra",
             "authprovider": "static",
             "nonce": random_token(16),
@@ -1241,8 +1287,8 @@ impl Inner<()> {
             tracing::info!(auth_key = %Clip(&key), method, "authenticated");
             V2Auth::Welcome {
                 key: Some(AuthKey::Key(key.clone())),
+                authrole: self.authrole_for(&key),
                 authid: key,
-                authrole: "user",
                 authmethod: method,
                 authprovider: "static",
             }

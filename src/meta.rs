@@ -123,7 +123,7 @@ fn invalid(message: &str) -> RpcError {
 /// Positional argument `i` as an id.
 fn id_arg(args: &[Value], i: usize) -> Result<u64, RpcError> {
     args.get(i)
-        .and_then(Value::as_u64)
+        .and_then(crate::core::codec::v2::id_value)
         .ok_or_else(|| invalid("an id is expected"))
 }
 
@@ -329,9 +329,9 @@ impl Inner<()> {
         let (uri, policy) = (&*info.uri, info.policy);
         let pattern = policy != MatchPolicy::Exact;
         let identity = call.session().outbox().map(Outbox::identity);
-        let (authid, authrole) = identity
-            .as_ref()
-            .map_or((None, None), |i| (i.authid.as_deref(), i.authrole));
+        let (authid, authrole) = identity.as_ref().map_or((None, None), |i| {
+            (i.authid.as_deref(), i.authrole.as_deref())
+        });
         // (topic, event as the result tells it), newest first, that the caller would
         // have been sent.
         let mut found: Vec<(String, Value)> = hub.with_history(|store| {
@@ -453,9 +453,7 @@ impl Inner<()> {
                     .into_iter()
                     .filter(|(_, _, o)| {
                         roles.as_ref().is_none_or(|roles| {
-                            o.identity()
-                                .authrole
-                                .is_some_and(|r| roles.iter().any(|x| x == r))
+                            o.identity().authrole.is_some_and(|r| roles.contains(&r))
                         })
                     })
                     .map(|(n, _, _)| n)
@@ -516,7 +514,7 @@ impl Inner<()> {
                                         who.authid.as_deref() == Some(w.as_str())
                                     }
                                     (Meta::SessionKillByAuthrole, Some(w)) => {
-                                        who.authrole == Some(w.as_str())
+                                        who.authrole.as_deref() == Some(w.as_str())
                                     }
                                     _ => true,
                                 }

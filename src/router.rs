@@ -360,6 +360,8 @@ pub(crate) struct Inner<S> {
     aliases: HashMap<String, String>,
     /// The WAMP v2 meta API is on.
     pub(crate) meta_api: bool,
+    /// Authorization as data: permissions and disclosure by authrole.
+    pub(crate) roles: Option<Arc<crate::core::roles::RoleTable>>,
     /// Server-side subscribers: handlers run for the events on a topic or pattern.
     subscribers: Vec<(MatchPolicy, String, ErasedRpc<S>)>,
     wamp: Wamp,
@@ -381,6 +383,7 @@ impl<S> Clone for Inner<S> {
             realms: self.realms.clone(),
             aliases: self.aliases.clone(),
             meta_api: self.meta_api,
+            roles: self.roles.clone(),
             subscribers: self.subscribers.clone(),
             wamp: self.wamp.clone(),
         }
@@ -480,6 +483,7 @@ impl<S: Clone + Send + Sync + 'static> WampRouter<S> {
                 realms: Vec::new(),
                 aliases: HashMap::new(),
                 meta_api: false,
+                roles: None,
                 subscribers: Vec::new(),
                 wamp: Wamp::default(),
             }),
@@ -656,6 +660,31 @@ impl<S: Clone + Send + Sync + 'static> WampRouter<S> {
     #[must_use]
     pub fn backplane(self, backplane: impl Into<crate::backplane::Backplane>) -> Self {
         self.inner.wamp.hub.set_backplane(backplane.into());
+        self
+    }
+
+    /// Authorizes by role, as data (a role table like Crossbar's): every session is
+    /// permitted what its authrole's rules permit (an exact URI, else the longest matching
+    /// prefix, else the best wildcard decides; a URI no rule matches is refused), and a
+    /// rule may disclose callers to callees and publishers to subscribers. A session's
+    /// authrole is `anonymous` without authentication (or when it signed in anonymously),
+    /// the table's role for its authid when it authenticated (`principals`), else `user`.
+    /// The table takes the place of the permissions function of
+    /// [`WampCra`](crate::auth::WampCra); sessions still authenticate through it, and
+    /// nothing is permitted before they did. Topic and procedure rules of the router still
+    /// apply.
+    ///
+    /// ```
+    /// use tower_wamp::{WampRouter, core::{auth::Action, roles::{RoleTable, Rule}}};
+    /// let roles = RoleTable::new()
+    ///     .permit("anonymous", Rule::prefix("com.example.").allow(Action::Call).allow(Action::Subscribe))
+    ///     .permit("backend", Rule::prefix("").allow_all().disclose_caller())
+    ///     .assign("svc", "backend");
+    /// let router: WampRouter = WampRouter::new().roles(roles);
+    /// ```
+    #[must_use]
+    pub fn roles(mut self, table: crate::core::roles::RoleTable) -> Self {
+        self.inner_mut().roles = Some(Arc::new(table));
         self
     }
 
@@ -964,6 +993,7 @@ impl<S: Clone + Send + Sync + 'static> WampRouter<S> {
                 realms: inner.realms,
                 aliases: inner.aliases,
                 meta_api: inner.meta_api,
+                roles: inner.roles,
                 wamp: inner.wamp,
             }),
         }
@@ -1162,7 +1192,11 @@ impl Inner<()> {
                     };
                     // The caller is named to callees by policy, as it asks, or as a callee
                     // asks (which may be another callee of a shared registration).
-                    let always = self.disclose_callers || call.disclose_me;
+                    let always = self.disclose_callers
+                        || call.disclose_me
+                        || self
+                            .role_discloses(&call.session, Action::Call, &call.procedure)
+                            .await;
                     let caller = crate::dealer::Disclosure {
                         details: (always || routed.callee.disclose_caller || routed.shared)
                             .then(|| disclosed(&call.session, "caller")),
@@ -1648,8 +1682,12 @@ impl Inner<()> {
             Some((Some(event), payload)) if event == publication.event => payload,
             _ => Payload::from_event(publication.event.clone()),
         };
-        let publisher =
-            (self.disclose_publishers || v2.disclose_me).then(|| disclosed(session, "publisher"));
+        let publisher = (self.disclose_publishers
+            || v2.disclose_me
+            || self
+                .role_discloses(session, Action::Publish, &publication.topic)
+                .await)
+            .then(|| disclosed(session, "publisher"));
         let out = Outgoing {
             topic: &publication.topic,
             event: &publication.event,

@@ -191,7 +191,7 @@ impl Outbox {
             authid: authid_of(&slot)
                 .map(str::to_owned)
                 .or_else(|| slot.welcomed_authid.clone()),
-            authrole: authrole_of(&slot),
+            authrole: authrole_of(&slot).map(str::to_owned),
             authmethod: slot.welcomed_by.map(|(m, _)| m),
             authprovider: slot.welcomed_by.map(|(_, p)| p),
         }
@@ -489,7 +489,9 @@ pub(crate) struct AuthSlot {
     pub(crate) retry_after: Option<tokio::time::Instant>,
     pub(crate) cached: Option<Arc<Permissions>>,
     /// The authrole a v2 session was welcomed with.
-    pub(crate) welcomed_as: Option<&'static str>,
+    pub(crate) welcomed_as: Option<Arc<str>>,
+    /// The authrole a role table assigned to its authid when it authenticated.
+    pub(crate) assigned_role: Option<Arc<str>>,
     /// The authmethod and authprovider of its WELCOME.
     pub(crate) welcomed_by: Option<(&'static str, &'static str)>,
     /// The authid of its WELCOME (for an anonymous session, a random one that names no one:
@@ -501,7 +503,7 @@ pub(crate) struct AuthSlot {
 #[derive(Debug, Clone)]
 pub(crate) struct Identity {
     pub(crate) authid: Option<String>,
-    pub(crate) authrole: Option<&'static str>,
+    pub(crate) authrole: Option<String>,
     pub(crate) authmethod: Option<&'static str>,
     pub(crate) authprovider: Option<&'static str>,
 }
@@ -513,11 +515,14 @@ fn authid_of(slot: &AuthSlot) -> Option<&str> {
     }
 }
 
-fn authrole_of(slot: &AuthSlot) -> Option<&'static str> {
-    if let Some(authrole) = slot.welcomed_as {
+fn authrole_of(slot: &AuthSlot) -> Option<&str> {
+    if let Some(authrole) = slot.welcomed_as.as_deref() {
         return Some(authrole);
     }
     match &slot.state {
+        AuthState::Authenticated(AuthKey::Key(_)) if slot.assigned_role.is_some() => {
+            slot.assigned_role.as_deref()
+        }
         AuthState::Authenticated(AuthKey::Key(_)) => Some("user"),
         AuthState::Authenticated(_) => Some("anonymous"),
         _ => None,
@@ -634,12 +639,12 @@ impl Session {
     pub(crate) fn mark_welcomed(
         &self,
         authid: &str,
-        authrole: &'static str,
+        authrole: &str,
         authmethod: &'static str,
         authprovider: &'static str,
     ) {
         let mut slot = self.auth_slot();
-        slot.welcomed_as = Some(authrole);
+        slot.welcomed_as = Some(authrole.into());
         slot.welcomed_by = Some((authmethod, authprovider));
         slot.welcomed_authid = Some(authid.to_owned());
     }

@@ -292,7 +292,9 @@ async fn session(
         });
         if let Some(key) = identity {
             tracing::info!(auth_key = %Clip(&key), "authenticated by the upgrade request");
-            session.mark_authenticated(AuthKey::Key(key));
+            let key = AuthKey::Key(key);
+            session.auth_slot().assigned_role = router.role_of(&key).map(Into::into);
+            session.mark_authenticated(key);
         } else if !cra.timeout.is_zero() {
             auth_deadline = Some(Instant::now() + cra.timeout);
         }

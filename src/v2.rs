@@ -389,12 +389,12 @@ async fn handshake(
                 if let Some(key) = key {
                     session.mark_authenticated(key);
                 }
-                session.mark_welcomed(&authid, authrole, authmethod, authprovider);
+                session.mark_welcomed(&authid, &authrole, authmethod, authprovider);
                 let details = welcome_details(
                     config,
                     router.meta_api,
                     authid,
-                    authrole,
+                    &authrole,
                     authmethod,
                     authprovider,
                 );

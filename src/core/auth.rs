@@ -21,6 +21,7 @@
 
 use std::{
     fmt,
+    sync::Arc,
     time::{SystemTime, UNIX_EPOCH},
 };
 
@@ -30,7 +31,10 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use super::pattern::{Pattern, PatternTable};
+use super::{
+    matching::{MatchIndex, MatchPolicy},
+    pattern::{Pattern, PatternTable},
+};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -224,6 +228,8 @@ enum Grant {
     Nothing,
     Everything,
     Uris(PatternTable<bool>),
+    /// A role table's: the best matching rule decides.
+    Matched(Arc<MatchIndex<bool>>),
 }
 
 impl Grant {
@@ -232,6 +238,9 @@ impl Grant {
             Self::Nothing => false,
             Self::Everything => true,
             Self::Uris(t) => t.get(uri).copied().unwrap_or(false),
+            Self::Matched(index) => index
+                .best_match(uri)
+                .is_some_and(|(_, _, allowed)| *allowed),
         }
     }
 
@@ -240,6 +249,14 @@ impl Grant {
         match self {
             Self::Uris(t) => t.insert(parsed, allow),
             Self::Everything if allow => {}
+            Self::Matched(index) => {
+                // Code amends a role's rules: a pattern of ours is exact or a prefix.
+                let (policy, uri) = match &parsed {
+                    Pattern::Exact(u) => (MatchPolicy::Exact, u.as_str()),
+                    Pattern::Prefix(p) => (MatchPolicy::Prefix, p.as_str()),
+                };
+                Arc::make_mut(index).insert(policy, uri.into(), allow);
+            }
             other => {
                 let mut t = PatternTable::default();
                 if matches!(other, Self::Everything) {
@@ -277,6 +294,9 @@ pub struct Permissions {
     subscribe: Grant,
     publish: Grant,
     register: Grant,
+    /// A role table's disclosure of callers and publishers.
+    disclose_caller: Grant,
+    disclose_publisher: Grant,
 }
 
 impl Permissions {
@@ -294,6 +314,37 @@ impl Permissions {
             subscribe: Grant::Everything,
             publish: Grant::Everything,
             register: Grant::Everything,
+            disclose_caller: Grant::Nothing,
+            disclose_publisher: Grant::Nothing,
+        }
+    }
+
+    /// A role's rules (see [`crate::core::roles`]): per action (call, register, publish,
+    /// subscribe) and disclosure (caller, publisher), every rule's URI with its flag.
+    pub(crate) fn matched(
+        [call, register, publish, subscribe]: [MatchIndex<bool>; 4],
+        [disclose_caller, disclose_publisher]: [MatchIndex<bool>; 2],
+    ) -> Self {
+        let grant = |index| Grant::Matched(Arc::new(index));
+        Self {
+            call: grant(call),
+            subscribe: grant(subscribe),
+            publish: grant(publish),
+            register: grant(register),
+            disclose_caller: grant(disclose_caller),
+            disclose_publisher: grant(disclose_publisher),
+        }
+    }
+
+    /// Whether the session's role discloses it to the other side of `action` on `uri`:
+    /// the caller to the callee of a call, the publisher to subscribers (only a role
+    /// table's rules disclose).
+    #[must_use]
+    pub fn discloses(&self, action: Action, uri: &str) -> bool {
+        match action {
+            Action::Call => self.disclose_caller.allows(uri),
+            Action::Publish => self.disclose_publisher.allows(uri),
+            _ => false,
         }
     }
 

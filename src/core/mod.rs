@@ -17,6 +17,7 @@ pub mod matching;
 mod message;
 pub(crate) mod pattern;
 pub mod retained;
+pub mod roles;
 pub mod session;
 pub mod testament;
 

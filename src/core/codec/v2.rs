@@ -500,13 +500,8 @@ impl Fields {
 
     fn id(&mut self, what: &str) -> Result<u64, DecodeError> {
         match self.next(what)? {
-            Value::Number(n) => match n.as_u64() {
-                Some(id @ 1..=MAX_ID) => Ok(id),
-                _ => Err(shape(
-                    self.code,
-                    format!("{what} must be an id in [1, 2^53]"),
-                )),
-            },
+            v @ Value::Number(_) => id_value(&v)
+                .ok_or_else(|| shape(self.code, format!("{what} must be an id in [1, 2^53]"))),
             _ => Err(shape(self.code, format!("{what} must be an integer id"))),
         }
     }
@@ -990,6 +985,9 @@ fn to_msgpack(v: &Value) -> rmpv::Value {
     }
 }
 
+/// Integers are held in 64 bits, signed or unsigned.
+const OUT_OF_RANGE: &str = "integer out of range (from -2^63 to 2^64-1)";
+
 fn from_cbor(v: ciborium::Value) -> Result<Value, DecodeError> {
     use ciborium::Value as C;
     Ok(match v {
@@ -1000,7 +998,7 @@ fn from_cbor(v: ciborium::Value) -> Result<Value, DecodeError> {
             match (u64::try_from(i), i64::try_from(i)) {
                 (Ok(u), _) => Value::from(u),
                 (_, Ok(s)) => Value::from(s),
-                _ => return Err(syntax("integer out of range")),
+                _ => return Err(syntax(OUT_OF_RANGE)),
             }
         }
         C::Float(f) => float(f)?,
@@ -1019,6 +1017,23 @@ fn from_cbor(v: ciborium::Value) -> Result<Value, DecodeError> {
             }
             Value::Object(map)
         }
+        // Bignums (RFC 8949 3.4.3): those within 64 bits are integers; larger ones cannot be
+        // held, and are refused rather than passed on as their bytes.
+        C::Tag(tag @ (2 | 3), inner) => match *inner {
+            C::Bytes(b) if b.len() <= 8 => {
+                let mut n = 0u128;
+                for byte in &b {
+                    n = (n << 8) | u128::from(*byte);
+                }
+                let i = if tag == 2 { n as i128 } else { -1 - n as i128 };
+                match (u64::try_from(i), i64::try_from(i)) {
+                    (Ok(u), _) => Value::from(u),
+                    (_, Ok(s)) => Value::from(s),
+                    _ => return Err(syntax(OUT_OF_RANGE)),
+                }
+            }
+            _ => return Err(syntax(OUT_OF_RANGE)),
+        },
         C::Tag(_, inner) => from_cbor(*inner)?,
         _ => return Err(syntax("a CBOR value that is not a WAMP value")),
     })
@@ -1167,6 +1182,36 @@ fn count_cbor(bytes: &[u8]) -> Option<(usize, usize)> {
         at = at.checked_add(head)?.checked_add(body)?;
     }
     Some((items, maps))
+}
+
+/// A WAMP id (1 to 2^53) given as an integer, or as a float with no fraction: some
+/// clients' CBOR encoders (wampy's) send integers above 2^32 as floats.
+///
+/// ```
+/// use tower_wamp::core::codec::v2::id_value;
+/// use serde_json::json;
+/// assert_eq!(id_value(&json!(7)), Some(7));
+/// assert_eq!(id_value(&json!(4294967297.0)), Some(4294967297));
+/// assert_eq!(id_value(&json!(1.5)), None);
+/// assert_eq!(id_value(&json!(0)), None);
+/// assert_eq!(id_value(&json!(1e16)), None);
+/// ```
+#[must_use]
+pub fn id_value(v: &Value) -> Option<u64> {
+    let id = match v.as_u64() {
+        Some(id) => id,
+        None => {
+            let f = v.as_f64()?;
+            // Exactly an integer, within the id range (2^53 is exact as a float).
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            let id = f as u64;
+            if f.fract() != 0.0 || f < 1.0 || f > MAX_ID as f64 {
+                return None;
+            }
+            id
+        }
+    };
+    (1..=MAX_ID).contains(&id).then_some(id)
 }
 
 #[cfg(test)]
@@ -1544,5 +1589,43 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn bignums_within_64_bits_are_integers_and_larger_ones_are_refused() {
+        use ciborium::Value as C;
+        let tagged = |tag, bytes: &[u8]| C::Tag(tag, Box::new(C::Bytes(bytes.to_vec())));
+        assert_eq!(from_cbor(tagged(2, &[0xff; 8])).unwrap(), json!(u64::MAX));
+        assert_eq!(from_cbor(tagged(3, &[0x01])).unwrap(), json!(-2));
+        assert!(
+            from_cbor(tagged(2, &[0xff; 16])).is_err(),
+            "2^128-1 is not passed as bytes"
+        );
+        assert!(
+            from_cbor(tagged(3, &[0xff; 8])).is_err(),
+            "-2^64 does not fit"
+        );
+        // Other tags are read through.
+        assert_eq!(
+            from_cbor(C::Tag(1, Box::new(C::Integer(5.into())))).unwrap(),
+            json!(5)
+        );
+        // An id sent as a float with no fraction (wampy's CBOR) is an id.
+        let frame = encode(
+            Serializer::Json,
+            &Message::Unsubscribe {
+                request: 1,
+                subscription: 7,
+            },
+        );
+        assert!(decode(Serializer::Json, &frame).is_ok());
+        assert_eq!(
+            decode(Serializer::Json, b"[34, 1, 4294967297.0]").unwrap(),
+            Message::Unsubscribe {
+                request: 1,
+                subscription: 4_294_967_297
+            }
+        );
+        assert!(decode(Serializer::Json, b"[34, 1, 1.5]").is_err());
     }
 }

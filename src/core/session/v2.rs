@@ -1053,11 +1053,7 @@ fn option_ids(options: &Dict, key: &str) -> Result<Option<Vec<u64>>, ()> {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Array(list)) => list
             .iter()
-            .map(|v| {
-                v.as_u64()
-                    .filter(|id| (1..=v2::MAX_ID).contains(id))
-                    .ok_or(())
-            })
+            .map(|v| v2::id_value(v).ok_or(()))
             .collect::<Result<Vec<_>, _>>()
             .map(Some),
         Some(_) => Err(()),
