@@ -301,6 +301,95 @@ async fn autobahnjs_and_wampy_use_the_demo_with_every_serializer() {
             json!([["com.example.js.pat.x", 1], "com.example.js.rpc.any"]),
             "AutobahnJS {serializer}"
         );
+        // The transport the meta API names for a session of this serializer.
+        let protocol = format!("wamp.2.{serializer}");
+        // Call canceling, with the call promise's cancel({mode}). In `kill` mode AutobahnJS
+        // waits for the router's answer: the demo's countdown, cancelled after its first
+        // progressive result (100), ends with wamp.error.canceled.
+        let cancel = &js["cancel"];
+        assert_eq!(
+            cancel.get("failed"),
+            None,
+            "AutobahnJS {serializer}: {cancel}"
+        );
+        assert_eq!(
+            cancel["countdown_kill"],
+            json!([100, "wamp.error.canceled"]),
+            "AutobahnJS {serializer}"
+        );
+        // Without a mode (the router's `killnowait`), in `skip` and in `killnowait`,
+        // AutobahnJS rejects the call itself ("Cancelled") and forgets it; the router's ERROR
+        // for it, which the spec has come at once in these modes, then makes AutobahnJS fail
+        // its own session (close 3002): that close is how this client shows the ERROR came.
+        for mode in ["none", "skip", "killnowait"] {
+            assert_eq!(
+                cancel["countdown_local"][mode],
+                json!([
+                    "Cancelled",
+                    "closed",
+                    [[
+                        3002,
+                        "protocol violation: CALL-ERROR received for non-pending request ID N"
+                    ]]
+                ]),
+                "AutobahnJS {serializer}, cancel mode {mode}"
+            );
+        }
+        // An AutobahnJS callee (no call_canceling announced, no INTERRUPT handler) that answers
+        // 300 ms after it is invoked, cancelled in `kill` mode: `kill` acts as `skip` for it,
+        // so the caller gets wamp.error.canceled before the callee answers, the late YIELD is
+        // dropped and no INTERRUPT is sent (either would make AutobahnJS fail that session):
+        // both sessions stay open and still call the demo's add.
+        assert_eq!(
+            cancel["callee_kill"],
+            json!(["wamp.error.canceled", true, true, true, 2, 4]),
+            "AutobahnJS {serializer}"
+        );
+        // Retained events: the last retained publication goes to a new subscription that asks
+        // for it, at once and with details.retained, then the live one; a subscription that
+        // does not ask gets only the live one.
+        assert_eq!(
+            js["retained"],
+            json!({
+                "later": [["second", true], ["live", false]],
+                "plain": [["live", false]],
+            }),
+            "AutobahnJS {serializer}"
+        );
+        // The meta API: on_join for another session (anonymous, its transport), that session
+        // and this one listed, count equal to the list's length, wamp.session.get; the other
+        // session's exact and prefix subscriptions found by lookup, an unknown topic null, its
+        // subscribers listed; its registrations found by lookup and match (the exact one, and
+        // the prefix one for a procedure under it), an unknown procedure null.
+        assert_eq!(
+            js["meta"],
+            json!({
+                "on_join": ["anonymous", "anonymous", protocol],
+                "sessions": [true, true, true],
+                "get": [true, "anonymous", "anonymous", protocol],
+                "subscription": [true, true, null, [true]],
+                "registration": [true, true, true, null],
+            }),
+            "AutobahnJS {serializer}"
+        );
+        // Shared registrations: two callees `roundrobin` share one registration id, a
+        // `random` REGISTER is refused, calls alternate in registration order.
+        assert_eq!(
+            js["shared"],
+            json!({
+                "same_id": true,
+                "refused": "wamp.error.procedure_already_exists",
+                "calls": ["b", "c", "b", "c"],
+            }),
+            "AutobahnJS {serializer}"
+        );
+        // A CALL with `timeout: 200` to a callee that never answers: wamp.error.timeout after
+        // 200 ms (and within 2 s), the callee invoked once and (no call_canceling) still open.
+        assert_eq!(
+            js["timeout"],
+            json!(["wamp.error.timeout", true, 1, true]),
+            "AutobahnJS {serializer}"
+        );
         let wampy = &got["wampy"][serializer];
         assert_eq!(wampy.get("failed"), None, "wampy {serializer}: {wampy}");
         assert_eq!(wampy["add"], json!([42]), "wampy {serializer}");
@@ -323,6 +412,72 @@ async fn autobahnjs_and_wampy_use_the_demo_with_every_serializer() {
         assert_eq!(
             wampy["pattern"],
             json!(["com.example.wampy.x", 2]),
+            "wampy {serializer}"
+        );
+        // Call canceling with wampy's cancel(reqId, {mode}), which waits for the router's
+        // answer in every mode: the demo's countdown ends with wamp.error.canceled without a
+        // mode and in each mode; so does a call to a wampy callee (no call_canceling announced,
+        // no INTERRUPT handler) before it answers; then both sessions still call add (an
+        // INTERRUPT would have made wampy close the callee's).
+        let canceled = json!(["wamp.error.canceled", true]);
+        assert_eq!(
+            wampy["cancel"],
+            json!({
+                "countdown": {
+                    "none": "wamp.error.canceled",
+                    "skip": "wamp.error.canceled",
+                    "kill": "wamp.error.canceled",
+                    "killnowait": "wamp.error.canceled",
+                },
+                "callee": {
+                    "none": canceled,
+                    "skip": canceled,
+                    "kill": canceled,
+                    "killnowait": canceled,
+                },
+                "after": [2, 4],
+            }),
+            "wampy {serializer}"
+        );
+        // Retained events: wampy 8.0.2 drops `retain` from PUBLISH (see the script), so an
+        // AutobahnJS session publishes the retained event; wampy's publication "with retain"
+        // does not replace it; a new wampy subscription with get_retained gets it at once
+        // (details.retained), then the live one (no `retained` in its details).
+        assert_eq!(
+            wampy["retained"],
+            json!([["retained", true], ["live", null]]),
+            "wampy {serializer}"
+        );
+        // The meta API as for AutobahnJS (three sessions listed). wampy's CBOR encoder sends a
+        // session id above 2^32 as a float64: the router takes a float with no fraction as
+        // the id (`raw_get`), as it does an integer (a BigInt, `get`).
+        let raw_get = json!(true);
+        assert_eq!(
+            wampy["meta"],
+            json!({
+                "on_join": ["anonymous", "anonymous", protocol],
+                "sessions": [true, true, true, true],
+                "raw_get": raw_get,
+                "get": [true, "anonymous", "anonymous", protocol],
+                "subscription": [true, true, null, [true]],
+                "registration": [true, true, true, null],
+            }),
+            "wampy {serializer}"
+        );
+        // Shared registrations (wampy's refused REGISTER asks for `first`).
+        assert_eq!(
+            wampy["shared"],
+            json!({
+                "same_id": true,
+                "refused": "wamp.error.procedure_already_exists",
+                "calls": ["b", "c", "b", "c"],
+            }),
+            "wampy {serializer}"
+        );
+        // wampy's `timeout` call option: wamp.error.timeout; the callee still calls add.
+        assert_eq!(
+            wampy["timeout"],
+            json!(["wamp.error.timeout", true, 1, 4]),
             "wampy {serializer}"
         );
     }

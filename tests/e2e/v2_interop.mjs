@@ -1,4 +1,6 @@
-// WAMP v2 interop: AutobahnJS 26 and wampy 8 use the demo with json, msgpack and cbor.
+// WAMP v2 interop: AutobahnJS 26 and wampy 8 use the demo with json, msgpack and cbor: RPC,
+// pub/sub, disclosure, black/white listing, progressive results, patterns, call canceling,
+// retained events, the meta API, shared registrations and call timeouts.
 // usage: node v2_interop.mjs ws://HOST:PORT/ws
 // Prints one JSON object: {autobahnjs: {json: {...}, ...}, wampy: {json: {...}, ...}}.
 import WebSocket from 'ws';
@@ -8,11 +10,40 @@ import { JsonSerializer } from 'wampy/JsonSerializer.js';
 import { MsgpackSerializer } from 'wampy/MsgpackSerializer.js';
 import { CborSerializer } from 'wampy/CborSerializer.js';
 
-// Node 20 has no global WebSocket; AutobahnJS looks for one when it connects.
-if (!globalThis.WebSocket) globalThis.WebSocket = WebSocket;
+// AutobahnJS looks for a global WebSocket when it connects (Node 20 has none): ws's, which
+// also notes the close frames the client sends itself, so that a session AutobahnJS fails
+// (3002 "protocol violation: ...") says why.
+const clientCloses = [];
+class TracedWebSocket extends WebSocket {
+  close(code, reason) {
+    // Only the first: ws calls close() again itself to answer the router's close frame.
+    if (!this.traced) clientCloses.push([code ?? null, String(reason ?? '')]);
+    this.traced = true;
+    return super.close(code, reason);
+  }
+}
+globalThis.WebSocket = TracedWebSocket;
 
 const url = process.argv[2];
 const within = (ms, p) => Promise.race([p, new Promise((_, no) => setTimeout(() => no(new Error('timeout')), ms))]);
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+// Polls until `test()` is true (at most `ms`).
+async function until(ms, test) {
+  const end = Date.now() + ms;
+  while (!test()) {
+    if (Date.now() > end) throw new Error('timeout waiting for a condition');
+    await sleep(10);
+  }
+}
+// One feature's results, or {failed} with why: one feature failing does not hide the others.
+async function step(ms, f) {
+  try { return await within(ms, f()); } catch (e) { return { failed: String(e?.errorUri ?? e?.error ?? e?.message ?? e) }; }
+}
+// What a call ends with: its first result, or its error URI (AutobahnJS's `error`, wampy's
+// `errorUri`).
+const outcome = (p) => p.then((r) => r?.argsList?.[0] ?? r, (e) => e?.errorUri ?? e?.error ?? String(e));
+// Ids as strings: wampy's MessagePack decoder may give a 64-bit integer as a BigInt.
+const sameId = (a, b) => String(a) === String(b);
 
 function autobahnSession(serializer) {
   const serializers = {
@@ -21,16 +52,28 @@ function autobahnSession(serializer) {
     cbor: new autobahn.serializer.CBORSerializer(),
   };
   const connection = new autobahn.Connection({ url, realm: 'realm1', serializers: [serializers[serializer]], max_retries: 0 });
+  let onClosed;
+  const closed = new Promise((resolve) => { onClosed = resolve; });
   return new Promise((resolve, reject) => {
-    connection.onopen = (session) => resolve({ session, connection });
-    connection.onclose = (reason) => reject(new Error(`closed: ${reason}`));
+    connection.onopen = (session) => resolve({ session, connection, closed });
+    connection.onclose = (reason, details) => {
+      onClosed([reason, details?.reason ?? null]);
+      reject(new Error(`closed: ${reason}`));
+    };
     connection.open();
   });
 }
 
+// Leaves (GOODBYE) and waits until the connection is closed.
+async function closeAutobahn({ connection, closed }) {
+  try { connection.close(); } catch (e) { /* already closed */ }
+  await within(5000, closed);
+}
+
 async function withAutobahn(serializer) {
   const out = {};
-  const { session, connection } = await within(5000, autobahnSession(serializer));
+  const main = await within(5000, autobahnSession(serializer));
+  const { session } = main;
   out.session = session.id > 0;
   out.add = await session.call('com.example.add', [1, 2, 39]);
   out.echo = await session.call('com.example.echo', [{ k: [1, 'ü'] }]);
@@ -81,7 +124,191 @@ async function withAutobahn(serializer) {
   await session.register('com.example.js.rpc.', (args, kwargs, details) => details.procedure, { match: 'prefix' });
   pattern.push(await session.call('com.example.js.rpc.any'));
   out.pattern = pattern;
-  connection.close();
+  out.cancel = await step(15000, () => autobahnCancel(serializer, session));
+  out.retained = await step(5000, () => autobahnRetained(serializer, session));
+  out.meta = await step(5000, () => autobahnMeta(serializer, session));
+  out.shared = await step(5000, () => autobahnShared(serializer, session));
+  out.timeout = await step(5000, () => autobahnTimeout(serializer, session));
+  await closeAutobahn(main);
+  return out;
+}
+
+// AutobahnJS's call(), for a session that may have been closed (it throws then).
+function jsCall(session, ...args) {
+  try { return outcome(session.call(...args)); } catch (e) { return Promise.resolve(String(e)); }
+}
+
+// A call to the demo's countdown from 100 (2 s), and a promise of its first progressive result.
+function autobahnCountdown(session) {
+  let first;
+  const started = new Promise((resolve) => { first = resolve; });
+  const call = session.call('com.example.countdown', [100], {}, { receive_progress: true });
+  const ended = outcome(call.then((r) => r, (e) => { throw e; }, (n) => first(n)));
+  return { call, started, ended };
+}
+
+// Call canceling. AutobahnJS 26 cancels with the call promise's cancel({mode}) and sends the
+// mode it is given ({} without one). Unless the mode is `kill` it rejects the call itself
+// ("Cancelled") and forgets it, so the router's ERROR wamp.error.canceled (which the spec has
+// the router send at once in `skip` and `killnowait`) reaches a session that no longer knows
+// the request, and AutobahnJS fails that session (a close 3002 "protocol violation: CALL-ERROR
+// received for non-pending request ID ..."): only `kill` lets its caller see
+// wamp.error.canceled, and the other modes run on sessions of their own, whose failing shows
+// that the router sent the ERROR. AutobahnJS's callee announces no call_canceling and has no
+// INTERRUPT handler (it would fail its session on one), so it cannot show an INTERRUPT: the
+// router must treat every mode as `skip` for it, which its staying open shows.
+async function autobahnCancel(serializer, session) {
+  const out = {};
+  // The demo's own handler, cancelled once its first progressive result came.
+  const countdown = autobahnCountdown(session);
+  const first = await within(2000, countdown.started);
+  countdown.call.cancel({ mode: 'kill' });
+  out.countdown_kill = [first, await within(2000, countdown.ended)];
+  out.countdown_local = {};
+  for (const mode of ['', 'skip', 'killnowait']) {
+    const own = await within(5000, autobahnSession(serializer));
+    clientCloses.length = 0;
+    const c = autobahnCountdown(own.session);
+    await within(2000, c.started);
+    c.call.cancel(mode ? { mode } : undefined);
+    const local = await within(2000, c.ended);
+    const [closed] = await within(2000, own.closed);
+    const sent = clientCloses.map(([code, why]) => [code, why.replace(/\d+$/, 'N')]);
+    out.countdown_local[mode || 'none'] = [local, closed, sent];
+  }
+  // A callee of AutobahnJS's that answers 300 ms after it is invoked, cancelled in `kill`
+  // mode once invoked: the caller gets wamp.error.canceled at once and the late YIELD is
+  // dropped (AutobahnJS would fail the caller's session on a RESULT for a call it no longer
+  // has); the callee gets no INTERRUPT (it would fail its own).
+  const callee = await within(5000, autobahnSession(serializer));
+  let invoked;
+  let answered = false;
+  const procedure = `com.example.js.slow.${serializer}`;
+  await callee.session.register(procedure, async () => {
+    invoked();
+    await sleep(300);
+    answered = true;
+    return 'late';
+  });
+  const started = new Promise((resolve) => { invoked = resolve; });
+  const slow = session.call(procedure);
+  const ended = outcome(slow);
+  await within(2000, started);
+  slow.cancel({ mode: 'kill' });
+  const canceled = await within(2000, ended);
+  const early = !answered;
+  await until(2000, () => answered);
+  await sleep(100);
+  out.callee_kill = [
+    canceled,
+    early,
+    session.isOpen,
+    callee.session.isOpen,
+    await jsCall(session, 'com.example.add', [1, 1]),
+    await jsCall(callee.session, 'com.example.add', [2, 2]),
+  ];
+  await closeAutobahn(callee);
+  return out;
+}
+
+// Retained events: two retained publications (the second replaces the first), then a new
+// session subscribes with get_retained and gets the second at once (details.retained true),
+// then the live one; a subscription without get_retained gets only the live one.
+async function autobahnRetained(serializer, session) {
+  const topic = `com.example.js.retained.${serializer}`;
+  const own = { acknowledge: true, exclude_me: false };
+  await session.publish(topic, ['first'], {}, { ...own, retain: true });
+  await session.publish(topic, ['second'], {}, { ...own, retain: true });
+  const later = await within(5000, autobahnSession(serializer));
+  const got = [];
+  await later.session.subscribe(topic, (args, kwargs, details) => got.push([args[0], details.retained]), { get_retained: true });
+  const plain = [];
+  await session.subscribe(topic, (args, kwargs, details) => plain.push([args[0], details.retained]));
+  await until(2000, () => got.length >= 1);
+  await session.publish(topic, ['live'], {}, own);
+  await until(2000, () => got.length >= 2 && plain.length >= 1);
+  await sleep(50);
+  await closeAutobahn(later);
+  return { later: got, plain };
+}
+
+// The meta API: another session's join, the session list, count and details, and the
+// lookups of the other session's subscriptions and registrations.
+async function autobahnMeta(serializer, session) {
+  const out = {};
+  const joins = [];
+  await session.subscribe('wamp.session.on_join', (args) => joins.push(args[0]));
+  const other = await within(5000, autobahnSession(serializer));
+  const id = other.session.id;
+  await until(2000, () => joins.some((d) => sameId(d.session, id)));
+  const joined = joins.find((d) => sameId(d.session, id));
+  out.on_join = [joined.authrole, joined.authmethod, joined.transport?.protocol];
+  const list = await session.call('wamp.session.list');
+  const count = await session.call('wamp.session.count');
+  out.sessions = [
+    list.some((s) => sameId(s, session.id)),
+    list.some((s) => sameId(s, id)),
+    Number(count) === list.length,
+  ];
+  const got = await session.call('wamp.session.get', [id]);
+  out.get = [sameId(got.session, id), got.authrole, got.authmethod, got.transport?.protocol];
+  const topic = `com.example.js.meta.${serializer}`;
+  const prefix = `com.example.js.metap.${serializer}.`;
+  const sub = await other.session.subscribe(topic, () => {});
+  const psub = await other.session.subscribe(prefix, () => {}, { match: 'prefix' });
+  out.subscription = [
+    sameId(await session.call('wamp.subscription.lookup', [topic]), sub.id),
+    sameId(await session.call('wamp.subscription.lookup', [prefix, { match: 'prefix' }]), psub.id),
+    await session.call('wamp.subscription.lookup', [`com.example.js.metanone.${serializer}`]),
+    (await session.call('wamp.subscription.list_subscribers', [sub.id])).map((s) => sameId(s, id)),
+  ];
+  const procedure = `com.example.js.meta.rpc.${serializer}`;
+  const reg = await other.session.register(procedure, () => 0);
+  const preg = await other.session.register(`${prefix}rpc.`, () => 0, { match: 'prefix' });
+  out.registration = [
+    sameId(await session.call('wamp.registration.lookup', [procedure]), reg.id),
+    sameId(await session.call('wamp.registration.match', [procedure]), reg.id),
+    sameId(await session.call('wamp.registration.match', [`${prefix}rpc.x`]), preg.id),
+    await session.call('wamp.registration.lookup', [`com.example.js.metanone.${serializer}`]),
+  ];
+  await closeAutobahn(other);
+  return out;
+}
+
+// Shared registrations: two sessions register one procedure `roundrobin` (one registration
+// id), a third asking for `random` is refused, and calls alternate in registration order.
+async function autobahnShared(serializer, session) {
+  const procedure = `com.example.js.shared.${serializer}`;
+  const b = await within(5000, autobahnSession(serializer));
+  const c = await within(5000, autobahnSession(serializer));
+  const rb = await b.session.register(procedure, () => 'b', { invoke: 'roundrobin' });
+  const rc = await c.session.register(procedure, () => 'c', { invoke: 'roundrobin' });
+  const refused = await session.register(procedure, () => 'a', { invoke: 'random' })
+    .then(() => 'registered', (e) => e?.error ?? String(e));
+  const calls = [];
+  for (let i = 0; i < 4; i += 1) calls.push(await jsCall(session, procedure));
+  await closeAutobahn(b);
+  await closeAutobahn(c);
+  return { same_id: sameId(rb.id, rc.id), refused, calls };
+}
+
+// A call with a timeout (AutobahnJS passes CALL options as given) to a callee that never
+// answers: wamp.error.timeout after the timeout; the callee (no call_canceling) gets no
+// INTERRUPT and stays open.
+async function autobahnTimeout(serializer, session) {
+  const callee = await within(5000, autobahnSession(serializer));
+  let invoked = 0;
+  const procedure = `com.example.js.silent.${serializer}`;
+  await callee.session.register(procedure, () => {
+    invoked += 1;
+    return new Promise(() => {});
+  });
+  const t0 = Date.now();
+  const error = await jsCall(session, procedure, [], {}, { timeout: 200 });
+  const elapsed = Date.now() - t0;
+  await sleep(50);
+  const out = [error, elapsed >= 200 && elapsed < 2000, invoked, callee.session.isOpen];
+  await closeAutobahn(callee);
   return out;
 }
 
@@ -131,9 +358,165 @@ async function withWampy(serializer) {
   await new Promise((r) => setTimeout(r, 50));
   await b.publish('com.example.wampy.x', [2], { acknowledge: true });
   out.pattern = await within(5000, patternEvent);
+  out.cancel = await step(10000, () => wampyCancel(serializer, a, b));
+  out.retained = await step(5000, () => wampyRetained(serializer, a, b));
+  out.meta = await step(5000, () => wampyMeta(serializer, a, b));
+  out.shared = await step(5000, () => wampyShared(serializer, a, b));
+  out.timeout = await step(5000, () => wampyTimeout(serializer, a, b));
   await a.disconnect();
   await b.disconnect();
   return out;
+}
+
+// A wampy call and its request id (for cancel), and a promise of its first progressive result.
+function wampyCall(w, procedure, payload, options = {}) {
+  let first;
+  const started = new Promise((resolve) => { first = resolve; });
+  const ended = outcome(w.call(procedure, payload, { ...options, progress_callback: (r) => first(r.argsList?.[0]) }));
+  return { reqId: w.getOpStatus().reqId, started, ended };
+}
+
+// Call canceling: wampy's cancel(reqId, {mode}) sends the mode it is given ({} without one),
+// keeps the call until the router answers, and rejects it with the router's error. Its callee
+// announces no call_canceling and has no INTERRUPT handler (it fails its session on one), so
+// it cannot show an INTERRUPT: the router must treat every mode as `skip` for it, which its
+// staying open shows.
+async function wampyCancel(serializer, a, b) {
+  const out = { countdown: {}, callee: {} };
+  for (const mode of ['', 'skip', 'kill', 'killnowait']) {
+    // The demo's countdown from 100 (2 s), cancelled once its first progressive result came.
+    const call = wampyCall(a, 'com.example.countdown', [100]);
+    await within(2000, call.started);
+    a.cancel(call.reqId, mode ? { mode } : undefined);
+    out.countdown[mode || 'none'] = await within(2000, call.ended);
+  }
+  // A callee of wampy's that answers 300 ms after it is invoked, cancelled once invoked.
+  const procedure = `com.example.wampy.slow.${serializer}`;
+  let invoked;
+  let answered = 0;
+  await b.register(procedure, async () => {
+    invoked();
+    await sleep(300);
+    answered += 1;
+    return 'late';
+  });
+  for (const mode of ['', 'skip', 'kill', 'killnowait']) {
+    const started = new Promise((resolve) => { invoked = resolve; });
+    const ended = outcome(a.call(procedure));
+    const reqId = a.getOpStatus().reqId;
+    await within(2000, started);
+    const before = answered;
+    a.cancel(reqId, mode ? { mode } : undefined);
+    out.callee[mode || 'none'] = [await within(2000, ended), answered === before];
+  }
+  await until(2000, () => answered === 4);
+  await sleep(100);
+  out.after = [
+    await outcome(a.call('com.example.add', [1, 1])),
+    await outcome(b.call('com.example.add', [2, 2])),
+  ];
+  return out;
+}
+
+// Retained events. wampy 8.0.2 cannot publish one: publish() checks its `retain` option but
+// never puts it into PUBLISH.Options, so its "retained" publication is an ordinary one. An
+// AutobahnJS session (same serializer) publishes the retained event; wampy's publication with
+// `retain: true` must not replace it; a new wampy subscription with get_retained gets it at
+// once (details.retained true), then the live one.
+async function wampyRetained(serializer, a, b) {
+  const topic = `com.example.wampy.retained.${serializer}`;
+  const js = await within(5000, autobahnSession(serializer));
+  await js.session.publish(topic, ['retained'], {}, { acknowledge: true, retain: true });
+  await closeAutobahn(js);
+  await b.publish(topic, ['not retained'], { retain: true });
+  const got = [];
+  await a.subscribe(topic, (e) => got.push([e.argsList[0], e.details.retained ?? null]), { get_retained: true });
+  await until(2000, () => got.length >= 1);
+  await b.publish(topic, ['live']);
+  await until(2000, () => got.length >= 2);
+  return got;
+}
+
+// The meta API, as for AutobahnJS, with a third wampy session joining. Session ids are
+// random in [1, 2^53]: wampy's MessagePack decoder gives one above 2^32 as a BigInt, which
+// its encoder sends back as an integer, but its CBOR decoder gives a Number, which its CBOR
+// encoder (like its MessagePack one) sends as a float64, not an integer; the router takes a
+// float with no fraction as the id (`raw_get`), and the id passed as a BigInt in CBOR goes
+// as a CBOR integer (`get`).
+async function wampyMeta(serializer, a, b) {
+  const out = {};
+  const wire = (id) => (serializer === 'cbor' ? BigInt(id) : id);
+  const joins = [];
+  await a.subscribe('wamp.session.on_join', (e) => joins.push(e.argsList[0]));
+  const c = await wampySession(serializer);
+  const id = c.getSessionId();
+  await until(2000, () => joins.some((d) => sameId(d.session, id)));
+  const joined = joins.find((d) => sameId(d.session, id));
+  out.on_join = [joined.authrole, joined.authmethod, joined.transport?.protocol];
+  const one = async (procedure, args) => (await a.call(procedure, args)).argsList?.[0] ?? null;
+  const list = await one('wamp.session.list');
+  const count = await one('wamp.session.count');
+  out.sessions = [
+    list.some((s) => sameId(s, a.getSessionId())),
+    list.some((s) => sameId(s, b.getSessionId())),
+    list.some((s) => sameId(s, id)),
+    Number(count) === list.length,
+  ];
+  out.raw_get = await a.call('wamp.session.get', [id])
+    .then((r) => sameId(r.argsList[0].session, id), (e) => e?.errorUri ?? String(e));
+  const got = await one('wamp.session.get', [wire(id)]);
+  out.get = [sameId(got.session, id), got.authrole, got.authmethod, got.transport?.protocol];
+  const topic = `com.example.wampy.meta.${serializer}`;
+  // wampy's URI check refuses a pattern that ends with a dot.
+  const prefix = `com.example.wampy.metap.${serializer}`;
+  const sub = await c.subscribe(topic, () => {});
+  const psub = await c.subscribe(prefix, () => {}, { match: 'prefix' });
+  out.subscription = [
+    sameId(await one('wamp.subscription.lookup', [topic]), sub.subscriptionId),
+    sameId(await one('wamp.subscription.lookup', [prefix, { match: 'prefix' }]), psub.subscriptionId),
+    await one('wamp.subscription.lookup', [`com.example.wampy.metanone.${serializer}`]),
+    (await one('wamp.subscription.list_subscribers', [wire(sub.subscriptionId)])).map((s) => sameId(s, id)),
+  ];
+  const procedure = `com.example.wampy.meta.rpc.${serializer}`;
+  const reg = await c.register(procedure, () => 0);
+  const preg = await c.register(`${prefix}.rpc`, () => 0, { match: 'prefix' });
+  out.registration = [
+    sameId(await one('wamp.registration.lookup', [procedure]), reg.registrationId),
+    sameId(await one('wamp.registration.match', [procedure]), reg.registrationId),
+    sameId(await one('wamp.registration.match', [`${prefix}.rpc.x`]), preg.registrationId),
+    await one('wamp.registration.lookup', [`com.example.wampy.metanone.${serializer}`]),
+  ];
+  await c.disconnect();
+  return out;
+}
+
+// Shared registrations, as for AutobahnJS (wampy's third session asks for `first`).
+async function wampyShared(serializer, a, b) {
+  const procedure = `com.example.wampy.shared.${serializer}`;
+  const c = await wampySession(serializer);
+  const rb = await b.register(procedure, () => 'b', { invoke: 'roundrobin' });
+  const rc = await c.register(procedure, () => 'c', { invoke: 'roundrobin' });
+  const refused = await a.register(procedure, () => 'a', { invoke: 'first' })
+    .then(() => 'registered', (e) => e?.errorUri ?? String(e));
+  const calls = [];
+  for (let i = 0; i < 4; i += 1) calls.push(await outcome(a.call(procedure)));
+  await c.disconnect();
+  return { same_id: sameId(rb.registrationId, rc.registrationId), refused, calls };
+}
+
+// A call with wampy's timeout option to a callee that never answers.
+async function wampyTimeout(serializer, a, b) {
+  let invoked = 0;
+  const procedure = `com.example.wampy.silent.${serializer}`;
+  await b.register(procedure, () => {
+    invoked += 1;
+    return new Promise(() => {});
+  });
+  const t0 = Date.now();
+  const error = await outcome(a.call(procedure, null, { timeout: 200 }));
+  const elapsed = Date.now() - t0;
+  await sleep(50);
+  return [error, elapsed >= 200 && elapsed < 2000, invoked, await outcome(b.call('com.example.add', [2, 2]))];
 }
 
 const result = { autobahnjs: {}, wampy: {} };
