@@ -110,7 +110,7 @@ pub(crate) trait Carrier: fmt::Debug + Send + Sync + 'static {
     fn start(
         &self,
         node: u64,
-        outgoing: tokio::sync::mpsc::Receiver<Vec<u8>>,
+        outgoing: tokio::sync::mpsc::Receiver<(Option<u64>, Vec<u8>)>,
         incoming: Arc<dyn Fn(Vec<u8>) -> bool + Send + Sync>,
         metrics: Arc<crate::metrics::Metrics>,
     );
@@ -191,7 +191,7 @@ mod redis_backplane {
         fn start(
             &self,
             node: u64,
-            outgoing: tokio::sync::mpsc::Receiver<Vec<u8>>,
+            outgoing: tokio::sync::mpsc::Receiver<(Option<u64>, Vec<u8>)>,
             incoming: Arc<dyn Fn(Vec<u8>) -> bool + Send + Sync>,
             metrics: Arc<Metrics>,
         ) {
@@ -213,7 +213,7 @@ mod redis_backplane {
         url: String,
         channel: String,
         node: u64,
-        mut outgoing: tokio::sync::mpsc::Receiver<Vec<u8>>,
+        mut outgoing: tokio::sync::mpsc::Receiver<(Option<u64>, Vec<u8>)>,
         incoming: Arc<dyn Fn(Vec<u8>) -> bool + Send + Sync>,
         metrics: Arc<Metrics>,
     ) {
@@ -240,8 +240,10 @@ mod redis_backplane {
             }
             // What waits while disconnected is lost, and counted: a node must not hold
             // publications without bound, nor deliver them late and out of order.
-            while let Ok(_lost) = outgoing.try_recv() {
-                seq += 1;
+            while let Ok((to, _lost)) = outgoing.try_recv() {
+                if to.is_none() {
+                    seq += 1;
+                }
                 Metrics::add(&metrics.backplane_lost, 1);
             }
             let elapsed = started.elapsed();
@@ -260,16 +262,21 @@ mod redis_backplane {
         url: &str,
         channel: &str,
         (node, seq): (u64, &mut u64),
-        outgoing: &mut tokio::sync::mpsc::Receiver<Vec<u8>>,
+        outgoing: &mut tokio::sync::mpsc::Receiver<(Option<u64>, Vec<u8>)>,
         incoming: &Arc<dyn Fn(Vec<u8>) -> bool + Send + Sync>,
         metrics: &Arc<Metrics>,
         connected_before: &mut bool,
     ) -> redis::RedisResult<()> {
+        // Messages to one node go on its own channel.
+        let direct = |to: u64| format!("{channel}:node:{to}");
         let client = redis::Client::open(url)?;
         let connect = async {
             let publisher = client.get_multiplexed_async_connection().await?;
             let mut subscriber = client.get_async_pubsub().await?;
             subscriber.subscribe(channel).await?;
+            subscriber
+                .subscribe(format!("{channel}:node:{node}"))
+                .await?;
             Ok::<_, redis::RedisError>((publisher, subscriber))
         };
         let (mut publisher, mut subscriber) = tokio::time::timeout(DEADLINE, connect)
@@ -292,12 +299,23 @@ mod redis_backplane {
                     }
                     // One pipeline on one connection: one round trip, order kept.
                     let mut pipe = redis::pipe();
-                    for envelope in &batch {
-                        *seq += 1;
-                        pipe.cmd("PUBLISH")
-                            .arg(channel)
-                            .arg(super::frame(node, *seq, envelope))
-                            .ignore();
+                    for (to, message) in &batch {
+                        match to {
+                            None => {
+                                *seq += 1;
+                                pipe.cmd("PUBLISH")
+                                    .arg(channel)
+                                    .arg(super::frame(node, *seq, message))
+                                    .ignore();
+                            }
+                            // Not numbered: a receiver counts gaps among what all get.
+                            Some(to) => {
+                                pipe.cmd("PUBLISH")
+                                    .arg(direct(*to))
+                                    .arg(super::frame(node, 0, message))
+                                    .ignore();
+                            }
+                        }
                     }
                     let sent = tokio::time::timeout(DEADLINE, pipe.query_async::<()>(&mut publisher))
                         .await

@@ -60,11 +60,32 @@ pub(crate) struct ProgressSink(Arc<Mutex<Option<SinkTo>>>);
 
 #[derive(Debug)]
 struct SinkTo {
-    outbox: Outbox,
-    serializer: Serializer,
-    request: u64,
+    target: Target,
     /// When the last progressive result was queued (a call's timeout runs from it).
     last: Option<tokio::time::Instant>,
+}
+
+/// Where a progressive result goes.
+enum Target {
+    /// A caller on this node: a RESULT with `progress` for its request.
+    Local {
+        outbox: Outbox,
+        serializer: Serializer,
+        request: u64,
+    },
+    /// A caller on another node: through the backplane.
+    Remote(Arc<dyn Fn(Payload) -> Sent + Send + Sync>),
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Local { request, .. } => {
+                f.debug_struct("Local").field("request", request).finish()
+            }
+            Self::Remote(_) => f.write_str("Remote"),
+        }
+    }
 }
 
 /// What became of a progressive result.
@@ -80,9 +101,19 @@ pub(crate) enum Sent {
 impl ProgressSink {
     pub(crate) fn new(outbox: Outbox, serializer: Serializer, request: u64) -> Self {
         Self(Arc::new(Mutex::new(Some(SinkTo {
-            outbox,
-            serializer,
-            request,
+            target: Target::Local {
+                outbox,
+                serializer,
+                request,
+            },
+            last: None,
+        }))))
+    }
+
+    /// Progressive results for a caller on another node, handed to `send`.
+    pub(crate) fn remote(send: Arc<dyn Fn(Payload) -> Sent + Send + Sync>) -> Self {
+        Self(Arc::new(Mutex::new(Some(SinkTo {
+            target: Target::Remote(send),
             last: None,
         }))))
     }
@@ -97,25 +128,35 @@ impl ProgressSink {
         let Some(to) = &mut *to else {
             return Sent::Ended;
         };
-        let mut details = Dict::new();
-        details.insert("progress".into(), Value::Bool(true));
-        let frame = Frame::v2(
-            to.serializer,
-            &Message::Result {
-                request: to.request,
-                details,
-                args: payload.args,
-                kwargs: payload.kwargs,
-            },
-        );
-        match to.outbox.push_unless_busy(frame) {
-            Ok(()) => {
-                to.last = Some(tokio::time::Instant::now());
-                Sent::Queued
+        let sent = match &to.target {
+            Target::Local {
+                outbox,
+                serializer,
+                request,
+            } => {
+                let mut details = Dict::new();
+                details.insert("progress".into(), Value::Bool(true));
+                let frame = Frame::v2(
+                    *serializer,
+                    &Message::Result {
+                        request: *request,
+                        details,
+                        args: payload.args,
+                        kwargs: payload.kwargs,
+                    },
+                );
+                match outbox.push_unless_busy(frame) {
+                    Ok(()) => Sent::Queued,
+                    Err(SendError::QueueFull) => Sent::Refused,
+                    Err(_) => Sent::Ended,
+                }
             }
-            Err(SendError::QueueFull) => Sent::Refused,
-            Err(_) => Sent::Ended,
+            Target::Remote(send) => send(payload),
+        };
+        if sent == Sent::Queued {
+            to.last = Some(tokio::time::Instant::now());
         }
+        sent
     }
 
     /// When the last progressive result was queued.
@@ -523,6 +564,14 @@ impl Registrations {
     }
 
     /// Every registration: id, policy, URI.
+    pub(crate) fn summary(&self) -> Vec<(MatchPolicy, Arc<str>, InvokePolicy)> {
+        self.procedures
+            .iter()
+            .map(|(policy, uri, reg)| (policy, uri.clone(), reg.invoke))
+            .collect()
+    }
+
+    /// Every registration: (id, policy, URI).
     pub(crate) fn list(&self) -> Vec<(u64, MatchPolicy, Arc<str>)> {
         self.procedures
             .iter()

@@ -78,7 +78,8 @@ enum BackplaneState {
     None,
     Configured(crate::backplane::Backplane),
     Started {
-        queue: tokio::sync::mpsc::Sender<Vec<u8>>,
+        queue: tokio::sync::mpsc::Sender<(Option<u64>, Vec<u8>)>,
+        cluster: Arc<crate::cluster::Cluster>,
     },
 }
 
@@ -356,54 +357,95 @@ impl Hub {
         }
         let node = random_id();
         let (queue, outgoing) = tokio::sync::mpsc::channel(crate::backplane::QUEUE);
+        let cluster = Arc::new(crate::cluster::Cluster::new(
+            queue.clone(),
+            self.metrics.clone(),
+        ));
         let hub = Arc::downgrade(self);
         let peers = Mutex::new(crate::backplane::Peers::default());
+        let to_cluster = cluster.clone();
         let incoming = Arc::new(move |frame: Vec<u8>| {
             let Some(hub) = hub.upgrade() else {
                 return false;
             };
-            let Some((from, seq, envelope)) = crate::backplane::unframe(&frame) else {
+            let Some((from, seq, bytes)) = crate::backplane::unframe(&frame) else {
                 Metrics::add(&hub.metrics.backplane_lost, 1);
                 return true;
             };
             if from == node {
                 return true;
             }
-            let missed = peers
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .missed(from, seq);
-            if missed > 0 {
-                Metrics::add(&hub.metrics.backplane_lost, missed);
-                tracing::warn!(
-                    missed,
-                    "publications of another node missed (the backplane was down?)"
-                );
+            // Messages to every node are numbered; those to one node are not (0).
+            if seq != 0 {
+                let missed = peers
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .missed(from, seq);
+                if missed > 0 {
+                    Metrics::add(&hub.metrics.backplane_lost, missed);
+                    tracing::warn!(
+                        missed,
+                        "messages of another node missed (the backplane was down?)"
+                    );
+                }
             }
-            hub.deliver_remote(envelope);
+            if bytes.len() > crate::backplane::MAX_ENVELOPE {
+                Metrics::add(&hub.metrics.backplane_lost, 1);
+                tracing::warn!(bytes = bytes.len(), "oversized backplane message dropped");
+                return true;
+            }
+            match serde_json::from_slice::<crate::cluster::Wire>(bytes) {
+                Ok(crate::cluster::Wire::Event(envelope)) => hub.deliver_remote(*envelope),
+                Ok(wire) => to_cluster.receive(&hub, from, wire),
+                Err(e) => {
+                    Metrics::add(&hub.metrics.backplane_lost, 1);
+                    tracing::warn!(error = %e, "undecodable backplane message dropped");
+                }
+            }
             true
         });
         backplane
             .0
             .start(node, outgoing, incoming, self.metrics.clone());
-        *state = BackplaneState::Started { queue };
+        // The heartbeat: this node's registrations, and the loss of silent nodes.
+        let (hub, beat) = (Arc::downgrade(self), cluster.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(crate::cluster::HEARTBEAT);
+            loop {
+                tick.tick().await;
+                let Some(hub) = hub.upgrade() else {
+                    return;
+                };
+                beat.announce(&hub);
+                beat.sweep();
+            }
+        });
+        *state = BackplaneState::Started { queue, cluster };
+    }
+
+    /// This node's side of the cluster, once its backplane started.
+    pub(crate) fn cluster(&self) -> Option<Arc<crate::cluster::Cluster>> {
+        match &*self
+            .backplane
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+        {
+            BackplaneState::Started { cluster, .. } => Some(cluster.clone()),
+            _ => None,
+        }
+    }
+
+    /// Tells the other nodes this node's registrations changed.
+    fn registrations_changed(&self) {
+        if self.beyond_sessions.load(Ordering::Relaxed)
+            && let Some(cluster) = self.cluster()
+        {
+            cluster.announce(self);
+        }
     }
 
     /// A publication from another node: delivered here, not forwarded again.
-    fn deliver_remote(self: &Arc<Self>, bytes: &[u8]) {
-        if bytes.len() > crate::backplane::MAX_ENVELOPE {
-            Metrics::add(&self.metrics.backplane_lost, 1);
-            tracing::warn!(bytes = bytes.len(), "oversized backplane message dropped");
-            return;
-        }
-        let envelope: crate::backplane::Envelope = match serde_json::from_slice(bytes) {
-            Ok(e) => e,
-            Err(e) => {
-                Metrics::add(&self.metrics.backplane_lost, 1);
-                tracing::warn!(error = %e, "undecodable backplane message dropped");
-                return;
-            }
-        };
+    fn deliver_remote(self: &Arc<Self>, envelope: crate::backplane::Envelope) {
         Metrics::add(&self.metrics.backplane_received, 1);
         let payload = Payload {
             args: envelope.args.clone(),
@@ -444,7 +486,7 @@ impl Hub {
         eligible: Option<&[SessionId]>,
     ) {
         let started = |state: &BackplaneState| match state {
-            BackplaneState::Started { queue } => Some(queue.clone()),
+            BackplaneState::Started { queue, .. } => Some(queue.clone()),
             _ => None,
         };
         let queue = {
@@ -488,10 +530,10 @@ impl Hub {
             to_patterns: out.to_patterns,
             retain: out.retain,
         };
-        let Ok(bytes) = serde_json::to_vec(&envelope) else {
+        let Ok(bytes) = serde_json::to_vec(&crate::cluster::Wire::Event(Box::new(envelope))) else {
             return;
         };
-        if queue.try_send(bytes).is_err() {
+        if queue.try_send((None, bytes)).is_err() {
             Metrics::add(&self.metrics.backplane_lost, 1);
             tracing::warn!(topic = %crate::clip::Clip(out.topic), "backplane queue full: publication not carried to other nodes");
         }
@@ -916,9 +958,19 @@ impl Hub {
         if callee.outbox.is_closed() {
             return Err(crate::dealer::RegisterError::Closing);
         }
+        if let Some(cluster) = self.cluster()
+            && cluster.conflicts(key.0, key.1, invoke)
+        {
+            // Another node has it, for itself or with another policy.
+            return Err(crate::dealer::RegisterError::Exists);
+        }
         let created = registrations.lookup(key.0, key.1).is_none();
         let id = registrations.register(key, invoke, callee, budget)?;
         let _ = callee.outbox.push_reply(ack(id));
+        drop(registrations);
+        if created {
+            self.registrations_changed();
+        }
         Ok((id, created))
     }
 
@@ -936,7 +988,12 @@ impl Hub {
             return None;
         }
         let _ = outbox.push_reply(ack);
-        Some(!registrations.exists(id))
+        let deleted = !registrations.exists(id);
+        drop(registrations);
+        if deleted {
+            self.registrations_changed();
+        }
+        Some(deleted)
     }
 
     /// Queues an INVOCATION while `registration` is still the callee's: its request id and
@@ -966,7 +1023,11 @@ impl Hub {
     }
 
     pub(crate) fn remove_registrations(&self, session: &SessionId) -> Vec<crate::dealer::Detached> {
-        write(&self.registrations).remove_session(session)
+        let removed = write(&self.registrations).remove_session(session);
+        if removed.iter().any(|r| r.deleted) {
+            self.registrations_changed();
+        }
+        removed
     }
 
     /// The registrations, read (for the meta API).

@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod backplane;
 mod clip;
+mod cluster;
 pub mod core;
 mod dealer;
 pub mod extract;

@@ -171,16 +171,6 @@ pub(crate) fn iso8601(unix_ms: u64) -> String {
     )
 }
 
-fn invoke_name(invoke: InvokePolicy) -> &'static str {
-    match invoke {
-        InvokePolicy::RoundRobin => "roundrobin",
-        InvokePolicy::Random => "random",
-        InvokePolicy::First => "first",
-        InvokePolicy::Last => "last",
-        _ => "single",
-    }
-}
-
 /// A session as `wamp.session.get` and `on_join` tell it.
 fn session_details(id: u64, outbox: &Outbox) -> Value {
     let who = outbox.identity();
@@ -616,7 +606,7 @@ impl Inner<()> {
                         "created": iso8601(info.created),
                         "uri": &*info.uri,
                         "match": info.policy.as_str(),
-                        "invoke": invoke_name(info.invoke),
+                        "invoke": info.invoke.as_str(),
                     })),
                     Meta::RegistrationListCallees => {
                         let mut ids: Vec<u64> =
@@ -706,7 +696,7 @@ impl Inner<()> {
                 "match": policy.as_str(),
             });
             if let Some(invoke) = invoke {
-                info["invoke"] = invoke_name(invoke).into();
+                info["invoke"] = InvokePolicy::as_str(invoke).into();
             }
             self.meta_event(kind.topic("on_create"), vec![n.into(), info]);
         }

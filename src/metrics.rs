@@ -28,6 +28,7 @@ pub(crate) struct Metrics {
     pub(crate) backplane_received: AtomicU64,
     pub(crate) backplane_lost: AtomicU64,
     pub(crate) backplane_reconnects: AtomicU64,
+    pub(crate) backplane_nodes_lost: AtomicU64,
     errors: Mutex<HashMap<String, u64>>,
 }
 
@@ -68,6 +69,7 @@ impl Metrics {
             backplane_received: self.backplane_received.load(Relaxed),
             backplane_lost: self.backplane_lost.load(Relaxed),
             backplane_reconnects: self.backplane_reconnects.load(Relaxed),
+            backplane_nodes_lost: self.backplane_nodes_lost.load(Relaxed),
             errors_by_uri: self
                 .errors
                 .lock()
@@ -116,6 +118,9 @@ pub struct MetricsSnapshot {
     pub backplane_lost: u64,
     /// Times the backplane connection was made anew after a failure.
     pub backplane_reconnects: u64,
+    /// Other nodes lost (no heartbeat in time, or their goodbye): the calls pending there
+    /// failed at once.
+    pub backplane_nodes_lost: u64,
     /// CALLERRORs sent, by error URI: at most 256 URIs (of at most 256 bytes), the rest
     /// under `"(other)"`.
     pub errors_by_uri: BTreeMap<String, u64>,

@@ -1030,6 +1030,8 @@ enum Target<'a> {
     User(&'a ErasedRpc<()>),
     /// A procedure a WAMP v2 client registered.
     Remote(crate::dealer::Routed),
+    /// A procedure a client of another node registered (with a backplane).
+    Node(Arc<crate::cluster::Cluster>, u64),
     /// A meta procedure the router answers.
     Meta(crate::meta::Meta),
     AuthReq,
@@ -1121,10 +1123,19 @@ impl Inner<()> {
                         {
                             Target::Remote(routed)
                         }
-                        _ => {
-                            tracing::debug!("unknown procedure");
-                            return self.after_error(info, RpcError::not_found());
-                        }
+                        // Another node's, if a backplane is configured and one has it.
+                        _ => match self.wamp.hub.cluster().and_then(|c| {
+                            let node = c.route(&call.procedure)?;
+                            Some((c, node))
+                        }) {
+                            Some((cluster, node)) if !is_auth_procedure(&call.procedure) => {
+                                Target::Node(cluster, node)
+                            }
+                            _ => {
+                                tracing::debug!("unknown procedure");
+                                return self.after_error(info, RpcError::not_found());
+                            }
+                        },
                     },
                 }
             }
@@ -1215,6 +1226,38 @@ impl Inner<()> {
                     )
                     .await
                     .map(Outcome::Arguments)
+                }),
+                Target::Node(cluster, node) => Box::pin(async move {
+                    let control = crate::dealer::CallControl {
+                        progress: call.control.progress.take(),
+                        cancel,
+                        chunks: call.control.chunks.take(),
+                    };
+                    let payload = Payload {
+                        args: match call.args {
+                            Value::Array(args) => args,
+                            other => vec![other],
+                        },
+                        kwargs: match call.kwargs {
+                            Value::Object(kwargs) => kwargs,
+                            _ => serde_json::Map::new(),
+                        },
+                    };
+                    // Who calls goes along; the callee's node tells whom its rules say.
+                    let always = self.disclose_callers
+                        || call.disclose_me
+                        || self
+                            .role_discloses(&call.session, Action::Call, &call.procedure)
+                            .await;
+                    let caller = crate::dealer::Disclosure {
+                        details: Some(disclosed(&call.session, "caller")),
+                        always,
+                    };
+                    let procedure = called.as_deref().unwrap_or(&call.procedure);
+                    cluster
+                        .call(node, procedure, payload, caller, control)
+                        .await
+                        .map(Outcome::Arguments)
                 }),
                 Target::Meta(crate::meta::Meta::AddTestament) => {
                     Box::pin(async move { self.add_testament(&call).await.map(Outcome::Arguments) })
@@ -1769,4 +1812,9 @@ fn disclosed(session: &Session, role: &str) -> crate::core::codec::v2::Dict {
         details.insert(format!("{role}_authrole"), authrole.into());
     }
     details
+}
+
+/// WAMP-CRA's procedures, which no other node answers.
+fn is_auth_procedure(procedure: &str) -> bool {
+    procedure == AUTH || procedure == AUTHREQ
 }

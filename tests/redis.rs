@@ -315,3 +315,310 @@ async fn a_redis_restart_is_survived_and_what_it_missed_is_counted() {
         wamp_a.metrics().backplane_lost
     );
 }
+
+/// A v2 callee on `addr` that announced canceling and progressive results, with
+/// `procedure` registered under `options`.
+async fn callee_on(addr: SocketAddr, procedure: &str, options: Value) -> Result<V2, String> {
+    let roles = json!({"roles": {"caller": {}, "callee": {"features": {
+        "call_canceling": true, "progressive_call_results": true}}}});
+    let mut c = V2::join_with(addr, Serializer::MsgPack, "realm1", roles)
+        .await
+        .unwrap();
+    let request = c.request();
+    c.send(&Message::Register {
+        request,
+        options: dict(options),
+        procedure: procedure.into(),
+    })
+    .await;
+    match c.recv().await {
+        Message::Registered { .. } => Ok(c),
+        Message::Error { error, .. } => Err(error),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Sends CALL `procedure` with `options`; its request id.
+async fn start_call(c: &mut V2, procedure: &str, arg: Value, options: Value) -> u64 {
+    let request = c.request();
+    c.send(&Message::Call {
+        request,
+        options: dict(options),
+        procedure: procedure.into(),
+        args: vec![arg],
+        kwargs: Default::default(),
+    })
+    .await;
+    request
+}
+
+/// The next INVOCATION's request id, details and first argument.
+async fn invocation(c: &mut V2) -> (u64, tower_wamp::core::codec::v2::Dict, Value) {
+    match c.recv().await {
+        Message::Invocation {
+            request,
+            details,
+            args,
+            ..
+        } => (
+            request,
+            details,
+            args.into_iter().next().unwrap_or(Value::Null),
+        ),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Calls until the procedure is known on the caller's node (registrations cross nodes
+/// as they are made): the first INVOCATION.
+async fn until_routed(caller: &mut V2, callee: &mut V2, procedure: &str) -> (u64, u64) {
+    for _ in 0..100 {
+        let request = start_call(caller, procedure, json!("probe"), json!({})).await;
+        match tokio::time::timeout(Duration::from_millis(100), callee.recv()).await {
+            Ok(Message::Invocation { request: inv, .. }) => return (request, inv),
+            Ok(other) => panic!("{other:?}"),
+            Err(_) => match caller.recv().await {
+                Message::Error { error, .. } if error == "wamp.error.no_such_procedure" => {}
+                other => panic!("{other:?}"),
+            },
+        }
+    }
+    panic!("the registration never reached the other node");
+}
+
+async fn yield_(c: &mut V2, request: u64, arg: Value, options: Value) {
+    c.send(&Message::Yield {
+        request,
+        options: dict(options),
+        args: vec![arg],
+        kwargs: Default::default(),
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_procedure_registered_on_one_node_is_called_from_another() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let (a, b) = two_nodes(&redis, "rpc").await;
+    let mut callee = callee_on(a, "com.example.remote", json!({})).await.unwrap();
+    let mut caller = V2::join(b, Serializer::Json).await;
+    let (request, inv) = until_routed(&mut caller, &mut callee, "com.example.remote").await;
+    yield_(&mut callee, inv, json!("pong"), json!({})).await;
+    match caller.recv().await {
+        Message::Result {
+            request: r, args, ..
+        } => assert_eq!((r, args), (request, vec![json!("pong")])),
+        other => panic!("{other:?}"),
+    }
+
+    // Unique across nodes: a single registration on b is refused, as is another policy.
+    for options in [json!({}), json!({"invoke": "roundrobin"})] {
+        assert_eq!(
+            callee_on(b, "com.example.remote", options)
+                .await
+                .err()
+                .as_deref(),
+            Some("wamp.error.procedure_already_exists")
+        );
+    }
+
+    // Arguments, kwargs and the caller's identity reach the callee; an ERROR comes back whole.
+    let request = start_call(
+        &mut caller,
+        "com.example.remote",
+        json!({"k": [1, "ü"]}),
+        json!({"disclose_me": true}),
+    )
+    .await;
+    let (inv, details, arg) = invocation(&mut callee).await;
+    assert_eq!(arg, json!({"k": [1, "ü"]}));
+    assert_eq!(details["caller"], json!(caller.session));
+    callee
+        .send(&Message::Error {
+            request_type: 68,
+            request: inv,
+            details: Default::default(),
+            error: "com.example.error.nope".into(),
+            args: vec![json!("no")],
+            kwargs: dict(json!({"why": 42})),
+        })
+        .await;
+    match caller.recv().await {
+        Message::Error {
+            request: r,
+            error,
+            args,
+            kwargs,
+            ..
+        } => {
+            assert_eq!((r, error.as_str()), (request, "com.example.error.nope"));
+            assert_eq!(
+                (args, kwargs),
+                (vec![json!("no")], dict(json!({"why": 42})))
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // Progressive results, in order, before the final one.
+    let request = start_call(
+        &mut caller,
+        "com.example.remote",
+        json!(3),
+        json!({"receive_progress": true}),
+    )
+    .await;
+    let (inv, details, _) = invocation(&mut callee).await;
+    assert_eq!(details["receive_progress"], true);
+    for i in [1, 2] {
+        yield_(&mut callee, inv, json!(i), json!({"progress": true})).await;
+    }
+    yield_(&mut callee, inv, json!("done"), json!({})).await;
+    for (i, progress) in [(json!(1), true), (json!(2), true), (json!("done"), false)] {
+        match caller.recv().await {
+            Message::Result {
+                request: r,
+                details,
+                args,
+                ..
+            } => {
+                assert_eq!((r, args), (request, vec![i]));
+                assert_eq!(details.get("progress") == Some(&json!(true)), progress);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    // CANCEL (killnowait): the caller is answered at once, the callee interrupted.
+    let request = start_call(&mut caller, "com.example.remote", json!(0), json!({})).await;
+    let (inv, _, _) = invocation(&mut callee).await;
+    caller
+        .send(&Message::Cancel {
+            request,
+            options: dict(json!({"mode": "killnowait"})),
+        })
+        .await;
+    match caller.recv().await {
+        Message::Error {
+            request: r, error, ..
+        } => assert_eq!((r, error.as_str()), (request, "wamp.error.canceled")),
+        other => panic!("{other:?}"),
+    }
+    match callee.recv().await {
+        Message::Interrupt { request, .. } => assert_eq!(request, inv),
+        other => panic!("{other:?}"),
+    }
+
+    // The caller's node owns the timeout: it answers, and the callee is interrupted.
+    let request = start_call(
+        &mut caller,
+        "com.example.remote",
+        json!(0),
+        json!({"timeout": 200}),
+    )
+    .await;
+    let (inv, _, _) = invocation(&mut callee).await;
+    match caller.recv().await {
+        Message::Error {
+            request: r, error, ..
+        } => assert_eq!((r, error.as_str()), (request, "wamp.error.timeout")),
+        other => panic!("{other:?}"),
+    }
+    match callee.recv().await {
+        Message::Interrupt { request, .. } => assert_eq!(request, inv),
+        other => panic!("{other:?}"),
+    }
+    // Its late answer goes nowhere: the next call is answered by its own result.
+    yield_(&mut callee, inv, json!("late"), json!({})).await;
+    let request = start_call(&mut caller, "com.example.remote", json!(0), json!({})).await;
+    let (inv, _, _) = invocation(&mut callee).await;
+    yield_(&mut callee, inv, json!("fresh"), json!({})).await;
+    match caller.recv().await {
+        Message::Result {
+            request: r, args, ..
+        } => assert_eq!((r, args), (request, vec![json!("fresh")])),
+        other => panic!("{other:?}"),
+    }
+
+    // The callee leaves: its registration is gone on the other node too.
+    drop(callee);
+    let mut gone = false;
+    for _ in 0..100 {
+        let request = start_call(&mut caller, "com.example.remote", json!(0), json!({})).await;
+        match caller.recv().await {
+            Message::Error {
+                request: r, error, ..
+            } if r == request && error == "wamp.error.no_such_procedure" => {
+                gone = true;
+                break;
+            }
+            Message::Error { error, .. } if error == "wamp.error.canceled" => {}
+            other => panic!("{other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(gone, "the registration stayed known after its callee left");
+}
+
+#[test]
+fn a_lost_node_fails_the_calls_pending_there() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let Some(redis) = rt.block_on(RedisServer::start()) else {
+        return;
+    };
+    let url = redis.url();
+    // The callee's node runs in a runtime of its own, shut down mid-call: its tasks, its
+    // heartbeat and its Redis connections end at once, as in a crash.
+    let doomed = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let a = doomed.block_on(serve_router(node(&url, "lost")));
+    let (mut caller, callee, request) = rt.block_on(async {
+        let b = serve_router(node(&url, "lost")).await;
+        // The callee's client runs on the test's runtime: only its node dies.
+        let mut callee = callee_on(a, "com.example.doomed", json!({})).await.unwrap();
+        let mut caller = V2::join(b, Serializer::Json).await;
+        let (request, _) = until_routed(&mut caller, &mut callee, "com.example.doomed").await;
+        (caller, callee, request)
+    });
+    let lost_at = std::time::Instant::now();
+    doomed.shutdown_background();
+    rt.block_on(async move {
+        // Within the heartbeat's bound (5 s silent, checked every second), not never.
+        let answer = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                if let Some(Ok(frame)) = futures_util::StreamExt::next(&mut caller.ws).await {
+                    let bytes = frame.into_data();
+                    if bytes.is_empty() {
+                        continue;
+                    }
+                    return tower_wamp::core::codec::v2::decode(Serializer::Json, &bytes).unwrap();
+                }
+            }
+        })
+        .await
+        .expect("the call to the lost node was answered");
+        match answer {
+            Message::Error {
+                request: r, error, ..
+            } => {
+                assert_eq!((r, error.as_str()), (request, "wamp.error.canceled"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            lost_at.elapsed() >= Duration::from_secs(4),
+            "not before the node was silent"
+        );
+        drop(callee);
+        drop(redis);
+    });
+}

@@ -223,6 +223,18 @@ pub enum InvokePolicy {
 }
 
 impl InvokePolicy {
+    /// The spec's name.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Single => "single",
+            Self::RoundRobin => "roundrobin",
+            Self::Random => "random",
+            Self::First => "first",
+            Self::Last => "last",
+        }
+    }
+
     /// The policy named by `Options.invoke` (absent: single); `None` for an unknown name.
     #[must_use]
     pub fn parse(name: Option<&str>) -> Option<Self> {

@@ -1,0 +1,611 @@
+//! Calls across nodes, with a backplane: a v2 client's procedure registered on one node is
+//! callable from every other.
+//!
+//! Every node tells the others its registrations (on each change, and with every heartbeat,
+//! once a second). A call on a node with no local registration for the procedure goes to a
+//! node that has one: the caller's node sends the invocation on that node's own channel,
+//! the callee's node invokes its callee as for a local caller and sends back progressive
+//! results, the result or the error; CANCELs follow the same way. The caller's node owns
+//! the call: its timeout, its cancel modes, and its end when the other node is lost (no
+//! heartbeat for [`DEAD_AFTER`], or its goodbye): every call pending there then fails with
+//! `wamp.error.canceled` at once.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex, PoisonError, RwLock,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::{
+    RpcError,
+    backplane::Envelope,
+    core::{
+        codec::v2::Dict,
+        matching::{MatchIndex, MatchPolicy},
+        session::v2::{CancelMode, InvokePolicy},
+    },
+    dealer::{CallControl, Disclosure, ProgressSink, Sent},
+    hub::Hub,
+    metrics::Metrics,
+    wire::Payload,
+};
+
+/// How often a node tells the others it is alive (and what it has registered).
+pub(crate) const HEARTBEAT: Duration = Duration::from_secs(1);
+/// A node not heard from for this long is lost.
+pub(crate) const DEAD_AFTER: Duration = Duration::from_secs(5);
+
+/// What nodes send each other, after the frame header (node id, sequence number).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+pub(crate) enum Wire {
+    /// A publication, to every node.
+    Event(Box<Envelope>),
+    /// The sender's registrations, all of them (to every node).
+    Registrations { regs: Vec<Reg> },
+    /// The sender stops (to every node).
+    Leaving,
+    /// A call for a callee on the receiving node.
+    Invoke {
+        call: u64,
+        procedure: String,
+        args: Vec<Value>,
+        kwargs: Dict,
+        /// Who calls (`caller`, `caller_authid`, `caller_authrole`), and whether every
+        /// callee is told (else only one that asked).
+        caller: Option<Dict>,
+        disclose: bool,
+        receive_progress: bool,
+    },
+    /// A progressive result of a call (to the caller's node).
+    Progress {
+        call: u64,
+        args: Vec<Value>,
+        kwargs: Dict,
+    },
+    /// The result of a call.
+    Result {
+        call: u64,
+        args: Vec<Value>,
+        kwargs: Dict,
+    },
+    /// The error that ends a call.
+    Error {
+        call: u64,
+        error: String,
+        description: String,
+        args: Vec<Value>,
+        kwargs: Dict,
+        details: Option<Value>,
+    },
+    /// The caller canceled (or timed out, or left): to the callee's node.
+    Cancel { call: u64, mode: String },
+}
+
+/// One registration as nodes tell each other.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Reg {
+    pub(crate) uri: String,
+    #[serde(rename = "match")]
+    pub(crate) policy: String,
+    pub(crate) invoke: String,
+}
+
+/// Another node, as this one knows it.
+#[derive(Debug)]
+struct Peer {
+    seen: Instant,
+    regs: Vec<Reg>,
+}
+
+/// A call of ours pending on another node.
+#[derive(Debug)]
+struct OutCall {
+    node: u64,
+    answer: oneshot::Sender<Result<Payload, RpcError>>,
+    progress: Option<ProgressSink>,
+}
+
+/// Where a call's CANCELs go.
+type CancelSender = watch::Sender<Option<CancelMode>>;
+
+/// This node's side of the cluster.
+#[derive(Debug)]
+pub(crate) struct Cluster {
+    queue: mpsc::Sender<(Option<u64>, Vec<u8>)>,
+    metrics: Arc<Metrics>,
+    peers: Mutex<HashMap<u64, Peer>>,
+    /// The other nodes' registrations: (policy, uri) → the nodes, with their invoke policy.
+    index: RwLock<MatchIndex<Vec<(u64, InvokePolicy)>>>,
+    calls: Mutex<HashMap<u64, OutCall>>,
+    next_call: AtomicU64,
+    /// Calls of other nodes running here: (node, call) → their CANCEL.
+    served: Mutex<HashMap<(u64, u64), CancelSender>>,
+    rotation: AtomicUsize,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// How many calls of ours may be pending on other nodes at once.
+const MAX_CALLS: usize = 65_536;
+
+fn network_failure(why: &str) -> RpcError {
+    RpcError::new("wamp.error.network_failure", why)
+}
+
+impl Cluster {
+    pub(crate) fn new(queue: mpsc::Sender<(Option<u64>, Vec<u8>)>, metrics: Arc<Metrics>) -> Self {
+        Self {
+            queue,
+            metrics,
+            peers: Mutex::default(),
+            index: RwLock::default(),
+            calls: Mutex::default(),
+            next_call: AtomicU64::new(0),
+            served: Mutex::default(),
+            rotation: AtomicUsize::new(0),
+        }
+    }
+
+    /// Sends `wire` to one node or (`None`) to all; `false` if the backplane's queue is full.
+    pub(crate) fn send(&self, to: Option<u64>, wire: &Wire) -> bool {
+        let Ok(bytes) = serde_json::to_vec(wire) else {
+            return false;
+        };
+        let sent = self.queue.try_send((to, bytes)).is_ok();
+        if !sent {
+            Metrics::add(&self.metrics.backplane_lost, 1);
+        }
+        sent
+    }
+
+    /// Tells the other nodes this node's registrations.
+    pub(crate) fn announce(&self, hub: &Hub) {
+        let regs = hub
+            .registrations()
+            .summary()
+            .into_iter()
+            .map(|(policy, uri, invoke)| Reg {
+                uri: uri.to_string(),
+                policy: policy.as_str().to_owned(),
+                invoke: invoke.as_str().to_owned(),
+            })
+            .collect();
+        self.send(None, &Wire::Registrations { regs });
+    }
+
+    /// Whether another node has a registration that a REGISTER of `(policy, uri)` with
+    /// `invoke` conflicts with (a `single` one, or another policy).
+    pub(crate) fn conflicts(&self, policy: MatchPolicy, uri: &str, invoke: InvokePolicy) -> bool {
+        let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
+        index.get(policy, uri).is_some_and(|nodes| {
+            nodes.iter().any(|(_, theirs)| {
+                invoke == InvokePolicy::Single
+                    || *theirs == InvokePolicy::Single
+                    || *theirs != invoke
+            })
+        })
+    }
+
+    /// The node a call of `procedure` goes to (by the best matching registration of the
+    /// other nodes, and among several nodes by its shared policy), if any.
+    pub(crate) fn route(&self, procedure: &str) -> Option<u64> {
+        let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
+        let (_, _, nodes) = index.best_match(procedure)?;
+        let policy = nodes.first()?.1;
+        let at = match policy {
+            InvokePolicy::First | InvokePolicy::Single => 0,
+            InvokePolicy::Last => nodes.len() - 1,
+            InvokePolicy::Random => (crate::core::random_id() as usize) % nodes.len(),
+            _ => self.rotation.fetch_add(1, Ordering::Relaxed) % nodes.len(),
+        };
+        Some(nodes[at].0)
+    }
+
+    fn rebuild(&self, peers: &HashMap<u64, Peer>) {
+        let mut index: MatchIndex<Vec<(u64, InvokePolicy)>> = MatchIndex::default();
+        // In the order nodes were first heard of would need more state: by node id, which
+        // is the same order on every node.
+        let mut nodes: Vec<(&u64, &Peer)> = peers.iter().collect();
+        nodes.sort_unstable_by_key(|(id, _)| **id);
+        for (node, peer) in nodes {
+            for reg in &peer.regs {
+                let (Some(policy), Some(invoke)) = (
+                    MatchPolicy::parse(Some(&reg.policy)),
+                    InvokePolicy::parse(Some(&reg.invoke)),
+                ) else {
+                    continue;
+                };
+                match index.get_mut(policy, &reg.uri) {
+                    Some(list) => list.push((*node, invoke)),
+                    None => {
+                        index.insert(policy, reg.uri.as_str().into(), vec![(*node, invoke)]);
+                    }
+                }
+            }
+        }
+        *self.index.write().unwrap_or_else(PoisonError::into_inner) = index;
+    }
+
+    /// Takes what another node sent.
+    pub(crate) fn receive(self: &Arc<Self>, hub: &Arc<Hub>, from: u64, wire: Wire) {
+        if let Some(peer) = lock(&self.peers).get_mut(&from) {
+            peer.seen = Instant::now();
+        }
+        match wire {
+            Wire::Event(_) => {}
+            Wire::Registrations { regs } => {
+                let mut peers = lock(&self.peers);
+                let changed = peers.get(&from).is_none_or(|p| p.regs != regs);
+                peers.insert(
+                    from,
+                    Peer {
+                        seen: Instant::now(),
+                        regs,
+                    },
+                );
+                if changed {
+                    self.rebuild(&peers);
+                }
+            }
+            Wire::Leaving => self.lost(from),
+            Wire::Invoke {
+                call,
+                procedure,
+                args,
+                kwargs,
+                caller,
+                disclose,
+                receive_progress,
+            } => {
+                let me = self.clone();
+                let hub = hub.clone();
+                tokio::spawn(async move {
+                    let payload = Payload { args, kwargs };
+                    let disclosure = Disclosure {
+                        details: caller,
+                        always: disclose,
+                    };
+                    me.serve(
+                        &hub,
+                        from,
+                        call,
+                        &procedure,
+                        payload,
+                        disclosure,
+                        receive_progress,
+                    )
+                    .await;
+                });
+            }
+            Wire::Progress { call, args, kwargs } => {
+                let sink = lock(&self.calls)
+                    .get(&call)
+                    .filter(|c| c.node == from)
+                    .and_then(|c| c.progress.clone());
+                if let Some(sink) = sink
+                    && sink.send(Payload { args, kwargs }) == Sent::Refused
+                {
+                    // The caller does not keep up: its call ends, as for a local callee.
+                    self.end(
+                        call,
+                        Err(RpcError::new(
+                            crate::dealer::CANCELED,
+                            "the caller's queue is full",
+                        )),
+                    );
+                    self.send(
+                        Some(from),
+                        &Wire::Cancel {
+                            call,
+                            mode: "killnowait".into(),
+                        },
+                    );
+                }
+            }
+            Wire::Result { call, args, kwargs } => {
+                self.answer(from, call, Ok(Payload { args, kwargs }));
+            }
+            Wire::Error {
+                call,
+                error,
+                description,
+                args,
+                kwargs,
+                details,
+            } => {
+                let mut e = RpcError::new(error, description)
+                    .with_args(args)
+                    .with_kwargs(kwargs);
+                if let Some(d) = details {
+                    e = e.with_details(d);
+                }
+                self.answer(from, call, Err(e));
+            }
+            Wire::Cancel { call, mode } => {
+                let mode = match mode.as_str() {
+                    "skip" => CancelMode::Skip,
+                    "kill" => CancelMode::Kill,
+                    _ => CancelMode::KillNoWait,
+                };
+                if let Some(tx) = lock(&self.served).get(&(from, call)) {
+                    tx.send_replace(Some(mode));
+                }
+            }
+        }
+    }
+
+    fn answer(&self, from: u64, call: u64, answer: Result<Payload, RpcError>) {
+        let mut calls = lock(&self.calls);
+        if calls.get(&call).is_some_and(|c| c.node == from) {
+            let c = calls.remove(&call).expect("just seen");
+            drop(calls);
+            let _ = c.answer.send(answer);
+        }
+    }
+
+    fn end(&self, call: u64, answer: Result<Payload, RpcError>) {
+        if let Some(c) = lock(&self.calls).remove(&call) {
+            let _ = c.answer.send(answer);
+        }
+    }
+
+    /// A node is lost: its registrations are forgotten, the calls pending there fail at
+    /// once, and the calls it made here are canceled.
+    pub(crate) fn lost(&self, node: u64) {
+        {
+            let mut peers = lock(&self.peers);
+            if peers.remove(&node).is_none() {
+                return;
+            }
+            self.rebuild(&peers);
+        }
+        tracing::warn!(node, "another node is lost");
+        Metrics::add(&self.metrics.backplane_nodes_lost, 1);
+        let failed: Vec<OutCall> = {
+            let mut calls = lock(&self.calls);
+            let ids: Vec<u64> = calls
+                .iter()
+                .filter(|(_, c)| c.node == node)
+                .map(|(id, _)| *id)
+                .collect();
+            ids.into_iter().filter_map(|id| calls.remove(&id)).collect()
+        };
+        for c in failed {
+            let _ = c.answer.send(Err(RpcError::new(
+                crate::dealer::CANCELED,
+                "the node of the callee was lost",
+            )));
+        }
+        for (key, tx) in lock(&self.served).iter() {
+            if key.0 == node {
+                tx.send_replace(Some(CancelMode::KillNoWait));
+            }
+        }
+    }
+
+    /// Forgets the nodes not heard from for [`DEAD_AFTER`].
+    pub(crate) fn sweep(&self) {
+        let dead: Vec<u64> = lock(&self.peers)
+            .iter()
+            .filter(|(_, p)| p.seen.elapsed() > DEAD_AFTER)
+            .map(|(id, _)| *id)
+            .collect();
+        for node in dead {
+            self.lost(node);
+        }
+    }
+
+    /// Calls `procedure` on `node`, as its caller's node: its timeout (the caller's future
+    /// is dropped), its CANCELs, and the loss of `node` end it here.
+    pub(crate) async fn call(
+        &self,
+        node: u64,
+        procedure: &str,
+        payload: Payload,
+        caller: Disclosure,
+        control: CallControl,
+    ) -> Result<Payload, RpcError> {
+        if control.chunks.is_some() {
+            return Err(crate::dealer::streams_unsupported());
+        }
+        let call = self.next_call.fetch_add(1, Ordering::Relaxed) + 1;
+        let (tx, mut answer) = oneshot::channel();
+        {
+            let mut calls = lock(&self.calls);
+            if calls.len() >= MAX_CALLS {
+                return Err(RpcError::new(
+                    crate::core::error_uri::TOO_MANY_CALLS,
+                    "too many calls pending on other nodes",
+                ));
+            }
+            calls.insert(
+                call,
+                OutCall {
+                    node,
+                    answer: tx,
+                    progress: control.progress.clone(),
+                },
+            );
+        }
+        // Unanswered when dropped (a timeout, the caller gone, a CANCEL): forgotten here,
+        // and the callee's node told to interrupt.
+        let mut pending = PendingCall {
+            cluster: self,
+            node,
+            call,
+            mode: Some(CancelMode::KillNoWait),
+        };
+        let sent = self.send(
+            Some(node),
+            &Wire::Invoke {
+                call,
+                procedure: procedure.to_owned(),
+                args: payload.args,
+                kwargs: payload.kwargs,
+                caller: caller.details,
+                disclose: caller.always,
+                receive_progress: control.progress.is_some(),
+            },
+        );
+        if !sent {
+            pending.mode = None;
+            return Err(network_failure("the backplane is not keeping up"));
+        }
+        let mut cancel = control.cancel;
+        let mut killed = false;
+        let answered = loop {
+            if let Some(c) = cancel.as_mut() {
+                match *c.borrow_and_update() {
+                    // Once; its answer, whatever it is, goes to the caller.
+                    Some(CancelMode::Kill) if !killed => {
+                        killed = true;
+                        self.send(
+                            Some(node),
+                            &Wire::Cancel {
+                                call,
+                                mode: "kill".into(),
+                            },
+                        );
+                    }
+                    None | Some(CancelMode::Kill) => {}
+                    Some(mode) => {
+                        // skip: the other node is not told (its answer is dropped here).
+                        pending.mode = (mode == CancelMode::KillNoWait).then_some(mode);
+                        return Err(RpcError::new(
+                            crate::dealer::CANCELED,
+                            "the call was canceled",
+                        ));
+                    }
+                }
+            }
+            tokio::select! {
+                biased;
+                a = &mut answer => break a,
+                changed = async {
+                    match cancel.as_mut() {
+                        Some(c) => c.changed().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    if changed.is_err() {
+                        cancel = None;
+                    }
+                }
+            }
+        };
+        pending.mode = None;
+        answered.unwrap_or_else(|_| Err(RpcError::new(crate::dealer::CANCELED, "the call ended")))
+    }
+
+    /// Runs another node's call here, and sends its answer back.
+    #[allow(clippy::too_many_arguments)]
+    async fn serve(
+        self: &Arc<Self>,
+        hub: &Arc<Hub>,
+        from: u64,
+        call: u64,
+        procedure: &str,
+        payload: Payload,
+        caller: Disclosure,
+        receive_progress: bool,
+    ) {
+        let Some(routed) = hub.route(procedure) else {
+            let e = RpcError::new("wamp.error.no_such_procedure", "no such procedure");
+            self.send(Some(from), &error_wire(call, &e));
+            return;
+        };
+        let (cancel_tx, cancel) = watch::channel(None);
+        lock(&self.served).insert((from, call), cancel_tx);
+        let progress = receive_progress.then(|| {
+            let me = Arc::downgrade(self);
+            ProgressSink::remote(Arc::new(move |p: Payload| match me.upgrade() {
+                Some(me)
+                    if me.send(
+                        Some(from),
+                        &Wire::Progress {
+                            call,
+                            args: p.args,
+                            kwargs: p.kwargs,
+                        },
+                    ) =>
+                {
+                    Sent::Queued
+                }
+                _ => Sent::Refused,
+            }))
+        });
+        let control = CallControl {
+            progress: progress.clone(),
+            cancel: Some(cancel),
+            chunks: None,
+        };
+        let answer = crate::dealer::invoke(
+            hub,
+            procedure,
+            routed,
+            payload.args,
+            payload.kwargs,
+            caller,
+            control,
+        )
+        .await;
+        if let Some(p) = progress {
+            p.close();
+        }
+        lock(&self.served).remove(&(from, call));
+        let wire = match answer {
+            Ok(p) => Wire::Result {
+                call,
+                args: p.args,
+                kwargs: p.kwargs,
+            },
+            Err(e) => error_wire(call, &e),
+        };
+        self.send(Some(from), &wire);
+    }
+}
+
+fn error_wire(call: u64, e: &RpcError) -> Wire {
+    Wire::Error {
+        call,
+        error: e.uri().to_owned(),
+        description: e.description().to_owned(),
+        args: e.args().to_vec(),
+        kwargs: e.kwargs().clone(),
+        details: e.details().cloned(),
+    }
+}
+
+/// A call of ours on another node until it is answered: dropped unanswered, it is
+/// forgotten and (with `mode`) the other node told to cancel it.
+struct PendingCall<'a> {
+    cluster: &'a Cluster,
+    node: u64,
+    call: u64,
+    mode: Option<CancelMode>,
+}
+
+impl Drop for PendingCall<'_> {
+    fn drop(&mut self) {
+        let pending = lock(&self.cluster.calls).remove(&self.call).is_some();
+        if pending && let Some(mode) = self.mode {
+            self.cluster.send(
+                Some(self.node),
+                &Wire::Cancel {
+                    call: self.call,
+                    mode: mode.as_str().into(),
+                },
+            );
+        }
+    }
+}
