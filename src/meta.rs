@@ -516,8 +516,9 @@ impl Inner<()> {
                 let mut killed: Vec<u64> = Vec::with_capacity(targets.len());
                 for (n, outbox) in targets {
                     if meta == Meta::SessionKillAll {
-                        // The spec: no testaments for sessions killed all at once.
-                        drop(outbox.take_testaments());
+                        // The spec: no meta events or testaments for sessions killed all
+                        // at once.
+                        outbox.quiet();
                     }
                     outbox.close_with_goodbye(1000, message, reason);
                     killed.push(n);

@@ -1450,7 +1450,11 @@ impl Inner<()> {
                 guarded("on_unsubscribe", || hook(session, &r.uri));
             }
         }
-        for r in &removed {
+        // Sessions ended by `kill_all` leave without meta events (the spec).
+        let quiet = session
+            .outbox()
+            .is_some_and(crate::session::Outbox::is_quiet);
+        for r in removed.iter().filter(|_| !quiet) {
             self.meta_detached(
                 crate::meta::Kind::Subscription,
                 session.id(),
@@ -1459,7 +1463,7 @@ impl Inner<()> {
                 r.deleted,
             );
         }
-        for r in registrations {
+        for r in registrations.iter().filter(|_| !quiet) {
             self.meta_detached(
                 crate::meta::Kind::Registration,
                 session.id(),
@@ -1471,7 +1475,7 @@ impl Inner<()> {
         drop(order);
         // Gone from the lists before its leave is told.
         self.wamp.hub.remove_session(session.id());
-        if let Some(outbox) = session.outbox() {
+        if let Some(outbox) = session.outbox().filter(|_| !quiet) {
             self.meta_left(session.id(), outbox);
         }
     }

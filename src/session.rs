@@ -115,6 +115,8 @@ struct Shared {
     auth: Arc<Mutex<AuthSlot>>,
     /// Its testaments (`wamp.session.add_testament`), made when the first is added.
     testaments: Mutex<Option<Box<Testaments<crate::meta::Testament>>>>,
+    /// Ended by `wamp.session.kill_all`: it leaves without meta events or testaments.
+    quiet: std::sync::atomic::AtomicBool,
 }
 
 /// What the socket task does next.
@@ -145,7 +147,21 @@ impl Outbox {
             proto,
             auth: Arc::default(),
             testaments: Mutex::default(),
+            quiet: std::sync::atomic::AtomicBool::new(false),
         }))
+    }
+
+    /// Ends the session without meta events or testaments (`wamp.session.kill_all`).
+    pub(crate) fn quiet(&self) {
+        self.0
+            .quiet
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        drop(self.take_testaments());
+    }
+
+    /// Whether it leaves without meta events.
+    pub(crate) fn is_quiet(&self) -> bool {
+        self.0.quiet.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Runs `f` on the session's testaments (made empty, within the default budget, when
