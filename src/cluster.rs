@@ -49,7 +49,9 @@ pub(crate) enum Wire {
     /// A publication, to every node.
     Event(Box<Envelope>),
     /// The sender's registrations, all of them (to every node).
-    Registrations { regs: Vec<Reg> },
+    Registrations {
+        regs: Vec<Reg>,
+    },
     /// The sender stops (to every node).
     Leaving,
     /// A call for a callee on the receiving node.
@@ -86,8 +88,34 @@ pub(crate) enum Wire {
         details: Option<Value>,
     },
     /// The caller canceled (or timed out, or left): to the callee's node.
-    Cancel { call: u64, mode: String },
+    Cancel {
+        call: u64,
+        mode: String,
+    },
+    /// A question about the receiving node's sessions (the meta API), answered with
+    /// [`Wire::Answer`].
+    Query {
+        id: u64,
+        query: Query,
+    },
+    Answer {
+        id: u64,
+        value: Value,
+    },
 }
+
+/// What the meta API asks the other nodes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "q", rename_all = "snake_case")]
+pub(crate) enum Query {
+    /// The ids of its sessions (of these authroles, if given).
+    Sessions { roles: Option<Vec<String>> },
+    /// One session's details, or null.
+    Session { id: u64 },
+}
+
+/// How long the meta API waits for the other nodes' answers.
+const GATHER: Duration = Duration::from_secs(1);
 
 /// One registration as nodes tell each other.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -129,6 +157,8 @@ pub(crate) struct Cluster {
     /// Calls of other nodes running here: (node, call) → their CANCEL.
     served: Mutex<HashMap<(u64, u64), CancelSender>>,
     rotation: AtomicUsize,
+    /// Questions of ours awaiting the other nodes' answers.
+    queries: Mutex<HashMap<u64, mpsc::UnboundedSender<(u64, Value)>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -153,6 +183,7 @@ impl Cluster {
             next_call: AtomicU64::new(0),
             served: Mutex::default(),
             rotation: AtomicUsize::new(0),
+            queries: Mutex::default(),
         }
     }
 
@@ -331,6 +362,22 @@ impl Cluster {
                 }
                 self.answer(from, call, Err(e));
             }
+            Wire::Query { id, query } => {
+                let value = match query {
+                    Query::Sessions { roles } => {
+                        serde_json::json!(crate::meta::local_session_ids(hub, roles.as_deref()))
+                    }
+                    Query::Session { id } => {
+                        crate::meta::local_session(hub, id).unwrap_or(Value::Null)
+                    }
+                };
+                self.send(Some(from), &Wire::Answer { id, value });
+            }
+            Wire::Answer { id, value } => {
+                if let Some(tx) = lock(&self.queries).get(&id) {
+                    let _ = tx.send((from, value));
+                }
+            }
             Wire::Cancel { call, mode } => {
                 let mode = match mode.as_str() {
                     "skip" => CancelMode::Skip,
@@ -391,6 +438,41 @@ impl Cluster {
                 tx.send_replace(Some(CancelMode::KillNoWait));
             }
         }
+    }
+
+    /// Asks every live node; their answers within [`GATHER`] (a node that does not answer
+    /// in time is left out, and logged).
+    pub(crate) async fn gather(&self, query: Query) -> Vec<Value> {
+        let mut waiting: std::collections::HashSet<u64> =
+            lock(&self.peers).keys().copied().collect();
+        if waiting.is_empty() {
+            return Vec::new();
+        }
+        let id = self.next_call.fetch_add(1, Ordering::Relaxed) + 1;
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        lock(&self.queries).insert(id, tx);
+        let mut answers = Vec::with_capacity(waiting.len());
+        if self.send(None, &Wire::Query { id, query }) {
+            let deadline = tokio::time::Instant::now() + GATHER;
+            while !waiting.is_empty() {
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some((node, value))) => {
+                        if waiting.remove(&node) {
+                            answers.push(value);
+                        }
+                    }
+                    _ => break,
+                }
+            }
+        }
+        lock(&self.queries).remove(&id);
+        if !waiting.is_empty() {
+            tracing::warn!(
+                nodes = waiting.len(),
+                "other nodes did not answer the meta API in time"
+            );
+        }
+        answers
     }
 
     /// Forgets the nodes not heard from for [`DEAD_AFTER`].

@@ -196,6 +196,29 @@ fn session_details(id: u64, outbox: &Outbox) -> Value {
     Value::Object(d)
 }
 
+/// This node's open v2 sessions (of one of `roles`, if given), by numeric id, in order.
+pub(crate) fn local_session_ids(hub: &crate::hub::Hub, roles: Option<&[String]>) -> Vec<u64> {
+    let mut ids: Vec<u64> = hub
+        .session_outboxes()
+        .into_iter()
+        .filter(|(_, outbox)| !outbox.is_closed())
+        .filter_map(|(id, outbox)| id.as_u64().map(|n| (n, outbox)))
+        .filter(|(_, o)| {
+            roles.is_none_or(|roles| o.identity().authrole.is_some_and(|r| roles.contains(&r)))
+        })
+        .map(|(n, _)| n)
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
+/// One of this node's open v2 sessions, as `wamp.session.get` tells it.
+pub(crate) fn local_session(hub: &crate::hub::Hub, id: u64) -> Option<Value> {
+    hub.outbox(&SessionId::numeric(id))
+        .filter(|o| !o.is_closed())
+        .map(|outbox| session_details(id, &outbox))
+}
+
 /// A publication a session leaves for when it ends without GOODBYE.
 #[derive(Debug)]
 pub(crate) struct Testament {
@@ -367,6 +390,53 @@ impl Inner<()> {
         Ok(Payload::from_event(Value::Array(events)))
     }
 
+    /// `wamp.session.count`, `list` and `get`: this node's sessions and, with a backplane,
+    /// those the other live nodes tell within a second.
+    pub(crate) async fn meta_sessions(&self, meta: Meta, call: &Call) -> Result<Payload, RpcError> {
+        let args = call.args();
+        let hub = &self.wamp().hub;
+        let cluster = hub.cluster();
+        if meta == Meta::SessionGet {
+            let id = id_arg(args, 0)?;
+            let mut found = local_session(hub, id);
+            if found.is_none()
+                && let Some(cluster) = cluster
+            {
+                found = cluster
+                    .gather(crate::cluster::Query::Session { id })
+                    .await
+                    .into_iter()
+                    .find(Value::is_object);
+            }
+            return found
+                .map(Payload::from_event)
+                .ok_or_else(|| no_such("session"));
+        }
+        let roles = authroles_arg(args)?;
+        let mut ids = local_session_ids(hub, roles.as_deref());
+        if let Some(cluster) = cluster {
+            for answer in cluster
+                .gather(crate::cluster::Query::Sessions { roles })
+                .await
+            {
+                ids.extend(
+                    answer
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_u64),
+                );
+            }
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        Ok(Payload::from_event(if meta == Meta::SessionCount {
+            ids.len().into()
+        } else {
+            json!(ids)
+        }))
+    }
+
     /// Publishes what a session left, as it would have published them, in order.
     pub(crate) async fn publish_testaments(&self, session: &Session, testaments: Vec<Testament>) {
         for t in testaments {
@@ -437,31 +507,8 @@ impl Inner<()> {
                     .map_or(0, |o| o.with_testaments(|t| t.flush(scope)));
                 one(flushed.into())
             }
-            Meta::SessionCount | Meta::SessionList => {
-                let roles = authroles_arg(args)?;
-                let mut ids: Vec<u64> = sessions()
-                    .into_iter()
-                    .filter(|(_, _, o)| {
-                        roles.as_ref().is_none_or(|roles| {
-                            o.identity().authrole.is_some_and(|r| roles.contains(&r))
-                        })
-                    })
-                    .map(|(n, _, _)| n)
-                    .collect();
-                ids.sort_unstable();
-                if meta == Meta::SessionCount {
-                    one(ids.len().into())
-                } else {
-                    one(json!(ids))
-                }
-            }
-            Meta::SessionGet => {
-                let id = id_arg(args, 0)?;
-                let outbox = hub
-                    .outbox(&SessionId::numeric(id))
-                    .filter(|o| !o.is_closed())
-                    .ok_or_else(|| no_such("session"))?;
-                one(session_details(id, &outbox))
+            Meta::SessionCount | Meta::SessionList | Meta::SessionGet => {
+                Err(invalid("answered asynchronously"))
             }
             Meta::SessionKill
             | Meta::SessionKillByAuthid

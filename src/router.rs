@@ -1259,6 +1259,15 @@ impl Inner<()> {
                         .await
                         .map(Outcome::Arguments)
                 }),
+                Target::Meta(
+                    meta @ (crate::meta::Meta::SessionCount
+                    | crate::meta::Meta::SessionList
+                    | crate::meta::Meta::SessionGet),
+                ) => Box::pin(async move {
+                    self.meta_sessions(meta, &call)
+                        .await
+                        .map(Outcome::Arguments)
+                }),
                 Target::Meta(crate::meta::Meta::AddTestament) => {
                     Box::pin(async move { self.add_testament(&call).await.map(Outcome::Arguments) })
                 }

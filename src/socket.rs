@@ -267,7 +267,8 @@ async fn session(
             }
         }
     };
-    if !hub.add_session(id.clone(), outbox.clone()) {
+    // (A v2 session is listed by its handshake, before WELCOME.)
+    if proto == Proto::V1 && !hub.add_session(id.clone(), outbox.clone()) {
         // Shutdown began while this session was being set up.
         Box::pin(going_away(&mut sink, proto, true)).await;
         return;

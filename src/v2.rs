@@ -399,8 +399,27 @@ async fn handshake(
                     authprovider,
                 );
                 let id = session.id().as_u64().unwrap_or(1);
+                // Listed before it is welcomed: a client told WELCOME is in the session
+                // lists (the meta API, kills, `Wamp::sessions`).
+                let listed = session
+                    .outbox()
+                    .is_some_and(|outbox| hub.add_session(session.id().clone(), outbox.clone()));
+                if !listed {
+                    // Shutdown began while it was being set up.
+                    refuse_with(
+                        sink,
+                        config,
+                        state,
+                        crate::core::session::v2::uri::SYSTEM_SHUTDOWN,
+                        "server shutting down",
+                        1001,
+                    )
+                    .await;
+                    return Opened::Refused;
+                }
                 let welcome = state.welcome(id, details);
                 if !send(sink, config, serializer, &welcome).await {
+                    hub.remove_session(session.id());
                     return Opened::Refused;
                 }
                 return Opened::Welcome {

@@ -622,3 +622,70 @@ fn a_lost_node_fails_the_calls_pending_there() {
         drop(redis);
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_session_meta_api_answers_for_every_node() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let with_meta = || node(&redis.url(), "meta").meta_api(true);
+    let (a, b) = (
+        serve_router(with_meta()).await,
+        serve_router(with_meta()).await,
+    );
+    let on_a = [
+        V2::join(a, Serializer::Json).await,
+        V2::join(a, Serializer::Cbor).await,
+    ];
+    let mut asker = V2::join(b, Serializer::MsgPack).await;
+    let mut all: Vec<u64> = on_a
+        .iter()
+        .map(|c| c.session)
+        .chain([asker.session])
+        .collect();
+    all.sort_unstable();
+    // The nodes know each other once a heartbeat has crossed.
+    let mut listed = Value::Null;
+    for _ in 0..50 {
+        match asker.call("wamp.session.list", json!([]), json!({})).await {
+            Message::Result { args, .. } => listed = args[0].clone(),
+            other => panic!("{other:?}"),
+        }
+        if listed == json!(all) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(listed, json!(all), "sessions of both nodes");
+    match asker
+        .call("wamp.session.count", json!([["anonymous"]]), json!({}))
+        .await
+    {
+        Message::Result { args, .. } => assert_eq!(args, vec![json!(3)]),
+        other => panic!("{other:?}"),
+    }
+    match asker
+        .call("wamp.session.count", json!([["nobody"]]), json!({}))
+        .await
+    {
+        Message::Result { args, .. } => assert_eq!(args, vec![json!(0)]),
+        other => panic!("{other:?}"),
+    }
+    match asker
+        .call("wamp.session.get", json!([on_a[1].session]), json!({}))
+        .await
+    {
+        Message::Result { args, .. } => {
+            assert_eq!(args[0]["session"], json!(on_a[1].session));
+            assert_eq!(args[0]["transport"]["protocol"], "wamp.2.cbor");
+        }
+        other => panic!("{other:?}"),
+    }
+    match asker
+        .call("wamp.session.get", json!([12345]), json!({}))
+        .await
+    {
+        Message::Error { error, .. } => assert_eq!(error, "wamp.error.no_such_session"),
+        other => panic!("{other:?}"),
+    }
+}
