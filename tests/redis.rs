@@ -689,3 +689,106 @@ async fn the_session_meta_api_answers_for_every_node() {
         other => panic!("{other:?}"),
     }
 }
+
+/// The first argument of a call's RESULT (panics on an ERROR).
+async fn result_of(c: &mut V2, procedure: &str, args: Value) -> Value {
+    match c.call(procedure, args, json!({})).await {
+        Message::Result { args, .. } => args.into_iter().next().unwrap_or(Value::Null),
+        other => panic!("{procedure}: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_churning_across_nodes_leave_no_trace() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let routers = [
+        node(&redis.url(), "churn").meta_api(true),
+        node(&redis.url(), "churn").meta_api(true),
+    ];
+    let handles: Vec<_> = routers.iter().map(WampRouter::handle).collect();
+    let mut addrs = Vec::new();
+    for r in routers {
+        addrs.push(serve_router(r).await);
+    }
+    // 1,000 sessions in rounds of 100, half on each node: each subscribes (exact and
+    // prefix), registers a procedure of its own (told to the other node), and leaves, half
+    // with GOODBYE, half by dropping the connection.
+    for round in 0..10 {
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..100 {
+            let addr = addrs[i % 2];
+            tasks.spawn(async move {
+                let mut c = V2::join(addr, Serializer::Json).await;
+                assert!(matches!(
+                    c.subscribe(&format!("com.example.churn.{}", i % 7)).await,
+                    Message::Subscribed { .. }
+                ));
+                let request = c.request();
+                c.send(&Message::Subscribe {
+                    request,
+                    options: dict(json!({"match": "prefix"})),
+                    topic: "com.example.churn.".into(),
+                })
+                .await;
+                assert!(matches!(c.recv().await, Message::Subscribed { .. }));
+                let request = c.request();
+                c.send(&Message::Register {
+                    request,
+                    options: Default::default(),
+                    procedure: format!("com.example.churn.p{round}.{i}"),
+                })
+                .await;
+                assert!(matches!(c.recv().await, Message::Registered { .. }));
+                if i % 2 == 0 {
+                    c.send(&Message::Goodbye {
+                        details: Default::default(),
+                        reason: "wamp.close.close_realm".into(),
+                    })
+                    .await;
+                    assert!(matches!(c.recv().await, Message::Goodbye { .. }));
+                }
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.unwrap();
+        }
+    }
+    // Every node's tables empty, its view of the other node's registrations too, within
+    // a heartbeat or two.
+    let mut checkers = Vec::new();
+    for addr in &addrs {
+        checkers.push(V2::join(*addr, Serializer::Json).await);
+    }
+    let empty = json!({"exact": [], "prefix": [], "wildcard": []});
+    let mut clean = false;
+    for _ in 0..50 {
+        let mut all = true;
+        for (c, handle) in checkers.iter_mut().zip(&handles) {
+            all &= handle.sessions().len() == 1 && handle.topic_count() == 0;
+            all &= result_of(c, "wamp.subscription.list", json!([])).await == empty;
+            all &= result_of(c, "wamp.registration.list", json!([])).await == empty;
+            all &= result_of(c, "wamp.session.count", json!([])).await == json!(2);
+            match c.call("com.example.churn.p9.1", json!([]), json!({})).await {
+                Message::Error { error, .. } => all &= error == "wamp.error.no_such_procedure",
+                other => panic!("{other:?}"),
+            }
+        }
+        if all {
+            clean = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(clean, "tables left behind");
+    // Nothing is kept in Redis.
+    let out = tokio::process::Command::new("redis-cli")
+        .args(["-p", &redis.port.to_string(), "DBSIZE"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0");
+    let m = handles[0].metrics();
+    assert_eq!(m.sessions_open, 1);
+}
