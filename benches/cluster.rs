@@ -307,7 +307,7 @@ async fn fanout(
                             anomalies += 1;
                         }
                         expect = n + 1;
-                        if expect % 100 == 0 {
+                        if expect.is_multiple_of(100) {
                             let _ = tx.send((i, expect));
                         }
                     }

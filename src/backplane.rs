@@ -39,6 +39,9 @@ pub(crate) struct Envelope {
     pub(crate) eligible_authrole: Option<Vec<String>>,
     pub(crate) to_patterns: bool,
     pub(crate) retain: bool,
+    /// It may be kept in event history.
+    #[serde(default)]
+    pub(crate) history: bool,
 }
 
 impl Envelope {

@@ -763,6 +763,8 @@ pub(crate) async fn invoke(
                 // in another mode may still end the wait.
                 Some(CancelMode::Kill) if forget.interrupt => {
                     forget.interrupt_now(CancelMode::Kill);
+                    // An interrupted callee is sent no more of the call's chunks.
+                    chunks = None;
                 }
                 None | Some(CancelMode::Kill) => {}
                 Some(mode) => {

@@ -55,7 +55,7 @@ pub(crate) struct Hub {
     retained: Mutex<RetainedStore<Retained>>,
     /// The last events of the topics with an event history, and how many each keeps (a
     /// topic pattern's; set when a layer is built from the router).
-    history: Mutex<RetainedStore<HistoryEvent>>,
+    history: Mutex<RetainedStore<Arc<HistoryEvent>>>,
     history_rules: RwLock<crate::core::pattern::PatternTable<usize>>,
     history_on: AtomicBool,
     /// Held from a change of the subscriptions or registrations to its meta events, so that
@@ -474,6 +474,7 @@ impl Hub {
             retain: envelope.retain,
             publisher: None,
             forward: false,
+            history: envelope.history,
         };
         self.deliver(&out, &exclude, eligible.as_deref());
     }
@@ -529,6 +530,7 @@ impl Hub {
             eligible_authrole: lists.eligible_authrole,
             to_patterns: out.to_patterns,
             retain: out.retain,
+            history: out.history,
         };
         let Ok(bytes) = serde_json::to_vec(&crate::cluster::Wire::Event(Box::new(envelope))) else {
             return;
@@ -730,6 +732,11 @@ impl Hub {
         self.history_on.store(true, Ordering::Relaxed);
     }
 
+    /// Whether some topic keeps an event history.
+    pub(crate) fn keeps_history(&self) -> bool {
+        self.history_on.load(Ordering::Relaxed)
+    }
+
     /// Sets how much is kept of event history.
     pub(crate) fn set_history_budget(&self, budget: RetainBudget) {
         self.history
@@ -744,7 +751,10 @@ impl Hub {
     }
 
     /// Runs `f` on the kept history.
-    pub(crate) fn with_history<R>(&self, f: impl FnOnce(&RetainedStore<HistoryEvent>) -> R) -> R {
+    pub(crate) fn with_history<R>(
+        &self,
+        f: impl FnOnce(&RetainedStore<Arc<HistoryEvent>>) -> R,
+    ) -> R {
         f(&self.history.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
@@ -909,7 +919,8 @@ impl Hub {
                 .unwrap_or_else(PoisonError::into_inner)
                 .retain(out.topic, retained, bytes);
         }
-        if self.history_on.load(Ordering::Relaxed)
+        if out.history
+            && self.history_on.load(Ordering::Relaxed)
             && let Some(keep) = read(&self.history_rules).get(out.topic).copied()
         {
             let event = HistoryEvent {
@@ -920,16 +931,17 @@ impl Hub {
                 to_patterns: out.to_patterns,
                 audience: audience(),
             };
+            // Values take several times their JSON length once decoded.
             let bytes = 256
                 + out.topic.len()
-                + 4 * (serde_json::to_vec(&out.payload.args).map_or(0, |v| v.len())
+                + 8 * (serde_json::to_vec(&out.payload.args).map_or(0, |v| v.len())
                     + serde_json::to_vec(&out.payload.kwargs).map_or(0, |v| v.len()))
                 + details_bytes(event.details.as_ref())
                 + event.audience.bytes();
             self.history
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .push(out.topic, event, bytes, keep);
+                .push(out.topic, Arc::new(event), bytes, keep);
         }
         drop(broker);
         if self.beyond_sessions.load(Ordering::Relaxed) {
@@ -1068,6 +1080,9 @@ pub(crate) struct Outgoing<'a> {
     pub(crate) publisher: Option<&'a crate::Session>,
     /// Hand it to the backplane for the other nodes (not for what came from there).
     pub(crate) forward: bool,
+    /// It may be kept in event history: not when it names its audience by session id
+    /// (ids change on reconnect; the spec says such events are not kept).
+    pub(crate) history: bool,
 }
 
 fn serializer_index(serializer: v2::Serializer) -> usize {
@@ -1163,6 +1178,7 @@ impl Wamp {
             retain: false,
             publisher: None,
             forward: true,
+            history: exclude.is_empty() && eligible.is_none(),
         };
         Ok(self.hub.deliver(&out, exclude, eligible))
     }

@@ -196,6 +196,9 @@ fn session_details(id: u64, outbox: &Outbox) -> Value {
     Value::Object(d)
 }
 
+/// The most events one `wamp.subscription.get_events` returns.
+pub(crate) const MAX_EVENTS: usize = 1000;
+
 /// This node's open v2 sessions (of one of `roles`, if given), by numeric id, in order.
 pub(crate) fn local_session_ids(hub: &crate::hub::Hub, roles: Option<&[String]>) -> Vec<u64> {
     let mut ids: Vec<u64> = hub
@@ -219,7 +222,10 @@ pub(crate) fn local_session(hub: &crate::hub::Hub, id: u64) -> Option<Value> {
         .map(|outbox| session_details(id, &outbox))
 }
 
-/// A publication a session leaves for when it ends without GOODBYE.
+/// The longest testament topic (as a PUBLISH's URI by default).
+const MAX_TOPIC: usize = 4096;
+
+/// A publication a session leaves for when it ends.
 #[derive(Debug)]
 pub(crate) struct Testament {
     topic: String,
@@ -251,10 +257,11 @@ impl Inner<()> {
         }
         let args = call.args();
         let topic = self.canonical(str_arg(args, 0)?.to_owned());
-        if !valid_uri(&topic) {
+        // As a PUBLISH's topic: valid, not too long, not under the reserved `wamp.`.
+        if !valid_uri(&topic) || topic.len() > MAX_TOPIC || topic.starts_with("wamp.") {
             return Err(RpcError::new(
                 "wamp.error.invalid_uri",
-                "the topic is not a valid URI",
+                "the topic is not a valid URI (or is under the reserved wamp.)",
             ));
         }
         let payload = Payload {
@@ -287,9 +294,19 @@ impl Inner<()> {
                 "not authorized to publish to this topic",
             ));
         }
-        let bytes = topic.len()
-            + serde_json::to_vec(&payload.args).map_or(0, |v| v.len())
-            + serde_json::to_vec(&payload.kwargs).map_or(0, |v| v.len());
+        // What it holds, roughly as the allocator sees it: decoded values take several
+        // times their JSON length, and the options' lists count too.
+        let strings = |list: &[String]| list.iter().map(|s| s.len() + 32).sum::<usize>();
+        let lists = &options.auth_lists;
+        let bytes = 64
+            + topic.len()
+            + 8 * (serde_json::to_vec(&payload.args).map_or(0, |v| v.len())
+                + serde_json::to_vec(&payload.kwargs).map_or(0, |v| v.len()))
+            + 8 * (options.exclude.len() + options.eligible.as_ref().map_or(0, Vec::len))
+            + strings(&lists.exclude_authid)
+            + strings(&lists.exclude_authrole)
+            + lists.eligible_authid.as_deref().map_or(0, strings)
+            + lists.eligible_authrole.as_deref().map_or(0, strings);
         let testament = Testament {
             topic,
             payload,
@@ -309,7 +326,7 @@ impl Inner<()> {
         Ok(Payload::default())
     }
 
-    /// `wamp.subscription.get_events(subscription, limit=10)`: the subscription's last
+    /// `wamp.subscription.get_events(subscription, limit=10)` (at most [`MAX_EVENTS`]): the subscription's last
     /// events, newest first, as the caller (one of its subscribers) would have received
     /// them; `wamp.error.history_unavailable` when no history rule covers its URI.
     pub(crate) async fn get_events(&self, call: &Call) -> Result<Payload, RpcError> {
@@ -321,7 +338,12 @@ impl Inner<()> {
                 .as_u64()
                 .and_then(|n| usize::try_from(n).ok())
                 .ok_or_else(|| invalid("limit must be a non-negative integer"))?,
-        };
+        }
+        .min(MAX_EVENTS);
+        if let Some(option) = call.kwargs().keys().find(|k| *k != "limit") {
+            // The spec's time and publication ranges are not implemented: said, not ignored.
+            return Err(invalid(&format!("option {option:?} is not supported")));
+        }
         let hub = &self.wamp().hub;
         let me = call.session().id();
         let info = hub
@@ -345,48 +367,52 @@ impl Inner<()> {
         let (authid, authrole) = identity.as_ref().map_or((None, None), |i| {
             (i.authid.as_deref(), i.authrole.as_deref())
         });
-        // (topic, event as the result tells it), newest first, that the caller would
-        // have been sent.
-        let mut found: Vec<(String, Value)> = hub.with_history(|store| {
-            store
-                .recent_where(|topic| policy.matches(uri, topic))
-                .into_iter()
-                .filter(|(_, e)| !pattern || e.to_patterns)
-                .filter(|(_, e)| e.audience.admits(me, authid, authrole))
-                .map(|(topic, e)| {
-                    let mut event = json!({
-                        "timestamp": iso8601(e.timestamp),
-                        "subscription": id,
-                        "publication": e.publication,
-                        "topic": topic,
-                        "args": e.payload.args,
-                        "kwargs": if e.payload.kwargs.is_empty() {
-                            Value::Null
-                        } else {
-                            Value::Object(e.payload.kwargs.clone())
-                        },
-                    });
-                    for (k, v) in e.details.iter().flatten() {
-                        event[k] = v.clone();
-                    }
-                    (topic.to_owned(), event)
-                })
-                .collect()
-        });
-        if pattern && self.auth.is_some() {
-            // A pattern reaches only topics the session may subscribe to, as live.
-            let mut allowed = std::collections::HashMap::new();
-            for (topic, _) in &found {
-                if !allowed.contains_key(topic) {
-                    let ok = self
-                        .permitted(call.session(), Action::Subscribe, topic)
-                        .await;
-                    allowed.insert(topic.clone(), ok);
+        // The topics it matches that it may subscribe to (a pattern reaches only those, as
+        // live; an exact subscription was permitted when it was made).
+        let mut topics =
+            hub.with_history(|store| store.topics_where(|topic| policy.matches(uri, topic)));
+        if pattern {
+            match self.permissions(call.session()).await {
+                crate::auth::Granted::Everything => {}
+                crate::auth::Granted::Nothing => topics.clear(),
+                crate::auth::Granted::These(p) => {
+                    topics.retain(|t| p.allows(Action::Subscribe, t));
                 }
             }
-            found.retain(|(topic, _)| allowed[topic]);
         }
-        let events: Vec<Value> = found.into_iter().take(limit).map(|(_, e)| e).collect();
+        // Under the lock, only the newest `limit` it could have received are taken (shared);
+        // they are told after.
+        let found: Vec<(String, std::sync::Arc<crate::hub::HistoryEvent>)> =
+            hub.with_history(|store| {
+                store
+                    .newest(
+                        &topics,
+                        |e| (!pattern || e.to_patterns) && e.audience.admits(me, authid, authrole),
+                        limit,
+                    )
+                    .into_iter()
+                    .map(|(t, e)| (t.to_owned(), e.clone()))
+                    .collect()
+            });
+        let events: Vec<Value> = found
+            .into_iter()
+            .map(|(topic, e)| {
+                let mut event = json!({
+                    "timestamp": iso8601(e.timestamp),
+                    "subscription": id,
+                    "publication": e.publication,
+                    "topic": topic,
+                    "args": e.payload.args,
+                });
+                if !e.payload.kwargs.is_empty() {
+                    event["kwargs"] = Value::Object(e.payload.kwargs.clone());
+                }
+                for (k, v) in e.details.iter().flatten() {
+                    event[k] = v.clone();
+                }
+                event
+            })
+            .collect();
         Ok(Payload::from_event(Value::Array(events)))
     }
 
@@ -690,6 +716,7 @@ impl Inner<()> {
             publisher: None,
             // Meta events are about this node's sessions.
             forward: false,
+            history: false,
         };
         self.wamp().hub.deliver(&out, &[], None);
     }

@@ -1759,6 +1759,10 @@ impl Inner<()> {
             retain: v2.retain,
             publisher: Some(session),
             forward: true,
+            // Not kept in history when its audience is named by session id (beyond the
+            // publisher itself, excluded by default).
+            history: publication.eligible.is_none()
+                && publication.exclude.iter().all(|s| s == session.id()),
         };
         let delivered =
             self.wamp

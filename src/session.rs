@@ -179,14 +179,22 @@ impl Outbox {
     }
 
     /// Takes the session's testaments, to publish them (none once taken or forgotten).
+    /// Once taken, none can be added (an add still awaiting its permission when the session
+    /// ended finds no room).
     pub(crate) fn take_testaments(&self) -> Vec<crate::meta::Testament> {
-        self.0
+        let sealed = Testaments::new(TestamentBudget {
+            entries: 0,
+            bytes: 0,
+        });
+        let mut slot = self
+            .0
             .testaments
             .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-            .map(|mut t| t.take())
-            .unwrap_or_default()
+            .unwrap_or_else(PoisonError::into_inner);
+        match slot.replace(Box::new(sealed)) {
+            Some(mut t) => t.take(),
+            None => Vec::new(),
+        }
     }
 
     /// Asks `f` about the authid and authrole of the session this outbox belongs to (see

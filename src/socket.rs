@@ -148,8 +148,8 @@ impl Drop for OpenSession {
         tracing::info!(reason = ?self.reason, "session closed");
         self.router
             .closed(&self.session, &self.reason, &registrations);
-        // It left without GOODBYE (a client's GOODBYE forgets them): what it left is
-        // published now, in order, as it would have published it.
+        // Whatever ended it (GOODBYE too, as the spec has it; not `kill_all`), what it left
+        // is published now, in order, as it would have published it.
         let testaments = self.outbox.take_testaments();
         if !testaments.is_empty() {
             match tokio::runtime::Handle::try_current() {
@@ -735,6 +735,11 @@ impl Conn {
             if !self.within_rate_limit(now) {
                 continue;
             }
+            // Progressive call invocations that ended (answered, canceled, timed out) free
+            // their place before the session machine counts them.
+            if !self.streams.is_empty() {
+                self.sweep_streams();
+            }
             match message {
                 WsMessage::Text(text) => {
                     Metrics::add(&self.metrics.messages_in, 1);
@@ -1043,17 +1048,6 @@ impl Conn {
         let (cancel, canceled) = tokio::sync::watch::channel(None);
         let mut stream = None;
         let chunks = progress.then(|| {
-            // The streams of calls that ended are forgotten first.
-            let ended: Vec<u64> = self
-                .streams
-                .iter()
-                .filter(|(_, tx)| tx.is_closed())
-                .map(|(id, _)| *id)
-                .collect();
-            for id in ended {
-                self.streams.remove(&id);
-                self.stream_ended(id);
-            }
             let (tx, rx) = tokio::sync::mpsc::channel(4);
             stream = Some(tx);
             rx
@@ -1091,6 +1085,20 @@ impl Conn {
             }
             Some(_) => self.stream_ended(request),
             None => {}
+        }
+    }
+
+    /// Forgets the progressive call invocations that ended (at most 64 are looked at).
+    fn sweep_streams(&mut self) {
+        let ended: Vec<u64> = self
+            .streams
+            .iter()
+            .filter(|(_, tx)| tx.is_closed())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ended {
+            self.streams.remove(&id);
+            self.stream_ended(id);
         }
     }
 
@@ -1486,10 +1494,6 @@ impl Conn {
                 reason,
             } => {
                 if let Some(m) = message {
-                    if matches!(m, M::Goodbye { .. }) {
-                        // The client leaves cleanly: its testaments are not published.
-                        drop(self.outbox.take_testaments());
-                    }
                     self.reply_v2(&m);
                 }
                 tracing::debug!(code, reason = %Clip(&reason), "closing");

@@ -197,7 +197,7 @@ pub(crate) const FEATURES: &[Feature] = &[
     meta(
         "dealer",
         "testament_meta_api",
-        "tests/v2_meta.rs::testaments_are_published_when_a_session_ends_without_goodbye",
+        "tests/v2_meta.rs::testaments_are_published_when_a_session_ends_unless_flushed",
     ),
     meta(
         "dealer",
@@ -210,14 +210,18 @@ pub(crate) const FEATURES: &[Feature] = &[
 /// only for what is implemented).
 fn welcome_details(
     config: &Config,
-    meta_api: bool,
+    (meta_api, history): (bool, bool),
     authid: String,
     authrole: &str,
     authmethod: &str,
     authprovider: &str,
 ) -> Dict {
     let mut roles = Dict::new();
-    for feature in FEATURES.iter().filter(|f| meta_api || !f.meta) {
+    for feature in FEATURES
+        .iter()
+        .filter(|f| meta_api || !f.meta)
+        .filter(|f| history || f.name != "event_history")
+    {
         let role = roles
             .entry(feature.role)
             .or_insert_with(|| serde_json::json!({"features": {}}));
@@ -385,6 +389,22 @@ async fn handshake(
                 authmethod,
                 authprovider,
             } => {
+                // A role table that does not have the role refuses the session (as Crossbar).
+                if router
+                    .roles
+                    .as_ref()
+                    .is_some_and(|table| table.permissions(&authrole).is_none())
+                {
+                    refuse(
+                        sink,
+                        config,
+                        state,
+                        "wamp.error.no_such_role",
+                        "the role table has no such role",
+                    )
+                    .await;
+                    return Opened::Refused;
+                }
                 // Without authentication configured there is no key, and none is checked.
                 if let Some(key) = key {
                     session.mark_authenticated(key);
@@ -392,7 +412,7 @@ async fn handshake(
                 session.mark_welcomed(&authid, &authrole, authmethod, authprovider);
                 let details = welcome_details(
                     config,
-                    router.meta_api,
+                    (router.meta_api, router.wamp().hub.keeps_history()),
                     authid,
                     &authrole,
                     authmethod,

@@ -54,8 +54,16 @@ async fn welcome_announces_exactly_the_table() {
             .filter(|(_, _, meta, _)| meta_api || !meta)
             .map(|(role, name, _, _)| ((*role).to_owned(), (*name).to_owned()))
             .collect();
-        let router = WampRouter::new().realm("realm1").meta_api(meta_api);
+        // Event history is announced only where some topic keeps it.
+        let router = WampRouter::new()
+            .realm("realm1")
+            .meta_api(meta_api)
+            .event_history("com.example.*", 10);
         assert_eq!(announced(router).await, want, "meta API {meta_api}");
+        let mut without: BTreeSet<(String, String)> = want.clone();
+        without.remove(&("broker".to_owned(), "event_history".to_owned()));
+        let router = WampRouter::new().realm("realm1").meta_api(meta_api);
+        assert_eq!(announced(router).await, without, "no history kept");
     }
 }
 

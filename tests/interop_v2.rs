@@ -527,7 +527,6 @@ async fn autobahn26_uses_history_testaments_retained_shared_and_timeouts_in_ever
                     "publication": publications[2],
                     "topic": topic,
                     "args": [3, "three"],
-                    "kwargs": null,
                     "publisher": publisher,
                     "publisher_authrole": "anonymous",
                 },
@@ -550,20 +549,22 @@ async fn autobahn26_uses_history_testaments_retained_shared_and_timeouts_in_ever
             "{serializer}: {got}"
         );
 
-        // 2. Testaments: A's transport aborted (no GOODBYE) and D's WebSocket closed without
-        // GOODBYE publish theirs, as A and D (the demo names publishers); C, which left with
-        // GOODBYE, publishes none: B's next event on the topic is B's own marker.
+        // 2. Testaments: A's transport aborted (no GOODBYE), D's WebSocket closed without
+        // GOODBYE and C's GOODBYE publish theirs, as A, D and C (the demo names publishers);
+        // E flushed its own before leaving: B's next event on the topic is its own marker.
         let will = &got["testament"];
         let topic = format!("com.example.will.{serializer}");
         assert!(
-            will["a"].is_u64() && will["d"].is_u64(),
+            will["a"].is_u64() && will["d"].is_u64() && will["c"].is_u64(),
             "{serializer}: {got}"
         );
+        assert_eq!(will["flushed"], 1, "{serializer}: {got}");
         assert_eq!(
             will["events"],
             json!([
                 [[1], {}, will["a"], topic],
                 [[2], {"by": "d"}, will["d"], topic],
+                [[3], {}, will["c"], topic],
                 [[4], {}, will["b"], topic],
             ]),
             "{serializer}: {got}"

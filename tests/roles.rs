@@ -157,6 +157,22 @@ async fn principals_get_their_roles_and_rules_disclose_callers_and_publishers() 
     );
     let mut anon = V2::join(addr, Serializer::MsgPack).await;
     assert_eq!(anon.welcome["authrole"], "anonymous");
+    // A role the table does not have: refused at the handshake (as Crossbar).
+    let ghostly = RoleTable::from_json(
+        r#"{"roles": [{"name": "anonymous"}], "principals": {"svc": "ghost"}}"#,
+    )
+    .unwrap();
+    let addr2 = serve_router(authenticated_router().roles(ghostly)).await;
+    assert_eq!(
+        ticket_join(addr2, "svc", "secret").await.err().as_deref(),
+        Some("wamp.error.no_such_role")
+    );
+    assert_eq!(
+        ticket_join(addr2, "ada", "secret").await.err().as_deref(),
+        Some("wamp.error.no_such_role"),
+        "user is not in that table"
+    );
+    V2::join(addr2, Serializer::Json).await;
 
     // The backend registers anywhere; the anonymous caller is disclosed by its rule.
     register(&mut svc, "com.example.svc.echo", json!({}))
@@ -220,4 +236,79 @@ async fn principals_get_their_roles_and_rules_disclose_callers_and_publishers() 
         }
         other => panic!("{other:?}"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_tells_a_pattern_only_what_the_role_may_subscribe_to() {
+    let table = RoleTable::from_json(
+        r#"{"roles": [{"name": "anonymous", "permissions": [
+            {"uri": "com.example.", "match": "prefix", "allow": {"call": true, "subscribe": true, "publish": true}},
+            {"uri": "com.example.secret", "allow": {"publish": true}},
+            {"uri": "wamp.subscription.get_events", "allow": {"call": true}}
+        ]}]}"#,
+    )
+    .unwrap();
+    let router = WampRouter::new()
+        .realm("realm1")
+        .topic("com.example.*", Topic::new())
+        .meta_api(true)
+        .event_history("com.example.*", 5)
+        .roles(table);
+    let addr = serve_router(router).await;
+    let mut c = V2::join(addr, Serializer::Json).await;
+    // (The meta procedure needs a rule of its own, like any other call.)
+    let mut publisher = V2::join(addr, Serializer::Json).await;
+    for (topic, word) in [
+        ("com.example.secret", "password"),
+        ("com.example.open", "hi"),
+    ] {
+        publish_acked_word(&mut publisher, topic, word).await;
+    }
+    let request = c.request();
+    c.send(&Message::Subscribe {
+        request,
+        options: dict(json!({"match": "prefix"})),
+        topic: "com.example.".into(),
+    })
+    .await;
+    let Message::Subscribed { subscription, .. } = c.recv().await else {
+        panic!("not subscribed");
+    };
+    let events = match c
+        .call(
+            "wamp.subscription.get_events",
+            json!([subscription]),
+            json!({}),
+        )
+        .await
+    {
+        Message::Error { error, .. } => panic!("{error}"),
+        Message::Result { args, .. } => args[0].clone(),
+        other => panic!("{other:?}"),
+    };
+    let words: Vec<&Value> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["args"][0])
+        .collect();
+    assert_eq!(
+        words,
+        vec![&json!("hi")],
+        "the secret topic is not readable through history"
+    );
+}
+
+async fn publish_acked_word(c: &mut V2, topic: &str, word: &str) {
+    c.publish(
+        topic,
+        json!([word]),
+        json!({}),
+        json!({"acknowledge": true}),
+    )
+    .await;
+    assert!(
+        matches!(c.recv().await, Message::Published { .. }),
+        "{topic}"
+    );
 }

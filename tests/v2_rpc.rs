@@ -685,3 +685,37 @@ async fn a_canceled_progressive_call_invocation_interrupts_its_callee_and_takes_
     assert_eq!((more, arg), (false, json!("next")));
     assert_ne!(again, invoked);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progressive_call_invocations_that_end_early_free_their_place() {
+    let addr = serve_router(router()).await;
+    let streams = json!({"call_canceling": true, "progressive_call_invocations": true});
+    let mut callee = callee(addr, Serializer::Json, streams).await;
+    let mut caller = streaming_caller(addr).await;
+    // More than the 64 a session may stream at once, each answered by the callee after its
+    // first chunk (the spec allows that): the caller sends no more chunks of any.
+    for i in 0..100 {
+        let request = caller.request();
+        chunk(&mut caller, request, SLOW, json!(i), true).await;
+        let (invoked, more, arg) = invocation(&mut callee).await;
+        assert_eq!((more, arg), (true, json!(i)), "stream {i}");
+        callee
+            .send(&Message::Error {
+                request_type: 68,
+                request: invoked,
+                details: Dict::new(),
+                error: "com.example.enough".into(),
+                args: vec![],
+                kwargs: Dict::new(),
+            })
+            .await;
+        match caller.recv().await {
+            Message::Error {
+                request: r, error, ..
+            } => {
+                assert_eq!((r, error.as_str()), (request, "com.example.enough"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

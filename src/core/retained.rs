@@ -129,10 +129,11 @@ impl<E> RetainedStore<E> {
         // Stale order entries are dropped when they outnumber the live ones.
         if self.order.len() > 2 * self.entries + 16 {
             let by_topic = &self.by_topic;
+            // Each topic's events are in sequence order: a binary search each.
             self.order.retain(|(seq, t)| {
                 by_topic
                     .get(t)
-                    .is_some_and(|q| q.iter().any(|e| e.seq == *seq))
+                    .is_some_and(|q| q.binary_search_by_key(seq, |e| e.seq).is_ok())
             });
         }
         true
@@ -182,16 +183,58 @@ impl<E> RetainedStore<E> {
             .flat_map(|q| q.iter().rev().map(|e| &e.event))
     }
 
-    /// The kept events of every topic `wanted` accepts, newest first, as (topic, event).
-    pub fn recent_where(&self, wanted: impl Fn(&str) -> bool) -> Vec<(&str, &E)> {
-        let mut found: Vec<(u64, &str, &E)> = self
-            .by_topic
+    /// The topics with kept events that `wanted` accepts.
+    pub fn topics_where(&self, wanted: impl Fn(&str) -> bool) -> Vec<Arc<str>> {
+        self.by_topic
+            .keys()
+            .filter(|t| wanted(t))
+            .cloned()
+            .collect()
+    }
+
+    /// The newest `limit` events of `topics` that `accept` takes, newest first, as
+    /// (topic, event): merged from each topic's own order, looking at no more events than
+    /// it takes to find them.
+    pub fn newest<'a>(
+        &'a self,
+        topics: &[Arc<str>],
+        accept: impl Fn(&E) -> bool,
+        limit: usize,
+    ) -> Vec<(&'a str, &'a E)> {
+        use std::collections::BinaryHeap;
+        let mut iters: Vec<(
+            &'a str,
+            std::iter::Rev<std::collections::vec_deque::Iter<'a, Entry<E>>>,
+        )> = topics
             .iter()
-            .filter(|(topic, _)| wanted(topic))
-            .flat_map(|(topic, q)| q.iter().map(move |e| (e.seq, &**topic, &e.event)))
+            .filter_map(|t| self.by_topic.get_key_value(&**t))
+            .map(|(t, q)| (&**t, q.iter().rev()))
             .collect();
-        found.sort_unstable_by_key(|e| std::cmp::Reverse(e.0));
-        found.into_iter().map(|(_, t, e)| (t, e)).collect()
+        // (seq, which topic) of each topic's next newest event.
+        let mut heap = BinaryHeap::new();
+        let mut heads: Vec<Option<&'a Entry<E>>> = Vec::with_capacity(iters.len());
+        for (i, (_, it)) in iters.iter_mut().enumerate() {
+            let head = it.next();
+            if let Some(e) = head {
+                heap.push((e.seq, i));
+            }
+            heads.push(head);
+        }
+        let mut found = Vec::new();
+        while found.len() < limit {
+            let Some((_, i)) = heap.pop() else {
+                break;
+            };
+            let entry = heads[i].take().expect("on the heap");
+            if accept(&entry.event) {
+                found.push((iters[i].0, &entry.event));
+            }
+            heads[i] = iters[i].1.next();
+            if let Some(e) = heads[i] {
+                heap.push((e.seq, i));
+            }
+        }
+        found
     }
 
     /// How many topics have a retained event.
@@ -262,11 +305,18 @@ mod tests {
         assert!(store.push("b", 10, 1, 3));
         assert_eq!(store.recent("a").copied().collect::<Vec<_>>(), [3, 2, 1]);
         assert_eq!(store.get("a"), Some(&3));
-        // Newest first across topics.
+        // Newest first across topics, as many as asked, those accepted.
+        let topics = store.topics_where(|_| true);
         assert_eq!(
-            store.recent_where(|_| true),
+            store.newest(&topics, |_| true, 10),
             [("b", &10), ("a", &3), ("a", &2), ("a", &1)]
         );
+        assert_eq!(
+            store.newest(&topics, |e| *e != 3, 2),
+            [("b", &10), ("a", &2)]
+        );
+        let only_a = store.topics_where(|t| t == "a");
+        assert_eq!(store.newest(&only_a, |_| true, 1), [("a", &3)]);
         // Bytes: 4 + 7 > 10, the oldest events go first, whatever their topic.
         assert!(store.push("b", 11, 7, 3));
         assert_eq!(store.recent("a").copied().collect::<Vec<_>>(), [3, 2]);

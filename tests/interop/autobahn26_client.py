@@ -357,7 +357,8 @@ async def advanced():
 
     # 2. Testaments: A's transport is dropped (TCP aborted, no WebSocket close, no GOODBYE),
     # D's WebSocket is closed without GOODBYE, C leaves with GOODBYE. The subscriber B hears
-    # A's and D's testaments, then the marker B publishes after C has gone (none from C).
+    # A's, D's and C's testaments, then the marker B publishes after E has gone (none from
+    # E, which flushed its own).
     topic = f"com.example.will.{serializer}"
     wills = asyncio.Queue()
     await reader.subscribe(queue_handler(wills), topic, with_details)
@@ -379,16 +380,25 @@ async def advanced():
     await d.call("wamp.session.add_testament", topic, [2], {"by": "d"})
     d._transport.close()  # a WebSocket close frame, but no GOODBYE
     await will()
+    # C leaves with GOODBYE: its testament is published too (the spec), unless flushed,
+    # which E does before it leaves.
     c = await session()
+    ids["c"] = c.session_id
     await c.call("wamp.session.add_testament", topic, [3], {})
     c.leave()
     c_left = await asyncio.wait_for(c.left_reason, 5)
-    await asyncio.sleep(0.3)  # C's connection closes; a testament would be out by now
+    await will()
+    e = await session()
+    await e.call("wamp.session.add_testament", topic, [5], {})
+    flushed = await e.call("wamp.session.flush_testaments")
+    e.leave()
+    await asyncio.wait_for(e.left_reason, 5)
+    await asyncio.sleep(0.3)  # E's connection closes; a testament would be out by now
     await reader.publish(
         topic, 4, options=PublishOptions(acknowledge=True, exclude_me=False)
     )
     await will()
-    result["testament"] = dict(ids, c_leave=c_left, events=seen)
+    result["testament"] = dict(ids, c_leave=c_left, flushed=flushed, events=seen)
 
     # 3. Retained events: the last retained publication goes to a later subscription that
     # asks for it (details.retained), not to one that does not; then both get a live one.

@@ -1020,9 +1020,10 @@ fn from_cbor(v: ciborium::Value) -> Result<Value, DecodeError> {
         // Bignums (RFC 8949 3.4.3): those within 64 bits are integers; larger ones cannot be
         // held, and are refused rather than passed on as their bytes.
         C::Tag(tag @ (2 | 3), inner) => match *inner {
-            C::Bytes(b) if b.len() <= 8 => {
+            // Leading zero bytes do not make it larger.
+            C::Bytes(b) if b.iter().skip_while(|byte| **byte == 0).count() <= 8 => {
                 let mut n = 0u128;
-                for byte in &b {
+                for byte in b.iter().skip_while(|byte| **byte == 0) {
                     n = (n << 8) | u128::from(*byte);
                 }
                 let i = if tag == 2 { n as i128 } else { -1 - n as i128 };
@@ -1597,6 +1598,10 @@ mod tests {
         let tagged = |tag, bytes: &[u8]| C::Tag(tag, Box::new(C::Bytes(bytes.to_vec())));
         assert_eq!(from_cbor(tagged(2, &[0xff; 8])).unwrap(), json!(u64::MAX));
         assert_eq!(from_cbor(tagged(3, &[0x01])).unwrap(), json!(-2));
+        assert_eq!(
+            from_cbor(tagged(2, &[0, 0, 0, 0, 0, 0, 0, 0, 0, 7])).unwrap(),
+            json!(7)
+        );
         assert!(
             from_cbor(tagged(2, &[0xff; 16])).is_err(),
             "2^128-1 is not passed as bytes"

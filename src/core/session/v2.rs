@@ -37,6 +37,8 @@ pub mod uri {
     pub const PAYLOAD_SIZE_EXCEEDED: &str = "wamp.error.payload_size_exceeded";
     pub const GOODBYE_AND_OUT: &str = "wamp.close.goodbye_and_out";
     pub const SYSTEM_SHUTDOWN: &str = "wamp.close.system_shutdown";
+    /// Too many calls in flight (the v2 form of v1's `#too-many-calls`).
+    pub const TOO_MANY_CALLS: &str = "wamp.error.too_many_calls";
     pub const KILLED: &str = "wamp.close.killed";
 }
 
@@ -784,14 +786,19 @@ impl State {
                     );
                 }
                 if let Some(e) = self.check_uri(code::CALL, request, &procedure) {
+                    if progress {
+                        // Its later chunks are discarded, not taken for new calls.
+                        self.remember_finished(request);
+                    }
                     return e;
                 }
                 if progress {
                     if self.streaming.len() >= MAX_STREAMING_CALLS {
+                        self.remember_finished(request);
                         return Self::error(
                             code::CALL,
                             request,
-                            crate::core::error_uri::TOO_MANY_CALLS,
+                            uri::TOO_MANY_CALLS,
                             format!(
                                 "at most {MAX_STREAMING_CALLS} progressive call invocations at once"
                             ),
@@ -1348,10 +1355,10 @@ mod tests {
         }
         let request = 3 + MAX_STREAMING_CALLS as u64;
         let frame = format!(r#"[48, {request}, {{"progress": true}}, "a.b"]"#);
-        assert_eq!(
-            error_uri(&json(&mut s, &frame)),
-            Some(crate::core::error_uri::TOO_MANY_CALLS)
-        );
+        assert_eq!(error_uri(&json(&mut s, &frame)), Some(uri::TOO_MANY_CALLS));
+        // Its later chunks are discarded, not taken for a new call.
+        let frame = format!(r#"[48, {request}, {{}}, "a.b", ["tail"]]"#);
+        assert_eq!(json(&mut s, &frame), Action::None);
     }
 
     #[test]
