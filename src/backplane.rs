@@ -238,6 +238,9 @@ mod redis_backplane {
             {
                 Ok(()) => return,
                 Err(e) => {
+                    metrics
+                        .backplane_up
+                        .store(0, std::sync::atomic::Ordering::Relaxed);
                     tracing::warn!(error = %e, "Redis backplane connection failed: reconnecting");
                 }
             }
@@ -289,6 +292,9 @@ mod redis_backplane {
             Metrics::add(&metrics.backplane_reconnects, 1);
         }
         *connected_before = true;
+        metrics
+            .backplane_up
+            .store(1, std::sync::atomic::Ordering::Relaxed);
         tracing::info!("Redis backplane connected");
         // Publications queued while connecting were not seen by nodes that were down: they
         // go out now, in order (the receivers count gaps, not delays).

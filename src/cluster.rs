@@ -475,6 +475,23 @@ impl Cluster {
         answers
     }
 
+    /// The backplane is down: the calls pending on other nodes fail at once (their answers
+    /// may be lost), with `wamp.error.network_failure`.
+    pub(crate) fn disconnected(&self) {
+        let failed: Vec<OutCall> = lock(&self.calls).drain().map(|(_, c)| c).collect();
+        if !failed.is_empty() {
+            tracing::warn!(
+                calls = failed.len(),
+                "backplane down: calls on other nodes failed"
+            );
+        }
+        for c in failed {
+            let _ = c.answer.send(Err(network_failure(
+                "the backplane to the callee's node is down",
+            )));
+        }
+    }
+
     /// Forgets the nodes not heard from for [`DEAD_AFTER`].
     pub(crate) fn sweep(&self) {
         let dead: Vec<u64> = lock(&self.peers)
@@ -499,6 +516,11 @@ impl Cluster {
     ) -> Result<Payload, RpcError> {
         if control.chunks.is_some() {
             return Err(crate::dealer::streams_unsupported());
+        }
+        if self.metrics.backplane_up.load(Ordering::Relaxed) == 0 {
+            return Err(network_failure(
+                "the backplane to the callee's node is down",
+            ));
         }
         let call = self.next_call.fetch_add(1, Ordering::Relaxed) + 1;
         let (tx, mut answer) = oneshot::channel();

@@ -416,7 +416,12 @@ impl Hub {
                 let Some(hub) = hub.upgrade() else {
                     return;
                 };
-                beat.announce(&hub);
+                if hub.metrics.backplane_up.load(Ordering::Relaxed) == 1 {
+                    beat.announce(&hub);
+                } else {
+                    // What was sent to other nodes may be lost: their calls fail now.
+                    beat.disconnected();
+                }
                 beat.sweep();
             }
         });

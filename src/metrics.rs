@@ -29,6 +29,8 @@ pub(crate) struct Metrics {
     pub(crate) backplane_lost: AtomicU64,
     pub(crate) backplane_reconnects: AtomicU64,
     pub(crate) backplane_nodes_lost: AtomicU64,
+    /// 1 while the backplane is connected.
+    pub(crate) backplane_up: AtomicU64,
     errors: Mutex<HashMap<String, u64>>,
 }
 
@@ -70,6 +72,7 @@ impl Metrics {
             backplane_lost: self.backplane_lost.load(Relaxed),
             backplane_reconnects: self.backplane_reconnects.load(Relaxed),
             backplane_nodes_lost: self.backplane_nodes_lost.load(Relaxed),
+            backplane_up: self.backplane_up.load(Relaxed) == 1,
             errors_by_uri: self
                 .errors
                 .lock()
@@ -121,6 +124,9 @@ pub struct MetricsSnapshot {
     /// Other nodes lost (no heartbeat in time, or their goodbye): the calls pending there
     /// failed at once.
     pub backplane_nodes_lost: u64,
+    /// Whether the backplane is connected (a health signal: false while Redis cannot be
+    /// reached, and without a backplane).
+    pub backplane_up: bool,
     /// CALLERRORs sent, by error URI: at most 256 URIs (of at most 256 bytes), the rest
     /// under `"(other)"`.
     pub errors_by_uri: BTreeMap<String, u64>,

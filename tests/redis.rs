@@ -296,6 +296,10 @@ async fn a_redis_restart_is_survived_and_what_it_missed_is_counted() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(lost >= 5, "what could not be carried is counted: {lost}");
+    assert!(
+        !wamp_b.metrics().backplane_up,
+        "the health signal says down"
+    );
 
     // Redis is back on the same port: the nodes reconnect and carry again.
     let _redis = RedisServer::start_on(port).await.unwrap();
@@ -308,6 +312,7 @@ async fn a_redis_restart_is_survived_and_what_it_missed_is_counted() {
         .await;
     assert_eq!(next_event(&mut on_a).await, (sa, json!("back")));
     assert!(wamp_b.metrics().backplane_reconnects >= 1);
+    assert!(wamp_b.metrics().backplane_up, "and up again");
     // A saw the gap in B's numbering: what it missed is counted there too.
     assert!(
         wamp_a.metrics().backplane_lost >= 5,
@@ -791,4 +796,36 @@ async fn sessions_churning_across_nodes_leave_no_trace() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0");
     let m = handles[0].metrics();
     assert_eq!(m.sessions_open, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_on_another_node_fail_fast_while_redis_is_down() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let (a, b) = two_nodes(&redis, "outage").await;
+    let mut callee = callee_on(a, "com.example.far", json!({})).await.unwrap();
+    let mut caller = V2::join(b, Serializer::Json).await;
+    let (request, _) = until_routed(&mut caller, &mut callee, "com.example.far").await;
+    let port = redis.stop().await;
+    // The pending call ends (its answer could be lost), within the heartbeat's second.
+    match caller.recv().await {
+        Message::Error {
+            request: r, error, ..
+        } => {
+            assert_eq!((r, error.as_str()), (request, "wamp.error.network_failure"));
+        }
+        other => panic!("{other:?}"),
+    }
+    // And a new one fails at once, not at its timeout.
+    let request = start_call(&mut caller, "com.example.far", json!(1), json!({})).await;
+    match caller.recv().await {
+        Message::Error {
+            request: r, error, ..
+        } => {
+            assert_eq!((r, error.as_str()), (request, "wamp.error.network_failure"));
+        }
+        other => panic!("{other:?}"),
+    }
+    drop(RedisServer::start_on(port).await);
 }
