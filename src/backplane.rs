@@ -105,18 +105,44 @@ impl Peers {
     }
 }
 
+/// A request to the deployment's directory: who holds a registration's name.
+#[derive(Debug)]
+#[cfg_attr(not(feature = "redis"), allow(dead_code))] // Read by the Redis backplane.
+pub(crate) enum DirOp {
+    /// Holds `key` for `value` for [`HOLD_FOR`] (takes it if free, keeps it if held for the
+    /// same value); answers whether it is held for `value`, or an error when the directory
+    /// cannot be reached.
+    Hold {
+        key: String,
+        value: String,
+        reply: Option<tokio::sync::oneshot::Sender<Result<bool, String>>>,
+    },
+    /// Lets `key` go if it is held for `value`.
+    Release { key: String, value: String },
+}
+
+/// How long a hold lasts unless renewed (a node renews its holds every few seconds; a dead
+/// node's lapse).
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub(crate) const HOLD_FOR: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// What carries serialized publications between the nodes of a deployment.
 pub(crate) trait Carrier: fmt::Debug + Send + Sync + 'static {
     /// Starts carrying, in the Tokio runtime the router runs in: send what arrives on
     /// `outgoing` to the other nodes, and hand what they send to `incoming` (which returns
-    /// `false` once the router is gone: stop then). Called once per router.
+    /// `false` once the router is gone: stop then); answer `directory` requests. Called
+    /// once per router.
     fn start(
         &self,
         node: u64,
         outgoing: tokio::sync::mpsc::Receiver<(Option<u64>, Vec<u8>)>,
+        directory: tokio::sync::mpsc::Receiver<DirOp>,
         incoming: Arc<dyn Fn(Vec<u8>) -> bool + Send + Sync>,
         metrics: Arc<crate::metrics::Metrics>,
     );
+
+    /// The directory key of a registration.
+    fn key(&self, policy: &str, uri: &str) -> String;
 }
 
 /// A backplane for [`WampRouter::backplane`](crate::WampRouter::backplane): what carries
@@ -195,13 +221,31 @@ mod redis_backplane {
             &self,
             node: u64,
             outgoing: tokio::sync::mpsc::Receiver<(Option<u64>, Vec<u8>)>,
+            directory: tokio::sync::mpsc::Receiver<super::DirOp>,
             incoming: Arc<dyn Fn(Vec<u8>) -> bool + Send + Sync>,
             metrics: Arc<Metrics>,
         ) {
             let (url, channel) = (self.url.clone(), self.channel.clone());
-            tokio::spawn(run(url, channel, node, outgoing, incoming, metrics));
+            tokio::spawn(run(
+                url,
+                channel,
+                node,
+                (outgoing, directory),
+                incoming,
+                metrics,
+            ));
+        }
+
+        fn key(&self, policy: &str, uri: &str) -> String {
+            format!("{}:reg:{policy}:{uri}", self.channel)
         }
     }
+
+    /// What a node sends: (to one node or all, the message).
+    type Outgoing = tokio::sync::mpsc::Receiver<(Option<u64>, Vec<u8>)>;
+    /// The directory requests of a node.
+    type Directory = tokio::sync::mpsc::Receiver<super::DirOp>;
+    type Queues = (Outgoing, Directory);
 
     /// How long a connection attempt or a batch of PUBLISHes may take before the
     /// connection counts as failed.
@@ -216,7 +260,7 @@ mod redis_backplane {
         url: String,
         channel: String,
         node: u64,
-        mut outgoing: tokio::sync::mpsc::Receiver<(Option<u64>, Vec<u8>)>,
+        (mut outgoing, mut directory): Queues,
         incoming: Arc<dyn Fn(Vec<u8>) -> bool + Send + Sync>,
         metrics: Arc<Metrics>,
     ) {
@@ -229,7 +273,7 @@ mod redis_backplane {
                 &url,
                 &channel,
                 (node, &mut seq),
-                &mut outgoing,
+                (&mut outgoing, &mut directory),
                 &incoming,
                 &metrics,
                 &mut connected_before,
@@ -252,9 +296,70 @@ mod redis_backplane {
                 }
                 Metrics::add(&metrics.backplane_lost, 1);
             }
+            // The directory cannot be asked meanwhile: said at once.
+            while let Ok(op) = directory.try_recv() {
+                if let super::DirOp::Hold {
+                    reply: Some(reply), ..
+                } = op
+                {
+                    let _ = reply.send(Err("Redis cannot be reached".into()));
+                }
+            }
             let elapsed = started.elapsed();
             if elapsed < Duration::from_secs(1) {
                 tokio::time::sleep(Duration::from_secs(1) - elapsed).await;
+            }
+        }
+    }
+
+    /// Takes `KEYS[1]` for `ARGV[1]` if free, renews it if held for the same value: 1 if it is
+    /// held for `ARGV[1]` now, 0 if for another.
+    const HOLD: &str = "local v = redis.call('GET', KEYS[1]) \
+        if not v then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 \
+        elseif v == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 \
+        else return 0 end";
+    /// Deletes `KEYS[1]` if it is held for `ARGV[1]`.
+    const RELEASE: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
+        return redis.call('DEL', KEYS[1]) else return 0 end";
+
+    async fn directory_op(conn: &mut redis::aio::MultiplexedConnection, op: super::DirOp) {
+        match op {
+            super::DirOp::Hold { key, value, reply } => {
+                let ttl = u64::try_from(super::HOLD_FOR.as_millis()).unwrap_or(u64::MAX);
+                let held = tokio::time::timeout(
+                    DEADLINE,
+                    redis::cmd("EVAL")
+                        .arg(HOLD)
+                        .arg(1)
+                        .arg(&key)
+                        .arg(&value)
+                        .arg(ttl)
+                        .query_async::<i64>(conn),
+                )
+                .await;
+                let answer = match held {
+                    Ok(Ok(n)) => Ok(n == 1),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err("Redis did not answer in time".into()),
+                };
+                if let Err(e) = &answer {
+                    tracing::warn!(error = %e, "registration directory not reached");
+                }
+                if let Some(reply) = reply {
+                    let _ = reply.send(answer);
+                }
+            }
+            super::DirOp::Release { key, value } => {
+                let _ = tokio::time::timeout(
+                    DEADLINE,
+                    redis::cmd("EVAL")
+                        .arg(RELEASE)
+                        .arg(1)
+                        .arg(&key)
+                        .arg(&value)
+                        .query_async::<i64>(conn),
+                )
+                .await;
             }
         }
     }
@@ -268,7 +373,7 @@ mod redis_backplane {
         url: &str,
         channel: &str,
         (node, seq): (u64, &mut u64),
-        outgoing: &mut tokio::sync::mpsc::Receiver<(Option<u64>, Vec<u8>)>,
+        (outgoing, directory): (&mut Outgoing, &mut Directory),
         incoming: &Arc<dyn Fn(Vec<u8>) -> bool + Send + Sync>,
         metrics: &Arc<Metrics>,
         connected_before: &mut bool,
@@ -339,6 +444,12 @@ mod redis_backplane {
                             return Err(e);
                         }
                     }
+                }
+                Some(op) = directory.recv() => {
+                    // On the multiplexed connection, beside the publications, in a task of
+                    // its own: the carrier does not wait for the answer.
+                    let mut conn = publisher.clone();
+                    tokio::spawn(async move { directory_op(&mut conn, op).await });
                 }
                 message = messages.next() => {
                     let Some(message) = message else {

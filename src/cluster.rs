@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::{
     RpcError,
-    backplane::Envelope,
+    backplane::{Carrier, DirOp, Envelope},
     core::{
         codec::v2::Dict,
         matching::{MatchIndex, MatchPolicy},
@@ -114,6 +114,9 @@ pub(crate) enum Query {
     Session { id: u64 },
 }
 
+/// How long a REGISTER waits for the directory.
+const CLAIM_WAIT: Duration = Duration::from_secs(6);
+
 /// How long the meta API waits for the other nodes' answers.
 const GATHER: Duration = Duration::from_secs(1);
 
@@ -159,6 +162,12 @@ pub(crate) struct Cluster {
     rotation: AtomicUsize,
     /// Questions of ours awaiting the other nodes' answers.
     queries: Mutex<HashMap<u64, mpsc::UnboundedSender<(u64, Value)>>>,
+    /// This node's id, and the deployment's directory of registration names.
+    node: u64,
+    directory: mpsc::Sender<DirOp>,
+    carrier: Arc<dyn Carrier>,
+    /// The names this node holds in the directory: key → value.
+    held: Mutex<HashMap<String, String>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -173,8 +182,16 @@ fn network_failure(why: &str) -> RpcError {
 }
 
 impl Cluster {
-    pub(crate) fn new(queue: mpsc::Sender<(Option<u64>, Vec<u8>)>, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(
+        queue: mpsc::Sender<(Option<u64>, Vec<u8>)>,
+        metrics: Arc<Metrics>,
+        (node, directory, carrier): (u64, mpsc::Sender<DirOp>, Arc<dyn Carrier>),
+    ) -> Self {
         Self {
+            node,
+            directory,
+            carrier,
+            held: Mutex::default(),
             queue,
             metrics,
             peers: Mutex::default(),
@@ -197,6 +214,107 @@ impl Cluster {
             Metrics::add(&self.metrics.backplane_lost, 1);
         }
         sent
+    }
+
+    /// What this node holds a registration's name for: itself (`single`), or the shared
+    /// policy (every node with a callee holds it for the same).
+    fn hold_value(&self, invoke: InvokePolicy) -> String {
+        match invoke {
+            InvokePolicy::Single => format!("single:{}", self.node),
+            shared => format!("shared:{}", shared.as_str()),
+        }
+    }
+
+    /// Takes a registration's name in the deployment's directory before a first local
+    /// callee registers it: `Ok(false)` when another node holds it (for itself, or for
+    /// another policy), `Err` when the directory cannot be reached.
+    pub(crate) async fn claim(
+        &self,
+        policy: MatchPolicy,
+        uri: &str,
+        invoke: InvokePolicy,
+    ) -> Result<bool, RpcError> {
+        let key = self.carrier.key(policy.as_str(), uri);
+        let value = self.hold_value(invoke);
+        let (reply, answer) = oneshot::channel();
+        let op = DirOp::Hold {
+            key: key.clone(),
+            value: value.clone(),
+            reply: Some(reply),
+        };
+        let unreachable = || network_failure("the registration directory cannot be reached");
+        if self.directory.try_send(op).is_err() {
+            return Err(unreachable());
+        }
+        match tokio::time::timeout(CLAIM_WAIT, answer).await {
+            Ok(Ok(Ok(true))) => {
+                lock(&self.held).insert(key, value);
+                Ok(true)
+            }
+            Ok(Ok(Ok(false))) => Ok(false),
+            _ => Err(unreachable()),
+        }
+    }
+
+    /// Brings the directory in line with this node's registrations: lets go of the names it
+    /// no longer registers (a shared one only when no other node has it) and, with
+    /// `renew`, renews the others (taking them again after a Redis restart lost them; a
+    /// name another node took meanwhile is logged).
+    pub(crate) fn sync_holds(&self, hub: &Hub, renew: bool) {
+        let wanted: HashMap<String, String> = hub
+            .registrations()
+            .summary()
+            .into_iter()
+            .map(|(policy, uri, invoke)| {
+                (
+                    self.carrier.key(policy.as_str(), &uri),
+                    self.hold_value(invoke),
+                )
+            })
+            .collect();
+        let gone: Vec<(String, String)> = {
+            let mut held = lock(&self.held);
+            let gone: Vec<(String, String)> = held
+                .iter()
+                .filter(|(k, _)| !wanted.contains_key(*k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            for (k, _) in &gone {
+                held.remove(k);
+            }
+            for (k, v) in &wanted {
+                held.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+            gone
+        };
+        for (key, value) in gone {
+            let shared_elsewhere = value.starts_with("shared:") && {
+                let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
+                index
+                    .iter()
+                    .any(|(policy, uri, _)| self.carrier.key(policy.as_str(), uri) == key)
+            };
+            if !shared_elsewhere {
+                let _ = self.directory.try_send(DirOp::Release { key, value });
+            }
+        }
+        if renew {
+            for (key, value) in wanted {
+                let (reply, answer) = oneshot::channel();
+                let op = DirOp::Hold {
+                    key: key.clone(),
+                    value,
+                    reply: Some(reply),
+                };
+                if self.directory.try_send(op).is_ok() {
+                    tokio::spawn(async move {
+                        if let Ok(Ok(false)) = answer.await {
+                            tracing::warn!(key = %crate::clip::Clip(&key), "another node took a registration's name while the directory was unreachable");
+                        }
+                    });
+                }
+            }
+        }
     }
 
     /// Tells the other nodes this node's registrations.

@@ -357,9 +357,11 @@ impl Hub {
         }
         let node = random_id();
         let (queue, outgoing) = tokio::sync::mpsc::channel(crate::backplane::QUEUE);
+        let (directory, requests) = tokio::sync::mpsc::channel(crate::backplane::QUEUE);
         let cluster = Arc::new(crate::cluster::Cluster::new(
             queue.clone(),
             self.metrics.clone(),
+            (node, directory, backplane.0.clone()),
         ));
         let hub = Arc::downgrade(self);
         let peers = Mutex::new(crate::backplane::Peers::default());
@@ -406,18 +408,21 @@ impl Hub {
         });
         backplane
             .0
-            .start(node, outgoing, incoming, self.metrics.clone());
+            .start(node, outgoing, requests, incoming, self.metrics.clone());
         // The heartbeat: this node's registrations, and the loss of silent nodes.
         let (hub, beat) = (Arc::downgrade(self), cluster.clone());
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(crate::cluster::HEARTBEAT);
-            loop {
+            for beats in 0u64.. {
                 tick.tick().await;
                 let Some(hub) = hub.upgrade() else {
                     return;
                 };
                 if hub.metrics.backplane_up.load(Ordering::Relaxed) == 1 {
                     beat.announce(&hub);
+                    // Holds on the registrations' names are renewed every 3 s (they lapse
+                    // after 10 s).
+                    beat.sync_holds(&hub, beats % 3 == 0);
                 } else {
                     // What was sent to other nodes may be lost: their calls fail now.
                     beat.disconnected();
@@ -446,6 +451,7 @@ impl Hub {
             && let Some(cluster) = self.cluster()
         {
             cluster.announce(self);
+            cluster.sync_holds(self, false);
         }
     }
 

@@ -1388,6 +1388,22 @@ impl Inner<()> {
         {
             return Err("wamp.error.procedure_already_exists");
         }
+        // With a backplane, the first local callee takes the name in the deployment's
+        // directory: another node's `single` registration (or another policy) refuses it.
+        if let Some(cluster) = self.wamp.hub.cluster()
+            && self
+                .wamp
+                .hub
+                .registrations()
+                .lookup(policy, &procedure)
+                .is_none()
+        {
+            match cluster.claim(policy, &procedure, invoke).await {
+                Ok(true) => {}
+                Ok(false) => return Err("wamp.error.procedure_already_exists"),
+                Err(_) => return Err("wamp.error.network_failure"),
+            }
+        }
         let _order = self.meta_order();
         match self
             .wamp

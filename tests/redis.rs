@@ -829,3 +829,56 @@ async fn calls_on_another_node_fail_fast_while_redis_is_down() {
     }
     drop(RedisServer::start_on(port).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_procedure_registered_on_two_nodes_at_once_goes_to_one() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let (a, b) = two_nodes(&redis, "race").await;
+    // Both nodes connected (a first call of each takes the directory's answer).
+    let mut kept = Vec::new();
+    for i in 0..20 {
+        let procedure = format!("com.example.race.{i}");
+        let (on_a, on_b) = tokio::join!(
+            callee_on(a, &procedure, json!({})),
+            callee_on(b, &procedure, json!({}))
+        );
+        let won = [on_a.is_ok(), on_b.is_ok()];
+        assert_eq!(
+            won.iter().filter(|w| **w).count(),
+            1,
+            "{procedure}: {:?}",
+            [on_a.as_ref().err(), on_b.as_ref().err()]
+        );
+        for lost in [on_a.as_ref().err(), on_b.as_ref().err()]
+            .into_iter()
+            .flatten()
+        {
+            assert_eq!(lost, "wamp.error.procedure_already_exists");
+        }
+        kept.extend(on_a.ok());
+        kept.extend(on_b.ok());
+    }
+    // A name is let go when its callee leaves: the other node may take it then.
+    let procedure = "com.example.race.handover";
+    let first = callee_on(a, procedure, json!({})).await.unwrap();
+    assert!(callee_on(b, procedure, json!({})).await.is_err());
+    drop(first);
+    let mut taken = false;
+    for _ in 0..50 {
+        if callee_on(b, procedure, json!({})).await.is_ok() {
+            taken = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(taken, "the name was let go");
+    // Shared registrations with one policy take callees on both nodes.
+    let shared = json!({"invoke": "roundrobin"});
+    let (x, y) = tokio::join!(
+        callee_on(a, "com.example.race.shared", shared.clone()),
+        callee_on(b, "com.example.race.shared", shared)
+    );
+    assert!(x.is_ok() && y.is_ok(), "{:?} {:?}", x.err(), y.err());
+}
