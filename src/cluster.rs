@@ -112,6 +112,10 @@ pub(crate) enum Query {
     Sessions { roles: Option<Vec<String>> },
     /// One session's details, or null.
     Session { id: u64 },
+    /// Every session id (v1 ones too), as strings.
+    AllSessions,
+    /// The ids of the sessions subscribed to a topic, as strings.
+    Subscribers { topic: String },
 }
 
 /// How long a REGISTER waits for the directory.
@@ -488,6 +492,18 @@ impl Cluster {
                     Query::Session { id } => {
                         crate::meta::local_session(hub, id).unwrap_or(Value::Null)
                     }
+                    Query::AllSessions => serde_json::json!(
+                        hub.session_outboxes()
+                            .into_iter()
+                            .map(|(id, _)| id.as_str().to_owned())
+                            .collect::<Vec<_>>()
+                    ),
+                    Query::Subscribers { topic } => serde_json::json!(
+                        hub.subscribers_of(&topic)
+                            .into_iter()
+                            .map(|id| id.as_str().to_owned())
+                            .collect::<Vec<_>>()
+                    ),
                 };
                 self.send(Some(from), &Wire::Answer { id, value });
             }

@@ -309,6 +309,18 @@ impl Default for Hub {
     }
 }
 
+/// The session ids the other nodes told (lists of strings).
+fn gathered_ids(answers: Vec<Value>) -> impl Iterator<Item = SessionId> {
+    answers
+        .into_iter()
+        .filter_map(|a| match a {
+            Value::Array(ids) => Some(ids),
+            _ => None,
+        })
+        .flatten()
+        .filter_map(|id| id.as_str().map(SessionId::from))
+}
+
 fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
     lock.read().unwrap_or_else(PoisonError::into_inner)
 }
@@ -821,6 +833,13 @@ impl Hub {
         read(&self.broker).matching(topic)
     }
 
+    /// The sessions subscribed to `topic` on this node, sorted.
+    pub(crate) fn subscribers_of(&self, topic: &str) -> Vec<SessionId> {
+        let mut ids: Vec<SessionId> = read(&self.broker).subscribers(topic).cloned().collect();
+        ids.sort();
+        ids
+    }
+
     /// Every open session with its outbox.
     pub(crate) fn session_outboxes(&self) -> Vec<(SessionId, Outbox)> {
         read(&self.sessions)
@@ -1292,11 +1311,55 @@ impl Wamp {
             .is_some()
     }
 
-    /// The sessions subscribed to `topic`, sorted.
+    /// The sessions subscribed to `topic`, sorted (on this node; see
+    /// [`subscribers_everywhere`](Self::subscribers_everywhere)).
     #[must_use]
     pub fn subscribers(&self, topic: &str) -> Vec<SessionId> {
-        let mut ids: Vec<SessionId> = read(&self.hub.broker).subscribers(topic).cloned().collect();
+        self.hub.subscribers_of(topic)
+    }
+
+    /// The sessions on every node subscribed to `topic`, sorted: with a backplane, the
+    /// other live nodes are asked and those that answer within a second counted (without
+    /// one, [`subscribers`](Self::subscribers)).
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let wamp = tower_wamp::WampRouter::new().handle();
+    /// assert!(wamp.subscribers_everywhere("com.example.chat").await.is_empty());
+    /// # });
+    /// ```
+    pub async fn subscribers_everywhere(&self, topic: &str) -> Vec<SessionId> {
+        let mut ids = self.hub.subscribers_of(topic);
+        if let Some(cluster) = self.hub.cluster() {
+            let query = crate::cluster::Query::Subscribers {
+                topic: topic.to_owned(),
+            };
+            ids.extend(gathered_ids(cluster.gather(query).await));
+        }
         ids.sort();
+        ids.dedup();
+        ids
+    }
+
+    /// Every open session on every node, sorted: with a backplane, the other live nodes are
+    /// asked and those that answer within a second counted (without one,
+    /// [`sessions`](Self::sessions)).
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let wamp = tower_wamp::WampRouter::new().handle();
+    /// assert!(wamp.sessions_everywhere().await.is_empty());
+    /// # });
+    /// ```
+    pub async fn sessions_everywhere(&self) -> Vec<SessionId> {
+        let mut ids = self.sessions();
+        if let Some(cluster) = self.hub.cluster() {
+            ids.extend(gathered_ids(
+                cluster.gather(crate::cluster::Query::AllSessions).await,
+            ));
+        }
+        ids.sort();
+        ids.dedup();
         ids
     }
 

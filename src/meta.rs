@@ -696,6 +696,12 @@ impl Inner<()> {
 
     /// Publishes a meta event (nothing without the meta API).
     fn meta_event(&self, topic: &str, args: Vec<Value>) {
+        self.meta_event_to(topic, args, false);
+    }
+
+    /// A meta event, also to the other nodes' subscribers with `across` (with a backplane):
+    /// session ids are the deployment's, subscription and registration ids are not.
+    fn meta_event_to(&self, topic: &str, args: Vec<Value>, across: bool) {
         if !self.meta_api {
             return;
         }
@@ -714,8 +720,7 @@ impl Inner<()> {
             to_patterns: false,
             retain: false,
             publisher: None,
-            // Meta events are about this node's sessions.
-            forward: false,
+            forward: across,
             history: false,
         };
         self.wamp().hub.deliver(&out, &[], None);
@@ -724,7 +729,11 @@ impl Inner<()> {
     /// `wamp.session.on_join`.
     pub(crate) fn meta_joined(&self, id: &SessionId, outbox: &Outbox) {
         if let Some(n) = id.as_u64() {
-            self.meta_event("wamp.session.on_join", vec![session_details(n, outbox)]);
+            self.meta_event_to(
+                "wamp.session.on_join",
+                vec![session_details(n, outbox)],
+                true,
+            );
         }
     }
 
@@ -732,9 +741,10 @@ impl Inner<()> {
     pub(crate) fn meta_left(&self, id: &SessionId, outbox: &Outbox) {
         if let Some(n) = id.as_u64() {
             let who = outbox.identity();
-            self.meta_event(
+            self.meta_event_to(
                 "wamp.session.on_leave",
                 vec![n.into(), who.authid.into(), who.authrole.into()],
+                true,
             );
         }
     }

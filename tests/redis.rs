@@ -634,10 +634,9 @@ async fn the_session_meta_api_answers_for_every_node() {
         return;
     };
     let with_meta = || node(&redis.url(), "meta").meta_api(true);
-    let (a, b) = (
-        serve_router(with_meta()).await,
-        serve_router(with_meta()).await,
-    );
+    let (router_a, router_b) = (with_meta(), with_meta());
+    let handle_b = router_b.handle();
+    let (a, b) = (serve_router(router_a).await, serve_router(router_b).await);
     let on_a = [
         V2::join(a, Serializer::Json).await,
         V2::join(a, Serializer::Cbor).await,
@@ -691,6 +690,38 @@ async fn the_session_meta_api_answers_for_every_node() {
         .await
     {
         Message::Error { error, .. } => assert_eq!(error, "wamp.error.no_such_session"),
+        other => panic!("{other:?}"),
+    }
+    // The server handle asks every node too.
+    let strings = |ids: Vec<tower_wamp::SessionId>| -> Vec<String> {
+        ids.iter().map(|s| s.as_str().to_owned()).collect()
+    };
+    let mut want: Vec<String> = all.iter().map(u64::to_string).collect();
+    want.sort();
+    assert_eq!(strings(handle_b.sessions_everywhere().await), want);
+    assert_eq!(handle_b.sessions().len(), 1, "this node's own");
+    let mut watcher = V2::join(a, Serializer::Json).await;
+    assert!(matches!(
+        watcher.subscribe("com.example.present").await,
+        Message::Subscribed { .. }
+    ));
+    assert_eq!(
+        strings(handle_b.subscribers_everywhere("com.example.present").await),
+        vec![watcher.session.to_string()]
+    );
+    // Session joins and leaves are told on every node.
+    let joins = match watcher.subscribe("wamp.session.on_join").await {
+        Message::Subscribed { subscription, .. } => subscription,
+        other => panic!("{other:?}"),
+    };
+    let newcomer = V2::join(b, Serializer::Json).await;
+    match watcher.recv().await {
+        Message::Event {
+            subscription, args, ..
+        } => {
+            assert_eq!(subscription, joins);
+            assert_eq!(args[0]["session"], json!(newcomer.session));
+        }
         other => panic!("{other:?}"),
     }
 }
