@@ -1324,7 +1324,7 @@ impl Wamp {
     ///
     /// ```
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-    /// let wamp = tower_wamp::WampRouter::new().handle();
+    /// let wamp = tower_wamp::WampRouter::<()>::new().handle();
     /// assert!(wamp.subscribers_everywhere("com.example.chat").await.is_empty());
     /// # });
     /// ```
@@ -1347,7 +1347,7 @@ impl Wamp {
     ///
     /// ```
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-    /// let wamp = tower_wamp::WampRouter::new().handle();
+    /// let wamp = tower_wamp::WampRouter::<()>::new().handle();
     /// assert!(wamp.sessions_everywhere().await.is_empty());
     /// # });
     /// ```
