@@ -119,13 +119,18 @@ struct Figures {
     process_us: f64,
     redis_us: f64,
     anomalies: u64,
+    /// Calls only: p50 and p99 latency, µs.
+    latency: Option<(u64, u64)>,
 }
 
-fn print(name: &str, unit: &str, f: &Figures) {
-    println!(
-        "| {name} | {:.0} {unit}/s | {:.1} µs | {:.2} µs | {} |",
+fn row(name: &str, unit: &str, f: &Figures) -> String {
+    let latency = f
+        .latency
+        .map_or("—".to_owned(), |(p50, p99)| format!("{p50} / {p99} µs"));
+    format!(
+        "| {name} | {:.0} {unit}/s | {latency} | {:.1} µs | {:.2} µs | {} |",
         f.per_second, f.process_us, f.redis_us, f.anomalies
-    );
+    )
 }
 
 /// A callee on `callee_at` answering at once; `callers` callers on `callers_at`, each with
@@ -199,7 +204,9 @@ async fn rpc(
         tasks.spawn(async move {
             let mut n = 0u64;
             let mut errors = 0u64;
+            let mut took: Vec<u64> = Vec::new();
             while Instant::now() < deadline {
+                let sent = Instant::now();
                 let request = c.request();
                 c.send(&Message::Call {
                     request,
@@ -212,19 +219,28 @@ async fn rpc(
                 match c.recv().await {
                     Message::Result {
                         request: r, args, ..
-                    } if r == request && args == vec![json!(n)] => n += 1,
+                    } if r == request && args == vec![json!(n)] => {
+                        n += 1;
+                        took.push(u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX));
+                    }
                     _ => errors += 1,
                 }
             }
-            (n, errors)
+            (n, errors, took)
         });
     }
-    let (mut calls, mut anomalies) = (0, 0);
+    let (mut calls, mut anomalies, mut took) = (0, 0, Vec::new());
     while let Some(r) = tasks.join_next().await {
-        let (n, e) = r.unwrap();
+        let (n, e, t) = r.unwrap();
         calls += n;
         anomalies += e;
+        took.extend(t);
     }
+    took.sort_unstable();
+    let at = |q: f64| {
+        let i = ((took.len() as f64 * q) as usize).min(took.len().saturating_sub(1));
+        took.get(i).copied().unwrap_or(0)
+    };
     let elapsed = t0.elapsed().as_secs_f64();
     let cpu = (proc_cpu(std::process::id()) - cpu0).as_secs_f64();
     let redis = (proc_cpu(redis_pid) - redis0).as_secs_f64();
@@ -235,6 +251,7 @@ async fn rpc(
         process_us: cpu * 1e6 / calls_f,
         redis_us: redis * 1e6 / calls_f,
         anomalies,
+        latency: Some((at(0.5), at(0.99))),
     }
 }
 
@@ -350,6 +367,7 @@ async fn fanout(
         process_us: cpu * 1e6 / deliveries,
         redis_us: redis * 1e6 / events as f64,
         anomalies,
+        latency: None,
     }
 }
 
@@ -400,42 +418,60 @@ async fn main() {
     let a = serve(router(Some(&url))).await;
     let b = serve(router(Some(&url))).await;
     let alone = serve(router(None)).await;
-    println!(
-        "## Scale-out through Redis (two nodes in one process, 2 cores shared with the clients and redis-server)\n"
-    );
-    println!("| scenario | rate | process CPU per op | Redis CPU per call or event | anomalies |");
-    println!("|---|---|---|---|---|");
+    let mut rows = Vec::new();
     let callers = 50;
-    print(
-        "RPC, one node, no backplane (50 callers)",
-        "calls",
-        &rpc(alone, alone, callers, time, redis_pid).await,
-    );
-    print(
-        "RPC, caller and callee on one node of two (50 callers)",
-        "calls",
-        &rpc(a, a, callers, time, redis_pid).await,
-    );
-    print(
-        "RPC across nodes (50 callers)",
-        "calls",
-        &rpc(a, b, callers, time, redis_pid).await,
-    );
+    for (name, from, to) in [
+        ("RPC, one node, no backplane (50 callers)", alone, alone),
+        (
+            "RPC, caller and callee on one node of two (50 callers)",
+            a,
+            a,
+        ),
+        ("RPC across nodes (50 callers)", b, a),
+    ] {
+        rows.push(row(
+            name,
+            "calls",
+            &rpc(to, from, callers, time, redis_pid).await,
+        ));
+    }
     let subs = 200;
-    print(
-        "fan-out, one node, no backplane (200 subscribers)",
-        "deliveries",
-        &fanout(alone, alone, subs, events, redis_pid, "alone").await,
+    for (name, from, to, tag) in [
+        (
+            "fan-out, one node, no backplane (200 subscribers)",
+            alone,
+            alone,
+            "alone",
+        ),
+        (
+            "fan-out, subscribers on the publisher's node of two",
+            a,
+            a,
+            "local",
+        ),
+        ("fan-out, subscribers on the other node", a, b, "remote"),
+    ] {
+        let f = fanout(from, to, subs, events, redis_pid, tag).await;
+        rows.push(row(name, "deliveries", &f));
+    }
+    let report = format!(
+        "# Scale-out benchmarks\n\n\
+         `cargo bench --features redis --bench cluster` writes this file (`-- --smoke` only \
+         prints). Two tower-wamp nodes joined by a `redis-server` the benchmark starts, the load \
+         clients (MessagePack; one call in flight each; fan-out in batches of 100 events, each \
+         batch once every subscriber has the last) and Redis share this machine's 2 cores: \
+         compare the rows with each other, not with BENCHMARKS.md's single-node ceilings, whose \
+         client runs apart on a core of its own. Process CPU is the benchmark process's (nodes \
+         and clients) per call or delivery; Redis CPU is redis-server's per call or per \
+         published event. Anomalies: calls answered wrongly; events lost, duplicated or out of \
+         order.\n\n\
+         | scenario | rate | latency p50 / p99 | process CPU per op | Redis CPU per call or event | anomalies |\n\
+         |---|---|---|---|---|---|\n{}\n",
+        rows.join("\n")
     );
-    print(
-        "fan-out, subscribers on the publisher's node of two",
-        "deliveries",
-        &fanout(a, a, subs, events, redis_pid, "local").await,
-    );
-    print(
-        "fan-out, subscribers on the other node",
-        "deliveries",
-        &fanout(a, b, subs, events, redis_pid, "remote").await,
-    );
+    print!("{report}");
+    if !smoke {
+        std::fs::write("BENCHMARKS-scale-out.md", report).unwrap();
+    }
     let _ = redis.kill().await;
 }
