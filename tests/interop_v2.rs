@@ -238,6 +238,58 @@ async fn autobahn26_authenticates_with_wampcra_and_ticket_on_the_demo() {
     );
 }
 
+/// A Node client's event history step (`v2_interop.mjs`): three acknowledged publications on
+/// `topic`, the second with kwargs {"k": "v"}, then a new session's subscription and its
+/// `wamp.subscription.get_events(subscription, 2)`: exactly the two newest, newest first, each
+/// with its UTC ISO 8601 timestamp, the subscription, the publication id PUBLISHED gave, the
+/// topic, args, kwargs only when some were sent, and the publisher (the demo discloses
+/// publishers). Ids come as strings (wampy's MessagePack decoder gives large ones as BigInts).
+fn assert_last_two_events(who: &str, topic: &str, history: &Value) {
+    assert_eq!(history.get("failed"), None, "{who}: {history}");
+    let publications = history["publications"].as_array().expect("publication ids");
+    assert_eq!(publications.len(), 3, "{who}: {history}");
+    let mut events = history["events"].clone();
+    let mut stamps = Vec::new();
+    for event in events.as_array_mut().expect("a list of events") {
+        let timestamp = event
+            .as_object_mut()
+            .and_then(|e| e.remove("timestamp"))
+            .unwrap_or_default();
+        // e.g. 2014-06-22T16:36:25.448Z
+        let timestamp = timestamp.as_str().unwrap_or_default().to_owned();
+        assert!(
+            timestamp.len() == 24 && timestamp.ends_with('Z') && timestamp[10..11] == *"T",
+            "{who}: {timestamp:?}"
+        );
+        stamps.push(timestamp);
+    }
+    assert!(stamps.windows(2).all(|w| w[0] >= w[1]), "{who}: {stamps:?}");
+    let (sub, publisher) = (&history["subscription"], &history["publisher"]);
+    assert_eq!(
+        events,
+        json!([
+            {
+                "subscription": sub,
+                "publication": publications[2],
+                "topic": topic,
+                "args": [3, "three"],
+                "publisher": publisher,
+                "publisher_authrole": "anonymous",
+            },
+            {
+                "subscription": sub,
+                "publication": publications[1],
+                "topic": topic,
+                "args": [2, "two"],
+                "kwargs": {"k": "v"},
+                "publisher": publisher,
+                "publisher_authrole": "anonymous",
+            },
+        ]),
+        "{who}: {history}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn autobahnjs_and_wampy_use_the_demo_with_every_serializer() {
     let dir = match peers::node_clients().await {
@@ -248,9 +300,12 @@ async fn autobahnjs_and_wampy_use_the_demo_with_every_serializer() {
         Err(why) => panic!("AutobahnJS/wampy interop cannot run on CI: {why}"),
     };
     let addr = common::serve_layer(app::layer_for(app::router())).await;
+    // The demo with --auth, as for autobahn-python's cryptosign, for the clients' cryptosign.
+    let auth_addr = common::serve_layer(app::layer_for(app::auth_router())).await;
     let run = tokio::process::Command::new("node")
         .arg(dir.join("v2_interop.mjs"))
         .arg(format!("ws://{addr}/ws"))
+        .arg(format!("ws://{auth_addr}/ws"))
         .kill_on_drop(true)
         .output();
     let out = tokio::time::timeout(std::time::Duration::from_secs(60), run)
@@ -390,6 +445,37 @@ async fn autobahnjs_and_wampy_use_the_demo_with_every_serializer() {
             json!(["wamp.error.timeout", true, 1, true]),
             "AutobahnJS {serializer}"
         );
+        // Event history (see assert_last_two_events).
+        let topic = format!("com.example.js.history.{serializer}");
+        let who = format!("AutobahnJS {serializer}");
+        assert_last_two_events(&who, &topic, &js["history"]);
+        // Testaments: A's transport closed under its open session (no GOODBYE) and D's GOODBYE
+        // publish theirs, as A and D (the demo names publishers); C's flush_testaments forgets
+        // its one testament (1), so after C's GOODBYE the next event is the main session's
+        // marker. add_testament answers nothing.
+        assert_eq!(
+            js["testament"],
+            json!({
+                "added": [null, null, null],
+                "a_closed": "closed",
+                "flushed": 1,
+                "events": [[[1], "a"], [[2], "d"], [["marker"], "main"]],
+            }),
+            "AutobahnJS {serializer}"
+        );
+        // Cryptosign on the demo with --auth, through AutobahnJS's auth_cryptosign: erin's
+        // published test key signs in as erin (role user, so add is allowed); a stranger's key
+        // is ABORTed with no_such_principal; erin's public key with the challenge signed by
+        // another key with authentication_denied.
+        assert_eq!(
+            js["cryptosign"],
+            json!({
+                "erin": {"welcome": ["erin", "user", "cryptosign"], "add": 42},
+                "stranger": {"closed": ["closed", "wamp.error.no_such_principal"]},
+                "forged": {"closed": ["closed", "wamp.error.authentication_denied"]},
+            }),
+            "AutobahnJS {serializer}"
+        );
         let wampy = &got["wampy"][serializer];
         assert_eq!(wampy.get("failed"), None, "wampy {serializer}: {wampy}");
         assert_eq!(wampy["add"], json!([42]), "wampy {serializer}");
@@ -478,6 +564,33 @@ async fn autobahnjs_and_wampy_use_the_demo_with_every_serializer() {
         assert_eq!(
             wampy["timeout"],
             json!(["wamp.error.timeout", true, 1, 4]),
+            "wampy {serializer}"
+        );
+        // Event history, wampy's session publishing (see assert_last_two_events).
+        let topic = format!("com.example.wampy.history.{serializer}");
+        let who = format!("wampy {serializer}");
+        assert_last_two_events(&who, &topic, &wampy["history"]);
+        // Testaments as for AutobahnJS: A dropped with wampy's abort() (on an open session it
+        // closes the WebSocket without GOODBYE), D left with disconnect() (GOODBYE), C flushed
+        // (1) before its disconnect(); b published the marker.
+        assert_eq!(
+            wampy["testament"],
+            json!({
+                "added": [null, null, null],
+                "flushed": 1,
+                "events": [[[1], "a"], [[2], "d"], [["marker"], "b"]],
+            }),
+            "wampy {serializer}"
+        );
+        // Cryptosign with wampy's plugin (wampy/cryptosign.js), as for AutobahnJS: the ABORT
+        // rejects wampy's connect() with the router's error URI.
+        assert_eq!(
+            wampy["cryptosign"],
+            json!({
+                "erin": {"welcome": ["erin", "user", "cryptosign"], "add": 42},
+                "stranger": {"aborted": "wamp.error.no_such_principal"},
+                "forged": {"aborted": "wamp.error.authentication_denied"},
+            }),
             "wampy {serializer}"
         );
     }

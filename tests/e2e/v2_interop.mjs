@@ -1,7 +1,8 @@
 // WAMP v2 interop: AutobahnJS 26 and wampy 8 use the demo with json, msgpack and cbor: RPC,
 // pub/sub, disclosure, black/white listing, progressive results, patterns, call canceling,
-// retained events, the meta API, shared registrations and call timeouts.
-// usage: node v2_interop.mjs ws://HOST:PORT/ws
+// retained events, the meta API, shared registrations, call timeouts, event history,
+// testaments and (on the demo with --auth, when its URL is given) cryptosign.
+// usage: node v2_interop.mjs ws://HOST:PORT/ws [ws://AUTH_HOST:PORT/ws]
 // Prints one JSON object: {autobahnjs: {json: {...}, ...}, wampy: {json: {...}, ...}}.
 import WebSocket from 'ws';
 import autobahn from 'autobahn';
@@ -9,6 +10,7 @@ import { Wampy } from 'wampy';
 import { JsonSerializer } from 'wampy/JsonSerializer.js';
 import { MsgpackSerializer } from 'wampy/MsgpackSerializer.js';
 import { CborSerializer } from 'wampy/CborSerializer.js';
+import { sign as wampySign } from 'wampy/cryptosign.js';
 
 // AutobahnJS looks for a global WebSocket when it connects (Node 20 has none): ws's, which
 // also notes the close frames the client sends itself, so that a session AutobahnJS fails
@@ -25,6 +27,11 @@ class TracedWebSocket extends WebSocket {
 globalThis.WebSocket = TracedWebSocket;
 
 const url = process.argv[2];
+// The demo with --auth (app::auth_router()), for cryptosign.
+const authUrl = process.argv[3];
+// erin's published test seed (README, examples/demo/app.rs), and a key that is nobody's.
+const ERIN_SEED = '74a554360f01f441eae521d3b18e07639c4e0e440dd15689468352fe886d7837';
+const STRANGER_SEED = '11'.repeat(32);
 const within = (ms, p) => Promise.race([p, new Promise((_, no) => setTimeout(() => no(new Error('timeout')), ms))]);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 // Polls until `test()` is true (at most `ms`).
@@ -44,6 +51,17 @@ async function step(ms, f) {
 const outcome = (p) => p.then((r) => r?.argsList?.[0] ?? r, (e) => e?.errorUri ?? e?.error ?? String(e));
 // Ids as strings: wampy's MessagePack decoder may give a 64-bit integer as a BigInt.
 const sameId = (a, b) => String(a) === String(b);
+// An event from wamp.subscription.get_events with its ids as strings (see sameId), every
+// other key as the library decoded it.
+function historyEvent(event) {
+  const out = { ...event };
+  for (const key of ['subscription', 'publication', 'publisher']) {
+    if (key in out) out[key] = String(out[key]);
+  }
+  return out;
+}
+// Who published a testament's event: the name in `ids` (session ids as strings) of its publisher.
+const whose = (ids, publisher) => Object.keys(ids).find((k) => ids[k] === String(publisher)) ?? String(publisher);
 
 function autobahnSession(serializer) {
   const serializers = {
@@ -129,6 +147,9 @@ async function withAutobahn(serializer) {
   out.meta = await step(5000, () => autobahnMeta(serializer, session));
   out.shared = await step(5000, () => autobahnShared(serializer, session));
   out.timeout = await step(5000, () => autobahnTimeout(serializer, session));
+  out.history = await step(5000, () => autobahnHistory(serializer, session));
+  out.testament = await step(8000, () => autobahnTestament(serializer, session));
+  out.cryptosign = authUrl ? await step(8000, () => autobahnCryptosign(serializer)) : { skipped: true };
   await closeAutobahn(main);
   return out;
 }
@@ -312,6 +333,105 @@ async function autobahnTimeout(serializer, session) {
   return out;
 }
 
+// Event history: three acknowledged publications on a topic the demo keeps history for (the
+// second with kwargs), then a new session subscribes and asks
+// wamp.subscription.get_events(subscription, 2): the two newest, newest first.
+async function autobahnHistory(serializer, session) {
+  const topic = `com.example.js.history.${serializer}`;
+  const ack = { acknowledge: true };
+  const published = [];
+  published.push((await session.publish(topic, [1, 'one'], null, ack)).id);
+  published.push((await session.publish(topic, [2, 'two'], { k: 'v' }, ack)).id);
+  published.push((await session.publish(topic, [3, 'three'], null, ack)).id);
+  const later = await within(5000, autobahnSession(serializer));
+  const sub = await later.session.subscribe(topic, () => {});
+  const events = await later.session.call('wamp.subscription.get_events', [sub.id, 2]);
+  await closeAutobahn(later);
+  return {
+    topic,
+    subscription: String(sub.id),
+    publisher: String(session.id),
+    publications: published.map(String),
+    events: Array.isArray(events) ? events.map(historyEvent) : events,
+  };
+}
+
+// Testaments (wamp.session.add_testament) of three sessions on a topic the main session
+// subscribes to: A's connection dropped without GOODBYE (AutobahnJS's transport closed under
+// its open session) and D's GOODBYE publish theirs; C flushes its own
+// (wamp.session.flush_testaments) before its GOODBYE, so the main session's next event on the
+// topic is its own marker, published after C left.
+async function autobahnTestament(serializer, session) {
+  const topic = `com.example.js.will.${serializer}`;
+  const ids = { main: String(session.id) };
+  const events = [];
+  await session.subscribe(topic, (args, kwargs, details) => events.push([args, whose(ids, details.publisher)]));
+  const added = [];
+  const a = await within(5000, autobahnSession(serializer));
+  ids.a = String(a.session.id);
+  added.push(await a.session.call('wamp.session.add_testament', [topic, [1], {}]) ?? null);
+  a.connection._transport.close(1000);
+  const [aClosed] = await within(2000, a.closed);
+  await until(2000, () => events.length >= 1);
+  const d = await within(5000, autobahnSession(serializer));
+  ids.d = String(d.session.id);
+  added.push(await d.session.call('wamp.session.add_testament', [topic, [2], {}]) ?? null);
+  await closeAutobahn(d);
+  await until(2000, () => events.length >= 2);
+  const c = await within(5000, autobahnSession(serializer));
+  ids.c = String(c.session.id);
+  added.push(await c.session.call('wamp.session.add_testament', [topic, [3], {}]) ?? null);
+  const flushed = await c.session.call('wamp.session.flush_testaments');
+  await closeAutobahn(c);
+  await session.publish(topic, ['marker'], null, { acknowledge: true, exclude_me: false });
+  await until(2000, () => events.some(([args]) => args[0] === 'marker'));
+  await sleep(100);
+  return { added, a_closed: aClosed, flushed, events };
+}
+
+// Cryptosign on the demo with --auth, with AutobahnJS's own auth_cryptosign: its
+// create_connection (authid, authmethods ["cryptosign"], authextra.pubkey, the challenge
+// signed by sign_challenge) for erin's key and for a stranger's, and a Connection announcing
+// erin's public key whose challenge a stranger's key signs.
+async function autobahnCryptosign(serializer) {
+  const cs = autobahn.auth_cryptosign;
+  const keyPair = (seed) => autobahn.nacl.sign.keyPair.fromSeed(autobahn.util.htob(seed));
+  const serializers = {
+    json: () => new autobahn.serializer.JSONSerializer(),
+    msgpack: () => new autobahn.serializer.MsgpackSerializer(),
+    cbor: () => new autobahn.serializer.CBORSerializer(),
+  };
+  // What WELCOME said and the demo's add (guests may not call it), or how the session closed.
+  const attempt = (connection) => within(5000, new Promise((resolve) => {
+    connection.onopen = async (session, details) => {
+      const add = await outcome(session.call('com.example.add', [1, 2, 39]));
+      connection.onclose = () => resolve({ welcome: [details.authid, details.authrole, details.authmethod], add });
+      connection.close();
+    };
+    connection.onclose = (reason, details) => {
+      resolve({ closed: [reason, details?.reason ?? null] });
+    };
+    connection.open();
+  }));
+  const helper = (seed) => cs.create_connection({
+    url: authUrl, realm: 'realm1', authid: 'erin', pkey: keyPair(seed), serializers: [serializers[serializer]()],
+  });
+  const erin = await attempt(helper(ERIN_SEED));
+  const stranger = await attempt(helper(STRANGER_SEED));
+  const forger = keyPair(STRANGER_SEED);
+  const forged = await attempt(new autobahn.Connection({
+    url: authUrl,
+    realm: 'realm1',
+    serializers: [serializers[serializer]()],
+    max_retries: 0,
+    authid: 'erin',
+    authmethods: ['cryptosign'],
+    authextra: { pubkey: cs.public_key(keyPair(ERIN_SEED)) },
+    onchallenge: (session, method, extra) => cs.sign_challenge(forger, extra),
+  }));
+  return { erin, stranger, forged };
+}
+
 async function wampySession(serializer) {
   const serializers = { json: new JsonSerializer(), msgpack: new MsgpackSerializer(), cbor: new CborSerializer() };
   const w = new Wampy(url, { realm: 'realm1', ws: WebSocket, serializer: serializers[serializer], autoReconnect: false });
@@ -363,6 +483,9 @@ async function withWampy(serializer) {
   out.meta = await step(5000, () => wampyMeta(serializer, a, b));
   out.shared = await step(5000, () => wampyShared(serializer, a, b));
   out.timeout = await step(5000, () => wampyTimeout(serializer, a, b));
+  out.history = await step(5000, () => wampyHistory(serializer, a, b));
+  out.testament = await step(8000, () => wampyTestament(serializer, a, b));
+  out.cryptosign = authUrl ? await step(8000, () => wampyCryptosign(serializer)) : { skipped: true };
   await a.disconnect();
   await b.disconnect();
   return out;
@@ -517,6 +640,95 @@ async function wampyTimeout(serializer, a, b) {
   const elapsed = Date.now() - t0;
   await sleep(50);
   return [error, elapsed >= 200 && elapsed < 2000, invoked, await outcome(b.call('com.example.add', [2, 2]))];
+}
+
+// Event history as for AutobahnJS: b publishes (wampy's publish() always asks for
+// acknowledgement and resolves with the publication id), a new wampy session asks.
+async function wampyHistory(serializer, a, b) {
+  const topic = `com.example.wampy.history.${serializer}`;
+  const published = [];
+  published.push((await b.publish(topic, [1, 'one'])).publicationId);
+  published.push((await b.publish(topic, { argsList: [2, 'two'], argsDict: { k: 'v' } })).publicationId);
+  published.push((await b.publish(topic, [3, 'three'])).publicationId);
+  const c = await wampySession(serializer);
+  const sub = await c.subscribe(topic, () => {});
+  const got = await c.call('wamp.subscription.get_events', [sub.subscriptionId, 2]);
+  await c.disconnect();
+  const events = got.argsList?.[0];
+  return {
+    topic,
+    subscription: String(sub.subscriptionId),
+    publisher: String(b.getSessionId()),
+    publications: published.map(String),
+    events: Array.isArray(events) ? events.map(historyEvent) : events,
+  };
+}
+
+// Testaments as for AutobahnJS: A drops its connection with wampy's abort(), which on an open
+// session sends no GOODBYE (nor ABORT) and closes the WebSocket; D leaves with disconnect()
+// (GOODBYE); C flushes before its disconnect(); b publishes the marker.
+async function wampyTestament(serializer, a, b) {
+  const topic = `com.example.wampy.will.${serializer}`;
+  const ids = { b: String(b.getSessionId()) };
+  const events = [];
+  await a.subscribe(topic, (e) => events.push([e.argsList, whose(ids, e.details.publisher)]));
+  const one = async (w, procedure, args) => (await w.call(procedure, args)).argsList?.[0] ?? null;
+  const added = [];
+  const wa = await wampySession(serializer);
+  ids.a = String(wa.getSessionId());
+  added.push(await one(wa, 'wamp.session.add_testament', [topic, [1], {}]));
+  wa.abort();
+  await until(2000, () => events.length >= 1);
+  const wd = await wampySession(serializer);
+  ids.d = String(wd.getSessionId());
+  added.push(await one(wd, 'wamp.session.add_testament', [topic, [2], {}]));
+  await wd.disconnect();
+  await until(2000, () => events.length >= 2);
+  const wc = await wampySession(serializer);
+  ids.c = String(wc.getSessionId());
+  added.push(await one(wc, 'wamp.session.add_testament', [topic, [3], {}]));
+  const flushed = await one(wc, 'wamp.session.flush_testaments');
+  await wc.disconnect();
+  await b.publish(topic, ['marker']);
+  await until(2000, () => events.some(([args]) => args[0] === 'marker'));
+  await sleep(100);
+  return { added, flushed: Number(flushed), events };
+}
+
+// Cryptosign with wampy's own plugin (wampy/cryptosign.js: sign(seed) signs the challenge;
+// wampy needs authid, authmethods and authextra.pubkey given, the public key from tweetnacl,
+// which AutobahnJS exports): erin's key, a stranger's, and erin's public key with the
+// challenge signed by a stranger's key.
+async function wampyCryptosign(serializer) {
+  const pubkey = (seed) => autobahn.util.btoh(autobahn.nacl.sign.keyPair.fromSeed(autobahn.util.htob(seed)).publicKey);
+  const serializers = { json: () => new JsonSerializer(), msgpack: () => new MsgpackSerializer(), cbor: () => new CborSerializer() };
+  const attempt = async (announced, signer) => {
+    const w = new Wampy(authUrl, {
+      realm: 'realm1',
+      ws: WebSocket,
+      serializer: serializers[serializer](),
+      autoReconnect: false,
+      authid: 'erin',
+      authmethods: ['cryptosign'],
+      authextra: { pubkey: pubkey(announced) },
+      authMode: 'auto',
+      authPlugins: { cryptosign: wampySign(signer) },
+    });
+    let details;
+    try {
+      details = await within(5000, w.connect());
+    } catch (e) {
+      return { aborted: e?.errorUri ?? String(e) };
+    }
+    const add = await outcome(w.call('com.example.add', [1, 2, 39]));
+    await w.disconnect();
+    return { welcome: [details.authid, details.authrole, details.authmethod], add };
+  };
+  return {
+    erin: await attempt(ERIN_SEED, ERIN_SEED),
+    stranger: await attempt(STRANGER_SEED, STRANGER_SEED),
+    forged: await attempt(ERIN_SEED, STRANGER_SEED),
+  };
 }
 
 const result = { autobahnjs: {}, wampy: {} };
