@@ -119,6 +119,9 @@ pub(crate) enum DirOp {
     },
     /// Lets `key` go if it is held for `value`.
     Release { key: String, value: String },
+    /// Holds (renews) every key for its value, in one round trip; a key held for another
+    /// value meanwhile is logged.
+    Renew { holds: Vec<(String, String)> },
 }
 
 /// How long a hold lasts unless renewed (a node renews its holds every few seconds; a dead
@@ -347,6 +350,31 @@ mod redis_backplane {
                 }
                 if let Some(reply) = reply {
                     let _ = reply.send(answer);
+                }
+            }
+            super::DirOp::Renew { holds } => {
+                let ttl = u64::try_from(super::HOLD_FOR.as_millis()).unwrap_or(u64::MAX);
+                let mut pipe = redis::pipe();
+                for (key, value) in &holds {
+                    pipe.cmd("EVAL")
+                        .arg(HOLD)
+                        .arg(1)
+                        .arg(key)
+                        .arg(value)
+                        .arg(ttl);
+                }
+                match tokio::time::timeout(DEADLINE, pipe.query_async::<Vec<i64>>(conn)).await {
+                    Ok(Ok(held)) => {
+                        let taken = held.iter().filter(|n| **n != 1).count();
+                        if taken > 0 {
+                            tracing::warn!(
+                                taken,
+                                "registration names another node took while the directory was unreachable"
+                            );
+                        }
+                    }
+                    Ok(Err(e)) => tracing::warn!(error = %e, "registration names not renewed"),
+                    Err(_) => tracing::warn!("registration names not renewed in time"),
                 }
             }
             super::DirOp::Release { key, value } => {

@@ -54,10 +54,19 @@ pub(crate) enum Wire {
     },
     /// The sender stops (to every node).
     Leaving,
+    /// The calls of the receiving node the sender is running (every heartbeat, to each
+    /// node): a call of the receiver's it no longer knows was lost on the way.
+    Serving {
+        calls: Vec<u64>,
+    },
     /// A call for a callee on the receiving node.
     Invoke {
         call: u64,
+        /// The procedure's name (routed by), and the name as the caller called it (told to
+        /// a pattern's callee) when an alias made them differ.
         procedure: String,
+        #[serde(default)]
+        called: Option<String>,
         args: Vec<Value>,
         kwargs: Dict,
         /// Who calls (`caller`, `caller_authid`, `caller_authrole`), and whether every
@@ -144,6 +153,8 @@ struct Peer {
 #[derive(Debug)]
 struct OutCall {
     node: u64,
+    /// When it was sent (a node's list of what it serves may not show it yet).
+    sent: Instant,
     answer: oneshot::Sender<Result<Payload, RpcError>>,
     progress: Option<ProgressSink>,
 }
@@ -172,6 +183,12 @@ pub(crate) struct Cluster {
     carrier: Arc<dyn Carrier>,
     /// The names this node holds in the directory: key → value.
     held: Mutex<HashMap<String, String>>,
+    /// The names being claimed (a REGISTER between its claim and its registration): kept.
+    claiming: Mutex<HashMap<String, usize>>,
+    /// The backplane's reconnections last seen: any new one may have lost messages.
+    reconnects_seen: AtomicU64,
+    /// Wakes the announcer: this node's registrations changed.
+    pub(crate) changed: Arc<tokio::sync::Notify>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -196,6 +213,9 @@ impl Cluster {
             directory,
             carrier,
             held: Mutex::default(),
+            claiming: Mutex::default(),
+            reconnects_seen: AtomicU64::new(0),
+            changed: Arc::new(tokio::sync::Notify::new()),
             queue,
             metrics,
             peers: Mutex::default(),
@@ -240,6 +260,22 @@ impl Cluster {
     ) -> Result<bool, RpcError> {
         let key = self.carrier.key(policy.as_str(), uri);
         let value = self.hold_value(invoke);
+        *lock(&self.claiming).entry(key.clone()).or_default() += 1;
+        let result = self.claim_key(&key, &value).await;
+        {
+            let mut claiming = lock(&self.claiming);
+            if let Some(n) = claiming.get_mut(&key) {
+                *n -= 1;
+                if *n == 0 {
+                    claiming.remove(&key);
+                }
+            }
+        }
+        result
+    }
+
+    async fn claim_key(&self, key: &str, value: &str) -> Result<bool, RpcError> {
+        let (key, value) = (key.to_owned(), value.to_owned());
         let (reply, answer) = oneshot::channel();
         let op = DirOp::Hold {
             key: key.clone(),
@@ -277,10 +313,11 @@ impl Cluster {
             })
             .collect();
         let gone: Vec<(String, String)> = {
+            let claiming = lock(&self.claiming);
             let mut held = lock(&self.held);
             let gone: Vec<(String, String)> = held
                 .iter()
-                .filter(|(k, _)| !wanted.contains_key(*k))
+                .filter(|(k, _)| !wanted.contains_key(*k) && !claiming.contains_key(*k))
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();
             for (k, _) in &gone {
@@ -302,21 +339,12 @@ impl Cluster {
                 let _ = self.directory.try_send(DirOp::Release { key, value });
             }
         }
-        if renew {
-            for (key, value) in wanted {
-                let (reply, answer) = oneshot::channel();
-                let op = DirOp::Hold {
-                    key: key.clone(),
-                    value,
-                    reply: Some(reply),
-                };
-                if self.directory.try_send(op).is_ok() {
-                    tokio::spawn(async move {
-                        if let Ok(Ok(false)) = answer.await {
-                            tracing::warn!(key = %crate::clip::Clip(&key), "another node took a registration's name while the directory was unreachable");
-                        }
-                    });
-                }
+        if renew && !wanted.is_empty() {
+            // One request (one pipeline, one round trip) for them all.
+            let holds: Vec<(String, String)> = wanted.into_iter().collect();
+            if self.directory.try_send(DirOp::Renew { holds }).is_err() {
+                Metrics::add(&self.metrics.backplane_lost, 1);
+                tracing::warn!("registration names not renewed: the directory queue is full");
             }
         }
     }
@@ -411,15 +439,38 @@ impl Cluster {
                 }
             }
             Wire::Leaving => self.lost(from),
+            Wire::Serving { calls } => {
+                // Calls of ours that node does not run (sent more than two heartbeats ago,
+                // so not still on their way) were lost: they fail now.
+                let lost: Vec<OutCall> = {
+                    let mut ours = lock(&self.calls);
+                    let ids: Vec<u64> = ours
+                        .iter()
+                        .filter(|(id, c)| {
+                            c.node == from
+                                && c.sent.elapsed() > 2 * HEARTBEAT
+                                && !calls.contains(id)
+                        })
+                        .map(|(id, _)| *id)
+                        .collect();
+                    ids.into_iter().filter_map(|id| ours.remove(&id)).collect()
+                };
+                self.fail(lost, "the call was lost between the nodes");
+            }
             Wire::Invoke {
                 call,
                 procedure,
+                called,
                 args,
                 kwargs,
                 caller,
                 disclose,
                 receive_progress,
             } => {
+                // Known as served before anything else is read: a CANCEL right behind it
+                // finds it.
+                let (cancel_tx, cancel) = watch::channel(None);
+                lock(&self.served).insert((from, call), cancel_tx);
                 let me = self.clone();
                 let hub = hub.clone();
                 tokio::spawn(async move {
@@ -428,16 +479,10 @@ impl Cluster {
                         details: caller,
                         always: disclose,
                     };
-                    me.serve(
-                        &hub,
-                        from,
-                        call,
-                        &procedure,
-                        payload,
-                        disclosure,
-                        receive_progress,
-                    )
-                    .await;
+                    let names = (procedure.as_str(), called.as_deref());
+                    let options = (receive_progress, cancel);
+                    me.serve(&hub, (from, call), names, payload, disclosure, options)
+                        .await;
                 });
             }
             Wire::Progress { call, args, kwargs } => {
@@ -485,27 +530,9 @@ impl Cluster {
                 self.answer(from, call, Err(e));
             }
             Wire::Query { id, query } => {
-                let value = match query {
-                    Query::Sessions { roles } => {
-                        serde_json::json!(crate::meta::local_session_ids(hub, roles.as_deref()))
-                    }
-                    Query::Session { id } => {
-                        crate::meta::local_session(hub, id).unwrap_or(Value::Null)
-                    }
-                    Query::AllSessions => serde_json::json!(
-                        hub.session_outboxes()
-                            .into_iter()
-                            .map(|(id, _)| id.as_str().to_owned())
-                            .collect::<Vec<_>>()
-                    ),
-                    Query::Subscribers { topic } => serde_json::json!(
-                        hub.subscribers_of(&topic)
-                            .into_iter()
-                            .map(|id| id.as_str().to_owned())
-                            .collect::<Vec<_>>()
-                    ),
-                };
-                self.send(Some(from), &Wire::Answer { id, value });
+                // Answered off the backplane's reader.
+                let (me, hub) = (self.clone(), hub.clone());
+                tokio::spawn(async move { me.answer_query(&hub, from, id, query) });
             }
             Wire::Answer { id, value } => {
                 if let Some(tx) = lock(&self.queries).get(&id) {
@@ -522,6 +549,64 @@ impl Cluster {
                     tx.send_replace(Some(mode));
                 }
             }
+        }
+    }
+
+    fn answer_query(&self, hub: &Hub, from: u64, id: u64, query: Query) {
+        let value = match query {
+            Query::Sessions { roles } => {
+                serde_json::json!(crate::meta::local_session_ids(hub, roles.as_deref()))
+            }
+            Query::Session { id } => crate::meta::local_session(hub, id).unwrap_or(Value::Null),
+            Query::AllSessions => serde_json::json!(
+                hub.session_outboxes()
+                    .into_iter()
+                    .map(|(id, _)| id.as_str().to_owned())
+                    .collect::<Vec<_>>()
+            ),
+            Query::Subscribers { topic } => serde_json::json!(
+                hub.subscribers_of(&topic)
+                    .into_iter()
+                    .map(|id| id.as_str().to_owned())
+                    .collect::<Vec<_>>()
+            ),
+        };
+        self.send(Some(from), &Wire::Answer { id, value });
+    }
+
+    /// Ends calls of ours with `wamp.error.network_failure`, counted.
+    fn fail(&self, calls: Vec<OutCall>, why: &str) {
+        if calls.is_empty() {
+            return;
+        }
+        tracing::warn!(calls = calls.len(), why, "calls on other nodes failed");
+        Metrics::add(
+            &self.metrics.backplane_calls_failed,
+            u64::try_from(calls.len()).unwrap_or(u64::MAX),
+        );
+        for c in calls {
+            let _ = c.answer.send(Err(network_failure(why)));
+        }
+    }
+
+    /// Each heartbeat: tells every other node which of its calls this one runs, and, if the
+    /// backplane reconnected since the last beat (messages may have been lost), fails the
+    /// calls pending elsewhere and ends those it runs for others.
+    pub(crate) fn beat(&self) {
+        let reconnects = self.metrics.backplane_reconnects.load(Ordering::Relaxed);
+        if self.reconnects_seen.swap(reconnects, Ordering::Relaxed) != reconnects {
+            self.disconnected();
+            for tx in lock(&self.served).values() {
+                tx.send_replace(Some(CancelMode::KillNoWait));
+            }
+        }
+        let mut by_node: HashMap<u64, Vec<u64>> =
+            lock(&self.peers).keys().map(|n| (*n, Vec::new())).collect();
+        for (node, call) in lock(&self.served).keys() {
+            by_node.entry(*node).or_default().push(*call);
+        }
+        for (node, calls) in by_node {
+            self.send(Some(node), &Wire::Serving { calls });
         }
     }
 
@@ -561,6 +646,10 @@ impl Cluster {
                 .collect();
             ids.into_iter().filter_map(|id| calls.remove(&id)).collect()
         };
+        Metrics::add(
+            &self.metrics.backplane_calls_failed,
+            u64::try_from(failed.len()).unwrap_or(u64::MAX),
+        );
         for c in failed {
             let _ = c.answer.send(Err(RpcError::new(
                 crate::dealer::CANCELED,
@@ -613,17 +702,7 @@ impl Cluster {
     /// may be lost), with `wamp.error.network_failure`.
     pub(crate) fn disconnected(&self) {
         let failed: Vec<OutCall> = lock(&self.calls).drain().map(|(_, c)| c).collect();
-        if !failed.is_empty() {
-            tracing::warn!(
-                calls = failed.len(),
-                "backplane down: calls on other nodes failed"
-            );
-        }
-        for c in failed {
-            let _ = c.answer.send(Err(network_failure(
-                "the backplane to the callee's node is down",
-            )));
-        }
+        self.fail(failed, "the backplane to the callee's node is down");
     }
 
     /// Forgets the nodes not heard from for [`DEAD_AFTER`].
@@ -643,7 +722,7 @@ impl Cluster {
     pub(crate) async fn call(
         &self,
         node: u64,
-        procedure: &str,
+        (procedure, called): (&str, Option<&str>),
         payload: Payload,
         caller: Disclosure,
         control: CallControl,
@@ -670,6 +749,7 @@ impl Cluster {
                 call,
                 OutCall {
                     node,
+                    sent: Instant::now(),
                     answer: tx,
                     progress: control.progress.clone(),
                 },
@@ -688,6 +768,7 @@ impl Cluster {
             &Wire::Invoke {
                 call,
                 procedure: procedure.to_owned(),
+                called: called.map(str::to_owned),
                 args: payload.args,
                 kwargs: payload.kwargs,
                 caller: caller.details,
@@ -746,24 +827,21 @@ impl Cluster {
     }
 
     /// Runs another node's call here, and sends its answer back.
-    #[allow(clippy::too_many_arguments)]
     async fn serve(
         self: &Arc<Self>,
         hub: &Arc<Hub>,
-        from: u64,
-        call: u64,
-        procedure: &str,
+        (from, call): (u64, u64),
+        (procedure, called): (&str, Option<&str>),
         payload: Payload,
         caller: Disclosure,
-        receive_progress: bool,
+        (receive_progress, cancel): (bool, watch::Receiver<Option<CancelMode>>),
     ) {
         let Some(routed) = hub.route(procedure) else {
+            lock(&self.served).remove(&(from, call));
             let e = RpcError::new("wamp.error.no_such_procedure", "no such procedure");
             self.send(Some(from), &error_wire(call, &e));
             return;
         };
-        let (cancel_tx, cancel) = watch::channel(None);
-        lock(&self.served).insert((from, call), cancel_tx);
         let progress = receive_progress.then(|| {
             let me = Arc::downgrade(self);
             ProgressSink::remote(Arc::new(move |p: Payload| match me.upgrade() {
@@ -789,7 +867,7 @@ impl Cluster {
         };
         let answer = crate::dealer::invoke(
             hub,
-            procedure,
+            called.unwrap_or(procedure),
             routed,
             payload.args,
             payload.kwargs,
@@ -810,6 +888,13 @@ impl Cluster {
             Err(e) => error_wire(call, &e),
         };
         self.send(Some(from), &wire);
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // The announcer wakes, finds the cluster gone, and ends.
+        self.changed.notify_one();
     }
 }
 

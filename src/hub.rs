@@ -377,7 +377,9 @@ impl Hub {
         ));
         let hub = Arc::downgrade(self);
         let peers = Mutex::new(crate::backplane::Peers::default());
-        let to_cluster = cluster.clone();
+        // Weak: the carrier's task must not keep the cluster (and its queues) alive once
+        // the router is gone.
+        let to_cluster = Arc::downgrade(&cluster);
         let incoming = Arc::new(move |frame: Vec<u8>| {
             let Some(hub) = hub.upgrade() else {
                 return false;
@@ -410,7 +412,10 @@ impl Hub {
             }
             match serde_json::from_slice::<crate::cluster::Wire>(bytes) {
                 Ok(crate::cluster::Wire::Event(envelope)) => hub.deliver_remote(*envelope),
-                Ok(wire) => to_cluster.receive(&hub, from, wire),
+                Ok(wire) => match to_cluster.upgrade() {
+                    Some(cluster) => cluster.receive(&hub, from, wire),
+                    None => return false,
+                },
                 Err(e) => {
                     Metrics::add(&hub.metrics.backplane_lost, 1);
                     tracing::warn!(error = %e, "undecodable backplane message dropped");
@@ -435,11 +440,29 @@ impl Hub {
                     // Holds on the registrations' names are renewed every 3 s (they lapse
                     // after 10 s).
                     beat.sync_holds(&hub, beats % 3 == 0);
+                    beat.beat();
                 } else {
                     // What was sent to other nodes may be lost: their calls fail now.
                     beat.disconnected();
                 }
                 beat.sweep();
+            }
+        });
+        // The announcer: this node's registrations once they changed, at most every 50 ms
+        // (a snapshot per change would cost the square of their number).
+        let (hub, announcer) = (Arc::downgrade(self), Arc::downgrade(&cluster));
+        let changed = cluster.changed.clone();
+        tokio::spawn(async move {
+            loop {
+                // (A router dropped while nothing changes leaves this task waiting: it
+                // holds neither the router nor the cluster.)
+                changed.notified().await;
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                let (Some(hub), Some(cluster)) = (hub.upgrade(), announcer.upgrade()) else {
+                    return;
+                };
+                cluster.announce(&hub);
+                cluster.sync_holds(&hub, false);
             }
         });
         *state = BackplaneState::Started { queue, cluster };
@@ -462,8 +485,8 @@ impl Hub {
         if self.beyond_sessions.load(Ordering::Relaxed)
             && let Some(cluster) = self.cluster()
         {
-            cluster.announce(self);
-            cluster.sync_holds(self, false);
+            // Told by the announcer, at most every 50 ms whatever the churn.
+            cluster.changed.notify_one();
         }
     }
 
@@ -1425,6 +1448,10 @@ impl Wamp {
         };
         // Sessions in their handshake are not listed yet: they refuse themselves.
         self.hub.shutdown_begun.notify_waiters();
+        // The other nodes stop routing calls here at once (not after a heartbeat's silence).
+        if let Some(cluster) = self.hub.cluster() {
+            cluster.send(None, &crate::cluster::Wire::Leaving);
+        }
         tracing::info!(sessions = open.len(), "shutting down");
         for outbox in open {
             outbox.close_with_goodbye(

@@ -29,6 +29,7 @@ pub(crate) struct Metrics {
     pub(crate) backplane_lost: AtomicU64,
     pub(crate) backplane_reconnects: AtomicU64,
     pub(crate) backplane_nodes_lost: AtomicU64,
+    pub(crate) backplane_calls_failed: AtomicU64,
     /// 1 while the backplane is connected.
     pub(crate) backplane_up: AtomicU64,
     errors: Mutex<HashMap<String, u64>>,
@@ -72,6 +73,7 @@ impl Metrics {
             backplane_lost: self.backplane_lost.load(Relaxed),
             backplane_reconnects: self.backplane_reconnects.load(Relaxed),
             backplane_nodes_lost: self.backplane_nodes_lost.load(Relaxed),
+            backplane_calls_failed: self.backplane_calls_failed.load(Relaxed),
             backplane_up: self.backplane_up.load(Relaxed) == 1,
             errors_by_uri: self
                 .errors
@@ -124,6 +126,9 @@ pub struct MetricsSnapshot {
     /// Other nodes lost (no heartbeat in time, or their goodbye): the calls pending there
     /// failed at once.
     pub backplane_nodes_lost: u64,
+    /// Calls on other nodes that failed because their node was lost, the backplane went
+    /// down or reconnected, or their messages were lost on the way.
+    pub backplane_calls_failed: u64,
     /// Whether the backplane is connected (a health signal: false while Redis cannot be
     /// reached, and without a backplane).
     pub backplane_up: bool,

@@ -1253,9 +1253,10 @@ impl Inner<()> {
                         details: Some(disclosed(&call.session, "caller")),
                         always,
                     };
-                    let procedure = called.as_deref().unwrap_or(&call.procedure);
+                    // Routed there by its name; a pattern's callee is told the name called.
+                    let names = (call.procedure.as_str(), called.as_deref());
                     cluster
-                        .call(node, procedure, payload, caller, control)
+                        .call(node, names, payload, caller, control)
                         .await
                         .map(Outcome::Arguments)
                 }),
