@@ -810,12 +810,7 @@ impl Cluster {
             tokio::select! {
                 biased;
                 a = &mut answer => break a,
-                changed = async {
-                    match cancel.as_mut() {
-                        Some(c) => c.changed().await,
-                        None => std::future::pending().await,
-                    }
-                } => {
+                changed = crate::dealer::cancel_changed(&mut cancel) => {
                     if changed.is_err() {
                         cancel = None;
                     }

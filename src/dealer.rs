@@ -776,12 +776,7 @@ pub(crate) async fn invoke(
         tokio::select! {
             biased;
             answered = &mut answer => break answered,
-            changed = async {
-                match cancel.as_mut() {
-                    Some(c) => c.changed().await,
-                    None => std::future::pending().await,
-                }
-            } => {
+            changed = cancel_changed(&mut cancel) => {
                 if changed.is_err() {
                     // No more CANCELs can come.
                     cancel = None;
@@ -853,6 +848,16 @@ pub(crate) async fn invoke(
             Err(e)
         }
         Err(_) => Err(gone()),
+    }
+}
+
+/// The next CANCEL of a call that may take some (never, for one that may not).
+pub(crate) async fn cancel_changed(
+    cancel: &mut Option<tokio::sync::watch::Receiver<Option<CancelMode>>>,
+) -> Result<(), tokio::sync::watch::error::RecvError> {
+    match cancel.as_mut() {
+        Some(c) => c.changed().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -1193,21 +1193,10 @@ impl Inner<()> {
                         cancel,
                         chunks: call.control.chunks.take(),
                     };
-                    let args = match call.args {
-                        Value::Array(args) => args,
-                        other => vec![other],
-                    };
-                    let kwargs = match call.kwargs {
-                        Value::Object(kwargs) => kwargs,
-                        _ => serde_json::Map::new(),
-                    };
+                    let always = self.always_disclose_caller(&call).await;
+                    let Payload { args, kwargs } = arguments(call.args, call.kwargs);
                     // The caller is named to callees by policy, as it asks, or as a callee
                     // asks (which may be another callee of a shared registration).
-                    let always = self.disclose_callers
-                        || call.disclose_me
-                        || self
-                            .role_discloses(&call.session, Action::Call, &call.procedure)
-                            .await;
                     let caller = crate::dealer::Disclosure {
                         details: (always || routed.callee.disclose_caller || routed.shared)
                             .then(|| disclosed(&call.session, "caller")),
@@ -1233,22 +1222,9 @@ impl Inner<()> {
                         cancel,
                         chunks: call.control.chunks.take(),
                     };
-                    let payload = Payload {
-                        args: match call.args {
-                            Value::Array(args) => args,
-                            other => vec![other],
-                        },
-                        kwargs: match call.kwargs {
-                            Value::Object(kwargs) => kwargs,
-                            _ => serde_json::Map::new(),
-                        },
-                    };
+                    let always = self.always_disclose_caller(&call).await;
+                    let payload = arguments(call.args, call.kwargs);
                     // Who calls goes along; the callee's node tells whom its rules say.
-                    let always = self.disclose_callers
-                        || call.disclose_me
-                        || self
-                            .role_discloses(&call.session, Action::Call, &call.procedure)
-                            .await;
                     let caller = crate::dealer::Disclosure {
                         details: Some(disclosed(&call.session, "caller")),
                         always,
@@ -1334,6 +1310,16 @@ impl Inner<()> {
     }
 
     /// The URI an alias stands for, or the URI itself.
+    /// Whether every callee is told who calls: the realm's policy, the caller's
+    /// `disclose_me`, or its role's rule.
+    async fn always_disclose_caller(&self, call: &Call) -> bool {
+        self.disclose_callers
+            || call.disclose_me
+            || self
+                .role_discloses(&call.session, Action::Call, &call.procedure)
+                .await
+    }
+
     /// Whether `topic` has a rule that does not deny publishing (before permissions).
     pub(crate) fn may_publish_to(&self, topic: &str) -> bool {
         self.topics
@@ -1851,4 +1837,18 @@ fn disclosed(session: &Session, role: &str) -> crate::core::codec::v2::Dict {
 /// WAMP-CRA's procedures, which no other node answers.
 fn is_auth_procedure(procedure: &str) -> bool {
     procedure == AUTH || procedure == AUTHREQ
+}
+
+/// A call's arguments in v2's form (a v1 call's value is one positional argument).
+fn arguments(args: Value, kwargs: Value) -> Payload {
+    Payload {
+        args: match args {
+            Value::Array(args) => args,
+            other => vec![other],
+        },
+        kwargs: match kwargs {
+            Value::Object(kwargs) => kwargs,
+            _ => serde_json::Map::new(),
+        },
+    }
 }

@@ -47,6 +47,12 @@ async fn refuse(sink: &mut Sink, config: &Config, state: &mut State, reason: &st
     refuse_with(sink, config, state, reason, message, 1000).await;
 }
 
+/// ABORT `wamp.close.system_shutdown`, then the close frame 1001.
+async fn refuse_shutdown(sink: &mut Sink, config: &Config, state: &mut State) {
+    let reason = crate::core::session::v2::uri::SYSTEM_SHUTDOWN;
+    refuse_with(sink, config, state, reason, "server shutting down", 1001).await;
+}
+
 /// ABORT, then the close frame with `code`.
 async fn refuse_with(
     sink: &mut Sink,
@@ -301,15 +307,7 @@ async fn handshake(
         let next = tokio::select! {
             next = tokio::time::timeout_at(deadline, stream.next()) => next,
             () = hub.shutdown_begun() => {
-                refuse_with(
-                    sink,
-                    config,
-                    state,
-                    crate::core::session::v2::uri::SYSTEM_SHUTDOWN,
-                    "server shutting down",
-                    1001,
-                )
-                .await;
+                refuse_shutdown(sink, config, state).await;
                 return Opened::Refused;
             }
         };
@@ -426,15 +424,7 @@ async fn handshake(
                     .is_some_and(|outbox| hub.add_session(session.id().clone(), outbox.clone()));
                 if !listed {
                     // Shutdown began while it was being set up.
-                    refuse_with(
-                        sink,
-                        config,
-                        state,
-                        crate::core::session::v2::uri::SYSTEM_SHUTDOWN,
-                        "server shutting down",
-                        1001,
-                    )
-                    .await;
+                    refuse_shutdown(sink, config, state).await;
                     return Opened::Refused;
                 }
                 let welcome = state.welcome(id, details);
