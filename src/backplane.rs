@@ -425,6 +425,10 @@ mod redis_backplane {
             Metrics::add(&metrics.backplane_reconnects, 1);
         }
         *connected_before = true;
+        metrics.backplane_connected_at.store(
+            crate::core::broker::now_ms(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         metrics
             .backplane_up
             .store(1, std::sync::atomic::Ordering::Relaxed);

@@ -55,9 +55,12 @@ pub(crate) enum Wire {
     /// The sender stops (to every node).
     Leaving,
     /// The calls of the receiving node the sender is running (every heartbeat, to each
-    /// node): a call of the receiver's it no longer knows was lost on the way.
+    /// node), and the newest call of the receiver's it has received (`upto`): a call at or
+    /// below it that it does not run was lost on the way (or its answer was).
     Serving {
         calls: Vec<u64>,
+        #[serde(default)]
+        upto: u64,
     },
     /// A call for a callee on the receiving node.
     Invoke {
@@ -153,8 +156,8 @@ struct Peer {
 #[derive(Debug)]
 struct OutCall {
     node: u64,
-    /// When it was sent (a node's list of what it serves may not show it yet).
-    sent: Instant,
+    /// When it was sent, in milliseconds since the Unix epoch.
+    sent_ms: u64,
     answer: oneshot::Sender<Result<Payload, RpcError>>,
     progress: Option<ProgressSink>,
 }
@@ -189,6 +192,10 @@ pub(crate) struct Cluster {
     reconnects_seen: AtomicU64,
     /// Wakes the announcer: this node's registrations changed.
     pub(crate) changed: Arc<tokio::sync::Notify>,
+    /// The newest call received from each node.
+    received: Mutex<HashMap<u64, u64>>,
+    /// Set by `Wamp::shutdown`: this node no longer announces registrations.
+    leaving: std::sync::atomic::AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -216,6 +223,8 @@ impl Cluster {
             claiming: Mutex::default(),
             reconnects_seen: AtomicU64::new(0),
             changed: Arc::new(tokio::sync::Notify::new()),
+            received: Mutex::default(),
+            leaving: std::sync::atomic::AtomicBool::new(false),
             queue,
             metrics,
             peers: Mutex::default(),
@@ -257,21 +266,15 @@ impl Cluster {
         policy: MatchPolicy,
         uri: &str,
         invoke: InvokePolicy,
-    ) -> Result<bool, RpcError> {
+    ) -> (Result<bool, RpcError>, Claiming<'_>) {
         let key = self.carrier.key(policy.as_str(), uri);
         let value = self.hold_value(invoke);
         *lock(&self.claiming).entry(key.clone()).or_default() += 1;
-        let result = self.claim_key(&key, &value).await;
-        {
-            let mut claiming = lock(&self.claiming);
-            if let Some(n) = claiming.get_mut(&key) {
-                *n -= 1;
-                if *n == 0 {
-                    claiming.remove(&key);
-                }
-            }
-        }
-        result
+        let guard = Claiming {
+            cluster: self,
+            key: key.clone(),
+        };
+        (self.claim_key(&key, &value).await, guard)
     }
 
     async fn claim_key(&self, key: &str, value: &str) -> Result<bool, RpcError> {
@@ -301,6 +304,9 @@ impl Cluster {
     /// `renew`, renews the others (taking them again after a Redis restart lost them; a
     /// name another node took meanwhile is logged).
     pub(crate) fn sync_holds(&self, hub: &Hub, renew: bool) {
+        // Names being claimed now are kept, whatever the registrations say yet.
+        let claiming: std::collections::HashSet<String> =
+            lock(&self.claiming).keys().cloned().collect();
         let wanted: HashMap<String, String> = hub
             .registrations()
             .summary()
@@ -313,11 +319,10 @@ impl Cluster {
             })
             .collect();
         let gone: Vec<(String, String)> = {
-            let claiming = lock(&self.claiming);
             let mut held = lock(&self.held);
             let gone: Vec<(String, String)> = held
                 .iter()
-                .filter(|(k, _)| !wanted.contains_key(*k) && !claiming.contains_key(*k))
+                .filter(|(k, _)| !wanted.contains_key(*k) && !claiming.contains(*k))
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();
             for (k, _) in &gone {
@@ -329,28 +334,32 @@ impl Cluster {
             gone
         };
         for (key, value) in gone {
-            let shared_elsewhere = value.starts_with("shared:") && {
-                let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
-                index
-                    .iter()
-                    .any(|(policy, uri, _)| self.carrier.key(policy.as_str(), uri) == key)
-            };
-            if !shared_elsewhere {
+            // A shared name may be held by other nodes too: it lapses when none renews it.
+            if value.starts_with("single:") {
                 let _ = self.directory.try_send(DirOp::Release { key, value });
             }
         }
         if renew && !wanted.is_empty() {
             // One request (one pipeline, one round trip) for them all.
             let holds: Vec<(String, String)> = wanted.into_iter().collect();
-            if self.directory.try_send(DirOp::Renew { holds }).is_err() {
-                Metrics::add(&self.metrics.backplane_lost, 1);
-                tracing::warn!("registration names not renewed: the directory queue is full");
+            // In pipelines of at most 1000, not to hold up the connection.
+            for chunk in holds.chunks(1000) {
+                let op = DirOp::Renew {
+                    holds: chunk.to_vec(),
+                };
+                if self.directory.try_send(op).is_err() {
+                    Metrics::add(&self.metrics.backplane_lost, 1);
+                    tracing::warn!("registration names not renewed: the directory queue is full");
+                }
             }
         }
     }
 
     /// Tells the other nodes this node's registrations.
     pub(crate) fn announce(&self, hub: &Hub) {
+        if self.leaving.load(Ordering::Relaxed) {
+            return;
+        }
         let regs = hub
             .registrations()
             .summary()
@@ -439,18 +448,16 @@ impl Cluster {
                 }
             }
             Wire::Leaving => self.lost(from),
-            Wire::Serving { calls } => {
-                // Calls of ours that node does not run (sent more than two heartbeats ago,
-                // so not still on their way) were lost: they fail now.
+            Wire::Serving { calls, upto } => {
+                // Calls of ours that node received (at or below `upto`: the ids of a node's
+                // calls grow) and does not run, and whose answer came before this list (it
+                // is sent first, on the same channel), were lost.
+                let running: std::collections::HashSet<u64> = calls.into_iter().collect();
                 let lost: Vec<OutCall> = {
                     let mut ours = lock(&self.calls);
                     let ids: Vec<u64> = ours
                         .iter()
-                        .filter(|(id, c)| {
-                            c.node == from
-                                && c.sent.elapsed() > 2 * HEARTBEAT
-                                && !calls.contains(id)
-                        })
+                        .filter(|(id, c)| c.node == from && **id <= upto && !running.contains(id))
                         .map(|(id, _)| *id)
                         .collect();
                     ids.into_iter().filter_map(|id| ours.remove(&id)).collect()
@@ -471,6 +478,9 @@ impl Cluster {
                 // finds it.
                 let (cancel_tx, cancel) = watch::channel(None);
                 lock(&self.served).insert((from, call), cancel_tx);
+                let mut upto = lock(&self.received);
+                let newest = upto.entry(from).or_default();
+                *newest = (*newest).max(call);
                 let me = self.clone();
                 let hub = hub.clone();
                 tokio::spawn(async move {
@@ -593,21 +603,46 @@ impl Cluster {
     /// backplane reconnected since the last beat (messages may have been lost), fails the
     /// calls pending elsewhere and ends those it runs for others.
     pub(crate) fn beat(&self) {
+        if self.leaving.load(Ordering::Relaxed) {
+            self.send(None, &Wire::Leaving);
+            return;
+        }
         let reconnects = self.metrics.backplane_reconnects.load(Ordering::Relaxed);
         if self.reconnects_seen.swap(reconnects, Ordering::Relaxed) != reconnects {
-            self.disconnected();
-            for tx in lock(&self.served).values() {
-                tx.send_replace(Some(CancelMode::KillNoWait));
-            }
+            // Only what was on its way across the reconnect may be lost: the calls sent
+            // before it fail; those sent since stand.
+            let at = self.metrics.backplane_connected_at.load(Ordering::Relaxed);
+            let failed: Vec<OutCall> = {
+                let mut ours = lock(&self.calls);
+                let ids: Vec<u64> = ours
+                    .iter()
+                    .filter(|(_, c)| c.sent_ms < at)
+                    .map(|(id, _)| *id)
+                    .collect();
+                ids.into_iter().filter_map(|id| ours.remove(&id)).collect()
+            };
+            self.fail(
+                failed,
+                "the backplane reconnected: the call's messages may be lost",
+            );
         }
+        let received = lock(&self.received).clone();
         let mut by_node: HashMap<u64, Vec<u64>> =
             lock(&self.peers).keys().map(|n| (*n, Vec::new())).collect();
         for (node, call) in lock(&self.served).keys() {
             by_node.entry(*node).or_default().push(*call);
         }
         for (node, calls) in by_node {
-            self.send(Some(node), &Wire::Serving { calls });
+            let upto = received.get(&node).copied().unwrap_or(0);
+            self.send(Some(node), &Wire::Serving { calls, upto });
         }
+    }
+
+    /// This node shuts down: it stops announcing its registrations and says it leaves,
+    /// with every heartbeat from now on.
+    pub(crate) fn leave(&self) {
+        self.leaving.store(true, Ordering::Relaxed);
+        self.send(None, &Wire::Leaving);
     }
 
     fn answer(&self, from: u64, call: u64, answer: Result<Payload, RpcError>) {
@@ -749,7 +784,7 @@ impl Cluster {
                 call,
                 OutCall {
                     node,
-                    sent: Instant::now(),
+                    sent_ms: crate::core::broker::now_ms(),
                     answer: tx,
                     progress: control.progress.clone(),
                 },
@@ -873,7 +908,6 @@ impl Cluster {
         if let Some(p) = progress {
             p.close();
         }
-        lock(&self.served).remove(&(from, call));
         let wire = match answer {
             Ok(p) => Wire::Result {
                 call,
@@ -882,7 +916,10 @@ impl Cluster {
             },
             Err(e) => error_wire(call, &e),
         };
+        // The answer goes first: a list of what this node runs sent after it no longer has
+        // the call, and arrives after the answer (one channel).
         self.send(Some(from), &wire);
+        lock(&self.served).remove(&(from, call));
     }
 }
 
@@ -890,6 +927,25 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         // The announcer wakes, finds the cluster gone, and ends.
         self.changed.notify_one();
+    }
+}
+
+/// A name being claimed: not let go by a sync until the registration is made (or not),
+/// when this is dropped, however the REGISTER ends.
+pub(crate) struct Claiming<'a> {
+    cluster: &'a Cluster,
+    key: String,
+}
+
+impl Drop for Claiming<'_> {
+    fn drop(&mut self) {
+        let mut claiming = lock(&self.cluster.claiming);
+        if let Some(n) = claiming.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                claiming.remove(&self.key);
+            }
+        }
     }
 }
 

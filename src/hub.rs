@@ -1450,7 +1450,7 @@ impl Wamp {
         self.hub.shutdown_begun.notify_waiters();
         // The other nodes stop routing calls here at once (not after a heartbeat's silence).
         if let Some(cluster) = self.hub.cluster() {
-            cluster.send(None, &crate::cluster::Wire::Leaving);
+            cluster.leave();
         }
         tracing::info!(sessions = open.len(), "shutting down");
         for outbox in open {

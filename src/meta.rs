@@ -258,7 +258,11 @@ impl Inner<()> {
         let args = call.args();
         let topic = self.canonical(str_arg(args, 0)?.to_owned());
         // As a PUBLISH's topic: valid, not too long, not under the reserved `wamp.`.
-        if !valid_uri(&topic) || topic.len() > MAX_TOPIC || topic.starts_with("wamp.") {
+        if !valid_uri(&topic)
+            || topic.len() > MAX_TOPIC
+            || topic == "wamp"
+            || topic.starts_with("wamp.")
+        {
             return Err(RpcError::new(
                 "wamp.error.invalid_uri",
                 "the topic is not a valid URI (or is under the reserved wamp.)",
@@ -315,13 +319,15 @@ impl Inner<()> {
         outbox
             .with_testaments(|t| t.add(scope, testament, bytes))
             .map_err(|OverBudget(budget)| {
-                RpcError::new(
-                    "wamp.error.too_many_testaments",
+                let message = if budget.entries == 0 {
+                    "the session is ending".to_owned()
+                } else {
                     format!(
                         "a session leaves at most {} testaments of {} bytes in all",
                         budget.entries, budget.bytes
-                    ),
-                )
+                    )
+                };
+                RpcError::new("wamp.error.too_many_testaments", message)
             })?;
         Ok(Payload::default())
     }

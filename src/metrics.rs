@@ -32,6 +32,8 @@ pub(crate) struct Metrics {
     pub(crate) backplane_calls_failed: AtomicU64,
     /// 1 while the backplane is connected.
     pub(crate) backplane_up: AtomicU64,
+    /// When the backplane last connected, in milliseconds since the Unix epoch.
+    pub(crate) backplane_connected_at: AtomicU64,
     errors: Mutex<HashMap<String, u64>>,
 }
 

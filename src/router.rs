@@ -1377,7 +1377,10 @@ impl Inner<()> {
         }
         // With a backplane, the first local callee takes the name in the deployment's
         // directory: another node's `single` registration (or another policy) refuses it.
-        if let Some(cluster) = self.wamp.hub.cluster()
+        let cluster = self.wamp.hub.cluster();
+        // Kept as being claimed until the registration is made (or not).
+        let mut _claiming = None;
+        if let Some(cluster) = cluster.as_ref()
             && self
                 .wamp
                 .hub
@@ -1385,7 +1388,9 @@ impl Inner<()> {
                 .lookup(policy, &procedure)
                 .is_none()
         {
-            match cluster.claim(policy, &procedure, invoke).await {
+            let (claimed, guard) = cluster.claim(policy, &procedure, invoke).await;
+            _claiming = Some(guard);
+            match claimed {
                 Ok(true) => {}
                 Ok(false) => return Err("wamp.error.procedure_already_exists"),
                 Err(_) => return Err("wamp.error.network_failure"),

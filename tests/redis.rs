@@ -1031,3 +1031,32 @@ async fn aliases_and_immediate_cancels_cross_nodes() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_redis_does_not_fail_calls_that_are_only_late() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let (a, b) = two_nodes(&redis, "pause").await;
+    let mut callee = callee_on(a, "com.example.late", json!({})).await.unwrap();
+    let mut caller = V2::join(b, Serializer::Json).await;
+    let (request, inv) = until_routed(&mut caller, &mut callee, "com.example.late").await;
+    yield_(&mut callee, inv, json!(0), json!({})).await;
+    assert!(matches!(caller.recv().await, Message::Result { request: r, .. } if r == request));
+    // Redis holds every client for 3 s: lists of running calls written before the call
+    // arrived come after its deadline for being "on its way"; it is late, not lost.
+    assert_eq!(
+        redis_cli(&redis, &["CLIENT", "PAUSE", "3000", "ALL"]).await,
+        "OK"
+    );
+    let request = start_call(&mut caller, "com.example.late", json!(1), json!({})).await;
+    let (inv, _, arg) = invocation(&mut callee).await;
+    assert_eq!(arg, json!(1));
+    yield_(&mut callee, inv, json!("on time"), json!({})).await;
+    match caller.recv().await {
+        Message::Result {
+            request: r, args, ..
+        } => assert_eq!((r, args), (request, vec![json!("on time")])),
+        other => panic!("{other:?}"),
+    }
+}
