@@ -13,6 +13,14 @@ use std::path::Path;
 
 use common::peers;
 use serde_json::{Value, json};
+use tower_wamp::{
+    Args, Topic, WampRouter,
+    auth::{Secret, WampCra},
+    core::{
+        auth::{AuthKey, Permissions},
+        roles::RoleTable,
+    },
+};
 
 /// One run of `autobahn26_client.py` (see its usage) against the demo at `addr`.
 async fn client(py: &Path, addr: std::net::SocketAddr, serializer: &str, mode: &str) -> Value {
@@ -740,4 +748,190 @@ async fn autobahn26_uses_history_testaments_retained_shared_and_timeouts_in_ever
             "{serializer}: {got}"
         );
     }
+}
+
+/// The role table of the `roles` interop: anonymous sessions call and subscribe under
+/// `com.example.`, but do nothing on `com.example.secret` (an exact rule allowing nothing beats
+/// the prefix); `svc` is a backend, permitted everything and disclosed as a publisher.
+const INTEROP_ROLES: &str = r#"{
+    "roles": [
+        {"name": "anonymous", "permissions": [
+            {"uri": "com.example.", "match": "prefix", "allow": {"call": true, "subscribe": true}},
+            {"uri": "com.example.secret", "match": "exact", "allow": {}}
+        ]},
+        {"name": "backend", "permissions": [
+            {"uri": "", "match": "prefix",
+             "allow": {"call": true, "register": true, "publish": true, "subscribe": true},
+             "disclose": {"publisher": true}}
+        ]}
+    ],
+    "principals": {"svc": "backend"}
+}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn autobahn26_is_permitted_what_the_role_table_says_in_every_serializer() {
+    let Some(py) = peers::autobahn26().await else {
+        return;
+    };
+    // Ticket authentication for svc, anonymous sign-in for everyone else; the role table
+    // decides what each may do (the WampCra permissions function is not asked).
+    let cra = WampCra::new(
+        |_session, key: String, _extra| async move {
+            (key == "svc").then(|| Secret::plain("svc-ticket"))
+        },
+        |_session, _key: AuthKey| async move { Permissions::all() },
+    )
+    .allow_anonymous(true);
+    let router = WampRouter::new()
+        .realm("realm1")
+        .rpc("com.example.add", |Args(n): Args<Vec<i64>>| async move {
+            n.iter().sum::<i64>()
+        })
+        .rpc("com.example.secret", || async { "classified" })
+        .topic("com.example.*", Topic::new())
+        .auth(cra)
+        .roles(RoleTable::from_json(INTEROP_ROLES).unwrap());
+    let addr = common::serve_router(router).await;
+    let not_authorized = json!("wamp.error.not_authorized");
+    for serializer in ["json", "msgpack", "cbor"] {
+        let got = tokio::time::timeout(
+            std::time::Duration::from_secs(15),
+            client(&py, addr, serializer, "roles:svc:svc-ticket"),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{serializer}: the roles client finished within 15 s"));
+        assert_eq!(got.get("runner_exception"), None, "{serializer}: {got}");
+        // SessionDetails: the anonymous sign-in (a random authid) under the role anonymous,
+        // svc by ticket under its principal's role.
+        assert_eq!(
+            got["welcome"],
+            json!({
+                "anonymous": [true, "anonymous", "anonymous"],
+                "user": ["svc", "backend", "ticket"],
+            }),
+            "{serializer}: {got}"
+        );
+        // The anonymous session: add is permitted; com.example.secret (exact rule) refused for
+        // calls and subscriptions alike; registering and publishing are not in its rule; it
+        // calls svc's procedure under com.example. (its rule discloses no caller: see
+        // `invocation`) but not the one under org. (no rule of its role matches); it
+        // subscribes under com.example.
+        assert_eq!(
+            got["anonymous"],
+            json!({
+                "add": 3,
+                "secret": not_authorized,
+                "register": not_authorized,
+                "publish": not_authorized,
+                "subscribe_secret": not_authorized,
+                "echo": ["hi", 7],
+                "status": not_authorized,
+                "subscribe": true,
+            }),
+            "{serializer}: {got}"
+        );
+        // svc (backend): everything, on any URI.
+        assert_eq!(
+            got["user"],
+            json!({
+                "add": 5,
+                "secret": "classified",
+                "register": true,
+                "register_outside": true,
+                "status": "up",
+                "publish": true,
+            }),
+            "{serializer}: {got}"
+        );
+        // svc's callee was invoked once, by the anonymous caller, which was not named
+        // (CallDetails caller, caller_authid, caller_authrole).
+        assert_eq!(
+            got["invocation"],
+            json!([[null, null, null]]),
+            "{serializer}: {got}"
+        );
+        // svc's publication reached the anonymous subscriber once, naming svc
+        // (EventDetails publisher, publisher_authid, publisher_authrole).
+        let svc = &got["sessions"]["user"];
+        assert!(svc.is_u64(), "{serializer}: {got}");
+        assert_eq!(
+            got["event"],
+            json!([["from svc"], {"n": 1}, svc, "svc", "backend"]),
+            "{serializer}: {got}"
+        );
+        assert_eq!(got["more_events"], 0, "{serializer}: {got}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn autobahnjs_uses_the_demo_over_rawsocket() {
+    let dir = match peers::node_clients().await {
+        Ok(dir) => dir,
+        Err(why) if std::env::var_os("CI").is_none() => {
+            return eprintln!("SKIPPED AutobahnJS RawSocket interop: {why}");
+        }
+        Err(why) => panic!("AutobahnJS RawSocket interop cannot run on CI: {why}"),
+    };
+    // The demo's one layer: WebSocket at /ws and RawSocket on its own port.
+    let (site, _wamp, layer) = app::site_parts(false, app::default_autobahn_js());
+    let raw = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let raw_addr = raw.local_addr().unwrap();
+    tokio::spawn(layer.serve_rawsocket(raw));
+    let ws_addr = common::serve(site).await;
+    let mut v1 = common::connect(ws_addr).await;
+    v1.subscribe(&app::evt_url("chat")).await;
+    let run = tokio::process::Command::new("node")
+        .arg(dir.join("rawsocket_js.mjs"))
+        .arg(raw_addr.ip().to_string())
+        .arg(raw_addr.port().to_string())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(30), run)
+        .await
+        .expect("the client finished within 30 s")
+        .unwrap();
+    let got = peers::last_json("rawsocket_js.mjs", &out.stdout, &out.stderr);
+    // AutobahnJS 26.3.1's RawSocket transport knows JSON only (see the script).
+    assert_eq!(got["supported"], json!(["json"]), "{got}");
+    let js = &got["json"];
+    assert_eq!(js.get("failed"), None, "{got}");
+    let session = &js["session"];
+    assert!(session.is_u64(), "{got}");
+    assert_eq!(js["welcome"], json!(["anonymous", "anonymous"]), "{got}");
+    // What AutobahnJS says of its transport, and what the router's meta API says it speaks.
+    assert_eq!(
+        js["transport"],
+        json!(["rawsocket", "wamp.2.json"]),
+        "{got}"
+    );
+    assert_eq!(js["router_protocol"], "wamp.2.json", "{got}");
+    assert_eq!(js["add"], 42, "{got}");
+    assert_eq!(js["echo"], json!({"k": [1, "ü"]}), "{got}");
+    assert_eq!(js["add_error"], "wamp.error.invalid_argument", "{got}");
+    assert_eq!(js["countdown"], json!([[3, 2, 1], "liftoff"]), "{got}");
+    assert_eq!(js["mul"], json!([[42], {"unit": "m"}]), "{got}");
+    assert_eq!(js["caller"], json!([true, "anonymous"]), "{got}");
+    assert_eq!(js["published"], true, "{got}");
+    assert_eq!(
+        js["news"],
+        json!([["over rawsocket"], {"n": 1}, true, "anonymous"]),
+        "{got}"
+    );
+    // The chat broker stamped the RawSocket client's message, for it and for the WebSocket
+    // v1 client of the same realm.
+    let stamped =
+        json!({"from": session.to_string(), "message": "hello from AutobahnJS over RawSocket"});
+    assert_eq!(js["chat"], json!([stamped]), "{got}");
+    assert_eq!(v1.recv().await, json!([8, app::evt_url("chat"), stamped]));
+    assert_eq!(
+        js["closed"],
+        json!(["closed", "wamp.close.goodbye_and_out"]),
+        "{got}"
+    );
+    // Asked for MessagePack or CBOR, the RawSocket transport speaks JSON all the same.
+    assert_eq!(
+        got["asked"],
+        json!({"msgpack": "wamp.2.json", "cbor": "wamp.2.json"}),
+        "{got}"
+    );
 }

@@ -3,11 +3,16 @@
 usage: autobahn26_client.py URL SERIALIZER MODE
   SERIALIZER: json | msgpack | cbor
   MODE: anonymous | cra:USER:SECRET | ticket:USER:TICKET | cryptosign:HEX_SEED | advanced
+        | roles:USER:TICKET
 Prints one JSON object with what it saw, as the last line.
 
 `advanced` (WebSocket URLs only) opens several anonymous sessions of its own and reports on
 event history, testaments, retained events, shared registrations and call timeouts (see
 `advanced()`), within 15 s in all.
+
+`roles:USER:TICKET` (WebSocket URLs only) is for a router with a role table (not the demo; see
+`roles()` and tests/interop_v2.rs): an anonymous session and USER, signed in with TICKET,
+report what each may do, within 10 s in all.
 """
 import asyncio
 import inspect
@@ -498,6 +503,146 @@ async def advanced():
     await asyncio.sleep(0.1)
 
 
+async def roles():
+    """Mode `roles:USER:TICKET`: a router whose role table gives the role `anonymous` call and
+    subscribe under `com.example.` (but nothing on `com.example.secret`) and USER's role
+    everything, disclosing it as a publisher (tests/interop_v2.rs).
+
+    Fills `result` with `welcome` (each session's SessionDetails), `anonymous` and `user`
+    (what each was answered: a result, or the error URI), `invocation` (what USER's callee
+    was told of the anonymous caller) and `event` (USER's publication as the anonymous
+    subscriber got it, with EventDetails' publisher, publisher_authid, publisher_authrole).
+    """
+    loop = asyncio.get_running_loop()
+    where = urllib.parse.urlparse(url)
+    _, user, ticket = mode.split(":", 2)
+
+    async def session(credentials=None):
+        """A new session on its own WebSocket connection joined to realm1: anonymous, or
+        with ticket authentication for `credentials` (authid, ticket). Its SessionDetails."""
+        joined = loop.create_future()
+
+        class Peer(ApplicationSession):
+            def onConnect(self):
+                if credentials:
+                    self.join("realm1", ["ticket"], credentials[0])
+                else:
+                    self.join("realm1")
+
+            def onChallenge(self, challenge):
+                return credentials[1]
+
+            def onJoin(self, details):
+                if not joined.done():
+                    joined.set_result((self, details))
+
+            def onLeave(self, details):
+                # An ABORT instead of WELCOME: report its reason rather than wait.
+                if not joined.done():
+                    joined.set_exception(ApplicationError(details.reason))
+                return super().onLeave(details)
+
+        factory = WampWebSocketClientFactory(
+            lambda: Peer(ComponentConfig("realm1")),
+            url=url,
+            serializers=[type(serializers[serializer])()],
+        )
+        await loop.create_connection(factory, where.hostname, where.port)
+        return await asyncio.wait_for(joined, 5)
+
+    async def outcome(request):
+        """What a request ends with: its result (True for a subscription or registration,
+        the publication for an acknowledged publish), or its error URI."""
+        try:
+            got = await asyncio.wait_for(request, 5)
+        except ApplicationError as e:
+            return e.error
+        if hasattr(got, "id"):
+            return True
+        return got
+
+    anon, anon_details = await session()
+    svc, svc_details = await session((user, ticket))
+    result["welcome"] = {
+        "anonymous": [
+            isinstance(anon_details.authid, str) and anon_details.authid != "",
+            anon_details.authrole,
+            anon_details.authmethod,
+        ],
+        "user": [svc_details.authid, svc_details.authrole, svc_details.authmethod],
+    }
+    result["sessions"] = {"anonymous": anon_details.session, "user": svc_details.session}
+    ack = PublishOptions(acknowledge=True)
+
+    # The anonymous role: call and subscribe under com.example., nothing else; nothing at all
+    # on com.example.secret (the exact rule beats the prefix).
+    def nothing(*args, **kwargs):
+        pass
+
+    anonymous = {
+        "add": await outcome(anon.call("com.example.add", 1, 2)),
+        "secret": await outcome(anon.call("com.example.secret")),
+        "register": await outcome(anon.register(nothing, "com.example.anon.proc")),
+        "publish": await outcome(anon.publish("com.example.news", "from anonymous", options=ack)),
+        "subscribe_secret": await outcome(anon.subscribe(nothing, "com.example.secret")),
+    }
+
+    # The user's role (backend): everything, on any URI.
+    invocations = []
+
+    def echo(*args, details):
+        invocations.append([details.caller, details.caller_authid, details.caller_authrole])
+        return list(args)
+
+    def status():
+        return "up"
+
+    with_details = RegisterOptions(details_arg="details")
+    result["user"] = {
+        "add": await outcome(svc.call("com.example.add", 2, 3)),
+        "secret": await outcome(svc.call("com.example.secret")),
+        "register": await outcome(svc.register(echo, "com.example.svc.echo", with_details)),
+        "register_outside": await outcome(svc.register(status, "org.svc.status")),
+        "status": await outcome(svc.call("org.svc.status")),
+    }
+
+    # The anonymous session calls the user's procedures: the one under com.example. (its
+    # rule does not disclose callers), not the one no rule of its role covers.
+    anonymous["echo"] = await outcome(anon.call("com.example.svc.echo", "hi", 7))
+    anonymous["status"] = await outcome(anon.call("org.svc.status"))
+    result["invocation"] = invocations
+
+    # The user's publication reaches the anonymous subscriber, naming the user (its rule
+    # discloses publishers; autobahn 26 sends no disclose_me).
+    events = asyncio.Queue()
+
+    def on_news(*args, details, **kwargs):
+        events.put_nowait(
+            [
+                list(args),
+                kwargs,
+                details.publisher,
+                details.publisher_authid,
+                details.publisher_authrole,
+            ]
+        )
+
+    anonymous["subscribe"] = await outcome(
+        anon.subscribe(on_news, "com.example.news", SubscribeOptions(details_arg="details"))
+    )
+    result["anonymous"] = anonymous
+    published = await outcome(svc.publish("com.example.news", "from svc", n=1, options=ack))
+    result["user"]["publish"] = published
+    result["event"] = await asyncio.wait_for(events.get(), 5)
+    await asyncio.sleep(0.2)  # nothing more comes
+    result["more_events"] = events.qsize()
+
+    for peer in [anon, svc]:
+        if peer.is_attached():
+            peer.leave()
+    await asyncio.sleep(0.1)
+
+
 serializers = {
     "json": JsonSerializer(),
     "msgpack": MsgPackSerializer(),
@@ -506,6 +651,11 @@ serializers = {
 if mode == "advanced":
     try:
         asyncio.run(asyncio.wait_for(advanced(), 15))
+    except BaseException as e:  # a timeout included: report what was seen so far
+        result["runner_exception"] = repr(e)
+elif mode.startswith("roles:"):
+    try:
+        asyncio.run(asyncio.wait_for(roles(), 10))
     except BaseException as e:  # a timeout included: report what was seen so far
         result["runner_exception"] = repr(e)
 else:
