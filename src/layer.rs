@@ -10,6 +10,7 @@ use std::{
 };
 
 use axum::{
+    body::Body,
     extract::{FromRequestParts, ws::WebSocketUpgrade},
     response::{IntoResponse, Response},
 };
@@ -227,8 +228,9 @@ impl WampLayer {
         self
     }
 
-    /// The WebSocket read buffer per connection (default 4 KiB; tungstenite's own default
-    /// of 128 KiB costs that much memory per idle connection).
+    /// The WebSocket read buffer per connection (default 4 KiB): the most read from the
+    /// socket at once, and what an idle connection keeps. A frame larger than it is read
+    /// into room made for the whole frame (up to [`max_message_size`](Self::max_message_size)).
     #[must_use]
     pub fn read_buffer_size(mut self, bytes: usize) -> Self {
         self.config_mut().read_buffer_size = bytes;
@@ -547,31 +549,58 @@ impl WampLayer {
             )
                 .into_response();
         };
-        let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).now_or_never() {
-            Some(Ok(upgrade)) => upgrade,
+        // axum's extractor checks the handshake and answers a bad one as it would; the
+        // connection is then taken over by this crate's transport (`crate::ws`), so the
+        // upgrade is kept from before the extractor takes it.
+        let on_upgrade = parts.extensions.get::<hyper::upgrade::OnUpgrade>().cloned();
+        match WebSocketUpgrade::from_request_parts(&mut parts, &()).now_or_never() {
+            Some(Ok(_checked)) => {}
             Some(Err(rejection)) => return rejection.into_response(),
             None => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        }
+        let (Some(on_upgrade), Some(key)) =
+            (on_upgrade, parts.headers.get(header::SEC_WEBSOCKET_KEY))
+        else {
+            return StatusCode::UPGRADE_REQUIRED.into_response();
         };
+        let accept = accept_key(key.as_bytes());
         let hub = self.router.wamp().hub.clone();
         if let Err(why) = hub.reserve_slot(self.config.max_sessions) {
             tracing::warn!(why, "WebSocket handshake refused");
             return (StatusCode::SERVICE_UNAVAILABLE, why).into_response();
         }
         let config = self.config.clone();
-        let mut upgrade = upgrade
-            .read_buffer_size(config.read_buffer_size)
-            .max_message_size(config.max_message_size)
-            .max_frame_size(config.max_message_size);
-        upgrade.set_selected_protocol(protocol);
         let router = self.router.clone();
         let parts = Arc::new(detach(parts));
-        upgrade
-            .on_failed_upgrade(move |e| {
-                tracing::warn!(error = %e, "WebSocket upgrade failed");
-                hub.release_slot();
-            })
-            .on_upgrade(move |socket| crate::socket::run(socket, router, config, parts, proto))
+        tokio::spawn(async move {
+            match on_upgrade.await {
+                Ok(upgraded) => crate::socket::run(upgraded, router, config, parts, proto).await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "WebSocket upgrade failed");
+                    hub.release_slot();
+                }
+            }
+        });
+        let mut response = Response::new(Body::empty());
+        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let headers = response.headers_mut();
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+        headers.insert(header::SEC_WEBSOCKET_PROTOCOL, protocol);
+        response
     }
+}
+
+/// `Sec-WebSocket-Accept` for a `Sec-WebSocket-Key` (RFC 6455 4.2.2).
+fn accept_key(key: &[u8]) -> HeaderValue {
+    use base64::Engine as _;
+    use sha1::Digest as _;
+    let mut sha1 = sha1::Sha1::new();
+    sha1.update(key);
+    sha1.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+    let accept = base64::engine::general_purpose::STANDARD.encode(sha1.finalize());
+    HeaderValue::from_str(&accept).expect("base64 is a valid header value")
 }
 
 /// Whether the `Host` header, without its port, is one of `hosts` (lower case).

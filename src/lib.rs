@@ -21,6 +21,7 @@ mod session;
 mod socket;
 mod v2;
 mod wire;
+mod ws;
 
 pub use crate::core::{RpcError, SessionId};
 pub use extract::{

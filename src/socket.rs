@@ -23,7 +23,7 @@ use std::{
     time::Duration,
 };
 
-use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
+use axum::extract::ws::{CloseFrame, Message as WsMessage};
 use futures_util::{SinkExt as _, StreamExt as _};
 use http::request::Parts;
 use tokio::{task::JoinSet, time::Instant};
@@ -76,13 +76,17 @@ enum ProtoState {
 /// The session's task. Not an async fn: an async fn keeps room for its arguments in its
 /// future for its whole life, moved out or not, and the WebSocket is split here.
 pub(crate) fn run(
-    ws: WebSocket,
+    upgraded: hyper::upgrade::Upgraded,
     router: Arc<Inner<()>>,
     config: Arc<Config>,
     parts: Arc<Parts>,
     proto: Proto,
 ) -> impl Future<Output = ()> {
-    let (sink, stream) = ws.split();
+    let (sink, stream) = crate::ws::split(
+        hyper_util::rt::TokioIo::new(upgraded),
+        config.read_buffer_size,
+        config.max_message_size,
+    );
     run_on(
         Box::pin(sink),
         Box::pin(stream),
@@ -627,11 +631,9 @@ async fn close(sink: &mut Sink, outbox: &Outbox, request: CloseRequest) -> (Clos
     (CloseReason::Server { code, reason }, sent)
 }
 
-/// Whether a transport error is an oversize message (tungstenite's capacity error).
+/// Whether a transport error is an oversize message.
 fn is_oversize(error: &axum::Error) -> bool {
-    std::error::Error::source(error)
-        .and_then(|s| s.downcast_ref::<tungstenite::Error>())
-        .is_some_and(|e| matches!(e, tungstenite::Error::Capacity(_)))
+    crate::ws::is_oversize(error)
 }
 
 /// The per-session token bucket of incoming messages.

@@ -276,6 +276,7 @@ pub async fn rpc_on(
 async fn drive_calls(addr: SocketAddr, what: &str, n: usize, calls: u64) -> Duration {
     let (kind, wire) = match what {
         "v1" => (Kind::TowerWamp, Wire::V1),
+        "ceiling" => (Kind::Ceiling, Wire::V1),
         "v2" => (Kind::TowerWamp, Wire::V2Json),
         "demo-v1" => (Kind::Demo, Wire::V1),
         "demo-v2" => (Kind::Demo, Wire::V2Json),
@@ -753,7 +754,7 @@ fn main() {
     if let Some(i) = args.iter().position(|a| a == "--drive") {
         // A fixed number of calls against a server started elsewhere (for example under
         // `valgrind --tool=callgrind`, whose instruction counts do not move with the
-        // machine's noise): --drive ADDR v1|v2|two-hop|demo-v1|demo-v2 CONNECTIONS CALLS
+        // machine's noise): --drive ADDR ceiling|v1|v2|two-hop|demo-v1|demo-v2 CONNECTIONS CALLS
         let addr: SocketAddr = args[i + 1].parse().unwrap();
         let what = args[i + 2].clone();
         let n: usize = args[i + 3].parse().unwrap();
