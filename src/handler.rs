@@ -48,18 +48,26 @@ pub enum Plain {}
 #[doc(hidden)]
 pub enum Fallible {}
 
-fn to_result_value<T: Serialize>(value: T) -> Result<Value, RpcError> {
+fn to_result_value<T: Serialize + 'static>(value: T) -> Result<Value, RpcError> {
+    // A `Value` is the result as it is: moved, not serialized into a copy.
+    let mut slot = Some(value);
+    if let Some(value) = (&mut slot as &mut dyn std::any::Any).downcast_mut::<Option<Value>>() {
+        return Ok(value.take().unwrap_or_default());
+    }
+    let Some(value) = slot else {
+        return Ok(Value::Null);
+    };
     serde_json::to_value(value)
         .map_err(|e| RpcError::internal(format!("the result does not serialize: {e}")))
 }
 
-impl<T: Serialize> IntoCallResult<Plain> for T {
+impl<T: Serialize + 'static> IntoCallResult<Plain> for T {
     fn into_call_result(self) -> Result<Value, RpcError> {
         to_result_value(self)
     }
 }
 
-impl<T: Serialize, E: Into<RpcError>> IntoCallResult<Fallible> for Result<T, E> {
+impl<T: Serialize + 'static, E: Into<RpcError>> IntoCallResult<Fallible> for Result<T, E> {
     fn into_call_result(self) -> Result<Value, RpcError> {
         self.map_err(Into::into).and_then(to_result_value)
     }

@@ -2,6 +2,33 @@
 
 pub mod v2;
 
+/// What `write` writes, in a buffer of exactly its size: written first into a buffer kept
+/// per thread, so that a frame costs one allocation of its own size (no growing, and a
+/// frame's bytes can be shared without another allocation).
+pub(crate) fn exact(write: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+        Ok(mut scratch) => {
+            scratch.clear();
+            write(&mut scratch);
+            let bytes = scratch.to_vec();
+            // A rare large frame does not stay with the thread.
+            if scratch.capacity() > 64 << 10 {
+                *scratch = Vec::new();
+            }
+            bytes
+        }
+        // Written while another frame is (not done today): a buffer of its own.
+        Err(_) => {
+            let mut bytes = Vec::new();
+            write(&mut bytes);
+            bytes
+        }
+    })
+}
+
 pub mod v1 {
     //! The WAMP v1 JSON codec: each WebSocket text frame is one JSON array whose first
     //! element is the integer type id.
@@ -287,7 +314,10 @@ pub mod v1 {
     fn to_text<T: serde::Serialize>(value: &T) -> String {
         // Serializing tuples of strings and `Value`s cannot fail: no maps with non-string
         // keys, no custom Serialize impls that error.
-        serde_json::to_string(value).expect("WAMP frames always serialize")
+        let bytes = super::exact(|out| {
+            serde_json::to_writer(out, value).expect("WAMP frames always serialize");
+        });
+        String::from_utf8(bytes).expect("serde_json writes UTF-8")
     }
 
     /// `[8, topic, event]`.

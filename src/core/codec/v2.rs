@@ -349,9 +349,15 @@ pub fn decode(serializer: Serializer, bytes: &[u8]) -> Result<Message, DecodeErr
 /// Never: every [`Message`] serializes with every serializer.
 #[must_use]
 pub fn encode(serializer: Serializer, message: &Message) -> Vec<u8> {
+    if serializer == Serializer::Json {
+        // Straight from the message: no tree of values built (and cloned) first.
+        return super::exact(|out| {
+            serde_json::to_writer(out, &Items(message)).expect("JSON values always serialize");
+        });
+    }
     let value = to_value(message);
     match serializer {
-        Serializer::Json => serde_json::to_vec(&value).expect("JSON values always serialize"),
+        Serializer::Json => unreachable!("encoded above"),
         Serializer::MsgPack => {
             let mut out = Vec::new();
             rmpv::encode::write_value(&mut out, &to_msgpack(&value))
@@ -756,19 +762,85 @@ fn push_payload(items: &mut Vec<Value>, args: &[Value], kwargs: &Dict) {
     }
 }
 
+/// One item of a message's list, borrowed from the message.
+enum Item<'a> {
+    Int(u64),
+    Str(&'a str),
+    Dict(&'a Dict),
+    Args(&'a [Value]),
+}
+
+impl serde::Serialize for Item<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Int(n) => s.serialize_u64(*n),
+            Self::Str(text) => s.serialize_str(text),
+            Self::Dict(dict) => dict.serialize(s),
+            Self::Args(args) => args.serialize(s),
+        }
+    }
+}
+
+impl Item<'_> {
+    fn to_value(&self) -> Value {
+        match self {
+            Self::Int(n) => (*n).into(),
+            Self::Str(text) => (*text).into(),
+            Self::Dict(dict) => Value::Object((*dict).clone()),
+            Self::Args(args) => Value::Array(args.to_vec()),
+        }
+    }
+}
+
+/// A message as the list it is on the wire, serialized without building it.
+struct Items<'a>(&'a Message);
+
+impl serde::Serialize for Items<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq as _;
+        let mut items = [const { None }; 7];
+        let n = items_of(self.0, &mut items);
+        let mut seq = s.serialize_seq(Some(n))?;
+        for item in items.iter().flatten() {
+            seq.serialize_element(item)?;
+        }
+        seq.end()
+    }
+}
+
 fn to_value(m: &Message) -> Value {
-    let mut items = vec![Value::from(m.code())];
-    let dict = |d: &Dict| Value::Object(d.clone());
+    let mut items = [const { None }; 7];
+    items_of(m, &mut items);
+    Value::Array(items.iter().flatten().map(Item::to_value).collect())
+}
+
+/// Fills `out` with the message's items in order; returns how many.
+fn items_of<'a>(m: &'a Message, out: &mut [Option<Item<'a>>; 7]) -> usize {
+    let mut n = 0;
+    macro_rules! put {
+        ($($item:expr),+ $(,)?) => {{ $( out[n] = Some($item); n += 1; )+ }};
+    }
+    macro_rules! payload {
+        ($args:expr, $kwargs:expr) => {{
+            if !$args.is_empty() || !$kwargs.is_empty() {
+                put!(Item::Args($args));
+            }
+            if !$kwargs.is_empty() {
+                put!(Item::Dict($kwargs));
+            }
+        }};
+    }
+    put!(Item::Int(m.code()));
     match m {
-        Message::Hello { realm, details } => items.extend([realm.as_str().into(), dict(details)]),
-        Message::Welcome { session, details } => items.extend([(*session).into(), dict(details)]),
-        Message::Abort { details, reason } => items.extend([dict(details), reason.as_str().into()]),
-        Message::Challenge { method, extra } => items.extend([method.as_str().into(), dict(extra)]),
+        Message::Hello { realm, details } => put!(Item::Str(realm), Item::Dict(details)),
+        Message::Welcome { session, details } => put!(Item::Int(*session), Item::Dict(details)),
+        Message::Abort { details, reason } => put!(Item::Dict(details), Item::Str(reason)),
+        Message::Challenge { method, extra } => put!(Item::Str(method), Item::Dict(extra)),
         Message::Authenticate { signature, extra } => {
-            items.extend([signature.as_str().into(), dict(extra)]);
+            put!(Item::Str(signature), Item::Dict(extra));
         }
         Message::Goodbye { details, reason } => {
-            items.extend([dict(details), reason.as_str().into()]);
+            put!(Item::Dict(details), Item::Str(reason));
         }
         Message::Error {
             request_type,
@@ -778,13 +850,13 @@ fn to_value(m: &Message) -> Value {
             args,
             kwargs,
         } => {
-            items.extend([
-                (*request_type).into(),
-                (*request).into(),
-                dict(details),
-                error.as_str().into(),
-            ]);
-            push_payload(&mut items, args, kwargs);
+            put!(
+                Item::Int(*request_type),
+                Item::Int(*request),
+                Item::Dict(details),
+                Item::Str(error),
+            );
+            payload!(args, kwargs);
         }
         Message::Publish {
             request,
@@ -793,27 +865,27 @@ fn to_value(m: &Message) -> Value {
             args,
             kwargs,
         } => {
-            items.extend([(*request).into(), dict(options), topic.as_str().into()]);
-            push_payload(&mut items, args, kwargs);
+            put!(Item::Int(*request), Item::Dict(options), Item::Str(topic));
+            payload!(args, kwargs);
         }
         Message::Published {
             request,
             publication,
-        } => items.extend([(*request).into(), (*publication).into()]),
+        } => put!(Item::Int(*request), Item::Int(*publication)),
         Message::Subscribe {
             request,
             options,
             topic,
-        } => items.extend([(*request).into(), dict(options), topic.as_str().into()]),
+        } => put!(Item::Int(*request), Item::Dict(options), Item::Str(topic)),
         Message::Subscribed {
             request,
             subscription,
-        } => items.extend([(*request).into(), (*subscription).into()]),
+        } => put!(Item::Int(*request), Item::Int(*subscription)),
         Message::Unsubscribe {
             request,
             subscription,
-        } => items.extend([(*request).into(), (*subscription).into()]),
-        Message::Unsubscribed { request } => items.push((*request).into()),
+        } => put!(Item::Int(*request), Item::Int(*subscription)),
+        Message::Unsubscribed { request } => put!(Item::Int(*request)),
         Message::Event {
             subscription,
             publication,
@@ -821,8 +893,8 @@ fn to_value(m: &Message) -> Value {
             args,
             kwargs,
         } => {
-            items.extend([(*subscription).into(), (*publication).into(), dict(details)]);
-            push_payload(&mut items, args, kwargs);
+            put!(Item::Int(*subscription), Item::Int(*publication), Item::Dict(details));
+            payload!(args, kwargs);
         }
         Message::Call {
             request,
@@ -831,33 +903,33 @@ fn to_value(m: &Message) -> Value {
             args,
             kwargs,
         } => {
-            items.extend([(*request).into(), dict(options), procedure.as_str().into()]);
-            push_payload(&mut items, args, kwargs);
+            put!(Item::Int(*request), Item::Dict(options), Item::Str(procedure));
+            payload!(args, kwargs);
         }
-        Message::Cancel { request, options } => items.extend([(*request).into(), dict(options)]),
+        Message::Cancel { request, options } => put!(Item::Int(*request), Item::Dict(options)),
         Message::Result {
             request,
             details,
             args,
             kwargs,
         } => {
-            items.extend([(*request).into(), dict(details)]);
-            push_payload(&mut items, args, kwargs);
+            put!(Item::Int(*request), Item::Dict(details));
+            payload!(args, kwargs);
         }
         Message::Register {
             request,
             options,
             procedure,
-        } => items.extend([(*request).into(), dict(options), procedure.as_str().into()]),
+        } => put!(Item::Int(*request), Item::Dict(options), Item::Str(procedure)),
         Message::Registered {
             request,
             registration,
-        } => items.extend([(*request).into(), (*registration).into()]),
+        } => put!(Item::Int(*request), Item::Int(*registration)),
         Message::Unregister {
             request,
             registration,
-        } => items.extend([(*request).into(), (*registration).into()]),
-        Message::Unregistered { request } => items.push((*request).into()),
+        } => put!(Item::Int(*request), Item::Int(*registration)),
+        Message::Unregistered { request } => put!(Item::Int(*request)),
         Message::Invocation {
             request,
             registration,
@@ -865,11 +937,11 @@ fn to_value(m: &Message) -> Value {
             args,
             kwargs,
         } => {
-            items.extend([(*request).into(), (*registration).into(), dict(details)]);
-            push_payload(&mut items, args, kwargs);
+            put!(Item::Int(*request), Item::Int(*registration), Item::Dict(details));
+            payload!(args, kwargs);
         }
         Message::Interrupt { request, options } => {
-            items.extend([(*request).into(), dict(options)]);
+            put!(Item::Int(*request), Item::Dict(options));
         }
         Message::Yield {
             request,
@@ -877,11 +949,11 @@ fn to_value(m: &Message) -> Value {
             args,
             kwargs,
         } => {
-            items.extend([(*request).into(), dict(options)]);
-            push_payload(&mut items, args, kwargs);
+            put!(Item::Int(*request), Item::Dict(options));
+            payload!(args, kwargs);
         }
     }
-    Value::Array(items)
+    n
 }
 
 // ---- binary values and the two binary serializers --------------------------------------
