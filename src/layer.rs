@@ -558,12 +558,19 @@ impl WampLayer {
             Some(Err(rejection)) => return rejection.into_response(),
             None => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
         }
-        let (Some(on_upgrade), Some(key)) =
-            (on_upgrade, parts.headers.get(header::SEC_WEBSOCKET_KEY))
-        else {
+        let Some(on_upgrade) = on_upgrade else {
             return StatusCode::UPGRADE_REQUIRED.into_response();
         };
-        let accept = accept_key(key.as_bytes());
+        // HTTP/1.1 answers 101 with the accept key; HTTP/2 (RFC 8441, when the application
+        // turns it on) answers 200 with neither.
+        let accept = if parts.version <= http::Version::HTTP_11 {
+            let Some(key) = parts.headers.get(header::SEC_WEBSOCKET_KEY) else {
+                return StatusCode::BAD_REQUEST.into_response();
+            };
+            Some(accept_key(key.as_bytes()))
+        } else {
+            None
+        };
         let hub = self.router.wamp().hub.clone();
         if let Err(why) = hub.reserve_slot(self.config.max_sessions) {
             tracing::warn!(why, "WebSocket handshake refused");
@@ -582,12 +589,14 @@ impl WampLayer {
             }
         });
         let mut response = Response::new(Body::empty());
-        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
         let headers = response.headers_mut();
-        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
         headers.insert(header::SEC_WEBSOCKET_PROTOCOL, protocol);
+        if let Some(accept) = accept {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+            headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+            *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        }
         response
     }
 }

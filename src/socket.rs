@@ -363,6 +363,10 @@ async fn finish(sink: &mut Sink, stream: &mut Stream, client_closed: bool, ended
         if flushed.is_err() {
             tracing::debug!("close answer not delivered in time");
         }
+    } else if let EndedBy::Reader = ended_by {
+        // A protocol error: the close frame that tells the client why is queued; it goes
+        // out before the connection is dropped.
+        let _ = tokio::time::timeout(CLOSE_DEADLINE, sink.flush()).await;
     } else if let EndedBy::Writer { close_sent: true } = ended_by {
         // Our close frame is out: give the client a moment to answer it, so that the
         // connection ends with a clean handshake rather than a reset.

@@ -148,7 +148,7 @@ impl Decoder {
             }
             // Within max_message (or 125), so it fits a usize.
             let len = len as usize;
-            let total = header + len;
+            let total = header.saturating_add(len);
             if buf.len() < total {
                 *need = total;
                 return Ok(None);
@@ -321,6 +321,8 @@ struct Outgoing<W> {
 
 /// Above this many unsent bytes, `poll_ready` writes before taking more.
 const WRITE_HIGH: usize = 64 << 10;
+/// The most the read buffer grows by at once for a large frame.
+const GROW_STEP: usize = 256 << 10;
 /// A send buffer grown above this is let go once empty.
 const OUT_KEEP: usize = 16 << 10;
 
@@ -378,6 +380,8 @@ pub(crate) struct Incoming<R, W> {
     /// Control frames (a pong, a close answer) are waiting in the send buffer.
     control_pending: Arc<AtomicBool>,
     done: bool,
+    /// After an oversize message: what arrives is dropped.
+    draining: bool,
 }
 
 /// The sending half.
@@ -419,6 +423,7 @@ where
             shared,
             control_pending,
             done: false,
+            draining: false,
         },
     )
 }
@@ -434,7 +439,12 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Incoming<R, W> {
 
     fn flush_control(&self, cx: &mut Context<'_>, out: &mut Outgoing<W>) {
         // Pending: the rest goes with the next flush, or when this reader is woken.
-        let done = matches!(out.poll_write_out(cx), Poll::Ready(_));
+        let done = match out.poll_write_out(cx) {
+            // Through a transport that buffers (TLS), the pong goes out now too.
+            Poll::Ready(Ok(())) => Pin::new(&mut out.io).poll_flush(cx).is_ready(),
+            Poll::Ready(Err(_)) => true,
+            Poll::Pending => false,
+        };
         self.control_pending.store(!done, Ordering::Relaxed);
     }
 
@@ -452,8 +462,31 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Incoming<R, W> {
                 })),
             );
         }
-        self.done = true;
+        // After an oversize message the rest of it is read and dropped, so that the 1009
+        // close the session sends is not lost to a reset (unread bytes at close make one).
+        if matches!(e, WsError::Oversize { .. }) {
+            self.draining = true;
+            self.buf = BytesMut::new();
+            self.decoder.fragments = None;
+        } else {
+            self.done = true;
+        }
         Poll::Ready(Some(Err(error(e))))
+    }
+
+    /// Reads and drops until the peer closes or fails: `Ready(None)` then.
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<WsMessage, axum::Error>>> {
+        let mut scratch = [0u8; 1024];
+        loop {
+            let mut read = tokio::io::ReadBuf::new(&mut scratch);
+            match ready!(Pin::new(&mut self.io).poll_read(cx, &mut read)) {
+                Ok(()) if !read.filled().is_empty() => {}
+                _ => {
+                    self.done = true;
+                    return Poll::Ready(None);
+                }
+            }
+        }
     }
 }
 
@@ -467,7 +500,16 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> futures_util::Stream for Incom
         }
         if this.control_pending.load(Ordering::Relaxed) {
             let shared = this.shared.clone();
-            this.flush_control(cx, &mut lock(&shared));
+            let mut out = lock(&shared);
+            this.flush_control(cx, &mut out);
+            // A peer that sends pings (or anything that makes us answer) but does not read
+            // is not read from either while our answers pile up: the send buffer is bounded.
+            if this.control_pending.load(Ordering::Relaxed) && out.out.len() - out.sent >= WRITE_HIGH {
+                return Poll::Pending;
+            }
+        }
+        if this.draining {
+            return this.poll_drain(cx);
         }
         loop {
             let mut need = 0;
@@ -509,8 +551,16 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> futures_util::Stream for Incom
                 }
                 Ok(None) => {}
             }
-            // Room for the rest of the frame, or for one read.
-            let want = need.saturating_sub(this.buf.len()).max(this.read_size);
+            // A buffer grown for a large message is let go once it is empty: an idle
+            // connection keeps `read_size`.
+            if this.buf.is_empty() && this.buf.capacity() > 4 * this.read_size {
+                this.buf = BytesMut::new();
+            }
+            // Room for the rest of the frame, or for one read; a frame's declared length is
+            // not reserved at once, but as its bytes arrive.
+            let want = need
+                .saturating_sub(this.buf.len())
+                .clamp(this.read_size, GROW_STEP.max(this.read_size));
             if this.buf.capacity() - this.buf.len() < want.min(this.read_size) {
                 this.buf.reserve(want);
             }
@@ -573,6 +623,8 @@ impl<W: AsyncWrite + Unpin> futures_util::Sink<WsMessage> for Sending<W> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn masked(first: u8, payload: &[u8]) -> Vec<u8> {
@@ -738,6 +790,136 @@ mod tests {
         assert_eq!(out[0], 0x88);
         assert!(usize::from(out[1]) <= 125);
         assert!(std::str::from_utf8(&out[4..]).is_ok());
+    }
+
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio::io::AsyncWriteExt as _;
+
+    /// A session's halves over an in-memory pipe of `room` bytes each way, and the
+    /// client's end.
+    fn pipe(
+        room: usize,
+    ) -> (
+        Sending<tokio::io::WriteHalf<tokio::io::DuplexStream>>,
+        Incoming<tokio::io::ReadHalf<tokio::io::DuplexStream>, tokio::io::WriteHalf<tokio::io::DuplexStream>>,
+        tokio::io::DuplexStream,
+    ) {
+        let (server, client) = tokio::io::duplex(room);
+        let (sending, incoming) = split(server, 4096, 1 << 20);
+        (sending, incoming, client)
+    }
+
+    fn unsent<W>(incoming: &Incoming<impl Sized, W>) -> usize {
+        let out = lock(&incoming.shared);
+        out.out.len() - out.sent
+    }
+
+    #[tokio::test]
+    async fn pings_from_a_peer_that_does_not_read_are_not_answered_without_bound() {
+        let (_sending, mut incoming, mut client) = pipe(64 << 10);
+        // 4 MiB of 125-byte pings, written while the server reads; the client reads nothing.
+        let ping = masked(0x89, &[0; 125]);
+        let writer = tokio::spawn(async move {
+            for _ in 0..(4 << 20) / ping.len() {
+                if client.write_all(&ping).await.is_err() {
+                    break;
+                }
+            }
+            client
+        });
+        let mut answered = 0;
+        loop {
+            match tokio::time::timeout(Duration::from_millis(300), incoming.next()).await {
+                Ok(Some(Ok(_))) => answered += 1,
+                // The server stopped reading: its answers are not read.
+                Err(_) => break,
+                Ok(other) => panic!("unexpected {other:?}"),
+            }
+        }
+        assert!(answered > 0);
+        assert!(
+            unsent(&incoming) < WRITE_HIGH + 200,
+            "{} bytes of pongs queued",
+            unsent(&incoming)
+        );
+        writer.abort();
+    }
+
+    #[tokio::test]
+    async fn a_large_frame_is_not_reserved_before_it_arrives_and_is_let_go_after() {
+        let (_sending, mut incoming, mut client) = pipe(1 << 20);
+        let frame = masked(0x82, &vec![1; 1 << 20]);
+        // Only the header and a few bytes: room is made as bytes arrive.
+        client.write_all(&frame[..64]).await.unwrap();
+        let early = tokio::time::timeout(Duration::from_millis(100), incoming.next()).await;
+        assert!(early.is_err(), "no message yet");
+        assert!(incoming.buf.capacity() < 512 << 10, "{}", incoming.buf.capacity());
+        let rest = frame[64..].to_vec();
+        let writer = tokio::spawn(async move {
+            client.write_all(&rest).await.unwrap();
+            client
+        });
+        let Some(Ok(WsMessage::Binary(bytes))) = incoming.next().await else {
+            panic!("the message");
+        };
+        assert_eq!(bytes.len(), 1 << 20);
+        drop(bytes);
+        let _client = writer.await.unwrap();
+        // Idle again: the buffer is back to the read size.
+        let idle = tokio::time::timeout(Duration::from_millis(100), incoming.next()).await;
+        assert!(idle.is_err());
+        assert!(incoming.buf.capacity() <= 4 * 4096, "{}", incoming.buf.capacity());
+    }
+
+    #[tokio::test]
+    async fn an_oversize_message_is_read_and_dropped_so_the_close_gets_through() {
+        let (server, mut client) = tokio::io::duplex(1 << 16);
+        let (mut sending, mut incoming) = split(server, 4096, 1000);
+        let frame = masked(0x82, &vec![1; 100_000]);
+        let writer = tokio::spawn(async move {
+            client.write_all(&frame).await.unwrap();
+            client
+        });
+        let first = tokio::time::timeout(Duration::from_secs(2), incoming.next())
+            .await
+            .expect("the first read");
+        assert!(matches!(&first, Some(Err(e)) if is_oversize(e)), "{first:?}");
+        // The session answers with 1009 while the rest of the frame still arrives: the
+        // reader keeps taking it, so the client's writes finish.
+        let closing = async {
+            tokio::time::timeout(
+                Duration::from_secs(2),
+                sending.send(WsMessage::Close(Some(CloseFrame {
+                    code: 1009,
+                    reason: "message too big".into(),
+                }))),
+            )
+            .await
+            .expect("the close sent")
+        };
+        let draining = async {
+            let next = tokio::time::timeout(Duration::from_secs(2), incoming.next()).await;
+            assert!(matches!(next, Ok(None)), "{next:?}");
+        };
+        let client = async {
+            let mut client = tokio::time::timeout(Duration::from_secs(2), writer)
+                .await
+                .expect("the client's frame was read")
+                .unwrap();
+            client.shutdown().await.unwrap();
+            let mut got = [0; 19];
+            tokio::time::timeout(
+                Duration::from_secs(2),
+                tokio::io::AsyncReadExt::read_exact(&mut client, &mut got),
+            )
+            .await
+            .expect("the close read")
+            .unwrap();
+            got
+        };
+        let (sent, (), got) = tokio::join!(closing, draining, client);
+        sent.unwrap();
+        assert_eq!(&got[..4], &[0x88, 17, 0x03, 0xf1]);
     }
 
     #[test]
