@@ -228,9 +228,10 @@ impl WampLayer {
         self
     }
 
-    /// The WebSocket read buffer per connection (default 4 KiB): the most read from the
-    /// socket at once, and what an idle connection keeps. A frame larger than it is read
-    /// into room made for the whole frame (up to [`max_message_size`](Self::max_message_size)).
+    /// The most read from a WebSocket at once (default 4 KiB). A connection reads 512
+    /// bytes at a time, and keeps that much, until a read fills its room; from then on it
+    /// reads this much at a time. A frame larger than it is read into room made as its bytes
+    /// arrive (up to [`max_message_size`](Self::max_message_size)), let go once it is read.
     #[must_use]
     pub fn read_buffer_size(mut self, bytes: usize) -> Self {
         self.config_mut().read_buffer_size = bytes;

@@ -1180,10 +1180,18 @@ impl Inner<()> {
                         if cancel.borrow_and_update().is_some() {
                             return Err(canceled());
                         }
+                        // Most handlers answer at once: the CANCEL wait is set up only for
+                        // one that has to wait.
+                        let mut running = std::pin::pin!(handler(call, ()));
+                        let first =
+                            std::future::poll_fn(|cx| Poll::Ready(running.as_mut().poll(cx))).await;
+                        if let Poll::Ready(result) = first {
+                            return value(result);
+                        }
                         tokio::select! {
                             biased;
                             Ok(_) = cancel.wait_for(Option::is_some) => Err(canceled()),
-                            result = handler(call, ()) => value(result),
+                            result = running => value(result),
                         }
                     }),
                 },

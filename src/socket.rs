@@ -949,7 +949,11 @@ impl Conn {
         };
         let progress = control.progress.clone();
         let call_id = reply_to.call_id();
-        let span = tracing::debug_span!("wamp_call", call_id = %Clip(&call_id), procedure = %Clip(&procedure));
+        // The call's span only when it would be recorded: even a disabled span costs its
+        // creation and an enter and exit per poll.
+        let span = tracing::enabled!(tracing::Level::DEBUG).then(|| {
+            tracing::debug_span!("wamp_call", call_id = %Clip(&call_id), procedure = %Clip(&procedure))
+        });
         let call = Call::from_wire(
             call_id,
             procedure,
@@ -963,59 +967,59 @@ impl Conn {
         let router = self.router.clone();
         let outbox = self.outbox.clone();
         let metrics = self.metrics.clone();
-        let mut call = Box::pin(
-            async move {
-                // A v2 caller's `timeout` option: the call (and a client callee's
-                // invocation with it) ends at the deadline, which, once progressive results
-                // flow, runs from the last one (as the spec has it).
-                let reply = match timeout {
-                    Some(limit) => {
-                        let mut running = std::pin::pin!(router.dispatch(call));
-                        let mut deadline = tokio::time::Instant::now() + limit;
-                        loop {
-                            if let Ok(reply) = tokio::time::timeout_at(deadline, &mut running).await
-                            {
-                                break reply;
-                            }
-                            match progress.as_ref().and_then(|p| p.last_sent()) {
-                                Some(last) if last + limit > deadline => deadline = last + limit,
-                                _ => {
-                                    break CallReply::Error(RpcError::new(
-                                        error_uri::TIMEOUT,
-                                        "call timed out",
-                                    ));
-                                }
+        let call = async move {
+            // A v2 caller's `timeout` option: the call (and a client callee's
+            // invocation with it) ends at the deadline, which, once progressive results
+            // flow, runs from the last one (as the spec has it).
+            let reply = match timeout {
+                Some(limit) => {
+                    let mut running = std::pin::pin!(router.dispatch(call));
+                    let mut deadline = tokio::time::Instant::now() + limit;
+                    loop {
+                        if let Ok(reply) = tokio::time::timeout_at(deadline, &mut running).await {
+                            break reply;
+                        }
+                        match progress.as_ref().and_then(|p| p.last_sent()) {
+                            Some(last) if last + limit > deadline => deadline = last + limit,
+                            _ => {
+                                break CallReply::Error(RpcError::new(
+                                    error_uri::TIMEOUT,
+                                    "call timed out",
+                                ));
                             }
                         }
                     }
-                    None => router.dispatch(call).await,
-                };
-                drop(guard);
-                // Nothing of the call's progress may follow its answer.
-                if let Some(progress) = progress {
-                    progress.close();
                 }
-                let frame = match reply {
-                    CallReply::Result(result) => reply_to.result(result),
-                    CallReply::Arguments { args, kwargs } => {
-                        reply_to.arguments(Payload { args, kwargs })
-                    }
-                    CallReply::Error(error) => {
-                        metrics.error(error.uri());
-                        let frame = reply_to.error(&error);
-                        if error.kills() {
-                            let _ = outbox.push_reply(frame);
-                            outbox.close(1002, "closed after a fatal call error", true);
-                            return;
-                        }
-                        frame
-                    }
-                    CallReply::Suppressed => return,
-                };
-                let _ = outbox.push_reply(frame);
+                None => router.dispatch(call).await,
+            };
+            drop(guard);
+            // Nothing of the call's progress may follow its answer.
+            if let Some(progress) = progress {
+                progress.close();
             }
-            .instrument(span),
-        );
+            let frame = match reply {
+                CallReply::Result(result) => reply_to.result(result),
+                CallReply::Arguments { args, kwargs } => {
+                    reply_to.arguments(Payload { args, kwargs })
+                }
+                CallReply::Error(error) => {
+                    metrics.error(error.uri());
+                    let frame = reply_to.error(&error);
+                    if error.kills() {
+                        let _ = outbox.push_reply(frame);
+                        outbox.close(1002, "closed after a fatal call error", true);
+                        return;
+                    }
+                    frame
+                }
+                CallReply::Suppressed => return,
+            };
+            let _ = outbox.push_reply(frame);
+        };
+        let mut call: std::pin::Pin<Box<dyn Future<Output = ()> + Send>> = match span {
+            Some(span) => Box::pin(call.instrument(span)),
+            None => Box::pin(call),
+        };
         // Most procedures answer without waiting: run the call once right here and spawn a
         // task only for those that are still pending (the task polls it again with its own
         // waker, so nothing registered with the no-op waker is lost). Spawned calls belong
@@ -1538,7 +1542,11 @@ impl ReplyTo {
     fn result(&self, result: serde_json::Value) -> Frame {
         match self {
             Self::V1(id) => Frame::from(v1::encode_call_result(id, &result)),
-            // v2: RESULT with `args = [result]`.
+            // v2: RESULT with `args = [result]`, written straight in JSON.
+            Self::V2 {
+                serializer: serializer @ v2c::Serializer::Json,
+                request,
+            } => Frame::v2_bytes(*serializer, v2c::encode_json_result(*request, &result)),
             Self::V2 { .. } => self.arguments(Payload::from_event(result)),
         }
     }

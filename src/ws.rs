@@ -228,7 +228,9 @@ fn parse_header(buf: &[u8]) -> Result<Option<(usize, u64)>, WsError> {
     }
     let (b0, b1) = (buf[0], buf[1]);
     if b0 & 0x70 != 0 {
-        return Err(WsError::Protocol("a reserved bit is set (no extension was agreed)"));
+        return Err(WsError::Protocol(
+            "a reserved bit is set (no extension was agreed)",
+        ));
     }
     let opcode = b0 & 0x0f;
     if !matches!(opcode, CONTINUATION | TEXT | BINARY | CLOSE | PING | PONG) {
@@ -321,6 +323,8 @@ struct Outgoing<W> {
 
 /// Above this many unsent bytes, `poll_ready` writes before taking more.
 const WRITE_HIGH: usize = 64 << 10;
+/// The first reads' room: a connection that sends only small messages keeps this much.
+const SMALL_READ: usize = 512;
 /// The most the read buffer grows by at once for a large frame.
 const GROW_STEP: usize = 256 << 10;
 /// A send buffer grown above this is let go once empty.
@@ -367,7 +371,9 @@ type Shared<W> = Arc<Mutex<Outgoing<W>>>;
 
 fn lock<W>(shared: &Shared<W>) -> std::sync::MutexGuard<'_, Outgoing<W>> {
     // Nothing panics while holding it; a poisoned lock still holds consistent bytes.
-    shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    shared
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The receiving half.
@@ -382,6 +388,8 @@ pub(crate) struct Incoming<R, W> {
     done: bool,
     /// After an oversize message: what arrives is dropped.
     draining: bool,
+    /// A read has filled the room it had: reads take `read_size` from then on.
+    filled: bool,
 }
 
 /// The sending half.
@@ -390,15 +398,14 @@ pub(crate) struct Sending<W> {
     control_pending: Arc<AtomicBool>,
 }
 
-/// Splits an upgraded connection into the session's two halves.
-pub(crate) fn split<T>(
-    io: T,
-    read_size: usize,
-    max_message: usize,
-) -> (
+/// The two halves of a connection, as [`split`] makes them.
+pub(crate) type Halves<T> = (
     Sending<tokio::io::WriteHalf<T>>,
     Incoming<tokio::io::ReadHalf<T>, tokio::io::WriteHalf<T>>,
-)
+);
+
+/// Splits an upgraded connection into the session's two halves.
+pub(crate) fn split<T>(io: T, read_size: usize, max_message: usize) -> Halves<T>
 where
     T: AsyncRead + AsyncWrite,
 {
@@ -424,6 +431,7 @@ where
             control_pending,
             done: false,
             draining: false,
+            filled: false,
         },
     )
 }
@@ -448,7 +456,11 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Incoming<R, W> {
         self.control_pending.store(!done, Ordering::Relaxed);
     }
 
-    fn fail(&mut self, cx: &mut Context<'_>, e: WsError) -> Poll<Option<Result<WsMessage, axum::Error>>> {
+    fn fail(
+        &mut self,
+        cx: &mut Context<'_>,
+        e: WsError,
+    ) -> Poll<Option<Result<WsMessage, axum::Error>>> {
         if let Some(code) = e.close_code() {
             let reason = match &e {
                 WsError::Protocol(what) => *what,
@@ -504,7 +516,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> futures_util::Stream for Incom
             this.flush_control(cx, &mut out);
             // A peer that sends pings (or anything that makes us answer) but does not read
             // is not read from either while our answers pile up: the send buffer is bounded.
-            if this.control_pending.load(Ordering::Relaxed) && out.out.len() - out.sent >= WRITE_HIGH {
+            if this.control_pending.load(Ordering::Relaxed)
+                && out.out.len() - out.sent >= WRITE_HIGH
+            {
                 return Poll::Pending;
             }
         }
@@ -552,18 +566,27 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> futures_util::Stream for Incom
                 Ok(None) => {}
             }
             // A buffer grown for a large message is let go once it is empty: an idle
-            // connection keeps `read_size`.
+            // connection keeps at most `read_size`.
             if this.buf.is_empty() && this.buf.capacity() > 4 * this.read_size {
                 this.buf = BytesMut::new();
             }
+            // Reads start small (most WAMP messages are): a connection that sends only
+            // those keeps `SMALL_READ` bytes; one whose read fills the room it had reads
+            // `read_size` at a time from then on.
+            let chunk = if this.filled {
+                this.read_size
+            } else {
+                SMALL_READ.min(this.read_size)
+            };
             // Room for the rest of the frame, or for one read; a frame's declared length is
             // not reserved at once, but as its bytes arrive.
             let want = need
                 .saturating_sub(this.buf.len())
-                .clamp(this.read_size, GROW_STEP.max(this.read_size));
-            if this.buf.capacity() - this.buf.len() < want.min(this.read_size) {
+                .clamp(chunk, GROW_STEP.max(chunk));
+            if this.buf.capacity() - this.buf.len() < want.min(chunk) {
                 this.buf.reserve(want);
             }
+            let room = this.buf.capacity() - this.buf.len();
             match ready!(tokio_util::io::poll_read_buf(
                 Pin::new(&mut this.io),
                 cx,
@@ -574,7 +597,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> futures_util::Stream for Incom
                     this.done = true;
                     return Poll::Ready(None);
                 }
-                Ok(_) => {}
+                Ok(n) => this.filled |= n == room,
                 Err(e) => {
                     this.done = true;
                     return Poll::Ready(Some(Err(error(WsError::Io(e)))));
@@ -725,7 +748,10 @@ mod tests {
             (masked(0x09, b"x"), "fragmented control"),
             (masked(0x89, &[0; 126]), "long control"),
             (masked(0x80, b"x"), "continuation with no message"),
-            ([masked(0x01, b"a"), masked(0x81, b"b")].concat(), "new message"),
+            (
+                [masked(0x01, b"a"), masked(0x81, b"b")].concat(),
+                "new message",
+            ),
             (masked(0x88, &[3]), "one-byte close"),
             (masked(0x88, &[0x03, 0xed]), "close code 1005"),
         ];
@@ -754,7 +780,10 @@ mod tests {
         let frame = masked(0x82, &[0; 101]);
         assert!(matches!(
             decode_all(&mut d, &frame[..8]),
-            Err(WsError::Oversize { size: 101, max: 100 })
+            Err(WsError::Oversize {
+                size: 101,
+                max: 100
+            })
         ));
         let mut d = Decoder::new(100);
         let bytes = [masked(0x02, &[0; 60]), masked(0x80, &[0; 60])].concat();
@@ -766,7 +795,10 @@ mod tests {
         let mut huge = vec![0x82, 0xff];
         huge.extend_from_slice(&u64::MAX.to_be_bytes());
         huge.extend_from_slice(&[0; 4]);
-        assert!(matches!(decode_all(&mut d, &huge), Err(WsError::Protocol(_))));
+        assert!(matches!(
+            decode_all(&mut d, &huge),
+            Err(WsError::Protocol(_))
+        ));
     }
 
     #[test]
@@ -778,7 +810,10 @@ mod tests {
             let (header, len) = match n {
                 0..=125 => (2, out[1] as usize),
                 126..=65_535 => (4, usize::from(u16::from_be_bytes([out[2], out[3]]))),
-                _ => (10, u64::from_be_bytes(out[2..10].try_into().unwrap()) as usize),
+                _ => (
+                    10,
+                    u64::from_be_bytes(out[2..10].try_into().unwrap()) as usize,
+                ),
             };
             assert_eq!(out[0], 0x81);
             assert_eq!(len, n);
@@ -797,16 +832,9 @@ mod tests {
 
     /// A session's halves over an in-memory pipe of `room` bytes each way, and the
     /// client's end.
-    fn pipe(
-        room: usize,
-    ) -> (
-        Sending<tokio::io::WriteHalf<tokio::io::DuplexStream>>,
-        Incoming<tokio::io::ReadHalf<tokio::io::DuplexStream>, tokio::io::WriteHalf<tokio::io::DuplexStream>>,
-        tokio::io::DuplexStream,
-    ) {
+    fn pipe(room: usize) -> (Halves<tokio::io::DuplexStream>, tokio::io::DuplexStream) {
         let (server, client) = tokio::io::duplex(room);
-        let (sending, incoming) = split(server, 4096, 1 << 20);
-        (sending, incoming, client)
+        (split(server, 4096, 1 << 20), client)
     }
 
     fn unsent<W>(incoming: &Incoming<impl Sized, W>) -> usize {
@@ -816,7 +844,7 @@ mod tests {
 
     #[tokio::test]
     async fn pings_from_a_peer_that_does_not_read_are_not_answered_without_bound() {
-        let (_sending, mut incoming, mut client) = pipe(64 << 10);
+        let ((_sending, mut incoming), mut client) = pipe(64 << 10);
         // 4 MiB of 125-byte pings, written while the server reads; the client reads nothing.
         let ping = masked(0x89, &[0; 125]);
         let writer = tokio::spawn(async move {
@@ -847,13 +875,17 @@ mod tests {
 
     #[tokio::test]
     async fn a_large_frame_is_not_reserved_before_it_arrives_and_is_let_go_after() {
-        let (_sending, mut incoming, mut client) = pipe(1 << 20);
+        let ((_sending, mut incoming), mut client) = pipe(1 << 20);
         let frame = masked(0x82, &vec![1; 1 << 20]);
         // Only the header and a few bytes: room is made as bytes arrive.
         client.write_all(&frame[..64]).await.unwrap();
         let early = tokio::time::timeout(Duration::from_millis(100), incoming.next()).await;
         assert!(early.is_err(), "no message yet");
-        assert!(incoming.buf.capacity() < 512 << 10, "{}", incoming.buf.capacity());
+        assert!(
+            incoming.buf.capacity() < 512 << 10,
+            "{}",
+            incoming.buf.capacity()
+        );
         let rest = frame[64..].to_vec();
         let writer = tokio::spawn(async move {
             client.write_all(&rest).await.unwrap();
@@ -868,7 +900,43 @@ mod tests {
         // Idle again: the buffer is back to the read size.
         let idle = tokio::time::timeout(Duration::from_millis(100), incoming.next()).await;
         assert!(idle.is_err());
-        assert!(incoming.buf.capacity() <= 4 * 4096, "{}", incoming.buf.capacity());
+        assert!(
+            incoming.buf.capacity() <= 4 * 4096,
+            "{}",
+            incoming.buf.capacity()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_sends_small_messages_keeps_a_small_buffer() {
+        let ((_sending, mut incoming), mut client) = pipe(1 << 16);
+        for i in 0..20 {
+            client
+                .write_all(&masked(0x81, format!("[5,\"topic.{i}\"]").as_bytes()))
+                .await
+                .unwrap();
+            assert!(matches!(
+                incoming.next().await,
+                Some(Ok(WsMessage::Text(_)))
+            ));
+            assert!(
+                incoming.buf.capacity() <= SMALL_READ,
+                "{}",
+                incoming.buf.capacity()
+            );
+        }
+        // A burst that fills the room: from then on reads take `read_size`.
+        let burst: Vec<u8> = (0..100)
+            .flat_map(|_| masked(0x81, b"[7,\"t\",1]"))
+            .collect();
+        client.write_all(&burst).await.unwrap();
+        for _ in 0..100 {
+            assert!(matches!(
+                incoming.next().await,
+                Some(Ok(WsMessage::Text(_)))
+            ));
+        }
+        assert!(incoming.filled);
     }
 
     #[tokio::test]
@@ -883,7 +951,10 @@ mod tests {
         let first = tokio::time::timeout(Duration::from_secs(2), incoming.next())
             .await
             .expect("the first read");
-        assert!(matches!(&first, Some(Err(e)) if is_oversize(e)), "{first:?}");
+        assert!(
+            matches!(&first, Some(Err(e)) if is_oversize(e)),
+            "{first:?}"
+        );
         // The session answers with 1009 while the rest of the frame still arrives: the
         // reader keeps taking it, so the client's writes finish.
         let closing = async {
@@ -929,7 +1000,11 @@ mod tests {
             let data: Vec<u8> = (0..n as u8).collect();
             let mut fast = data.clone();
             unmask(&mut fast, mask);
-            let slow: Vec<u8> = data.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]).collect();
+            let slow: Vec<u8> = data
+                .iter()
+                .enumerate()
+                .map(|(i, b)| b ^ mask[i % 4])
+                .collect();
             assert_eq!(fast, slow);
         }
     }

@@ -373,6 +373,30 @@ pub fn encode(serializer: Serializer, message: &Message) -> Vec<u8> {
     }
 }
 
+/// `[RESULT, request, {}, [result]]` in JSON, written without building the message: what
+/// [`encode`] writes for a [`Message::Result`] with one argument and no details.
+///
+/// ```
+/// use tower_wamp::core::codec::v2::{encode, encode_json_result, Message, Serializer};
+/// let result = serde_json::json!({"sum": 3});
+/// let message = Message::Result {
+///     request: 7,
+///     details: Default::default(),
+///     args: vec![result.clone()],
+///     kwargs: Default::default(),
+/// };
+/// assert_eq!(encode_json_result(7, &result), encode(Serializer::Json, &message));
+/// ```
+#[must_use]
+pub fn encode_json_result(request: u64, result: &Value) -> Vec<u8> {
+    super::exact(|out| {
+        use std::io::Write as _;
+        let _ = write!(out, "[50,{request},{{}},[");
+        serde_json::to_writer(&mut *out, result).expect("JSON values always serialize");
+        out.extend_from_slice(b"]]");
+    })
+}
+
 /// An EVENT's arguments encoded once, to go out under many subscriptions: the part of
 /// the message that does not depend on the subscription (see [`encode_event`]).
 #[derive(Debug, Clone)]
@@ -893,7 +917,11 @@ fn items_of<'a>(m: &'a Message, out: &mut [Option<Item<'a>>; 7]) -> usize {
             args,
             kwargs,
         } => {
-            put!(Item::Int(*subscription), Item::Int(*publication), Item::Dict(details));
+            put!(
+                Item::Int(*subscription),
+                Item::Int(*publication),
+                Item::Dict(details)
+            );
             payload!(args, kwargs);
         }
         Message::Call {
@@ -903,7 +931,11 @@ fn items_of<'a>(m: &'a Message, out: &mut [Option<Item<'a>>; 7]) -> usize {
             args,
             kwargs,
         } => {
-            put!(Item::Int(*request), Item::Dict(options), Item::Str(procedure));
+            put!(
+                Item::Int(*request),
+                Item::Dict(options),
+                Item::Str(procedure)
+            );
             payload!(args, kwargs);
         }
         Message::Cancel { request, options } => put!(Item::Int(*request), Item::Dict(options)),
@@ -920,7 +952,11 @@ fn items_of<'a>(m: &'a Message, out: &mut [Option<Item<'a>>; 7]) -> usize {
             request,
             options,
             procedure,
-        } => put!(Item::Int(*request), Item::Dict(options), Item::Str(procedure)),
+        } => put!(
+            Item::Int(*request),
+            Item::Dict(options),
+            Item::Str(procedure)
+        ),
         Message::Registered {
             request,
             registration,
@@ -937,7 +973,11 @@ fn items_of<'a>(m: &'a Message, out: &mut [Option<Item<'a>>; 7]) -> usize {
             args,
             kwargs,
         } => {
-            put!(Item::Int(*request), Item::Int(*registration), Item::Dict(details));
+            put!(
+                Item::Int(*request),
+                Item::Int(*registration),
+                Item::Dict(details)
+            );
             payload!(args, kwargs);
         }
         Message::Interrupt { request, options } => {
