@@ -949,11 +949,10 @@ impl Conn {
         };
         let progress = control.progress.clone();
         let call_id = reply_to.call_id();
-        // The call's span only when it would be recorded: even a disabled span costs its
-        // creation and an enter and exit per poll.
-        let span = tracing::enabled!(tracing::Level::DEBUG).then(|| {
-            tracing::debug_span!("wamp_call", call_id = %Clip(&call_id), procedure = %Clip(&procedure))
-        });
+        // The call's span is entered only when it is recorded: a disabled one would still
+        // cost an enter and an exit per poll.
+        let span = tracing::debug_span!("wamp_call", call_id = %Clip(&call_id), procedure = %Clip(&procedure));
+        let span = (!span.is_disabled()).then_some(span);
         let call = Call::from_wire(
             call_id,
             procedure,

@@ -319,6 +319,8 @@ struct Outgoing<W> {
     out: Vec<u8>,
     sent: usize,
     close_sent: bool,
+    /// The reader, stopped while the backlog is above `WRITE_HIGH`: woken by the next write.
+    reader_parked: Option<std::task::Waker>,
 }
 
 /// Above this many unsent bytes, `poll_ready` writes before taking more.
@@ -351,7 +353,13 @@ impl<W: AsyncWrite + Unpin> Outgoing<W> {
     /// Writes what is queued.
     fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
         while self.sent < self.out.len() {
-            match ready!(Pin::new(&mut self.io).poll_write(cx, &self.out[self.sent..])) {
+            let written = ready!(Pin::new(&mut self.io).poll_write(cx, &self.out[self.sent..]));
+            // Whoever writes (the writer or the reader) wakes a reader that stopped reading
+            // for the backlog: the socket keeps one write waker, the last one registered.
+            if let Some(reader) = self.reader_parked.take() {
+                reader.wake();
+            }
+            match written {
                 Ok(0) => return Poll::Ready(Err(WsError::Io(io::ErrorKind::WriteZero.into()))),
                 Ok(n) => self.sent += n,
                 Err(e) => return Poll::Ready(Err(WsError::Io(e))),
@@ -390,6 +398,10 @@ pub(crate) struct Incoming<R, W> {
     draining: bool,
     /// A read has filled the room it had: reads take `read_size` from then on.
     filled: bool,
+    /// The buffer grew beyond one read for a large frame.
+    grown: bool,
+    /// The answer to the latest ping read, written before the next read.
+    pong: Option<Bytes>,
 }
 
 /// The sending half.
@@ -415,6 +427,7 @@ where
         out: Vec::new(),
         sent: 0,
         close_sent: false,
+        reader_parked: None,
     }));
     let control_pending = Arc::new(AtomicBool::new(false));
     (
@@ -432,6 +445,8 @@ where
             done: false,
             draining: false,
             filled: false,
+            grown: false,
+            pong: None,
         },
     )
 }
@@ -519,6 +534,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> futures_util::Stream for Incom
             if this.control_pending.load(Ordering::Relaxed)
                 && out.out.len() - out.sent >= WRITE_HIGH
             {
+                out.reader_parked = Some(cx.waker().clone());
                 return Poll::Pending;
             }
         }
@@ -535,8 +551,10 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> futures_util::Stream for Incom
                             Utf8Bytes::try_from(bytes).expect("checked by the decoder"),
                         ),
                         Decoded::Binary(bytes) => WsMessage::Binary(bytes),
+                        // Answered before the next read, only the latest of those read
+                        // together (RFC 6455 5.5.3).
                         Decoded::Ping(bytes) => {
-                            this.answer(cx, &WsMessage::Pong(bytes.clone()));
+                            this.pong = Some(bytes.clone());
                             WsMessage::Ping(bytes)
                         }
                         Decoded::Pong(bytes) => WsMessage::Pong(bytes),
@@ -565,10 +583,23 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> futures_util::Stream for Incom
                 }
                 Ok(None) => {}
             }
-            // A buffer grown for a large message is let go once it is empty: an idle
+            if let Some(pong) = this.pong.take() {
+                this.answer(cx, &WsMessage::Pong(pong));
+                // The answer waits for room: through the backlog check first.
+                if this.control_pending.load(Ordering::Relaxed) {
+                    let mut out = lock(&this.shared);
+                    if out.out.len() - out.sent >= WRITE_HIGH {
+                        out.reader_parked = Some(cx.waker().clone());
+                        return Poll::Pending;
+                    }
+                }
+            }
+            // A buffer grown for a large message is let go once it is empty (its capacity
+            // tells only what is left after the message; a flag tells it grew): an idle
             // connection keeps at most `read_size`.
-            if this.buf.is_empty() && this.buf.capacity() > 4 * this.read_size {
+            if this.buf.is_empty() && this.grown {
                 this.buf = BytesMut::new();
+                this.grown = false;
             }
             // Reads start small (most WAMP messages are): a connection that sends only
             // those keeps `SMALL_READ` bytes; one whose read fills the room it had reads
@@ -585,6 +616,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> futures_util::Stream for Incom
                 .clamp(chunk, GROW_STEP.max(chunk));
             if this.buf.capacity() - this.buf.len() < want.min(chunk) {
                 this.buf.reserve(want);
+                this.grown |= want > chunk;
             }
             let room = this.buf.capacity() - this.buf.len();
             match ready!(tokio_util::io::poll_read_buf(
@@ -827,7 +859,7 @@ mod tests {
         assert!(std::str::from_utf8(&out[4..]).is_ok());
     }
 
-    use futures_util::{SinkExt as _, StreamExt as _};
+    use futures_util::{Sink as _, SinkExt as _, Stream as _, StreamExt as _};
     use tokio::io::AsyncWriteExt as _;
 
     /// A session's halves over an in-memory pipe of `room` bytes each way, and the
@@ -871,6 +903,70 @@ mod tests {
             unsent(&incoming)
         );
         writer.abort();
+    }
+
+    /// A waker that counts its wakes.
+    struct Counted(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Counted {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reader_stopped_for_the_backlog_is_woken_when_the_writer_drains_it() {
+        let ((mut sending, mut incoming), client) = pipe(4096);
+        let (mut client_in, mut client_out) = tokio::io::split(client);
+        let ping = masked(0x89, &[0; 125]);
+        let pinger = tokio::spawn(async move {
+            for _ in 0..(4 << 20) / ping.len() {
+                if client_out.write_all(&ping).await.is_err() {
+                    break;
+                }
+            }
+        });
+        // The reader (its own waker, as under `Gated`) reads until its answers pile up.
+        let reader = Arc::new(Counted(0.into()));
+        let reader_waker = std::task::Waker::from(reader.clone());
+        let mut parked = false;
+        for _ in 0..100_000 {
+            let mut cx = Context::from_waker(&reader_waker);
+            match Pin::new(&mut incoming).poll_next(&mut cx) {
+                Poll::Ready(Some(Ok(_))) => {}
+                Poll::Pending if unsent(&incoming) >= WRITE_HIGH => {
+                    parked = true;
+                    break;
+                }
+                Poll::Pending => tokio::task::yield_now().await,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert!(parked, "the reader stopped for the backlog");
+        let woken_before = reader.0.load(Ordering::SeqCst);
+        // The writer takes over the socket's write waker, then the client reads again.
+        let writer = Arc::new(Counted(0.into()));
+        let writer_waker = std::task::Waker::from(writer.clone());
+        let mut cx = Context::from_waker(&writer_waker);
+        assert!(Pin::new(&mut sending).poll_flush(&mut cx).is_pending());
+        let drain = tokio::spawn(async move {
+            let mut sink = vec![0; 1 << 16];
+            loop {
+                match tokio::io::AsyncReadExt::read(&mut client_in, &mut sink).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        });
+        // The writer, woken, writes what is queued: the reader must be woken too.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while reader.0.load(Ordering::SeqCst) == woken_before {
+            assert!(tokio::time::Instant::now() < deadline, "the reader was never woken");
+            let _ = Pin::new(&mut sending).poll_flush(&mut cx);
+            tokio::task::yield_now().await;
+        }
+        pinger.abort();
+        drain.abort();
     }
 
     #[tokio::test]

@@ -1,5 +1,5 @@
 //! The load harness: tower-wamp against the machine's ceiling (a plain axum WebSocket
-//! server on the same stack) and the WAMP v1 routers a user would pick instead (wamp.io,
+//! echo server on the same hyper and tokio) and the WAMP v1 routers a user would pick instead (wamp.io,
 //! autobahn 0.8.15), in one run, with one native client.
 //!
 //! ```text

@@ -73,11 +73,13 @@ pub fn render(r: &Results) -> (String, String) {
     );
     let _ = writeln!(
         md,
-        "The ceiling is a plain axum WebSocket server with the same stack and settings (4 KiB \
-         read buffer): it echoes each frame, and broadcasts PUBLISH-shaped frames to every \
-         connection through a queue per connection drained into one flush. Ratios are \
-         tower-wamp ÷ the other. CPU per op is the server's CPU time over the operations; \
-         client CPU near 100 % means the figure is client-bound.\n"
+        "The ceiling is a plain axum WebSocket server (axum's `WebSocket`, i.e. \
+         tokio-tungstenite, 4 KiB read buffer, the same hyper, tokio and TCP settings): it \
+         echoes each frame, and broadcasts PUBLISH-shaped frames to every connection through a \
+         queue per connection drained into one flush. tower-wamp runs its sessions on its own \
+         WebSocket transport (`src/ws.rs`) over the same hyper upgrade. Ratios are tower-wamp ÷ \
+         the other. CPU per op is the server's CPU time over the operations; client CPU near \
+         100 % means the figure is client-bound.\n"
     );
     for (kind, why) in &r.servers {
         if let Some(why) = why {

@@ -9,24 +9,31 @@ pub(crate) fn exact(write: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
     thread_local! {
         static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
-    SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+    let mut write = Some(write);
+    let shared = SCRATCH.try_with(|scratch| match scratch.try_borrow_mut() {
         Ok(mut scratch) => {
             scratch.clear();
-            write(&mut scratch);
+            (write.take().expect("written once"))(&mut scratch);
             let bytes = scratch.to_vec();
             // A rare large frame does not stay with the thread.
             if scratch.capacity() > 64 << 10 {
                 *scratch = Vec::new();
             }
-            bytes
+            Some(bytes)
         }
         // Written while another frame is (not done today): a buffer of its own.
-        Err(_) => {
+        Err(_) => None,
+    });
+    match (shared, write) {
+        (Ok(Some(bytes)), _) => bytes,
+        // Or while the thread's locals are being destroyed.
+        (_, Some(write)) => {
             let mut bytes = Vec::new();
             write(&mut bytes);
             bytes
         }
-    })
+        (_, None) => unreachable!("written to the shared buffer"),
+    }
 }
 
 pub mod v1 {
