@@ -123,7 +123,10 @@ pub fn render(r: &Results) -> (String, String) {
          one v2 client registered (caller → router → callee → router → caller); the v2 fan-out \
          is the fan-out scenario below in v2 (sequence-checked). crossbar, xconn and battler-wamp are v2 \
          routers without server-side procedures, so only two-hop and fan-out apply. Ratios \
-         are to the ceiling's echo at the same N.\n"
+         are to the ceiling's echo at the same N. The RPC-to-a-handler columns (v1, v2 json, \
+         v2 msgpack) of the ceiling, tower-wamp and the demo are each the median of three \
+         rounds taken in turn (ceiling, tower-wamp, demo, ceiling, …), so that a slow phase of \
+         the machine does not fall on one server only; the other figures are single runs.\n"
     );
     let _ = writeln!(
         md,
