@@ -961,7 +961,10 @@ mod tests {
         // The writer, woken, writes what is queued: the reader must be woken too.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
         while reader.0.load(Ordering::SeqCst) == woken_before {
-            assert!(tokio::time::Instant::now() < deadline, "the reader was never woken");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the reader was never woken"
+            );
             let _ = Pin::new(&mut sending).poll_flush(&mut cx);
             tokio::task::yield_now().await;
         }
