@@ -688,6 +688,11 @@ fn chosen_protocol(headers: &HeaderMap, served: &[Proto]) -> Option<(HeaderValue
 }
 
 fn is_websocket_upgrade<B>(req: &Request<B>) -> bool {
+    // HTTP/2 (RFC 8441): an extended CONNECT, whose `:protocol` axum's extractor checks (an
+    // application gets these only if it turns on axum's `http2`).
+    if req.version() >= http::Version::HTTP_2 && req.method() == http::Method::CONNECT {
+        return true;
+    }
     req.headers()
         .get_all(header::UPGRADE)
         .iter()
