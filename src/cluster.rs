@@ -28,7 +28,7 @@ use crate::{
     backplane::{Carrier, DirOp, Envelope},
     core::{
         codec::v2::Dict,
-        matching::{MatchIndex, MatchPolicy},
+        matching::{MatchIndex, MatchPolicy, precedence},
         session::v2::{CancelMode, InvokePolicy},
     },
     dealer::{CallControl, Disclosure, ProgressSink, Sent},
@@ -143,6 +143,47 @@ pub(crate) struct Reg {
     #[serde(rename = "match")]
     pub(crate) policy: String,
     pub(crate) invoke: String,
+    /// How many callees the sender has for it (0 from a node that does not tell: taken as
+    /// one), and when its first and its last joined (milliseconds since the Unix epoch):
+    /// what a shared policy chooses by across nodes.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub(crate) callees: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub(crate) first: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub(crate) last: u64,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// One node's callees of a registration: what a call chooses among.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Holder {
+    node: u64,
+    invoke: InvokePolicy,
+    callees: u64,
+    first: u64,
+    last: u64,
+}
+
+/// The nodes with callees of one registration (by node id, the same order on every
+/// node), and its round-robin cursor.
+#[derive(Debug, Default)]
+struct Holders {
+    nodes: Vec<Holder>,
+    next: AtomicUsize,
+}
+
+/// Where a call goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Choice {
+    /// To a callee on this node.
+    Local,
+    /// To this node's.
+    Node(u64),
 }
 
 /// Another node, as this one knows it.
@@ -172,12 +213,11 @@ pub(crate) struct Cluster {
     metrics: Arc<Metrics>,
     peers: Mutex<HashMap<u64, Peer>>,
     /// The other nodes' registrations: (policy, uri) → the nodes, with their invoke policy.
-    index: RwLock<MatchIndex<Vec<(u64, InvokePolicy)>>>,
+    index: RwLock<MatchIndex<Holders>>,
     calls: Mutex<HashMap<u64, OutCall>>,
     next_call: AtomicU64,
     /// Calls of other nodes running here: (node, call) → their CANCEL.
     served: Mutex<HashMap<(u64, u64), CancelSender>>,
-    rotation: AtomicUsize,
     /// Questions of ours awaiting the other nodes' answers.
     queries: Mutex<HashMap<u64, mpsc::UnboundedSender<(u64, Value)>>>,
     /// This node's id, and the deployment's directory of registration names.
@@ -232,7 +272,6 @@ impl Cluster {
             calls: Mutex::default(),
             next_call: AtomicU64::new(0),
             served: Mutex::default(),
-            rotation: AtomicUsize::new(0),
             queries: Mutex::default(),
         }
     }
@@ -311,10 +350,10 @@ impl Cluster {
             .registrations()
             .summary()
             .into_iter()
-            .map(|(policy, uri, invoke)| {
+            .map(|reg| {
                 (
-                    self.carrier.key(policy.as_str(), &uri),
-                    self.hold_value(invoke),
+                    self.carrier.key(reg.policy.as_str(), &reg.uri),
+                    self.hold_value(reg.invoke),
                 )
             })
             .collect();
@@ -364,10 +403,13 @@ impl Cluster {
             .registrations()
             .summary()
             .into_iter()
-            .map(|(policy, uri, invoke)| Reg {
-                uri: uri.to_string(),
-                policy: policy.as_str().to_owned(),
-                invoke: invoke.as_str().to_owned(),
+            .map(|reg| Reg {
+                uri: reg.uri.to_string(),
+                policy: reg.policy.as_str().to_owned(),
+                invoke: reg.invoke.as_str().to_owned(),
+                callees: reg.callees as u64,
+                first: reg.first,
+                last: reg.last,
             })
             .collect();
         self.send(None, &Wire::Registrations { regs });
@@ -377,32 +419,100 @@ impl Cluster {
     /// `invoke` conflicts with (a `single` one, or another policy).
     pub(crate) fn conflicts(&self, policy: MatchPolicy, uri: &str, invoke: InvokePolicy) -> bool {
         let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
-        index.get(policy, uri).is_some_and(|nodes| {
-            nodes.iter().any(|(_, theirs)| {
+        index.get(policy, uri).is_some_and(|holders| {
+            holders.nodes.iter().any(|theirs| {
                 invoke == InvokePolicy::Single
-                    || *theirs == InvokePolicy::Single
-                    || *theirs != invoke
+                    || theirs.invoke == InvokePolicy::Single
+                    || theirs.invoke != invoke
             })
         })
     }
 
-    /// The node a call of `procedure` goes to (by the best matching registration of the
-    /// other nodes, and among several nodes by its shared policy), if any.
-    pub(crate) fn route(&self, procedure: &str) -> Option<u64> {
+    /// Where a call of `procedure` goes, given `local`, the registration it would go to on
+    /// this node ([`Registrations::best_summary`](crate::dealer::Registrations::best_summary)):
+    /// to the best matching registration in the whole cluster (a better match on another
+    /// node wins over a local one), and for a registration with callees on several nodes,
+    /// by its shared policy over all of them: `roundrobin` in turn over every callee (this
+    /// node's as a block at its place by node id), `random` weighted by the callees of each
+    /// node, `first` (`last`) to the node of the callee that joined first (last). `None`:
+    /// no node has one.
+    pub(crate) fn choose(
+        &self,
+        procedure: &str,
+        local: Option<&crate::dealer::Summary>,
+    ) -> Option<Choice> {
         let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
-        let (_, _, nodes) = index.best_match(procedure)?;
-        let policy = nodes.first()?.1;
-        let at = match policy {
-            InvokePolicy::First | InvokePolicy::Single => 0,
-            InvokePolicy::Last => nodes.len() - 1,
-            InvokePolicy::Random => (crate::core::random_id() as usize) % nodes.len(),
-            _ => self.rotation.fetch_add(1, Ordering::Relaxed) % nodes.len(),
+        let reserved = procedure == "wamp" || procedure.starts_with("wamp.");
+        let remote =
+            index.best_match_where(procedure, |policy, _, _| policy == MatchPolicy::Exact || !reserved);
+        let (policy, uri, holders) = match (local, remote) {
+            (None, None) => return None,
+            (Some(_), None) => return Some(Choice::Local),
+            (None, Some((_, _, holders))) => {
+                return self.pick(holders, None).map(Choice::Node);
+            }
+            (Some(local), Some(remote)) => (local.policy, local.uri.as_ref(), remote),
         };
-        Some(nodes[at].0)
+        let (theirs, their_uri, holders) = holders;
+        let ours = precedence(policy, uri);
+        match ours.cmp(&precedence(theirs, their_uri)) {
+            std::cmp::Ordering::Greater => Some(Choice::Local),
+            std::cmp::Ordering::Less => self.pick(holders, None).map(Choice::Node),
+            std::cmp::Ordering::Equal => {
+                let local = local.expect("matched above");
+                let me = Holder {
+                    node: self.node,
+                    invoke: local.invoke,
+                    callees: local.callees as u64,
+                    first: local.first,
+                    last: local.last,
+                };
+                Some(match self.pick(holders, Some(me)) {
+                    Some(node) if node != self.node => Choice::Node(node),
+                    _ => Choice::Local,
+                })
+            }
+        }
+    }
+
+    /// The node of `holders` (and of `me`, this node's own callees, if any) a call goes to
+    /// by their shared policy.
+    fn pick(&self, holders: &Holders, me: Option<Holder>) -> Option<u64> {
+        // `me` at its place by node id: the same order the other nodes see.
+        let at = me.map_or(0, |m| holders.nodes.partition_point(|h| h.node < m.node));
+        let (before, after) = holders.nodes.split_at(at);
+        let all = || before.iter().copied().chain(me).chain(after.iter().copied());
+        let weight = |h: &Holder| h.callees.max(1);
+        let policy = me.map_or_else(|| holders.nodes.first().map(|h| h.invoke), |m| Some(m.invoke))?;
+        let chosen = match policy {
+            InvokePolicy::First | InvokePolicy::Single => all().min_by_key(|h| (h.first, h.node)),
+            InvokePolicy::Last => all().max_by_key(|h| (h.last, h.node)),
+            other => {
+                let total: u64 = all().map(|h| weight(&h)).sum();
+                if total == 0 {
+                    return None;
+                }
+                let mut at = if other == InvokePolicy::Random {
+                    crate::core::random_id() % total
+                } else {
+                    holders.next.fetch_add(1, Ordering::Relaxed) as u64 % total
+                };
+                all().find(|h| {
+                    let w = weight(h);
+                    if at < w {
+                        true
+                    } else {
+                        at -= w;
+                        false
+                    }
+                })
+            }
+        };
+        chosen.map(|h| h.node)
     }
 
     fn rebuild(&self, peers: &HashMap<u64, Peer>) {
-        let mut index: MatchIndex<Vec<(u64, InvokePolicy)>> = MatchIndex::default();
+        let mut index: MatchIndex<Holders> = MatchIndex::default();
         // In the order nodes were first heard of would need more state: by node id, which
         // is the same order on every node.
         let mut nodes: Vec<(&u64, &Peer)> = peers.iter().collect();
@@ -415,10 +525,21 @@ impl Cluster {
                 ) else {
                     continue;
                 };
+                let holder = Holder {
+                    node: *node,
+                    invoke,
+                    callees: reg.callees,
+                    first: reg.first,
+                    last: reg.last,
+                };
                 match index.get_mut(policy, &reg.uri) {
-                    Some(list) => list.push((*node, invoke)),
+                    Some(holders) => holders.nodes.push(holder),
                     None => {
-                        index.insert(policy, reg.uri.as_str().into(), vec![(*node, invoke)]);
+                        let holders = Holders {
+                            nodes: vec![holder],
+                            next: AtomicUsize::new(0),
+                        };
+                        index.insert(policy, reg.uri.as_str().into(), holders);
                     }
                 }
             }

@@ -363,6 +363,9 @@ pub(crate) struct Callee {
     /// For a pattern registration under authentication: the permissions it had when it
     /// registered, against which each procedure the pattern catches is checked.
     pub(crate) permissions: Option<Arc<crate::core::auth::Permissions>>,
+    /// When it joined its registration, in milliseconds since the Unix epoch (set by
+    /// [`Registrations::register`]): the order `first` and `last` go by across nodes.
+    pub(crate) joined: u64,
 }
 
 impl Callee {
@@ -408,6 +411,19 @@ pub(crate) struct RegistrationInfo {
     pub(crate) invoke: InvokePolicy,
     pub(crate) created: u64,
     pub(crate) callees: Vec<SessionId>,
+}
+
+/// A registration as the other nodes are told of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Summary {
+    pub(crate) policy: MatchPolicy,
+    pub(crate) uri: Arc<str>,
+    pub(crate) invoke: InvokePolicy,
+    /// How many callees it has, and when the first and the last joined (milliseconds since
+    /// the Unix epoch).
+    pub(crate) callees: usize,
+    pub(crate) first: u64,
+    pub(crate) last: u64,
 }
 
 /// A registration a session lost.
@@ -477,9 +493,13 @@ impl Registrations {
             }
             return Err(RegisterError::OverBudget);
         }
+        let callee = Callee {
+            joined: crate::core::broker::now_ms(),
+            ..callee.clone()
+        };
         let id = match self.procedures.get_mut(policy, uri) {
             Some(reg) => {
-                reg.callees.push(callee.clone());
+                reg.callees.push(callee);
                 reg.id
             }
             None => {
@@ -492,7 +512,7 @@ impl Registrations {
                     Registration {
                         id: self.next_id,
                         invoke,
-                        callees: vec![callee.clone()],
+                        callees: vec![callee],
                         next: AtomicUsize::new(0),
                         created: crate::core::broker::now_ms(),
                     },
@@ -563,11 +583,18 @@ impl Registrations {
         self.by_id.contains_key(&id)
     }
 
-    /// Every registration: id, policy, URI.
-    pub(crate) fn summary(&self) -> Vec<(MatchPolicy, Arc<str>, InvokePolicy)> {
+    /// Every registration, as the other nodes are told of it.
+    pub(crate) fn summary(&self) -> Vec<Summary> {
         self.procedures
             .iter()
-            .map(|(policy, uri, reg)| (policy, uri.clone(), reg.invoke))
+            .map(|(policy, uri, reg)| Summary {
+                policy,
+                uri: uri.clone(),
+                invoke: reg.invoke,
+                callees: reg.callees.len(),
+                first: reg.callees.first().map_or(0, |c| c.joined),
+                last: reg.callees.last().map_or(0, |c| c.joined),
+            })
             .collect()
     }
 
@@ -608,6 +635,34 @@ impl Registrations {
                     || (!reserved && reg.callees.iter().any(|c| c.may_serve(procedure)))
             })
             .map(|(_, _, reg)| reg.id)
+    }
+
+    /// The registration a call of `procedure` would go to (without moving a round-robin
+    /// cursor), as [`summary`](Self::summary) tells it, with only the callees that may
+    /// serve `procedure` counted.
+    pub(crate) fn best_summary(&self, procedure: &str) -> Option<Summary> {
+        let reserved = procedure == "wamp" || procedure.starts_with("wamp.");
+        let (policy, uri, reg) = self
+            .procedures
+            .best_match_where(procedure, |policy, _, reg| {
+                policy == MatchPolicy::Exact
+                    || (!reserved && reg.callees.iter().any(|c| c.may_serve(procedure)))
+            })?;
+        let pattern = policy != MatchPolicy::Exact;
+        let mut serving = reg
+            .callees
+            .iter()
+            .filter(|c| !pattern || c.may_serve(procedure));
+        let first = serving.next()?.joined;
+        let (callees, last) = serving.fold((1, first), |(n, _), c| (n + 1, c.joined));
+        Some(Summary {
+            policy,
+            uri: uri.clone(),
+            invoke: reg.invoke,
+            callees,
+            first,
+            last,
+        })
     }
 
     /// The callee a call of `procedure` goes to: the best-matching registration (exact,

@@ -1033,9 +1033,8 @@ impl Hub {
         let id = registrations.register(key, invoke, callee, budget)?;
         let _ = callee.outbox.push_reply(ack(id));
         drop(registrations);
-        if created {
-            self.registrations_changed();
-        }
+        // A new callee too: the other nodes share calls by how many each node has.
+        self.registrations_changed();
         Ok((id, created))
     }
 
@@ -1055,9 +1054,7 @@ impl Hub {
         let _ = outbox.push_reply(ack);
         let deleted = !registrations.exists(id);
         drop(registrations);
-        if deleted {
-            self.registrations_changed();
-        }
+        self.registrations_changed();
         Some(deleted)
     }
 
@@ -1089,7 +1086,7 @@ impl Hub {
 
     pub(crate) fn remove_registrations(&self, session: &SessionId) -> Vec<crate::dealer::Detached> {
         let removed = write(&self.registrations).remove_session(session);
-        if removed.iter().any(|r| r.deleted) {
+        if !removed.is_empty() {
             self.registrations_changed();
         }
         removed
@@ -1105,10 +1102,38 @@ impl Hub {
         read(&self.registrations).route(procedure)
     }
 
+    /// Where a call of a client's procedure goes: with a backplane (and `nodes`), to the
+    /// best match in the whole cluster, by its shared policy over the callees of every node
+    /// ([`Cluster::choose`](crate::cluster::Cluster::choose)); else to this node's.
+    pub(crate) fn route_anywhere(&self, procedure: &str, nodes: bool) -> Option<Routing> {
+        let cluster = if nodes && self.beyond_sessions.load(Ordering::Relaxed) {
+            self.cluster()
+        } else {
+            None
+        };
+        let Some(cluster) = cluster else {
+            return self.route(procedure).map(Routing::Here);
+        };
+        let local = read(&self.registrations).best_summary(procedure);
+        match cluster.choose(procedure, local.as_ref())? {
+            crate::cluster::Choice::Local => self.route(procedure).map(Routing::Here),
+            crate::cluster::Choice::Node(node) => Some(Routing::Node(cluster, node)),
+        }
+    }
+
     /// The policy and URI of a subscription id.
     pub(crate) fn subscription_key(&self, id: u64) -> Option<SubKey> {
         read(&self.broker).key_of(id).cloned()
     }
+}
+
+/// Where a call of a client's procedure goes.
+#[derive(Debug)]
+pub(crate) enum Routing {
+    /// To a callee of this node.
+    Here(crate::dealer::Routed),
+    /// To another node.
+    Node(Arc<crate::cluster::Cluster>, u64),
 }
 
 /// One publication on its way to subscribers, in both versions' forms.

@@ -1115,27 +1115,25 @@ impl Inner<()> {
                         Target::Meta(crate::meta::Meta::of(&call.procedure).expect("just seen"))
                     }
                     Some(handler) => Target::User(handler),
-                    None => match self.wamp.hub.route(&call.procedure) {
+                    None => match self
+                        .wamp
+                        .hub
+                        .route_anywhere(&call.procedure, !is_auth_procedure(&call.procedure))
+                    {
                         // WAMP-CRA's procedure names are no pattern's, configured or not.
-                        Some(routed)
-                            if !(routed.pattern
-                                && (call.procedure == AUTH || call.procedure == AUTHREQ)) =>
+                        Some(crate::hub::Routing::Here(routed))
+                            if !(routed.pattern && is_auth_procedure(&call.procedure)) =>
                         {
                             Target::Remote(routed)
                         }
-                        // Another node's, if a backplane is configured and one has it.
-                        _ => match self.wamp.hub.cluster().and_then(|c| {
-                            let node = c.route(&call.procedure)?;
-                            Some((c, node))
-                        }) {
-                            Some((cluster, node)) if !is_auth_procedure(&call.procedure) => {
-                                Target::Node(cluster, node)
-                            }
-                            _ => {
-                                tracing::debug!("unknown procedure");
-                                return self.after_error(info, RpcError::not_found());
-                            }
-                        },
+                        // Another node's.
+                        Some(crate::hub::Routing::Node(cluster, node)) => {
+                            Target::Node(cluster, node)
+                        }
+                        _ => {
+                            tracing::debug!("unknown procedure");
+                            return self.after_error(info, RpcError::not_found());
+                        }
                     },
                 }
             }

@@ -1304,6 +1304,7 @@ impl Conn {
                     disclose_caller,
                     features: self.callee_features(),
                     permissions: None,
+                    joined: 0,
                 };
                 // Registrations share the subscriptions' budget (entries and URI bytes).
                 let budget = self.config.subscriptions;

@@ -1060,3 +1060,107 @@ async fn a_slow_redis_does_not_fail_calls_that_are_only_late() {
         other => panic!("{other:?}"),
     }
 }
+
+/// Calls `procedure` from `caller` once; the callee of `callees` that got it (answered,
+/// and the RESULT checked).
+async fn which_callee(caller: &mut V2, callees: &mut [&mut V2], procedure: &str) -> usize {
+    let request = start_call(caller, procedure, json!("which"), json!({})).await;
+    let (i, inv) = {
+        let mut waits: Vec<_> = callees
+            .iter_mut()
+            .enumerate()
+            .map(|(i, c)| Box::pin(async move { (i, c.recv().await) }))
+            .collect();
+        let ((i, message), _, _) = futures_util::future::select_all(waits.iter_mut()).await;
+        drop(waits);
+        match message {
+            Message::Invocation { request, .. } => (i, request),
+            other => panic!("{other:?}"),
+        }
+    };
+    yield_(callees[i], inv, json!(i), json!({})).await;
+    match caller.recv().await {
+        Message::Result {
+            request: r, args, ..
+        } => assert_eq!((r, args), (request, vec![json!(i)])),
+        other => panic!("{other:?}"),
+    }
+    i
+}
+
+/// Calls until callee `want` gets one (the other node's registration has reached the
+/// caller's node).
+async fn until_reaches(caller: &mut V2, callees: &mut [&mut V2], procedure: &str, want: usize) {
+    for _ in 0..100 {
+        if which_callee(caller, callees, procedure).await == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{procedure}: callee {want} never got a call");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_policies_and_best_matches_hold_across_nodes() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let (a, b) = two_nodes(&redis, "policies").await;
+    let mut caller_a = V2::join(a, Serializer::Json).await;
+    let mut caller_b = V2::join(b, Serializer::Json).await;
+
+    // Round robin over every callee of the cluster, not only the caller's node's: two
+    // callees on A, one on B, called from A, take turns.
+    let rr = "com.example.policy.rr";
+    let shared = json!({"invoke": "roundrobin"});
+    let mut a1 = callee_on(a, rr, shared.clone()).await.unwrap();
+    let mut a2 = callee_on(a, rr, shared.clone()).await.unwrap();
+    let mut b1 = callee_on(b, rr, shared).await.unwrap();
+    until_reaches(&mut caller_a, &mut [&mut a1, &mut a2, &mut b1], rr, 2).await;
+    let mut counts = [0; 3];
+    for _ in 0..30 {
+        counts[which_callee(&mut caller_a, &mut [&mut a1, &mut a2, &mut b1], rr).await] += 1;
+    }
+    assert_eq!(counts, [10, 10, 10], "round robin over both nodes");
+
+    // `first` and `last` by when each callee joined, whichever node it is on.
+    for (invoke, want) in [("first", 0), ("last", 1)] {
+        let procedure = format!("com.example.policy.{invoke}");
+        let options = json!({ "invoke": invoke });
+        let mut on_a = callee_on(a, &procedure, options.clone()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let mut on_b = callee_on(b, &procedure, options).await.unwrap();
+        // From the node that does not have the chosen callee.
+        let caller = if want == 0 { &mut caller_b } else { &mut caller_a };
+        until_reaches(caller, &mut [&mut on_a, &mut on_b], &procedure, want).await;
+        for _ in 0..5 {
+            assert_eq!(
+                which_callee(caller, &mut [&mut on_a, &mut on_b], &procedure).await,
+                want,
+                "{invoke}"
+            );
+        }
+    }
+
+    // The best match of the whole cluster: an exact registration on B over a prefix one
+    // on A, for a caller on A; the prefix one still takes what only it matches.
+    let mut prefix = callee_on(a, "com.example.policy.pfx.", json!({"match": "prefix"}))
+        .await
+        .unwrap();
+    let mut exact = callee_on(b, "com.example.policy.pfx.add", json!({}))
+        .await
+        .unwrap();
+    let add = "com.example.policy.pfx.add";
+    until_reaches(&mut caller_a, &mut [&mut prefix, &mut exact], add, 1).await;
+    for _ in 0..5 {
+        assert_eq!(
+            which_callee(&mut caller_a, &mut [&mut prefix, &mut exact], add).await,
+            1
+        );
+    }
+    let other = "com.example.policy.pfx.sub";
+    assert_eq!(
+        which_callee(&mut caller_b, &mut [&mut prefix, &mut exact], other).await,
+        0
+    );
+}

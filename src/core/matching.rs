@@ -426,6 +426,31 @@ impl<V> MatchIndex<V> {
     }
 }
 
+/// How well a pattern matches a URI it matches, as [`MatchIndex::best_match`] ranks them:
+/// of two patterns that match the same URI, the greater precedence wins (an exact one over
+/// every prefix, a longer prefix over a shorter one and over every wildcard, a wildcard by
+/// its literal portions from the left). Equal precedences for one URI mean the same pattern.
+///
+/// ```
+/// use tower_wamp::core::matching::{MatchPolicy, precedence};
+/// assert!(precedence(MatchPolicy::Exact, "a.b.c") > precedence(MatchPolicy::Prefix, "a.b"));
+/// assert!(precedence(MatchPolicy::Prefix, "a.b") > precedence(MatchPolicy::Prefix, "a"));
+/// assert!(precedence(MatchPolicy::Prefix, "a") > precedence(MatchPolicy::Wildcard, "a.b."));
+/// assert!(precedence(MatchPolicy::Wildcard, "a.b.") > precedence(MatchPolicy::Wildcard, "a..c"));
+/// ```
+#[must_use]
+pub fn precedence(policy: MatchPolicy, pattern: &str) -> Precedence {
+    match policy {
+        MatchPolicy::Exact => Precedence(2, 0, Vec::new()),
+        MatchPolicy::Prefix => Precedence(1, pattern.len(), Vec::new()),
+        _ => Precedence(0, 0, portions(pattern)),
+    }
+}
+
+/// The rank of a matching pattern: see [`precedence`].
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Precedence(u8, usize, Vec<usize>);
+
 /// The lengths (in components) of a wildcard pattern's literal portions, one before each
 /// wildcard and one after the last: `a1.b2..d4.e5` is `[2, 2]`, `..c3` is `[0, 0, 1]`.
 fn portions(pattern: &str) -> Vec<usize> {
