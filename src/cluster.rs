@@ -114,6 +114,69 @@ pub(crate) enum Wire {
         id: u64,
         value: Value,
     },
+    /// Asks the receiving node for its sessions, answered with [`Wire::Present`]s: what
+    /// the sender tells its sessions' subscribers left if the receiver is lost.
+    Presence,
+    /// Some of the sender's sessions: id, authid, authrole.
+    Present {
+        sessions: Vec<(u64, Option<String>, Option<String>)>,
+    },
+}
+
+/// The other nodes' sessions, as their `on_join` and `on_leave` meta events and their
+/// answers to [`Wire::Presence`] told them: `on_leave` for each when their node is lost.
+#[derive(Debug, Default)]
+struct Presence {
+    by_node: HashMap<u64, HashMap<u64, Identity>>,
+    /// Entries in `by_node`, at most [`MAX_PRESENT`].
+    entries: usize,
+    /// Per node: sessions not kept for want of room (their `on_leave` is not told).
+    untracked: HashMap<u64, u64>,
+}
+
+/// A session's authid and authrole.
+type Identity = (Option<String>, Option<String>);
+
+/// How many sessions of other nodes are kept (about 100 bytes each).
+const MAX_PRESENT: usize = 250_000;
+
+/// Sessions per [`Wire::Present`].
+const PRESENT_CHUNK: usize = 5_000;
+
+impl Presence {
+    fn join(&mut self, node: u64, session: u64, who: Identity) {
+        if self.entries >= MAX_PRESENT {
+            *self.untracked.entry(node).or_default() += 1;
+            return;
+        }
+        if self
+            .by_node
+            .entry(node)
+            .or_default()
+            .insert(session, who)
+            .is_none()
+        {
+            self.entries += 1;
+        }
+    }
+
+    fn leave(&mut self, node: u64, session: u64) {
+        if let Some(sessions) = self.by_node.get_mut(&node)
+            && sessions.remove(&session).is_some()
+        {
+            self.entries -= 1;
+            if sessions.is_empty() {
+                self.by_node.remove(&node);
+            }
+        }
+    }
+
+    /// A lost node's sessions, and how many more were not kept.
+    fn lost(&mut self, node: u64) -> (HashMap<u64, Identity>, u64) {
+        let sessions = self.by_node.remove(&node).unwrap_or_default();
+        self.entries -= sessions.len();
+        (sessions, self.untracked.remove(&node).unwrap_or(0))
+    }
 }
 
 /// What the meta API asks the other nodes.
@@ -234,6 +297,8 @@ pub(crate) struct Cluster {
     pub(crate) changed: Arc<tokio::sync::Notify>,
     /// The newest call received from each node.
     received: Mutex<HashMap<u64, u64>>,
+    /// The other nodes' sessions.
+    presence: Mutex<Presence>,
     /// Set by `Wamp::shutdown`: this node no longer announces registrations.
     leaving: std::sync::atomic::AtomicBool,
 }
@@ -264,6 +329,7 @@ impl Cluster {
             reconnects_seen: AtomicU64::new(0),
             changed: Arc::new(tokio::sync::Notify::new()),
             received: Mutex::default(),
+            presence: Mutex::default(),
             leaving: std::sync::atomic::AtomicBool::new(false),
             queue,
             metrics,
@@ -443,13 +509,14 @@ impl Cluster {
     ) -> Option<Choice> {
         let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
         let reserved = procedure == "wamp" || procedure.starts_with("wamp.");
-        let remote =
-            index.best_match_where(procedure, |policy, _, _| policy == MatchPolicy::Exact || !reserved);
+        let remote = index.best_match_where(procedure, |policy, _, _| {
+            policy == MatchPolicy::Exact || !reserved
+        });
         let (policy, uri, holders) = match (local, remote) {
             (None, None) => return None,
             (Some(_), None) => return Some(Choice::Local),
             (None, Some((_, _, holders))) => {
-                return self.pick(holders, None).map(Choice::Node);
+                return pick(holders, None).map(Choice::Node);
             }
             (Some(local), Some(remote)) => (local.policy, local.uri.as_ref(), remote),
         };
@@ -457,7 +524,7 @@ impl Cluster {
         let ours = precedence(policy, uri);
         match ours.cmp(&precedence(theirs, their_uri)) {
             std::cmp::Ordering::Greater => Some(Choice::Local),
-            std::cmp::Ordering::Less => self.pick(holders, None).map(Choice::Node),
+            std::cmp::Ordering::Less => pick(holders, None).map(Choice::Node),
             std::cmp::Ordering::Equal => {
                 let local = local.expect("matched above");
                 let me = Holder {
@@ -467,48 +534,12 @@ impl Cluster {
                     first: local.first,
                     last: local.last,
                 };
-                Some(match self.pick(holders, Some(me)) {
+                Some(match pick(holders, Some(me)) {
                     Some(node) if node != self.node => Choice::Node(node),
                     _ => Choice::Local,
                 })
             }
         }
-    }
-
-    /// The node of `holders` (and of `me`, this node's own callees, if any) a call goes to
-    /// by their shared policy.
-    fn pick(&self, holders: &Holders, me: Option<Holder>) -> Option<u64> {
-        // `me` at its place by node id: the same order the other nodes see.
-        let at = me.map_or(0, |m| holders.nodes.partition_point(|h| h.node < m.node));
-        let (before, after) = holders.nodes.split_at(at);
-        let all = || before.iter().copied().chain(me).chain(after.iter().copied());
-        let weight = |h: &Holder| h.callees.max(1);
-        let policy = me.map_or_else(|| holders.nodes.first().map(|h| h.invoke), |m| Some(m.invoke))?;
-        let chosen = match policy {
-            InvokePolicy::First | InvokePolicy::Single => all().min_by_key(|h| (h.first, h.node)),
-            InvokePolicy::Last => all().max_by_key(|h| (h.last, h.node)),
-            other => {
-                let total: u64 = all().map(|h| weight(&h)).sum();
-                if total == 0 {
-                    return None;
-                }
-                let mut at = if other == InvokePolicy::Random {
-                    crate::core::random_id() % total
-                } else {
-                    holders.next.fetch_add(1, Ordering::Relaxed) as u64 % total
-                };
-                all().find(|h| {
-                    let w = weight(h);
-                    if at < w {
-                        true
-                    } else {
-                        at -= w;
-                        false
-                    }
-                })
-            }
-        };
-        chosen.map(|h| h.node)
     }
 
     fn rebuild(&self, peers: &HashMap<u64, Peer>) {
@@ -556,6 +587,10 @@ impl Cluster {
             Wire::Event(_) => {}
             Wire::Registrations { regs } => {
                 let mut peers = lock(&self.peers);
+                if !peers.contains_key(&from) {
+                    // A node new to us: its sessions that joined before we listened.
+                    self.send(Some(from), &Wire::Presence);
+                }
                 let changed = peers.get(&from).is_none_or(|p| p.regs != regs);
                 peers.insert(
                     from,
@@ -568,7 +603,28 @@ impl Cluster {
                     self.rebuild(&peers);
                 }
             }
-            Wire::Leaving => self.lost(from),
+            Wire::Leaving => self.lost(hub, from),
+            Wire::Presence => {
+                // Answered here, in order with this node's later `on_join`/`on_leave`.
+                let sessions: Vec<(u64, Option<String>, Option<String>)> = hub
+                    .session_outboxes()
+                    .into_iter()
+                    .filter_map(|(id, outbox)| {
+                        let who = outbox.identity();
+                        Some((id.as_u64()?, who.authid, who.authrole))
+                    })
+                    .collect();
+                for chunk in sessions.chunks(PRESENT_CHUNK) {
+                    let sessions = chunk.to_vec();
+                    self.send(Some(from), &Wire::Present { sessions });
+                }
+            }
+            Wire::Present { sessions } => {
+                let mut presence = lock(&self.presence);
+                for (id, authid, authrole) in sessions {
+                    presence.join(from, id, (authid, authrole));
+                }
+            }
             Wire::Serving { calls, upto } => {
                 // Calls of ours that node received (at or below `upto`: the ids of a node's
                 // calls grow) and does not run, and whose answer came before this list (it
@@ -783,7 +839,7 @@ impl Cluster {
 
     /// A node is lost: its registrations are forgotten, the calls pending there fail at
     /// once, and the calls it made here are canceled.
-    pub(crate) fn lost(&self, node: u64) {
+    pub(crate) fn lost(&self, hub: &Arc<Hub>, node: u64) {
         {
             let mut peers = lock(&self.peers);
             if peers.remove(&node).is_none() {
@@ -816,6 +872,38 @@ impl Cluster {
             if key.0 == node {
                 tx.send_replace(Some(CancelMode::KillNoWait));
             }
+        }
+        // Its sessions left, for this node's subscribers (each node tells its own).
+        let (sessions, untracked) = lock(&self.presence).lost(node);
+        if untracked > 0 {
+            tracing::warn!(
+                untracked,
+                "sessions of the lost node were not kept: their on_leave is not told"
+            );
+        }
+        for (id, (authid, authrole)) in sessions {
+            hub.left_elsewhere(id, authid, authrole);
+        }
+    }
+
+    /// Keeps track of another node's sessions by its `wamp.session.on_join` and
+    /// `on_leave` meta events.
+    pub(crate) fn track(&self, from: u64, topic: &str, args: &[Value]) {
+        match topic {
+            "wamp.session.on_join" => {
+                let Some(details) = args.first() else { return };
+                let Some(id) = details.get("session").and_then(Value::as_u64) else {
+                    return;
+                };
+                let text = |key: &str| details.get(key).and_then(Value::as_str).map(str::to_owned);
+                lock(&self.presence).join(from, id, (text("authid"), text("authrole")));
+            }
+            "wamp.session.on_leave" => {
+                if let Some(id) = args.first().and_then(Value::as_u64) {
+                    lock(&self.presence).leave(from, id);
+                }
+            }
+            _ => {}
         }
     }
 
@@ -862,14 +950,14 @@ impl Cluster {
     }
 
     /// Forgets the nodes not heard from for [`DEAD_AFTER`].
-    pub(crate) fn sweep(&self) {
+    pub(crate) fn sweep(&self, hub: &Arc<Hub>) {
         let dead: Vec<u64> = lock(&self.peers)
             .iter()
             .filter(|(_, p)| p.seen.elapsed() > DEAD_AFTER)
             .map(|(id, _)| *id)
             .collect();
         for node in dead {
-            self.lost(node);
+            self.lost(hub, node);
         }
     }
 
@@ -1081,6 +1169,51 @@ fn error_wire(call: u64, e: &RpcError) -> Wire {
     }
 }
 
+/// The node of `holders` (and of `me`, this node's own callees, if any) a call goes to
+/// by their shared policy.
+fn pick(holders: &Holders, me: Option<Holder>) -> Option<u64> {
+    // `me` at its place by node id: the same order the other nodes see.
+    let at = me.map_or(0, |m| holders.nodes.partition_point(|h| h.node < m.node));
+    let (before, after) = holders.nodes.split_at(at);
+    let all = || {
+        before
+            .iter()
+            .copied()
+            .chain(me)
+            .chain(after.iter().copied())
+    };
+    let weight = |h: &Holder| h.callees.max(1);
+    let policy = me.map_or_else(
+        || holders.nodes.first().map(|h| h.invoke),
+        |m| Some(m.invoke),
+    )?;
+    let chosen = match policy {
+        InvokePolicy::First | InvokePolicy::Single => all().min_by_key(|h| (h.first, h.node)),
+        InvokePolicy::Last => all().max_by_key(|h| (h.last, h.node)),
+        other => {
+            let total: u64 = all().map(|h| weight(&h)).sum();
+            if total == 0 {
+                return None;
+            }
+            let mut at = if other == InvokePolicy::Random {
+                crate::core::random_id() % total
+            } else {
+                holders.next.fetch_add(1, Ordering::Relaxed) as u64 % total
+            };
+            all().find(|h| {
+                let w = weight(h);
+                if at < w {
+                    true
+                } else {
+                    at -= w;
+                    false
+                }
+            })
+        }
+    };
+    chosen.map(|h| h.node)
+}
+
 /// A call of ours on another node until it is answered: dropped unanswered, it is
 /// forgotten and (with `mode`) the other node told to cancel it.
 struct PendingCall<'a> {
@@ -1102,5 +1235,81 @@ impl Drop for PendingCall<'_> {
                 },
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn holder(node: u64, invoke: InvokePolicy, callees: u64, first: u64, last: u64) -> Holder {
+        Holder {
+            node,
+            invoke,
+            callees,
+            first,
+            last,
+        }
+    }
+
+    #[test]
+    fn shared_policies_choose_over_the_callees_of_every_node() {
+        use InvokePolicy::*;
+        let others = |invoke| Holders {
+            nodes: vec![holder(1, invoke, 1, 30, 30), holder(3, invoke, 2, 10, 50)],
+            next: AtomicUsize::new(0),
+        };
+        // This node (2) has 2 callees, joined at 20 and 40.
+        let me = |invoke| Some(holder(2, invoke, 2, 20, 40));
+        let rr = others(RoundRobin);
+        let turns: Vec<u64> = (0..10).filter_map(|_| pick(&rr, me(RoundRobin))).collect();
+        assert_eq!(
+            turns,
+            [1, 2, 2, 3, 3, 1, 2, 2, 3, 3],
+            "by node id, each callee in turn"
+        );
+        assert_eq!(
+            pick(&others(First), me(First)),
+            Some(3),
+            "joined first, at 10"
+        );
+        assert_eq!(pick(&others(Last), me(Last)), Some(3), "joined last, at 50");
+        let mine_last = Some(holder(2, Last, 1, 60, 60));
+        assert_eq!(pick(&others(Last), mine_last), Some(2));
+        let random = others(Random);
+        let mut counts = HashMap::new();
+        for _ in 0..5000 {
+            *counts
+                .entry(pick(&random, me(Random)).unwrap())
+                .or_insert(0) += 1;
+        }
+        // Weighted by callees: 1/5, 2/5, 2/5 (within a wide margin).
+        assert!((700..1300).contains(&counts[&1]), "{counts:?}");
+        assert!((1600..2400).contains(&counts[&2]), "{counts:?}");
+        // Without a callee here: only the others.
+        let rr = others(RoundRobin);
+        let alone: Vec<u64> = (0..3).filter_map(|_| pick(&rr, None)).collect();
+        assert_eq!(alone, [1, 3, 3]);
+    }
+
+    #[test]
+    fn other_nodes_sessions_are_kept_within_a_budget() {
+        let mut presence = Presence::default();
+        presence.join(7, 1, (Some("a".into()), None));
+        presence.join(7, 1, (Some("a".into()), None));
+        presence.join(7, 2, (None, None));
+        presence.join(8, 3, (None, None));
+        presence.leave(7, 2);
+        presence.leave(8, 2);
+        assert_eq!(presence.entries, 2);
+        let (gone, untracked) = presence.lost(7);
+        assert_eq!(
+            (gone.into_keys().collect::<Vec<_>>(), untracked),
+            (vec![1], 0)
+        );
+        presence.entries = MAX_PRESENT;
+        presence.join(8, 4, (None, None));
+        assert_eq!(presence.lost(8).1, 1, "over the budget: counted, not kept");
+        assert!(presence.by_node.is_empty());
     }
 }

@@ -642,12 +642,12 @@ impl Registrations {
     /// serve `procedure` counted.
     pub(crate) fn best_summary(&self, procedure: &str) -> Option<Summary> {
         let reserved = procedure == "wamp" || procedure.starts_with("wamp.");
-        let (policy, uri, reg) = self
-            .procedures
-            .best_match_where(procedure, |policy, _, reg| {
-                policy == MatchPolicy::Exact
-                    || (!reserved && reg.callees.iter().any(|c| c.may_serve(procedure)))
-            })?;
+        let (policy, uri, reg) =
+            self.procedures
+                .best_match_where(procedure, |policy, _, reg| {
+                    policy == MatchPolicy::Exact
+                        || (!reserved && reg.callees.iter().any(|c| c.may_serve(procedure)))
+                })?;
         let pattern = policy != MatchPolicy::Exact;
         let mut serving = reg
             .callees

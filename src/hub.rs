@@ -411,7 +411,14 @@ impl Hub {
                 return true;
             }
             match serde_json::from_slice::<crate::cluster::Wire>(bytes) {
-                Ok(crate::cluster::Wire::Event(envelope)) => hub.deliver_remote(*envelope),
+                Ok(crate::cluster::Wire::Event(envelope)) => {
+                    if envelope.topic.starts_with("wamp.session.on_")
+                        && let Some(cluster) = to_cluster.upgrade()
+                    {
+                        cluster.track(from, &envelope.topic, &envelope.args);
+                    }
+                    hub.deliver_remote(*envelope);
+                }
                 Ok(wire) => match to_cluster.upgrade() {
                     Some(cluster) => cluster.receive(&hub, from, wire),
                     None => return false,
@@ -445,7 +452,7 @@ impl Hub {
                     // What was sent to other nodes may be lost: their calls fail now.
                     beat.disconnected();
                 }
-                beat.sweep();
+                beat.sweep(&hub);
             }
         });
         // The announcer: this node's registrations once they changed, at most every 50 ms
@@ -523,6 +530,34 @@ impl Hub {
             history: envelope.history,
         };
         self.deliver(&out, &exclude, eligible.as_deref());
+    }
+
+    /// `wamp.session.on_leave` for a session of a lost node, to this node's subscribers.
+    pub(crate) fn left_elsewhere(
+        self: &Arc<Self>,
+        id: u64,
+        authid: Option<String>,
+        authrole: Option<String>,
+    ) {
+        let payload = Payload {
+            args: vec![id.into(), authid.into(), authrole.into()],
+            kwargs: v2::Dict::new(),
+        };
+        let event = payload.to_event();
+        let out = Outgoing {
+            topic: "wamp.session.on_leave",
+            event: &event,
+            payload: &payload,
+            publication: crate::core::random_id(),
+            details: None,
+            auth_lists: None,
+            to_patterns: false,
+            retain: false,
+            publisher: None,
+            forward: false,
+            history: false,
+        };
+        self.deliver(&out, &[], None);
     }
 
     /// Hands a local publication to the backplane, serialized once.

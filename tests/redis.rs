@@ -1131,7 +1131,11 @@ async fn shared_policies_and_best_matches_hold_across_nodes() {
         tokio::time::sleep(Duration::from_millis(20)).await;
         let mut on_b = callee_on(b, &procedure, options).await.unwrap();
         // From the node that does not have the chosen callee.
-        let caller = if want == 0 { &mut caller_b } else { &mut caller_a };
+        let caller = if want == 0 {
+            &mut caller_b
+        } else {
+            &mut caller_a
+        };
         until_reaches(caller, &mut [&mut on_a, &mut on_b], &procedure, want).await;
         for _ in 0..5 {
             assert_eq!(
@@ -1163,4 +1167,75 @@ async fn shared_policies_and_best_matches_hold_across_nodes() {
         which_callee(&mut caller_b, &mut [&mut prefix, &mut exact], other).await,
         0
     );
+}
+
+#[test]
+fn a_lost_nodes_sessions_leave_on_the_other_nodes() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let Some(redis) = rt.block_on(RedisServer::start()) else {
+        return;
+    };
+    let url = redis.url();
+    // The node that dies runs in a runtime of its own (see the lost-node test above).
+    let doomed = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let b = doomed.block_on(serve_router(node(&url, "gone").meta_api(true)));
+    let (mut watcher, gone, ons) = rt.block_on(async {
+        // One session joined before the other node listened, one after.
+        let early = V2::join(b, Serializer::Json).await;
+        let mut callee = callee_on(b, "com.example.gone", json!({})).await.unwrap();
+        let a = serve_router(node(&url, "gone").meta_api(true)).await;
+        let mut watcher = V2::join(a, Serializer::Json).await;
+        let ons = match watcher.subscribe("wamp.session.on_leave").await {
+            Message::Subscribed { subscription, .. } => subscription,
+            other => panic!("{other:?}"),
+        };
+        // A has heard of B (and asked for its sessions).
+        until_routed(&mut watcher, &mut callee, "com.example.gone").await;
+        let late = V2::join(b, Serializer::Json).await;
+        let mut gone = vec![early.session, callee.session, late.session];
+        gone.sort_unstable();
+        // The late one's on_join has reached A before B dies.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        std::mem::forget((early, late, callee));
+        (watcher, gone, ons)
+    });
+    doomed.shutdown_background();
+    rt.block_on(async move {
+        let mut left = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while left.len() < gone.len() {
+            let frame =
+                tokio::time::timeout_at(deadline, futures_util::StreamExt::next(&mut watcher.ws))
+                    .await
+                    .expect("every session of the lost node left")
+                    .unwrap()
+                    .unwrap();
+            let bytes = frame.into_data();
+            if bytes.is_empty() {
+                continue;
+            }
+            match tower_wamp::core::codec::v2::decode(Serializer::Json, &bytes).unwrap() {
+                Message::Event {
+                    subscription, args, ..
+                } => {
+                    assert_eq!(subscription, ons);
+                    left.push(args[0].as_u64().unwrap());
+                }
+                // The probe call's answer.
+                Message::Error { .. } | Message::Result { .. } => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        left.sort_unstable();
+        assert_eq!(left, gone);
+        drop(redis);
+    });
 }
