@@ -59,6 +59,11 @@ impl Envelope {
 /// lost (the backplane is down or too slow), never held in memory without bound.
 pub(crate) const QUEUE: usize = 4096;
 
+/// Of [`QUEUE`], the places publications leave to what nodes send each other for calls
+/// (invocations, results, cancels, the lists of running calls): publications are dropped
+/// (and counted) before those are.
+pub(crate) const CONTROL_RESERVE: usize = 1024;
+
 /// The largest envelope a node takes from the backplane (a bigger one is dropped and
 /// counted): the backplane is trusted, but not to be without bound.
 pub(crate) const MAX_ENVELOPE: usize = 16 << 20;

@@ -399,15 +399,22 @@ impl Hub {
                     .missed(from, seq);
                 if missed > 0 {
                     Metrics::add(&hub.metrics.backplane_lost, missed);
-                    tracing::warn!(
-                        missed,
-                        "messages of another node missed (the backplane was down?)"
-                    );
+                    static WARNED: std::sync::atomic::AtomicU64 =
+                        std::sync::atomic::AtomicU64::new(0);
+                    if crate::metrics::now_and_then(&WARNED) {
+                        tracing::warn!(
+                            missed,
+                            "messages of another node missed (the backplane was down?)"
+                        );
+                    }
                 }
             }
             if bytes.len() > crate::backplane::MAX_ENVELOPE {
                 Metrics::add(&hub.metrics.backplane_lost, 1);
-                tracing::warn!(bytes = bytes.len(), "oversized backplane message dropped");
+                static WARNED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                if crate::metrics::now_and_then(&WARNED) {
+                    tracing::warn!(bytes = bytes.len(), "oversized backplane message dropped");
+                }
                 return true;
             }
             match serde_json::from_slice::<crate::cluster::Wire>(bytes) {
@@ -425,7 +432,11 @@ impl Hub {
                 },
                 Err(e) => {
                     Metrics::add(&hub.metrics.backplane_lost, 1);
-                    tracing::warn!(error = %e, "undecodable backplane message dropped");
+                    static WARNED: std::sync::atomic::AtomicU64 =
+                        std::sync::atomic::AtomicU64::new(0);
+                    if crate::metrics::now_and_then(&WARNED) {
+                        tracing::warn!(error = %e, "undecodable backplane message dropped");
+                    }
                 }
             }
             true
@@ -616,9 +627,16 @@ impl Hub {
         let Ok(bytes) = serde_json::to_vec(&crate::cluster::Wire::Event(Box::new(envelope))) else {
             return;
         };
-        if queue.try_send((None, bytes)).is_err() {
+        // The last places are kept for calls and their answers: a burst of publications
+        // does not push those out.
+        if queue.capacity() <= crate::backplane::CONTROL_RESERVE
+            || queue.try_send((None, bytes)).is_err()
+        {
             Metrics::add(&self.metrics.backplane_lost, 1);
-            tracing::warn!(topic = %crate::clip::Clip(out.topic), "backplane queue full: publication not carried to other nodes");
+            static WARNED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            if crate::metrics::now_and_then(&WARNED) {
+                tracing::warn!(topic = %crate::clip::Clip(out.topic), "backplane queue full: publication not carried to other nodes (logged at most once a second; counted in backplane_lost)");
+            }
         }
     }
 
@@ -667,7 +685,10 @@ impl Hub {
                     delivered += 1;
                 } else {
                     Metrics::add(&self.metrics.events_dropped, 1);
-                    tracing::warn!(topic = %crate::clip::Clip(out.topic), "event handler behind: event dropped");
+                    static WARNED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                    if crate::metrics::now_and_then(&WARNED) {
+                        tracing::warn!(topic = %crate::clip::Clip(out.topic), "event handler behind: event dropped (logged at most once a second; counted in events_dropped)");
+                    }
                 }
             }
         });

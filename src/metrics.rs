@@ -13,6 +13,15 @@ const MAX_ERROR_URIS: usize = 256;
 /// Where errors with further URIs are counted.
 const OTHER_ERRORS: &str = "(other)";
 
+/// Whether a warning that may repeat per message is logged now: at most once a second per
+/// `slot` (the time it was last logged, in milliseconds since the Unix epoch), so that a
+/// flood of bad messages does not flood the log too (the counters count every one).
+pub(crate) fn now_and_then(slot: &AtomicU64) -> bool {
+    let now = crate::core::broker::now_ms();
+    let last = slot.load(Relaxed);
+    now >= last.saturating_add(1000) && slot.compare_exchange(last, now, Relaxed, Relaxed).is_ok()
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Metrics {
     pub(crate) sessions_open: AtomicU64,
@@ -155,5 +164,19 @@ mod tests {
         assert_eq!(errors.len(), MAX_ERROR_URIS + 1);
         assert_eq!(errors["urn:e0"], 2);
         assert_eq!(errors[OTHER_ERRORS], 1000 - MAX_ERROR_URIS as u64 + 1);
+    }
+}
+
+#[cfg(test)]
+mod throttle_tests {
+    use super::*;
+
+    #[test]
+    fn a_repeated_warning_is_logged_at_most_once_a_second() {
+        let slot = AtomicU64::new(0);
+        assert!(now_and_then(&slot));
+        assert!(!now_and_then(&slot));
+        slot.store(crate::core::broker::now_ms() - 1000, Relaxed);
+        assert!(now_and_then(&slot));
     }
 }

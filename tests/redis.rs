@@ -1239,3 +1239,43 @@ fn a_lost_nodes_sessions_leave_on_the_other_nodes() {
         drop(redis);
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_publications_does_not_push_out_a_call() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let router_b = node(&redis.url(), "burst");
+    let handle_b = router_b.handle();
+    let a = serve_router(node(&redis.url(), "burst")).await;
+    let b = serve_router(router_b).await;
+    let mut callee = callee_on(a, "com.example.burst", json!({})).await.unwrap();
+    let mut caller = V2::join(b, Serializer::Json).await;
+    let (request, inv) = until_routed(&mut caller, &mut callee, "com.example.burst").await;
+    yield_(&mut callee, inv, json!(0), json!({})).await;
+    assert!(matches!(caller.recv().await, Message::Result { request: r, .. } if r == request));
+    // Redis holds B's publisher for 2 s while B publishes more than its backplane queue
+    // holds; then B calls the procedure on A.
+    assert_eq!(
+        redis_cli(&redis, &["CLIENT", "PAUSE", "2000", "WRITE"]).await,
+        "OK"
+    );
+    let lost_before = handle_b.metrics().backplane_lost;
+    for i in 0..6000 {
+        let _ = handle_b.publish("com.example.burst.news", &json!([i]));
+    }
+    assert!(
+        handle_b.metrics().backplane_lost > lost_before,
+        "the queue overflowed"
+    );
+    let request = start_call(&mut caller, "com.example.burst", json!(1), json!({})).await;
+    let (inv, _, arg) = invocation(&mut callee).await;
+    assert_eq!(arg, json!(1));
+    yield_(&mut callee, inv, json!("through"), json!({})).await;
+    match caller.recv().await {
+        Message::Result {
+            request: r, args, ..
+        } => assert_eq!((r, args), (request, vec![json!("through")])),
+        other => panic!("{other:?}"),
+    }
+}
