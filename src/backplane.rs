@@ -442,6 +442,16 @@ mod redis_backplane {
         // go out now, in order (the receivers count gaps, not delays).
         let mut messages = subscriber.on_message();
         let mut batch = Vec::with_capacity(BATCH);
+        // The directory's requests, on the multiplexed connection beside the publications,
+        // in a task of their own (the carrier does not wait for their answers), one after
+        // another: a release is never overtaken by a renewal sent before it.
+        let (ordered, mut requests) = tokio::sync::mpsc::channel::<super::DirOp>(super::QUEUE);
+        let mut conn = publisher.clone();
+        tokio::spawn(async move {
+            while let Some(op) = requests.recv().await {
+                directory_op(&mut conn, op).await;
+            }
+        });
         loop {
             tokio::select! {
                 n = outgoing.recv_many(&mut batch, BATCH) => {
@@ -483,10 +493,11 @@ mod redis_backplane {
                     }
                 }
                 Some(op) = directory.recv() => {
-                    // On the multiplexed connection, beside the publications, in a task of
-                    // its own: the carrier does not wait for the answer.
-                    let mut conn = publisher.clone();
-                    tokio::spawn(async move { directory_op(&mut conn, op).await });
+                    if let Err(tokio::sync::mpsc::error::TrySendError::Full(op)) = ordered.try_send(op)
+                        && let super::DirOp::Hold { reply: Some(reply), .. } = op
+                    {
+                        let _ = reply.send(Err("the registration directory is overloaded".into()));
+                    }
                 }
                 message = messages.next() => {
                     let Some(message) = message else {

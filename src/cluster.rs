@@ -412,6 +412,10 @@ impl Cluster {
         // Names being claimed now are kept, whatever the registrations say yet.
         let claiming: std::collections::HashSet<String> =
             lock(&self.claiming).keys().cloned().collect();
+        // The registrations are read, and the directory's requests queued, under `held`:
+        // two of these running at once queue in the order they saw the registrations, so
+        // a renewal of an older view never follows the release of a newer one.
+        let mut held = lock(&self.held);
         let wanted: HashMap<String, String> = hub
             .registrations()
             .summary()
@@ -423,21 +427,17 @@ impl Cluster {
                 )
             })
             .collect();
-        let gone: Vec<(String, String)> = {
-            let mut held = lock(&self.held);
-            let gone: Vec<(String, String)> = held
-                .iter()
-                .filter(|(k, _)| !wanted.contains_key(*k) && !claiming.contains(*k))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            for (k, _) in &gone {
-                held.remove(k);
-            }
-            for (k, v) in &wanted {
-                held.entry(k.clone()).or_insert_with(|| v.clone());
-            }
-            gone
-        };
+        let gone: Vec<(String, String)> = held
+            .iter()
+            .filter(|(k, _)| !wanted.contains_key(*k) && !claiming.contains(*k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (k, _) in &gone {
+            held.remove(k);
+        }
+        for (k, v) in &wanted {
+            held.entry(k.clone()).or_insert_with(|| v.clone());
+        }
         for (key, value) in gone {
             // A shared name may be held by other nodes too: it lapses when none renews it.
             if value.starts_with("single:") {
@@ -458,6 +458,7 @@ impl Cluster {
                 }
             }
         }
+        drop(held);
     }
 
     /// Tells the other nodes this node's registrations.
@@ -605,25 +606,21 @@ impl Cluster {
             }
             Wire::Leaving => self.lost(hub, from),
             Wire::Presence => {
-                // Answered here, in order with this node's later `on_join`/`on_leave`.
-                let sessions: Vec<(u64, Option<String>, Option<String>)> = hub
-                    .session_outboxes()
-                    .into_iter()
-                    .filter_map(|(id, outbox)| {
-                        let who = outbox.identity();
-                        Some((id.as_u64()?, who.authid, who.authrole))
-                    })
-                    .collect();
-                for chunk in sessions.chunks(PRESENT_CHUNK) {
-                    let sessions = chunk.to_vec();
-                    self.send(Some(from), &Wire::Present { sessions });
-                }
+                // In order with this node's `on_leave`s: a session that leaves after it was
+                // listed has its leave queued after the list.
+                hub.tell_sessions(|sessions| {
+                    for chunk in sessions.chunks(PRESENT_CHUNK) {
+                        let sessions = chunk.to_vec();
+                        self.send(Some(from), &Wire::Present { sessions });
+                    }
+                });
             }
             Wire::Present { sessions } => {
                 let mut presence = lock(&self.presence);
                 for (id, authid, authrole) in sessions {
                     presence.join(from, id, (authid, authrole));
                 }
+                self.count_presence(&presence);
             }
             Wire::Serving { calls, upto } => {
                 // Calls of ours that node received (at or below `upto`: the ids of a node's
@@ -874,7 +871,12 @@ impl Cluster {
             }
         }
         // Its sessions left, for this node's subscribers (each node tells its own).
-        let (sessions, untracked) = lock(&self.presence).lost(node);
+        let (sessions, untracked) = {
+            let mut presence = lock(&self.presence);
+            let lost = presence.lost(node);
+            self.count_presence(&presence);
+            lost
+        };
         if untracked > 0 {
             tracing::warn!(
                 untracked,
@@ -884,6 +886,12 @@ impl Cluster {
         for (id, (authid, authrole)) in sessions {
             hub.left_elsewhere(id, authid, authrole);
         }
+    }
+
+    fn count_presence(&self, presence: &Presence) {
+        self.metrics
+            .backplane_sessions_elsewhere
+            .store(presence.entries as u64, Ordering::Relaxed);
     }
 
     /// Keeps track of another node's sessions by its `wamp.session.on_join` and
@@ -896,11 +904,15 @@ impl Cluster {
                     return;
                 };
                 let text = |key: &str| details.get(key).and_then(Value::as_str).map(str::to_owned);
-                lock(&self.presence).join(from, id, (text("authid"), text("authrole")));
+                let mut presence = lock(&self.presence);
+                presence.join(from, id, (text("authid"), text("authrole")));
+                self.count_presence(&presence);
             }
             "wamp.session.on_leave" => {
                 if let Some(id) = args.first().and_then(Value::as_u64) {
-                    lock(&self.presence).leave(from, id);
+                    let mut presence = lock(&self.presence);
+                    presence.leave(from, id);
+                    self.count_presence(&presence);
                 }
             }
             _ => {}

@@ -721,6 +721,25 @@ impl Hub {
         begun.await;
     }
 
+    /// Hands `tell` this node's sessions (id, authid, authrole) with the session table
+    /// held: a session that leaves meanwhile has its `on_leave` queued after what `tell`
+    /// queues.
+    pub(crate) fn tell_sessions(
+        &self,
+        tell: impl FnOnce(&[(u64, Option<String>, Option<String>)]),
+    ) {
+        let sessions = read(&self.sessions);
+        let list: Vec<(u64, Option<String>, Option<String>)> = sessions
+            .iter()
+            .filter_map(|(id, outbox)| {
+                let who = outbox.identity();
+                Some((id.as_u64()?, who.authid, who.authrole))
+            })
+            .collect();
+        tell(&list);
+        drop(sessions);
+    }
+
     pub(crate) fn remove_session(&self, id: &SessionId) {
         if write(&self.sessions).remove(id).is_some() {
             Metrics::sub(&self.metrics.sessions_open, 1);

@@ -39,6 +39,7 @@ pub(crate) struct Metrics {
     pub(crate) backplane_reconnects: AtomicU64,
     pub(crate) backplane_nodes_lost: AtomicU64,
     pub(crate) backplane_calls_failed: AtomicU64,
+    pub(crate) backplane_sessions_elsewhere: AtomicU64,
     /// 1 while the backplane is connected.
     pub(crate) backplane_up: AtomicU64,
     /// When the backplane last connected, in milliseconds since the Unix epoch.
@@ -85,6 +86,7 @@ impl Metrics {
             backplane_reconnects: self.backplane_reconnects.load(Relaxed),
             backplane_nodes_lost: self.backplane_nodes_lost.load(Relaxed),
             backplane_calls_failed: self.backplane_calls_failed.load(Relaxed),
+            backplane_sessions_elsewhere: self.backplane_sessions_elsewhere.load(Relaxed),
             backplane_up: self.backplane_up.load(Relaxed) == 1,
             errors_by_uri: self
                 .errors
@@ -140,6 +142,9 @@ pub struct MetricsSnapshot {
     /// Calls on other nodes that failed because their node was lost, the backplane went
     /// down or reconnected, or their messages were lost on the way.
     pub backplane_calls_failed: u64,
+    /// Sessions of the other nodes this node knows of (from their joins and leaves): told
+    /// `wamp.session.on_leave` here if their node is lost. At most 250,000 are kept.
+    pub backplane_sessions_elsewhere: u64,
     /// Whether the backplane is connected (a health signal: false while Redis cannot be
     /// reached, and without a backplane).
     pub backplane_up: bool,

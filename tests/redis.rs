@@ -742,19 +742,20 @@ async fn sessions_churning_across_nodes_leave_no_trace() {
     let routers = [
         node(&redis.url(), "churn").meta_api(true),
         node(&redis.url(), "churn").meta_api(true),
+        node(&redis.url(), "churn").meta_api(true),
     ];
     let handles: Vec<_> = routers.iter().map(WampRouter::handle).collect();
     let mut addrs = Vec::new();
     for r in routers {
         addrs.push(serve_router(r).await);
     }
-    // 1,000 sessions in rounds of 100, half on each node: each subscribes (exact and
-    // prefix), registers a procedure of its own (told to the other node), and leaves, half
-    // with GOODBYE, half by dropping the connection.
-    for round in 0..10 {
+    // 3,000 sessions in rounds of 150, a third on each of three nodes: each subscribes
+    // (exact and prefix), registers a procedure of its own (told to the other nodes), and
+    // leaves, half with GOODBYE, half by dropping the connection.
+    for round in 0..20 {
         let mut tasks = tokio::task::JoinSet::new();
-        for i in 0..100 {
-            let addr = addrs[i % 2];
+        for i in 0..150 {
+            let addr = addrs[i % 3];
             tasks.spawn(async move {
                 let mut c = V2::join(addr, Serializer::Json).await;
                 assert!(matches!(
@@ -805,8 +806,13 @@ async fn sessions_churning_across_nodes_leave_no_trace() {
             all &= handle.sessions().len() == 1 && handle.topic_count() == 0;
             all &= result_of(c, "wamp.subscription.list", json!([])).await == empty;
             all &= result_of(c, "wamp.registration.list", json!([])).await == empty;
-            all &= result_of(c, "wamp.session.count", json!([])).await == json!(2);
-            match c.call("com.example.churn.p9.1", json!([]), json!({})).await {
+            all &= result_of(c, "wamp.session.count", json!([])).await == json!(3);
+            // The other nodes' sessions it knows of: their checkers.
+            all &= handle.metrics().backplane_sessions_elsewhere == 2;
+            match c
+                .call("com.example.churn.p19.1", json!([]), json!({}))
+                .await
+            {
                 Message::Error { error, .. } => all &= error == "wamp.error.no_such_procedure",
                 other => panic!("{other:?}"),
             }
