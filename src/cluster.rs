@@ -837,14 +837,32 @@ impl Cluster {
     /// A node is lost: its registrations are forgotten, the calls pending there fail at
     /// once, and the calls it made here are canceled.
     pub(crate) fn lost(&self, hub: &Arc<Hub>, node: u64) {
-        {
+        let regs = {
             let mut peers = lock(&self.peers);
-            if peers.remove(&node).is_none() {
+            let Some(peer) = peers.remove(&node) else {
                 return;
-            }
+            };
             self.rebuild(&peers);
-        }
+            peer.regs
+        };
         tracing::warn!(node, "another node is lost");
+        // Its names are let go now rather than when their hold lapses (up to 10 s later), so
+        // that another node may take its procedures (only where it still holds them for
+        // itself: every node that saw it go sends the same).
+        let held_for = format!("single:{node}");
+        for reg in regs
+            .iter()
+            .filter(|r| r.invoke == InvokePolicy::Single.as_str())
+        {
+            let key = self.carrier.key(&reg.policy, &reg.uri);
+            let op = DirOp::Release {
+                key,
+                value: held_for.clone(),
+            };
+            if self.directory.try_send(op).is_err() {
+                break;
+            }
+        }
         Metrics::add(&self.metrics.backplane_nodes_lost, 1);
         let failed: Vec<OutCall> = {
             let mut calls = lock(&self.calls);

@@ -1285,3 +1285,50 @@ async fn a_burst_of_publications_does_not_push_out_a_call() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn a_lost_nodes_procedures_may_be_registered_elsewhere_once_it_is_lost() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let Some(redis) = rt.block_on(RedisServer::start()) else {
+        return;
+    };
+    let url = redis.url();
+    let doomed = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let a = doomed.block_on(serve_router(node(&url, "taken")));
+    let (b, callee) = rt.block_on(async {
+        let b = serve_router(node(&url, "taken")).await;
+        let mut callee = callee_on(a, "com.example.taken", json!({})).await.unwrap();
+        let mut caller = V2::join(b, Serializer::Json).await;
+        until_routed(&mut caller, &mut callee, "com.example.taken").await;
+        assert_eq!(
+            callee_on(b, "com.example.taken", json!({})).await.err(),
+            Some("wamp.error.procedure_already_exists".into())
+        );
+        (b, callee)
+    });
+    let lost_at = std::time::Instant::now();
+    doomed.shutdown_background();
+    rt.block_on(async move {
+        // Lost within 4–6 s (5 s silent, checked every second); its hold on the name would
+        // lapse only 7–10 s after it died (renewed every 3 s for 10 s).
+        let taken = loop {
+            if let Ok(c) = callee_on(b, "com.example.taken", json!({})).await {
+                break c;
+            }
+            assert!(
+                lost_at.elapsed() < Duration::from_millis(6900),
+                "the lost node's name was not let go"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        drop((taken, callee, redis));
+    });
+}
