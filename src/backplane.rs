@@ -124,6 +124,9 @@ pub(crate) enum DirOp {
     },
     /// Lets `key` go if it is held for `value`.
     Release { key: String, value: String },
+    /// Lets each key go if it is held for its value and was not renewed for longer than a
+    /// live holder lets pass ([`STALE_AFTER`]): the names of a node lost from sight.
+    ReleaseStale { holds: Vec<(String, String)> },
     /// Holds (renews) every key for its value, in one round trip; a key held for another
     /// value meanwhile is logged.
     Renew { holds: Vec<(String, String)> },
@@ -133,6 +136,11 @@ pub(crate) enum DirOp {
 /// node's lapse).
 #[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub(crate) const HOLD_FOR: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A hold not renewed for this long is stale: its node renews every 3 s (the heartbeat's
+/// third beat), so a live one's hold has more than 6.5 s left.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub(crate) const STALE_AFTER: std::time::Duration = std::time::Duration::from_millis(3500);
 
 /// What carries serialized publications between the nodes of a deployment.
 pub(crate) trait Carrier: fmt::Debug + Send + Sync + 'static {
@@ -330,69 +338,102 @@ mod redis_backplane {
     const RELEASE: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
         return redis.call('DEL', KEYS[1]) else return 0 end";
 
-    async fn directory_op(conn: &mut redis::aio::MultiplexedConnection, op: super::DirOp) {
-        match op {
-            super::DirOp::Hold { key, value, reply } => {
-                let ttl = u64::try_from(super::HOLD_FOR.as_millis()).unwrap_or(u64::MAX);
-                let held = tokio::time::timeout(
-                    DEADLINE,
-                    redis::cmd("EVAL")
-                        .arg(HOLD)
-                        .arg(1)
-                        .arg(&key)
-                        .arg(&value)
-                        .arg(ttl)
-                        .query_async::<i64>(conn),
-                )
-                .await;
-                let answer = match held {
-                    Ok(Ok(n)) => Ok(n == 1),
-                    Ok(Err(e)) => Err(e.to_string()),
-                    Err(_) => Err("Redis did not answer in time".into()),
-                };
-                if let Err(e) = &answer {
-                    tracing::warn!(error = %e, "registration directory not reached");
-                }
-                if let Some(reply) = reply {
-                    let _ = reply.send(answer);
-                }
-            }
-            super::DirOp::Renew { holds } => {
-                let ttl = u64::try_from(super::HOLD_FOR.as_millis()).unwrap_or(u64::MAX);
-                let mut pipe = redis::pipe();
-                for (key, value) in &holds {
+    /// Deletes `KEYS[1]` if it is held for `ARGV[1]` with less than `ARGV[2]` ms left.
+    const RELEASE_STALE: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] and \
+        redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then \
+        return redis.call('DEL', KEYS[1]) else return 0 end";
+
+    /// Most directory requests sent in one pipeline.
+    const DIRECTORY_BATCH: usize = 64;
+
+    /// Runs the directory's requests in the order they came, pipelined: those waiting go
+    /// out together in one round trip, the next batch after its answers.
+    async fn directory_worker(
+        mut conn: redis::aio::MultiplexedConnection,
+        mut requests: tokio::sync::mpsc::Receiver<super::DirOp>,
+    ) {
+        use super::DirOp;
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let (ttl, stale) = (
+            ms(super::HOLD_FOR),
+            ms(super::HOLD_FOR - super::STALE_AFTER),
+        );
+        let mut ops = Vec::with_capacity(DIRECTORY_BATCH);
+        while requests.recv_many(&mut ops, DIRECTORY_BATCH).await > 0 {
+            let mut pipe = redis::pipe();
+            let mut commands = 0;
+            let mut hold =
+                |pipe: &mut redis::Pipeline, script: &str, key: &str, value: &str, ms| {
                     pipe.cmd("EVAL")
-                        .arg(HOLD)
+                        .arg(script)
                         .arg(1)
                         .arg(key)
                         .arg(value)
-                        .arg(ttl);
-                }
-                match tokio::time::timeout(DEADLINE, pipe.query_async::<Vec<i64>>(conn)).await {
-                    Ok(Ok(held)) => {
-                        let taken = held.iter().filter(|n| **n != 1).count();
-                        if taken > 0 {
-                            tracing::warn!(
-                                taken,
-                                "registration names another node took while the directory was unreachable"
-                            );
+                        .arg(ms);
+                    commands += 1;
+                };
+            for op in &ops {
+                match op {
+                    DirOp::Hold { key, value, .. } => hold(&mut pipe, HOLD, key, value, ttl),
+                    DirOp::Release { key, value } => hold(&mut pipe, RELEASE, key, value, 0),
+                    DirOp::ReleaseStale { holds } => {
+                        for (key, value) in holds {
+                            hold(&mut pipe, RELEASE_STALE, key, value, stale);
                         }
                     }
-                    Ok(Err(e)) => tracing::warn!(error = %e, "registration names not renewed"),
-                    Err(_) => tracing::warn!("registration names not renewed in time"),
+                    DirOp::Renew { holds } => {
+                        for (key, value) in holds {
+                            hold(&mut pipe, HOLD, key, value, ttl);
+                        }
+                    }
                 }
             }
-            super::DirOp::Release { key, value } => {
-                let _ = tokio::time::timeout(
-                    DEADLINE,
-                    redis::cmd("EVAL")
-                        .arg(RELEASE)
-                        .arg(1)
-                        .arg(&key)
-                        .arg(&value)
-                        .query_async::<i64>(conn),
-                )
-                .await;
+            let answers = if commands == 0 {
+                Ok(Vec::new())
+            } else {
+                match tokio::time::timeout(DEADLINE, pipe.query_async::<Vec<i64>>(&mut conn)).await
+                {
+                    Ok(Ok(answers)) => Ok(answers),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err("Redis did not answer in time".to_owned()),
+                }
+            };
+            if let Err(e) = &answers {
+                tracing::warn!(error = %e, requests = ops.len(), "registration directory not reached");
+            }
+            let mut at = 0;
+            for op in ops.drain(..) {
+                match op {
+                    DirOp::Hold { reply, .. } => {
+                        let held = answers
+                            .as_ref()
+                            .map(|a| a.get(at) == Some(&1))
+                            .map_err(Clone::clone);
+                        at += 1;
+                        if let Some(reply) = reply {
+                            let _ = reply.send(held);
+                        }
+                    }
+                    DirOp::Release { .. } => at += 1,
+                    DirOp::ReleaseStale { holds } => at += holds.len(),
+                    DirOp::Renew { holds } => {
+                        if let Ok(answers) = &answers {
+                            let taken = answers
+                                .iter()
+                                .skip(at)
+                                .take(holds.len())
+                                .filter(|n| **n != 1)
+                                .count();
+                            if taken > 0 {
+                                tracing::warn!(
+                                    taken,
+                                    "registration names another node took while the directory was unreachable"
+                                );
+                            }
+                        }
+                        at += holds.len();
+                    }
+                }
             }
         }
     }
@@ -445,13 +486,8 @@ mod redis_backplane {
         // The directory's requests, on the multiplexed connection beside the publications,
         // in a task of their own (the carrier does not wait for their answers), one after
         // another: a release is never overtaken by a renewal sent before it.
-        let (ordered, mut requests) = tokio::sync::mpsc::channel::<super::DirOp>(super::QUEUE);
-        let mut conn = publisher.clone();
-        tokio::spawn(async move {
-            while let Some(op) = requests.recv().await {
-                directory_op(&mut conn, op).await;
-            }
-        });
+        let (ordered, requests) = tokio::sync::mpsc::channel::<super::DirOp>(super::QUEUE);
+        tokio::spawn(directory_worker(publisher.clone(), requests));
         loop {
             tokio::select! {
                 n = outgoing.recv_many(&mut batch, BATCH) => {
@@ -493,10 +529,15 @@ mod redis_backplane {
                     }
                 }
                 Some(op) = directory.recv() => {
-                    if let Err(tokio::sync::mpsc::error::TrySendError::Full(op)) = ordered.try_send(op)
-                        && let super::DirOp::Hold { reply: Some(reply), .. } = op
-                    {
-                        let _ = reply.send(Err("the registration directory is overloaded".into()));
+                    if let Err(tokio::sync::mpsc::error::TrySendError::Full(op)) = ordered.try_send(op) {
+                        Metrics::add(&metrics.backplane_lost, 1);
+                        static WARNED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                        if crate::metrics::now_and_then(&WARNED) {
+                            tracing::warn!("registration directory request dropped: too many waiting (counted in backplane_lost)");
+                        }
+                        if let super::DirOp::Hold { reply: Some(reply), .. } = op {
+                            let _ = reply.send(Err("the registration directory is overloaded".into()));
+                        }
                     }
                 }
                 message = messages.next() => {

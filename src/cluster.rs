@@ -117,9 +117,12 @@ pub(crate) enum Wire {
     /// Asks the receiving node for its sessions, answered with [`Wire::Present`]s: what
     /// the sender tells its sessions' subscribers left if the receiver is lost.
     Presence,
-    /// Some of the sender's sessions: id, authid, authrole.
+    /// Some of the sender's sessions: id, authid, authrole; `first` starts a new list
+    /// (replacing what the receiver kept of the sender's sessions).
     Present {
         sessions: Vec<(u64, Option<String>, Option<String>)>,
+        #[serde(default)]
+        first: bool,
     },
 }
 
@@ -127,11 +130,19 @@ pub(crate) enum Wire {
 /// answers to [`Wire::Presence`] told them: `on_leave` for each when their node is lost.
 #[derive(Debug, Default)]
 struct Presence {
-    by_node: HashMap<u64, HashMap<u64, Identity>>,
-    /// Entries in `by_node`, at most [`MAX_PRESENT`].
+    by_node: HashMap<u64, NodeSessions>,
+    /// Sessions in `by_node`, at most [`MAX_PRESENT`].
     entries: usize,
-    /// Per node: sessions not kept for want of room (their `on_leave` is not told).
-    untracked: HashMap<u64, u64>,
+}
+
+/// One node's sessions.
+#[derive(Debug)]
+struct NodeSessions {
+    sessions: HashMap<u64, Identity>,
+    /// Sessions not kept for want of room (their `on_leave` is not told).
+    untracked: u64,
+    /// When the node last told of them.
+    seen: Instant,
 }
 
 /// A session's authid and authrole.
@@ -143,39 +154,95 @@ const MAX_PRESENT: usize = 250_000;
 /// Sessions per [`Wire::Present`].
 const PRESENT_CHUNK: usize = 5_000;
 
+/// How soon a node tells the same other node its sessions again.
+const PRESENCE_AGAIN: Duration = Duration::from_secs(5);
+
+/// Heartbeats between two askings of every node's sessions.
+pub(crate) const PRESENCE_EVERY: u64 = 60;
+
+/// How many `on_leave`s of lost nodes' sessions are told per heartbeat (the rest at the
+/// next ones): a lost node with many sessions does not hold up the heartbeat.
+const LEAVES_PER_BEAT: usize = 10_000;
+
 impl Presence {
+    fn node(&mut self, node: u64) -> &mut NodeSessions {
+        let entry = self.by_node.entry(node).or_insert_with(|| NodeSessions {
+            sessions: HashMap::new(),
+            untracked: 0,
+            seen: Instant::now(),
+        });
+        entry.seen = Instant::now();
+        entry
+    }
+
     fn join(&mut self, node: u64, session: u64, who: Identity) {
-        if self.entries >= MAX_PRESENT {
-            *self.untracked.entry(node).or_default() += 1;
-            return;
-        }
-        if self
-            .by_node
-            .entry(node)
-            .or_default()
-            .insert(session, who)
-            .is_none()
-        {
+        let full = self.entries >= MAX_PRESENT;
+        let of = self.node(node);
+        if let Some(known) = of.sessions.get_mut(&session) {
+            *known = who;
+        } else if full {
+            of.untracked += 1;
+        } else {
+            of.sessions.insert(session, who);
             self.entries += 1;
         }
     }
 
     fn leave(&mut self, node: u64, session: u64) {
-        if let Some(sessions) = self.by_node.get_mut(&node)
-            && sessions.remove(&session).is_some()
-        {
+        let of = self.node(node);
+        if of.sessions.remove(&session).is_some() {
             self.entries -= 1;
-            if sessions.is_empty() {
-                self.by_node.remove(&node);
-            }
         }
     }
 
-    /// A lost node's sessions, and how many more were not kept.
-    fn lost(&mut self, node: u64) -> (HashMap<u64, Identity>, u64) {
-        let sessions = self.by_node.remove(&node).unwrap_or_default();
-        self.entries -= sessions.len();
-        (sessions, self.untracked.remove(&node).unwrap_or(0))
+    /// A new list of `node`'s sessions begins: the old one goes.
+    fn restart(&mut self, node: u64) {
+        let of = self.node(node);
+        let gone = std::mem::take(&mut of.sessions).len();
+        of.untracked = 0;
+        self.entries -= gone;
+    }
+
+    /// Up to `most` sessions of nodes not in `live` and not heard of for `quiet`: they left
+    /// with their node. How many more were not kept is in the second value.
+    fn take_orphans(
+        &mut self,
+        live: &std::collections::HashSet<u64>,
+        quiet: Duration,
+        most: usize,
+    ) -> (Vec<(u64, Identity)>, u64) {
+        let (mut taken, mut untracked) = (Vec::new(), 0);
+        let orphans: Vec<u64> = self
+            .by_node
+            .iter()
+            .filter(|(node, of)| !live.contains(node) && of.seen.elapsed() > quiet)
+            .map(|(node, _)| *node)
+            .collect();
+        for node in orphans {
+            let Some(of) = self.by_node.get_mut(&node) else {
+                continue;
+            };
+            let ids: Vec<u64> = of
+                .sessions
+                .keys()
+                .copied()
+                .take(most - taken.len())
+                .collect();
+            for id in ids {
+                if let Some(who) = of.sessions.remove(&id) {
+                    taken.push((id, who));
+                    self.entries -= 1;
+                }
+            }
+            if of.sessions.is_empty() {
+                untracked += of.untracked;
+                self.by_node.remove(&node);
+            }
+            if taken.len() >= most {
+                break;
+            }
+        }
+        (taken, untracked)
     }
 }
 
@@ -215,7 +282,15 @@ pub(crate) struct Reg {
     pub(crate) first: u64,
     #[serde(default, skip_serializing_if = "is_zero")]
     pub(crate) last: u64,
+    /// A pattern registration with a callee whose permissions may not let it serve every
+    /// procedure the pattern catches: a node with its own match for a call keeps it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) restricted: bool,
 }
+
+/// The most callees a node is taken to have for one registration (what a peer announces is
+/// capped: its weight in `roundrobin` and `random`).
+const MAX_CALLEES: u64 = 1 << 20;
 
 #[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
 fn is_zero(n: &u64) -> bool {
@@ -230,6 +305,7 @@ struct Holder {
     callees: u64,
     first: u64,
     last: u64,
+    restricted: bool,
 }
 
 /// The nodes with callees of one registration (by node id, the same order on every
@@ -299,6 +375,8 @@ pub(crate) struct Cluster {
     received: Mutex<HashMap<u64, u64>>,
     /// The other nodes' sessions.
     presence: Mutex<Presence>,
+    /// When this node last told each other node its sessions.
+    told: Mutex<HashMap<u64, Instant>>,
     /// Set by `Wamp::shutdown`: this node no longer announces registrations.
     leaving: std::sync::atomic::AtomicBool,
 }
@@ -330,6 +408,7 @@ impl Cluster {
             changed: Arc::new(tokio::sync::Notify::new()),
             received: Mutex::default(),
             presence: Mutex::default(),
+            told: Mutex::default(),
             leaving: std::sync::atomic::AtomicBool::new(false),
             queue,
             metrics,
@@ -374,34 +453,49 @@ impl Cluster {
     ) -> (Result<bool, RpcError>, Claiming<'_>) {
         let key = self.carrier.key(policy.as_str(), uri);
         let value = self.hold_value(invoke);
-        *lock(&self.claiming).entry(key.clone()).or_default() += 1;
+        let (reply, answer) = oneshot::channel();
+        // Marked as being claimed, and the request queued, under `held` (as `sync_holds`
+        // reads and queues): a release it queues for an older view of the registrations
+        // comes before this hold, or sees the claim.
+        let queued = {
+            let mut held = lock(&self.held);
+            // Still held from a registration of it under another policy that just ended
+            // here (let go at the announcer's pace): let go first.
+            if let Some(stale) = held.get(&key).filter(|v| **v != value).cloned() {
+                held.remove(&key);
+                if stale.starts_with("single:") {
+                    let op = DirOp::Release {
+                        key: key.clone(),
+                        value: stale,
+                    };
+                    let _ = self.directory.try_send(op);
+                }
+            }
+            *lock(&self.claiming).entry(key.clone()).or_default() += 1;
+            let op = DirOp::Hold {
+                key: key.clone(),
+                value: value.clone(),
+                reply: Some(reply),
+            };
+            self.directory.try_send(op).is_ok()
+        };
         let guard = Claiming {
             cluster: self,
             key: key.clone(),
         };
-        (self.claim_key(&key, &value).await, guard)
-    }
-
-    async fn claim_key(&self, key: &str, value: &str) -> Result<bool, RpcError> {
-        let (key, value) = (key.to_owned(), value.to_owned());
-        let (reply, answer) = oneshot::channel();
-        let op = DirOp::Hold {
-            key: key.clone(),
-            value: value.clone(),
-            reply: Some(reply),
-        };
         let unreachable = || network_failure("the registration directory cannot be reached");
-        if self.directory.try_send(op).is_err() {
-            return Err(unreachable());
+        if !queued {
+            return (Err(unreachable()), guard);
         }
-        match tokio::time::timeout(CLAIM_WAIT, answer).await {
+        let claimed = match tokio::time::timeout(CLAIM_WAIT, answer).await {
             Ok(Ok(Ok(true))) => {
                 lock(&self.held).insert(key, value);
                 Ok(true)
             }
             Ok(Ok(Ok(false))) => Ok(false),
             _ => Err(unreachable()),
-        }
+        };
+        (claimed, guard)
     }
 
     /// Brings the directory in line with this node's registrations: lets go of the names it
@@ -409,12 +503,10 @@ impl Cluster {
     /// `renew`, renews the others (taking them again after a Redis restart lost them; a
     /// name another node took meanwhile is logged).
     pub(crate) fn sync_holds(&self, hub: &Hub, renew: bool) {
-        // Names being claimed now are kept, whatever the registrations say yet.
-        let claiming: std::collections::HashSet<String> =
-            lock(&self.claiming).keys().cloned().collect();
-        // The registrations are read, and the directory's requests queued, under `held`:
-        // two of these running at once queue in the order they saw the registrations, so
-        // a renewal of an older view never follows the release of a newer one.
+        // The registrations and the claims are read, and the directory's requests queued,
+        // under `held`: two of these running at once queue in the order they saw the
+        // registrations (a renewal of an older view never follows the release of a newer
+        // one), and a claim queues its hold before or after, never between.
         let mut held = lock(&self.held);
         let wanted: HashMap<String, String> = hub
             .registrations()
@@ -427,6 +519,9 @@ impl Cluster {
                 )
             })
             .collect();
+        // Names being claimed now are kept, whatever the registrations say yet.
+        let claiming: std::collections::HashSet<String> =
+            lock(&self.claiming).keys().cloned().collect();
         let gone: Vec<(String, String)> = held
             .iter()
             .filter(|(k, _)| !wanted.contains_key(*k) && !claiming.contains(*k))
@@ -477,6 +572,7 @@ impl Cluster {
                 callees: reg.callees as u64,
                 first: reg.first,
                 last: reg.last,
+                restricted: reg.restricted,
             })
             .collect();
         self.send(None, &Wire::Registrations { regs });
@@ -501,41 +597,50 @@ impl Cluster {
     /// node wins over a local one), and for a registration with callees on several nodes,
     /// by its shared policy over all of them: `roundrobin` in turn over every callee (this
     /// node's as a block at its place by node id), `random` weighted by the callees of each
-    /// node, `first` (`last`) to the node of the callee that joined first (last). `None`:
-    /// no node has one.
+    /// node, `first` (`last`) to the node of the callee that joined first (last). With
+    /// `keep_local` (a call whose arguments stream, or the backplane down) a local match
+    /// is kept; so it is over another node's pattern registration whose callees may not all
+    /// serve every procedure it catches. `None`: no node has one.
     pub(crate) fn choose(
         &self,
         procedure: &str,
         local: Option<&crate::dealer::Summary>,
+        keep_local: bool,
     ) -> Option<Choice> {
+        if keep_local && local.is_some() {
+            return Some(Choice::Local);
+        }
         let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
         let reserved = procedure == "wamp" || procedure.starts_with("wamp.");
         let remote = index.best_match_where(procedure, |policy, _, _| {
             policy == MatchPolicy::Exact || !reserved
         });
-        let (policy, uri, holders) = match (local, remote) {
+        let (local, (theirs, their_uri, holders)) = match (local, remote) {
             (None, None) => return None,
             (Some(_), None) => return Some(Choice::Local),
             (None, Some((_, _, holders))) => {
-                return pick(holders, None).map(Choice::Node);
+                return pick(holders, None, false).map(Choice::Node);
             }
-            (Some(local), Some(remote)) => (local.policy, local.uri.as_ref(), remote),
+            (Some(local), Some(remote)) => (local, remote),
         };
-        let (theirs, their_uri, holders) = holders;
-        let ours = precedence(policy, uri);
-        match ours.cmp(&precedence(theirs, their_uri)) {
+        // Where a pattern's callee there may not be allowed this procedure, ours serves.
+        let pattern = theirs != MatchPolicy::Exact;
+        match precedence(local.policy, &local.uri).cmp(&precedence(theirs, their_uri)) {
             std::cmp::Ordering::Greater => Some(Choice::Local),
-            std::cmp::Ordering::Less => pick(holders, None).map(Choice::Node),
+            std::cmp::Ordering::Less if pattern && holders.nodes.iter().any(|h| h.restricted) => {
+                Some(Choice::Local)
+            }
+            std::cmp::Ordering::Less => pick(holders, None, false).map(Choice::Node),
             std::cmp::Ordering::Equal => {
-                let local = local.expect("matched above");
                 let me = Holder {
                     node: self.node,
                     invoke: local.invoke,
-                    callees: local.callees as u64,
+                    callees: (local.callees as u64).min(MAX_CALLEES),
                     first: local.first,
                     last: local.last,
+                    restricted: false,
                 };
-                Some(match pick(holders, Some(me)) {
+                Some(match pick(holders, Some(me), pattern) {
                     Some(node) if node != self.node => Choice::Node(node),
                     _ => Choice::Local,
                 })
@@ -543,39 +648,12 @@ impl Cluster {
         }
     }
 
+    /// Indexes the other nodes' registrations anew; each registration keeps its
+    /// round-robin cursor.
     fn rebuild(&self, peers: &HashMap<u64, Peer>) {
-        let mut index: MatchIndex<Holders> = MatchIndex::default();
-        // In the order nodes were first heard of would need more state: by node id, which
-        // is the same order on every node.
-        let mut nodes: Vec<(&u64, &Peer)> = peers.iter().collect();
-        nodes.sort_unstable_by_key(|(id, _)| **id);
-        for (node, peer) in nodes {
-            for reg in &peer.regs {
-                let (Some(policy), Some(invoke)) = (
-                    MatchPolicy::parse(Some(&reg.policy)),
-                    InvokePolicy::parse(Some(&reg.invoke)),
-                ) else {
-                    continue;
-                };
-                let holder = Holder {
-                    node: *node,
-                    invoke,
-                    callees: reg.callees,
-                    first: reg.first,
-                    last: reg.last,
-                };
-                match index.get_mut(policy, &reg.uri) {
-                    Some(holders) => holders.nodes.push(holder),
-                    None => {
-                        let holders = Holders {
-                            nodes: vec![holder],
-                            next: AtomicUsize::new(0),
-                        };
-                        index.insert(policy, reg.uri.as_str().into(), holders);
-                    }
-                }
-            }
-        }
+        let old = self.index.read().unwrap_or_else(PoisonError::into_inner);
+        let index = index_of(peers, &old);
+        drop(old);
         *self.index.write().unwrap_or_else(PoisonError::into_inner) = index;
     }
 
@@ -588,7 +666,7 @@ impl Cluster {
             Wire::Event(_) => {}
             Wire::Registrations { regs } => {
                 let mut peers = lock(&self.peers);
-                if !peers.contains_key(&from) {
+                if !peers.contains_key(&from) && hub.meta_api.load(Ordering::Relaxed) {
                     // A node new to us: its sessions that joined before we listened.
                     self.send(Some(from), &Wire::Presence);
                 }
@@ -604,19 +682,58 @@ impl Cluster {
                     self.rebuild(&peers);
                 }
             }
-            Wire::Leaving => self.lost(hub, from),
+            Wire::Leaving => self.lost(from),
             Wire::Presence => {
+                // Told only with the meta API on (else no joins or leaves follow), and to
+                // one asker at most every few seconds.
+                if !hub.meta_api.load(Ordering::Relaxed) {
+                    return;
+                }
+                {
+                    let mut told = lock(&self.told);
+                    if told
+                        .get(&from)
+                        .is_some_and(|at| at.elapsed() < PRESENCE_AGAIN)
+                    {
+                        return;
+                    }
+                    if told.len() >= 1024 {
+                        told.clear();
+                    }
+                    told.insert(from, Instant::now());
+                }
                 // In order with this node's `on_leave`s: a session that leaves after it was
                 // listed has its leave queued after the list.
                 hub.tell_sessions(|sessions| {
-                    for chunk in sessions.chunks(PRESENT_CHUNK) {
+                    let mut chunks = sessions.chunks(PRESENT_CHUNK);
+                    let first = chunks.next().unwrap_or_default().to_vec();
+                    self.send(
+                        Some(from),
+                        &Wire::Present {
+                            sessions: first,
+                            first: true,
+                        },
+                    );
+                    for chunk in chunks {
                         let sessions = chunk.to_vec();
-                        self.send(Some(from), &Wire::Present { sessions });
+                        self.send(
+                            Some(from),
+                            &Wire::Present {
+                                sessions,
+                                first: false,
+                            },
+                        );
                     }
                 });
             }
-            Wire::Present { sessions } => {
+            Wire::Present { sessions, first } => {
+                if !hub.meta_api.load(Ordering::Relaxed) {
+                    return;
+                }
                 let mut presence = lock(&self.presence);
+                if first {
+                    presence.restart(from);
+                }
                 for (id, authid, authrole) in sessions {
                     presence.join(from, id, (authid, authrole));
                 }
@@ -836,7 +953,7 @@ impl Cluster {
 
     /// A node is lost: its registrations are forgotten, the calls pending there fail at
     /// once, and the calls it made here are canceled.
-    pub(crate) fn lost(&self, hub: &Arc<Hub>, node: u64) {
+    pub(crate) fn lost(&self, node: u64) {
         let regs = {
             let mut peers = lock(&self.peers);
             let Some(peer) = peers.remove(&node) else {
@@ -847,21 +964,22 @@ impl Cluster {
         };
         tracing::warn!(node, "another node is lost");
         // Its names are let go now rather than when their hold lapses (up to 10 s later), so
-        // that another node may take its procedures (only where it still holds them for
-        // itself: every node that saw it go sends the same).
+        // that another node may take its procedures: only those still held for it and not
+        // renewed for longer than a live node lets pass (a node only this one lost sight of
+        // keeps its names), in one request; every node that saw it go sends the same.
         let held_for = format!("single:{node}");
-        for reg in regs
+        let holds: Vec<(String, String)> = regs
             .iter()
             .filter(|r| r.invoke == InvokePolicy::Single.as_str())
+            .map(|reg| (self.carrier.key(&reg.policy, &reg.uri), held_for.clone()))
+            .collect();
+        if !holds.is_empty()
+            && self
+                .directory
+                .try_send(DirOp::ReleaseStale { holds })
+                .is_err()
         {
-            let key = self.carrier.key(&reg.policy, &reg.uri);
-            let op = DirOp::Release {
-                key,
-                value: held_for.clone(),
-            };
-            if self.directory.try_send(op).is_err() {
-                break;
-            }
+            Metrics::add(&self.metrics.backplane_lost, 1);
         }
         Metrics::add(&self.metrics.backplane_nodes_lost, 1);
         let failed: Vec<OutCall> = {
@@ -888,21 +1006,46 @@ impl Cluster {
                 tx.send_replace(Some(CancelMode::KillNoWait));
             }
         }
-        // Its sessions left, for this node's subscribers (each node tells its own).
+        // Its sessions are told as left by `sweep` once nothing more comes of them (a node
+        // that said goodbye tells its sessions' leaves itself, after).
+    }
+
+    /// Tells this node's subscribers `on_leave` for the sessions of nodes gone (lost, or
+    /// said goodbye) that nothing was heard of for [`DEAD_AFTER`]: never while the
+    /// backplane is down or just back (a node unheard of then may be alive; its sessions
+    /// are asked anew when it is heard again).
+    fn leave_orphans(&self, hub: &Arc<Hub>) {
+        let connected_ms = self.metrics.backplane_connected_at.load(Ordering::Relaxed);
+        let up_for = crate::core::broker::now_ms().saturating_sub(connected_ms);
+        if self.metrics.backplane_up.load(Ordering::Relaxed) == 0
+            || up_for < u64::try_from(DEAD_AFTER.as_millis()).unwrap_or(u64::MAX)
+        {
+            return;
+        }
+        let live: std::collections::HashSet<u64> = lock(&self.peers).keys().copied().collect();
         let (sessions, untracked) = {
             let mut presence = lock(&self.presence);
-            let lost = presence.lost(node);
+            let taken = presence.take_orphans(&live, DEAD_AFTER, LEAVES_PER_BEAT);
             self.count_presence(&presence);
-            lost
+            taken
         };
         if untracked > 0 {
             tracing::warn!(
                 untracked,
-                "sessions of the lost node were not kept: their on_leave is not told"
+                "sessions of a lost node were not kept: their on_leave is not told"
             );
         }
-        for (id, (authid, authrole)) in sessions {
-            hub.left_elsewhere(id, authid, authrole);
+        if hub.meta_api.load(Ordering::Relaxed) {
+            for (id, (authid, authrole)) in sessions {
+                hub.left_elsewhere(id, authid, authrole);
+            }
+        }
+    }
+
+    /// Asks every other node for its sessions (with the meta API on).
+    pub(crate) fn ask_presence(&self, hub: &Hub) {
+        if hub.meta_api.load(Ordering::Relaxed) {
+            self.send(None, &Wire::Presence);
         }
     }
 
@@ -914,7 +1057,10 @@ impl Cluster {
 
     /// Keeps track of another node's sessions by its `wamp.session.on_join` and
     /// `on_leave` meta events.
-    pub(crate) fn track(&self, from: u64, topic: &str, args: &[Value]) {
+    pub(crate) fn track(&self, hub: &Hub, from: u64, topic: &str, args: &[Value]) {
+        if !hub.meta_api.load(Ordering::Relaxed) {
+            return;
+        }
         match topic {
             "wamp.session.on_join" => {
                 let Some(details) = args.first() else { return };
@@ -987,8 +1133,9 @@ impl Cluster {
             .map(|(id, _)| *id)
             .collect();
         for node in dead {
-            self.lost(hub, node);
+            self.lost(node);
         }
+        self.leave_orphans(hub);
     }
 
     /// Calls `procedure` on `node`, as its caller's node: its timeout (the caller's future
@@ -1178,6 +1325,8 @@ pub(crate) struct Claiming<'a> {
 
 impl Drop for Claiming<'_> {
     fn drop(&mut self) {
+        // Under `held`, as the claim began (see `Cluster::claim`).
+        let _held = lock(&self.cluster.held);
         let mut claiming = lock(&self.cluster.claiming);
         if let Some(n) = claiming.get_mut(&self.key) {
             *n -= 1;
@@ -1199,20 +1348,66 @@ fn error_wire(call: u64, e: &RpcError) -> Wire {
     }
 }
 
+/// The other nodes' registrations, indexed: by node id within each (the same order on every
+/// node), what each announced sanitized (callees capped, an unknown `first` last in line,
+/// one entry per node), each registration's round-robin cursor carried over from `old`.
+fn index_of(peers: &HashMap<u64, Peer>, old: &MatchIndex<Holders>) -> MatchIndex<Holders> {
+    let mut index: MatchIndex<Holders> = MatchIndex::default();
+    let mut nodes: Vec<(&u64, &Peer)> = peers.iter().collect();
+    nodes.sort_unstable_by_key(|(id, _)| **id);
+    for (node, peer) in nodes {
+        for reg in &peer.regs {
+            let (Some(policy), Some(invoke)) = (
+                MatchPolicy::parse(Some(&reg.policy)),
+                InvokePolicy::parse(Some(&reg.invoke)),
+            ) else {
+                continue;
+            };
+            let holder = Holder {
+                node: *node,
+                invoke,
+                callees: reg.callees.clamp(1, MAX_CALLEES),
+                // A node that does not tell (older ones) comes last for `first` and `last`.
+                first: if reg.first == 0 { u64::MAX } else { reg.first },
+                last: reg.last,
+                restricted: reg.restricted,
+            };
+            match index.get_mut(policy, &reg.uri) {
+                Some(holders) if holders.nodes.last().is_some_and(|h| h.node == *node) => {}
+                Some(holders) => holders.nodes.push(holder),
+                None => {
+                    let next = old
+                        .get(policy, &reg.uri)
+                        .map_or(0, |h| h.next.load(Ordering::Relaxed));
+                    let holders = Holders {
+                        nodes: vec![holder],
+                        next: AtomicUsize::new(next),
+                    };
+                    index.insert(policy, reg.uri.as_str().into(), holders);
+                }
+            }
+        }
+    }
+    index
+}
+
 /// The node of `holders` (and of `me`, this node's own callees, if any) a call goes to
 /// by their shared policy.
-fn pick(holders: &Holders, me: Option<Holder>) -> Option<u64> {
+fn pick(holders: &Holders, me: Option<Holder>, skip_restricted: bool) -> Option<u64> {
     // `me` at its place by node id: the same order the other nodes see.
     let at = me.map_or(0, |m| holders.nodes.partition_point(|h| h.node < m.node));
     let (before, after) = holders.nodes.split_at(at);
+    // Other nodes' callees that may not be allowed the procedure (a pattern's) are passed
+    // over when this node has its own.
     let all = || {
         before
             .iter()
             .copied()
             .chain(me)
             .chain(after.iter().copied())
+            .filter(move |h| !(skip_restricted && h.restricted))
     };
-    let weight = |h: &Holder| h.callees.max(1);
+    let weight = |h: &Holder| h.callees.clamp(1, MAX_CALLEES);
     let policy = me.map_or_else(
         || holders.nodes.first().map(|h| h.invoke),
         |m| Some(m.invoke),
@@ -1221,7 +1416,7 @@ fn pick(holders: &Holders, me: Option<Holder>) -> Option<u64> {
         InvokePolicy::First | InvokePolicy::Single => all().min_by_key(|h| (h.first, h.node)),
         InvokePolicy::Last => all().max_by_key(|h| (h.last, h.node)),
         other => {
-            let total: u64 = all().map(|h| weight(&h)).sum();
+            let total: u64 = all().fold(0u64, |n, h| n.saturating_add(weight(&h)));
             if total == 0 {
                 return None;
             }
@@ -1279,6 +1474,7 @@ mod tests {
             callees,
             first,
             last,
+            restricted: false,
         }
     }
 
@@ -1292,25 +1488,31 @@ mod tests {
         // This node (2) has 2 callees, joined at 20 and 40.
         let me = |invoke| Some(holder(2, invoke, 2, 20, 40));
         let rr = others(RoundRobin);
-        let turns: Vec<u64> = (0..10).filter_map(|_| pick(&rr, me(RoundRobin))).collect();
+        let turns: Vec<u64> = (0..10)
+            .filter_map(|_| pick(&rr, me(RoundRobin), false))
+            .collect();
         assert_eq!(
             turns,
             [1, 2, 2, 3, 3, 1, 2, 2, 3, 3],
             "by node id, each callee in turn"
         );
         assert_eq!(
-            pick(&others(First), me(First)),
+            pick(&others(First), me(First), false),
             Some(3),
             "joined first, at 10"
         );
-        assert_eq!(pick(&others(Last), me(Last)), Some(3), "joined last, at 50");
+        assert_eq!(
+            pick(&others(Last), me(Last), false),
+            Some(3),
+            "joined last, at 50"
+        );
         let mine_last = Some(holder(2, Last, 1, 60, 60));
-        assert_eq!(pick(&others(Last), mine_last), Some(2));
+        assert_eq!(pick(&others(Last), mine_last, false), Some(2));
         let random = others(Random);
         let mut counts = HashMap::new();
         for _ in 0..5000 {
             *counts
-                .entry(pick(&random, me(Random)).unwrap())
+                .entry(pick(&random, me(Random), false).unwrap())
                 .or_insert(0) += 1;
         }
         // Weighted by callees: 1/5, 2/5, 2/5 (within a wide margin).
@@ -1318,7 +1520,7 @@ mod tests {
         assert!((1600..2400).contains(&counts[&2]), "{counts:?}");
         // Without a callee here: only the others.
         let rr = others(RoundRobin);
-        let alone: Vec<u64> = (0..3).filter_map(|_| pick(&rr, None)).collect();
+        let alone: Vec<u64> = (0..3).filter_map(|_| pick(&rr, None, false)).collect();
         assert_eq!(alone, [1, 3, 3]);
     }
 
@@ -1332,14 +1534,32 @@ mod tests {
         presence.leave(7, 2);
         presence.leave(8, 2);
         assert_eq!(presence.entries, 2);
-        let (gone, untracked) = presence.lost(7);
+        let none = std::collections::HashSet::new();
+        // Nodes heard of just now are not orphans yet.
+        assert!(presence.take_orphans(&none, DEAD_AFTER, 10).0.is_empty());
+        let live: std::collections::HashSet<u64> = [8].into();
+        let (gone, untracked) = presence.take_orphans(&live, Duration::ZERO, 10);
         assert_eq!(
-            (gone.into_keys().collect::<Vec<_>>(), untracked),
+            (gone.iter().map(|g| g.0).collect::<Vec<_>>(), untracked),
             (vec![1], 0)
         );
-        presence.entries = MAX_PRESENT;
+        assert_eq!(presence.entries, 1);
+        // A new list replaces the old one.
+        presence.restart(8);
         presence.join(8, 4, (None, None));
-        assert_eq!(presence.lost(8).1, 1, "over the budget: counted, not kept");
+        assert_eq!(presence.entries, 1);
+        presence.entries = MAX_PRESENT;
+        presence.join(8, 4, (Some("b".into()), None));
+        presence.join(8, 5, (None, None));
+        assert_eq!(
+            presence.by_node[&8].untracked, 1,
+            "over the budget: counted, not kept"
+        );
+        assert_eq!(presence.by_node[&8].sessions[&4].0.as_deref(), Some("b"));
+        presence.entries = 1;
+        let (gone, untracked) = presence.take_orphans(&none, Duration::ZERO, 10);
+        assert_eq!((gone.len(), untracked), (1, 1));
         assert!(presence.by_node.is_empty());
+        assert_eq!(presence.entries, 0);
     }
 }

@@ -424,6 +424,8 @@ pub(crate) struct Summary {
     pub(crate) callees: usize,
     pub(crate) first: u64,
     pub(crate) last: u64,
+    /// A pattern with a callee whose permissions may keep it from some procedures.
+    pub(crate) restricted: bool,
 }
 
 /// A registration a session lost.
@@ -594,6 +596,8 @@ impl Registrations {
                 callees: reg.callees.len(),
                 first: reg.callees.first().map_or(0, |c| c.joined),
                 last: reg.callees.last().map_or(0, |c| c.joined),
+                restricted: policy != MatchPolicy::Exact
+                    && reg.callees.iter().any(|c| c.permissions.is_some()),
             })
             .collect()
     }
@@ -662,6 +666,7 @@ impl Registrations {
             callees,
             first,
             last,
+            restricted: false,
         })
     }
 

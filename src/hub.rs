@@ -66,6 +66,9 @@ pub(crate) struct Hub {
     /// Whether a backplane is configured or server-side subscribers installed: without
     /// either, a publication takes neither lock.
     beyond_sessions: AtomicBool,
+    /// The router's meta API is on: the other nodes' sessions are kept (to tell their
+    /// `on_leave` when their node is lost) and this node's are told to them.
+    pub(crate) meta_api: AtomicBool,
     /// The router's server-side subscribers (`WampRouter::on_event`).
     server_subscribers: RwLock<Arc<crate::core::matching::MatchIndex<Vec<Arc<ServerSubscriber>>>>>,
 }
@@ -305,6 +308,7 @@ impl Default for Hub {
             server_subscribers: RwLock::default(),
             backplane: Mutex::default(),
             beyond_sessions: AtomicBool::new(false),
+            meta_api: AtomicBool::new(false),
         }
     }
 }
@@ -422,7 +426,7 @@ impl Hub {
                     if envelope.topic.starts_with("wamp.session.on_")
                         && let Some(cluster) = to_cluster.upgrade()
                     {
-                        cluster.track(from, &envelope.topic, &envelope.args);
+                        cluster.track(&hub, from, &envelope.topic, &envelope.args);
                     }
                     hub.deliver_remote(*envelope);
                 }
@@ -459,6 +463,11 @@ impl Hub {
                     // after 10 s).
                     beat.sync_holds(&hub, beats % 3 == 0);
                     beat.beat();
+                    // The other nodes' sessions asked anew now and then: what their joins
+                    // and leaves did not tell (lost on the way, or quiet) is set right.
+                    if beats % crate::cluster::PRESENCE_EVERY == 0 {
+                        beat.ask_presence(&hub);
+                    }
                 } else {
                     // What was sent to other nodes may be lost: their calls fail now.
                     beat.disconnected();
@@ -1179,8 +1188,15 @@ impl Hub {
 
     /// Where a call of a client's procedure goes: with a backplane (and `nodes`), to the
     /// best match in the whole cluster, by its shared policy over the callees of every node
-    /// ([`Cluster::choose`](crate::cluster::Cluster::choose)); else to this node's.
-    pub(crate) fn route_anywhere(&self, procedure: &str, nodes: bool) -> Option<Routing> {
+    /// ([`Cluster::choose`](crate::cluster::Cluster::choose)); else to this node's. With
+    /// `keep_local` (a call whose arguments stream: they do not cross nodes) a local match is
+    /// kept, as it is while the backplane is down.
+    pub(crate) fn route_anywhere(
+        &self,
+        procedure: &str,
+        nodes: bool,
+        keep_local: bool,
+    ) -> Option<Routing> {
         let cluster = if nodes && self.beyond_sessions.load(Ordering::Relaxed) {
             self.cluster()
         } else {
@@ -1189,9 +1205,17 @@ impl Hub {
         let Some(cluster) = cluster else {
             return self.route(procedure).map(Routing::Here);
         };
+        let keep_local = keep_local || self.metrics.backplane_up.load(Ordering::Relaxed) == 0;
         let local = read(&self.registrations).best_summary(procedure);
-        match cluster.choose(procedure, local.as_ref())? {
-            crate::cluster::Choice::Local => self.route(procedure).map(Routing::Here),
+        match cluster.choose(procedure, local.as_ref(), keep_local)? {
+            crate::cluster::Choice::Local => match self.route(procedure) {
+                Some(routed) => Some(Routing::Here(routed)),
+                // Its callee left meanwhile: another node's, if one has it.
+                None => match cluster.choose(procedure, None, false)? {
+                    crate::cluster::Choice::Node(node) => Some(Routing::Node(cluster, node)),
+                    crate::cluster::Choice::Local => None,
+                },
+            },
             crate::cluster::Choice::Node(node) => Some(Routing::Node(cluster, node)),
         }
     }

@@ -1020,6 +1020,11 @@ impl WampRouter<()> {
         self.inner
             .wamp
             .hub
+            .meta_api
+            .store(self.inner.meta_api, std::sync::atomic::Ordering::Relaxed);
+        self.inner
+            .wamp
+            .hub
             .set_server_subscribers(&self.inner.subscribers);
         self.inner.wamp.hub.start_backplane();
         self.inner.clone()
@@ -1115,11 +1120,11 @@ impl Inner<()> {
                         Target::Meta(crate::meta::Meta::of(&call.procedure).expect("just seen"))
                     }
                     Some(handler) => Target::User(handler),
-                    None => match self
-                        .wamp
-                        .hub
-                        .route_anywhere(&call.procedure, !is_auth_procedure(&call.procedure))
-                    {
+                    None => match self.wamp.hub.route_anywhere(
+                        &call.procedure,
+                        !is_auth_procedure(&call.procedure),
+                        call.control.chunks.is_some(),
+                    ) {
                         // WAMP-CRA's procedure names are no pattern's, configured or not.
                         Some(crate::hub::Routing::Here(routed))
                             if !(routed.pattern && is_auth_procedure(&call.procedure)) =>

@@ -1320,15 +1320,126 @@ fn a_lost_nodes_procedures_may_be_registered_elsewhere_once_it_is_lost() {
         // Lost within 4–6 s (5 s silent, checked every second); its hold on the name would
         // lapse only 7–10 s after it died (renewed every 3 s for 10 s).
         let taken = loop {
-            if let Ok(c) = callee_on(b, "com.example.taken", json!({})).await {
-                break c;
-            }
+            let attempt = callee_on(b, "com.example.taken", json!({})).await;
             assert!(
                 lost_at.elapsed() < Duration::from_millis(6900),
-                "the lost node's name was not let go"
+                "the lost node's name was not let go before it lapsed"
             );
+            if let Ok(c) = attempt {
+                break c;
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
         drop((taken, callee, redis));
     });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_robin_across_nodes_keeps_its_turn_while_registrations_change() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let (a, b) = two_nodes(&redis, "turns").await;
+    let rr = "com.example.turns";
+    let shared = json!({"invoke": "roundrobin"});
+    let mut on_a = callee_on(a, rr, shared.clone()).await.unwrap();
+    let mut on_b = callee_on(b, rr, shared).await.unwrap();
+    let mut caller = V2::join(a, Serializer::Json).await;
+    until_reaches(&mut caller, &mut [&mut on_a, &mut on_b], rr, 1).await;
+    // Between any two calls, B's registrations change (and A hears of it).
+    let mut churn = V2::join(b, Serializer::Json).await;
+    let mut counts = [0; 2];
+    for i in 0..20 {
+        counts[which_callee(&mut caller, &mut [&mut on_a, &mut on_b], rr).await] += 1;
+        let request = churn.request();
+        churn
+            .send(&Message::Register {
+                request,
+                options: Default::default(),
+                procedure: format!("com.example.turns.other{i}"),
+            })
+            .await;
+        assert!(matches!(churn.recv().await, Message::Registered { .. }));
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    assert_eq!(counts, [10, 10], "each callee in turn");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_procedure_may_be_registered_again_under_another_policy_at_once() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let (a, _b) = two_nodes(&redis, "switch").await;
+    let procedure = "com.example.switch";
+    let mut c = V2::join(a, Serializer::Json).await;
+    let request = c.request();
+    c.send(&Message::Register {
+        request,
+        options: Default::default(),
+        procedure: procedure.into(),
+    })
+    .await;
+    let Message::Registered { registration, .. } = c.recv().await else {
+        panic!("not registered");
+    };
+    let request = c.request();
+    c.send(&Message::Unregister {
+        request,
+        registration,
+    })
+    .await;
+    assert!(matches!(c.recv().await, Message::Unregistered { .. }));
+    // Its name is still held for the single callee that just left (let go at the
+    // announcer's pace): a shared registration of it takes it over at once.
+    let shared = callee_on(a, procedure, json!({"invoke": "roundrobin"})).await;
+    assert!(shared.is_ok(), "{:?}", shared.err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_shuts_down_tells_each_leave_once() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let router_b = node(&redis.url(), "bye").meta_api(true);
+    let handle_b = router_b.handle();
+    let a = serve_router(node(&redis.url(), "bye").meta_api(true)).await;
+    let b = serve_router(router_b).await;
+    let mut watcher = V2::join(a, Serializer::Json).await;
+    let leaves = subscribe(&mut watcher, "wamp.session.on_leave").await;
+    let mut callee = callee_on(b, "com.example.bye", json!({})).await.unwrap();
+    let mut others = Vec::new();
+    for _ in 0..3 {
+        others.push(V2::join(b, Serializer::Json).await);
+    }
+    until_routed(&mut watcher, &mut callee, "com.example.bye").await;
+    let mut gone: Vec<u64> = others.iter().map(|c| c.session).collect();
+    gone.push(callee.session);
+    gone.sort_unstable();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(handle_b.shutdown(Duration::from_secs(2)).await);
+    // Each leave once: none told again when A finds B gone (5 s later).
+    let mut left = Vec::new();
+    let until = tokio::time::Instant::now() + Duration::from_secs(8);
+    while let Ok(frame) =
+        tokio::time::timeout_at(until, futures_util::StreamExt::next(&mut watcher.ws)).await
+    {
+        let bytes = frame.unwrap().unwrap().into_data();
+        if bytes.is_empty() {
+            continue;
+        }
+        match tower_wamp::core::codec::v2::decode(Serializer::Json, &bytes).unwrap() {
+            Message::Event {
+                subscription, args, ..
+            } => {
+                assert_eq!(subscription, leaves);
+                left.push(args[0].as_u64().unwrap());
+            }
+            Message::Error { .. } | Message::Result { .. } => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    left.sort_unstable();
+    assert_eq!(left, gone);
+    drop((others, callee));
 }
