@@ -457,16 +457,20 @@ mod redis_backplane {
         let client = redis::Client::open(url)?;
         let connect = async {
             let publisher = client.get_multiplexed_async_connection().await?;
+            // The directory's own: a REGISTER's claim does not wait behind large pipelines
+            // of publications.
+            let directory = client.get_multiplexed_async_connection().await?;
             let mut subscriber = client.get_async_pubsub().await?;
             subscriber.subscribe(channel).await?;
             subscriber
                 .subscribe(format!("{channel}:node:{node}"))
                 .await?;
-            Ok::<_, redis::RedisError>((publisher, subscriber))
+            Ok::<_, redis::RedisError>((publisher, directory, subscriber))
         };
-        let (mut publisher, mut subscriber) = tokio::time::timeout(DEADLINE, connect)
-            .await
-            .map_err(|_| timed_out())??;
+        let (mut publisher, directory_conn, mut subscriber) =
+            tokio::time::timeout(DEADLINE, connect)
+                .await
+                .map_err(|_| timed_out())??;
         if *connected_before {
             Metrics::add(&metrics.backplane_reconnects, 1);
         }
@@ -487,7 +491,7 @@ mod redis_backplane {
         // in a task of their own (the carrier does not wait for their answers), one after
         // another: a release is never overtaken by a renewal sent before it.
         let (ordered, requests) = tokio::sync::mpsc::channel::<super::DirOp>(super::QUEUE);
-        tokio::spawn(directory_worker(publisher.clone(), requests));
+        tokio::spawn(directory_worker(directory_conn, requests));
         loop {
             tokio::select! {
                 n = outgoing.recv_many(&mut batch, BATCH) => {

@@ -48,10 +48,25 @@ pub(crate) const DEAD_AFTER: Duration = Duration::from_secs(5);
 pub(crate) enum Wire {
     /// A publication, to every node.
     Event(Box<Envelope>),
-    /// The sender's registrations, all of them (to every node).
+    /// The sender's registrations, all of them (to every node), in `parts` messages (of
+    /// about [`REGS_PER_PART_BYTES`]) numbered from 0: the list holds once the last came.
     Registrations {
         regs: Vec<Reg>,
+        #[serde(default)]
+        part: u32,
+        #[serde(default = "one")]
+        parts: u32,
+        /// Counts the sender's lists: the same list is told again only to a node that asks.
+        #[serde(default)]
+        version: u64,
     },
+    /// The sender's heartbeat when its registrations did not change: the version of its
+    /// list (a node that does not have that one asks with [`Wire::Resend`]).
+    Alive {
+        version: u64,
+    },
+    /// Asks the receiver for its list of registrations (to the sender only).
+    Resend,
     /// The sender stops (to every node).
     Leaving,
     /// The calls of the receiving node the sender is running (every heartbeat, to each
@@ -297,6 +312,18 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+fn one() -> u32 {
+    1
+}
+
+/// About how many bytes of registrations go in one [`Wire::Registrations`] (far below the
+/// 16 MiB a node takes from the backplane, however many registrations a node has).
+const REGS_PER_PART_BYTES: usize = 1 << 20;
+
+/// The most registrations a node takes of another's list in parts (more: the list is not
+/// taken, and logged).
+const MAX_ASSEMBLED: usize = 1_000_000;
+
 /// One node's callees of a registration: what a call chooses among.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Holder {
@@ -330,6 +357,8 @@ pub(crate) enum Choice {
 struct Peer {
     seen: Instant,
     regs: Vec<Reg>,
+    /// The version of its list of registrations.
+    version: u64,
 }
 
 /// A call of ours pending on another node.
@@ -377,6 +406,10 @@ pub(crate) struct Cluster {
     presence: Mutex<Presence>,
     /// When this node last told each other node its sessions.
     told: Mutex<HashMap<u64, Instant>>,
+    /// The version of this node's list of registrations last told, and the list.
+    announced: Mutex<(u64, Vec<Reg>)>,
+    /// Other nodes' lists of registrations coming in parts: the next part, and the list.
+    assembling: Mutex<HashMap<u64, (u32, Vec<Reg>)>>,
     /// Set by `Wamp::shutdown`: this node no longer announces registrations.
     leaving: std::sync::atomic::AtomicBool,
 }
@@ -409,6 +442,8 @@ impl Cluster {
             received: Mutex::default(),
             presence: Mutex::default(),
             told: Mutex::default(),
+            assembling: Mutex::default(),
+            announced: Mutex::default(),
             leaving: std::sync::atomic::AtomicBool::new(false),
             queue,
             metrics,
@@ -454,6 +489,13 @@ impl Cluster {
         let key = self.carrier.key(policy.as_str(), uri);
         let value = self.hold_value(invoke);
         let (reply, answer) = oneshot::channel();
+        // A burst of REGISTERs waits for room in the directory's queue (within the claim's
+        // time), rather than fail.
+        let deadline = tokio::time::Instant::now() + CLAIM_WAIT;
+        let permit = tokio::time::timeout_at(deadline, self.directory.reserve())
+            .await
+            .ok()
+            .and_then(Result::ok);
         // Marked as being claimed, and the request queued, under `held` (as `sync_holds`
         // reads and queues): a release it queues for an older view of the registrations
         // comes before this hold, or sees the claim.
@@ -477,7 +519,7 @@ impl Cluster {
                 value: value.clone(),
                 reply: Some(reply),
             };
-            self.directory.try_send(op).is_ok()
+            permit.map(|permit| permit.send(op)).is_some()
         };
         let guard = Claiming {
             cluster: self,
@@ -487,7 +529,7 @@ impl Cluster {
         if !queued {
             return (Err(unreachable()), guard);
         }
-        let claimed = match tokio::time::timeout(CLAIM_WAIT, answer).await {
+        let claimed = match tokio::time::timeout_at(deadline, answer).await {
             Ok(Ok(Ok(true))) => {
                 lock(&self.held).insert(key, value);
                 Ok(true)
@@ -561,7 +603,7 @@ impl Cluster {
         if self.leaving.load(Ordering::Relaxed) {
             return;
         }
-        let regs = hub
+        let regs: Vec<Reg> = hub
             .registrations()
             .summary()
             .into_iter()
@@ -575,7 +617,32 @@ impl Cluster {
                 restricted: reg.restricted,
             })
             .collect();
-        self.send(None, &Wire::Registrations { regs });
+        // Unchanged since last told: only the version (a node that does not have it asks
+        // for the list).
+        let mut told = lock(&self.announced);
+        if told.0 > 0 && told.1 == regs {
+            self.send(None, &Wire::Alive { version: told.0 });
+            return;
+        }
+        told.0 += 1;
+        told.1 = regs;
+        self.send_registrations(None, &told.1, told.0);
+    }
+
+    /// Sends a list of registrations in parts of about [`REGS_PER_PART_BYTES`] (the caller
+    /// holds `announced`: the parts of two lists never mix).
+    fn send_registrations(&self, to: Option<u64>, regs: &[Reg], version: u64) {
+        let parts = parts_of(regs, REGS_PER_PART_BYTES);
+        let count = u32::try_from(parts.len()).unwrap_or(u32::MAX);
+        for (part, regs) in (0..count).zip(parts) {
+            let wire = Wire::Registrations {
+                regs: regs.to_vec(),
+                part,
+                parts: count,
+                version,
+            };
+            self.send(to, &wire);
+        }
     }
 
     /// Whether another node has a registration that a REGISTER of `(policy, uri)` with
@@ -664,7 +731,28 @@ impl Cluster {
         }
         match wire {
             Wire::Event(_) => {}
-            Wire::Registrations { regs } => {
+            Wire::Alive { version } => {
+                let known = lock(&self.peers).get(&from).map(|p| p.version);
+                if known != Some(version) {
+                    self.send(Some(from), &Wire::Resend);
+                }
+            }
+            Wire::Resend => {
+                let told = lock(&self.announced);
+                if told.0 > 0 {
+                    self.send_registrations(Some(from), &told.1, told.0);
+                }
+            }
+            Wire::Registrations {
+                regs,
+                part,
+                parts,
+                version,
+            } => {
+                let assembled = assemble(&mut lock(&self.assembling), from, regs, (part, parts));
+                let Some(regs) = assembled else {
+                    return;
+                };
                 let mut peers = lock(&self.peers);
                 if !peers.contains_key(&from) && hub.meta_api.load(Ordering::Relaxed) {
                     // A node new to us: its sessions that joined before we listened.
@@ -676,6 +764,7 @@ impl Cluster {
                     Peer {
                         seen: Instant::now(),
                         regs,
+                        version,
                     },
                 );
                 if changed {
@@ -1348,6 +1437,65 @@ fn error_wire(call: u64, e: &RpcError) -> Wire {
     }
 }
 
+/// `regs` in parts of about `bytes` each (at least one part, at least one registration in
+/// each but an empty list's).
+fn parts_of(regs: &[Reg], bytes: usize) -> Vec<&[Reg]> {
+    let mut parts: Vec<&[Reg]> = Vec::new();
+    let (mut start, mut size) = (0, 0);
+    for (i, reg) in regs.iter().enumerate() {
+        let this = reg.uri.len() + 128;
+        if size + this > bytes && i > start {
+            parts.push(&regs[start..i]);
+            (start, size) = (i, 0);
+        }
+        size += this;
+    }
+    parts.push(&regs[start..]);
+    parts
+}
+
+/// Puts another node's list of registrations together from its parts (in `assembling`: per
+/// node, the next part and what came): the whole list once its last part came, in order; a
+/// part out of order drops what was gathered.
+fn assemble(
+    assembling: &mut HashMap<u64, (u32, Vec<Reg>)>,
+    from: u64,
+    regs: Vec<Reg>,
+    (part, parts): (u32, u32),
+) -> Option<Vec<Reg>> {
+    if part == 0 && parts <= 1 {
+        assembling.remove(&from);
+        return Some(regs);
+    }
+    if part == 0 {
+        if assembling.len() >= 1024 {
+            assembling.clear();
+        }
+        assembling.insert(from, (0, Vec::new()));
+    }
+    let gathered = match assembling.get_mut(&from) {
+        Some(gathered) if gathered.0 == part => gathered,
+        _ => {
+            assembling.remove(&from);
+            return None;
+        }
+    };
+    if gathered.1.len() + regs.len() > MAX_ASSEMBLED {
+        assembling.remove(&from);
+        tracing::warn!(
+            node = from,
+            "another node's registrations are too many: not taken"
+        );
+        return None;
+    }
+    gathered.1.extend(regs);
+    gathered.0 = part + 1;
+    if part + 1 < parts {
+        return None;
+    }
+    assembling.remove(&from).map(|(_, regs)| regs)
+}
+
 /// The other nodes' registrations, indexed: by node id within each (the same order on every
 /// node), what each announced sanitized (callees capped, an unknown `first` last in line,
 /// one entry per node), each registration's round-robin cursor carried over from `old`.
@@ -1522,6 +1670,56 @@ mod tests {
         let rr = others(RoundRobin);
         let alone: Vec<u64> = (0..3).filter_map(|_| pick(&rr, None, false)).collect();
         assert_eq!(alone, [1, 3, 3]);
+    }
+
+    fn reg(uri: &str) -> Reg {
+        Reg {
+            uri: uri.into(),
+            policy: "exact".into(),
+            invoke: "single".into(),
+            callees: 1,
+            first: 1,
+            last: 1,
+            restricted: false,
+        }
+    }
+
+    #[test]
+    fn a_long_list_of_registrations_goes_in_parts_and_is_put_together() {
+        let regs: Vec<Reg> = (0..10)
+            .map(|i| reg(&format!("com.example.{i:0>100}")))
+            .collect();
+        let parts = parts_of(&regs, 3 * (112 + 128));
+        assert_eq!(
+            parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
+            [3, 3, 3, 1]
+        );
+        assert_eq!(parts_of(&[], 100).len(), 1, "an empty list is told too");
+        assert_eq!(
+            parts_of(&regs[..1], 1).len(),
+            1,
+            "a registration bigger than a part"
+        );
+        let n = parts.len() as u32;
+        let mut assembling = HashMap::new();
+        let mut whole = None;
+        for (i, part) in parts.iter().enumerate() {
+            assert!(whole.is_none());
+            whole = assemble(&mut assembling, 7, part.to_vec(), (i as u32, n));
+        }
+        assert_eq!(whole, Some(regs.clone()));
+        assert!(assembling.is_empty());
+        // A part missed: nothing is taken until a whole list comes.
+        assert!(assemble(&mut assembling, 7, parts[0].to_vec(), (0, n)).is_none());
+        assert!(assemble(&mut assembling, 7, parts[2].to_vec(), (2, n)).is_none());
+        assert!(assemble(&mut assembling, 7, parts[3].to_vec(), (3, n)).is_none());
+        assert!(assembling.is_empty());
+        // A new list starts over what was gathered.
+        assert!(assemble(&mut assembling, 7, parts[0].to_vec(), (0, n)).is_none());
+        assert_eq!(
+            assemble(&mut assembling, 7, regs[..2].to_vec(), (0, 1)),
+            Some(regs[..2].to_vec())
+        );
     }
 
     #[test]

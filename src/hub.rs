@@ -480,16 +480,24 @@ impl Hub {
         let (hub, announcer) = (Arc::downgrade(self), Arc::downgrade(&cluster));
         let changed = cluster.changed.clone();
         tokio::spawn(async move {
+            // At most every 50 ms, and at most a tenth of the time: with many registrations
+            // an announcement takes long, and registering goes on meanwhile.
+            let mut pace = std::time::Duration::from_millis(50);
             loop {
                 // (A router dropped while nothing changes leaves this task waiting: it
                 // holds neither the router nor the cluster.)
                 changed.notified().await;
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                tokio::time::sleep(pace).await;
                 let (Some(hub), Some(cluster)) = (hub.upgrade(), announcer.upgrade()) else {
                     return;
                 };
+                let started = std::time::Instant::now();
                 cluster.announce(&hub);
                 cluster.sync_holds(&hub, false);
+                pace = (started.elapsed() * 10).clamp(
+                    std::time::Duration::from_millis(50),
+                    std::time::Duration::from_secs(5),
+                );
             }
         });
         *state = BackplaneState::Started { queue, cluster };
