@@ -281,6 +281,34 @@ pub trait FromCall<S>: Sized {
         call: &Call,
         state: &S,
     ) -> impl Future<Output = Result<Self, Self::Rejection>> + Send;
+
+    /// Extracts `Self` from the call when it is the handler's last argument: the call is
+    /// its own then (as axum's `FromRequest` takes the body), so it may take parts of it
+    /// rather than copy them ([`Args`] and [`Kwargs`] deserialize the arguments by value).
+    /// By default, [`from_call`](Self::from_call).
+    ///
+    /// ```
+    /// use tower_wamp::{Call, FromCall, RpcError};
+    ///
+    /// struct First(serde_json::Value);
+    ///
+    /// impl<S: Sync> FromCall<S> for First {
+    ///     type Rejection = RpcError;
+    ///     async fn from_call(call: &Call, _: &S) -> Result<Self, RpcError> {
+    ///         Ok(First(call.args().first().cloned().unwrap_or_default()))
+    ///     }
+    /// }
+    /// # let _ = First(serde_json::Value::Null);
+    /// ```
+    fn from_call_owned(
+        call: Call,
+        state: &S,
+    ) -> impl Future<Output = Result<Self, Self::Rejection>> + Send
+    where
+        S: Sync,
+    {
+        async move { Self::from_call(&call, state).await }
+    }
 }
 
 /// The positional arguments of the call, deserialized into `T`.
@@ -310,6 +338,13 @@ impl<S: Sync, T: DeserializeOwned + Send> FromCall<S> for Args<T> {
 
     async fn from_call(call: &Call, _state: &S) -> Result<Self, RpcError> {
         T::deserialize(&call.args)
+            .map(Args)
+            .map_err(|e| RpcError::invalid_argument(format!("invalid arguments: {e}")))
+    }
+
+    async fn from_call_owned(call: Call, _state: &S) -> Result<Self, RpcError> {
+        // The arguments moved, not copied: their strings become `T`'s.
+        T::deserialize(call.args)
             .map(Args)
             .map_err(|e| RpcError::invalid_argument(format!("invalid arguments: {e}")))
     }
@@ -344,6 +379,12 @@ impl<S: Sync, T: DeserializeOwned + Send> FromCall<S> for Kwargs<T> {
 
     async fn from_call(call: &Call, _state: &S) -> Result<Self, RpcError> {
         T::deserialize(&call.kwargs)
+            .map(Kwargs)
+            .map_err(|e| RpcError::invalid_argument(format!("invalid keyword arguments: {e}")))
+    }
+
+    async fn from_call_owned(call: Call, _state: &S) -> Result<Self, RpcError> {
+        T::deserialize(call.kwargs)
             .map(Kwargs)
             .map_err(|e| RpcError::invalid_argument(format!("invalid keyword arguments: {e}")))
     }

@@ -105,15 +105,33 @@ pub trait RpcHandler<T, S>: Clone + Send + Sync + Sized + 'static {
 }
 
 macro_rules! impl_rpc_handler {
-    ( $($ty:ident),* ) => {
+    // No argument.
+    () => {
         #[diagnostic::do_not_recommend]
-        impl<F, Fut, S, R, M, $($ty,)*> RpcHandler<(M, $($ty,)*), S> for F
+        impl<F, Fut, S, R, M> RpcHandler<(M,), S> for F
         where
-            F: FnOnce($($ty,)*) -> Fut + Clone + Send + Sync + 'static,
+            F: FnOnce() -> Fut + Clone + Send + Sync + 'static,
+            Fut: Future<Output = R> + Send,
+            R: IntoCallResult<M>,
+            S: Send + Sync + 'static,
+        {
+            fn call(self, _call: Call, _state: S) -> Pin<Box<dyn Future<Output = Result<Value, RpcError>> + Send>> {
+                Box::pin(async move { self().await.into_call_result() })
+            }
+        }
+    };
+    // Every argument but the last takes the call by reference; the last takes it whole
+    // (`FromCall::from_call_owned`: `Args` deserializes the arguments by value).
+    ( $($ty:ident),* ; $last:ident ) => {
+        #[diagnostic::do_not_recommend]
+        impl<F, Fut, S, R, M, $($ty,)* $last> RpcHandler<(M, $($ty,)* $last,), S> for F
+        where
+            F: FnOnce($($ty,)* $last) -> Fut + Clone + Send + Sync + 'static,
             Fut: Future<Output = R> + Send,
             R: IntoCallResult<M>,
             S: Send + Sync + 'static,
             $( $ty: FromCall<S> + Send, )*
+            $last: FromCall<S> + Send,
         {
             #[allow(non_snake_case, unused_variables)]
             fn call(self, call: Call, state: S) -> Pin<Box<dyn Future<Output = Result<Value, RpcError>> + Send>> {
@@ -121,7 +139,8 @@ macro_rules! impl_rpc_handler {
                     $(
                         let $ty = $ty::from_call(&call, &state).await.map_err(Into::into)?;
                     )*
-                    self($($ty,)*).await.into_call_result()
+                    let $last = $last::from_call_owned(call, &state).await.map_err(Into::into)?;
+                    self($($ty,)* $last).await.into_call_result()
                 })
             }
         }
@@ -129,15 +148,15 @@ macro_rules! impl_rpc_handler {
 }
 
 impl_rpc_handler!();
-impl_rpc_handler!(T1);
-impl_rpc_handler!(T1, T2);
-impl_rpc_handler!(T1, T2, T3);
-impl_rpc_handler!(T1, T2, T3, T4);
-impl_rpc_handler!(T1, T2, T3, T4, T5);
-impl_rpc_handler!(T1, T2, T3, T4, T5, T6);
-impl_rpc_handler!(T1, T2, T3, T4, T5, T6, T7);
-impl_rpc_handler!(T1, T2, T3, T4, T5, T6, T7, T8);
-impl_rpc_handler!(T1, T2, T3, T4, T5, T6, T7, T8, T9);
-impl_rpc_handler!(T1, T2, T3, T4, T5, T6, T7, T8, T9, T10);
-impl_rpc_handler!(T1, T2, T3, T4, T5, T6, T7, T8, T9, T10, T11);
-impl_rpc_handler!(T1, T2, T3, T4, T5, T6, T7, T8, T9, T10, T11, T12);
+impl_rpc_handler!(; T1);
+impl_rpc_handler!(T1; T2);
+impl_rpc_handler!(T1, T2; T3);
+impl_rpc_handler!(T1, T2, T3; T4);
+impl_rpc_handler!(T1, T2, T3, T4; T5);
+impl_rpc_handler!(T1, T2, T3, T4, T5; T6);
+impl_rpc_handler!(T1, T2, T3, T4, T5, T6; T7);
+impl_rpc_handler!(T1, T2, T3, T4, T5, T6, T7; T8);
+impl_rpc_handler!(T1, T2, T3, T4, T5, T6, T7, T8; T9);
+impl_rpc_handler!(T1, T2, T3, T4, T5, T6, T7, T8, T9; T10);
+impl_rpc_handler!(T1, T2, T3, T4, T5, T6, T7, T8, T9, T10; T11);
+impl_rpc_handler!(T1, T2, T3, T4, T5, T6, T7, T8, T9, T10, T11; T12);

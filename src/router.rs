@@ -1043,6 +1043,23 @@ enum Target<'a> {
     Auth,
 }
 
+/// A call on its way: a handler's own future, or any other target's.
+enum Running<'a> {
+    Handler(crate::handler::BoxFuture<Result<Value, RpcError>>),
+    Other(Pin<Box<dyn Future<Output = Result<Outcome, RpcError>> + Send + 'a>>),
+}
+
+impl Future for Running<'_> {
+    type Output = Result<Outcome, RpcError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Self::Handler(running) => running.as_mut().poll(cx).map(|r| r.map(Outcome::Value)),
+            Self::Other(running) => running.as_mut().poll(cx),
+        }
+    }
+}
+
 /// What a procedure returned: one value (the router's handlers), or v2 arguments (a
 /// client's procedure).
 enum Outcome {
@@ -1173,8 +1190,10 @@ impl Inner<()> {
         // `dealer::invoke`); a handler of ours is dropped whatever the mode, and does not
         // start once canceled.
         let cancel = call.control.cancel.take();
-        let mut running: Pin<Box<dyn Future<Output = Result<Outcome, RpcError>> + Send + '_>> =
-            match target {
+        let mut running: Running<'_> = match target {
+            // The handler's own future, not boxed again (most calls).
+            Target::User(handler) if cancel.is_none() => Running::Handler(handler(call, ())),
+            target => Running::Other(match target {
                 Target::User(handler) => match cancel {
                     None => Box::pin(async move { value(handler(call, ()).await) }),
                     Some(mut cancel) => Box::pin(async move {
@@ -1267,16 +1286,17 @@ impl Inner<()> {
                 }
                 Target::AuthReq => Box::pin(async move { value(self.authreq(call).await) }),
                 Target::Auth => Box::pin(async move { value(self.authenticate(call).await) }),
-            };
+            }),
+        };
         if let Some(deadline) = deadline {
-            running = Box::pin(async move {
+            running = Running::Other(Box::pin(async move {
                 tokio::time::timeout(deadline, running)
                     .await
                     .unwrap_or_else(|_| {
                         tracing::debug!(?deadline, "call timed out");
                         Err(RpcError::new(error_uri::TIMEOUT, "call timed out"))
                     })
-            });
+            }));
         }
         match AssertUnwindSafe(running).catch_unwind().await {
             Ok(Ok(Outcome::Arguments(payload))) => match &self.hooks.after_call_success {

@@ -96,7 +96,8 @@ const PONG: u8 = 0xa;
 /// One complete message taken from the buffer, or a control frame.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Decoded {
-    Text(Bytes),
+    /// Checked to be UTF-8 (once: the WAMP decoder takes it as text without checking again).
+    Text(Utf8Bytes),
     Binary(Bytes),
     Ping(Bytes),
     Pong(Bytes),
@@ -192,8 +193,9 @@ impl Decoder {
 /// A whole text or binary message; text is checked to be UTF-8.
 fn message(opcode: u8, payload: Bytes) -> Result<Decoded, WsError> {
     if opcode == TEXT {
-        std::str::from_utf8(&payload).map_err(|_| WsError::InvalidUtf8)?;
-        Ok(Decoded::Text(payload))
+        Utf8Bytes::try_from(payload)
+            .map(Decoded::Text)
+            .map_err(|_| WsError::InvalidUtf8)
     } else {
         Ok(Decoded::Binary(payload))
     }
@@ -547,9 +549,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> futures_util::Stream for Incom
                 Err(e) => return this.fail(cx, e),
                 Ok(Some(decoded)) => {
                     let message = match decoded {
-                        Decoded::Text(bytes) => WsMessage::Text(
-                            Utf8Bytes::try_from(bytes).expect("checked by the decoder"),
-                        ),
+                        Decoded::Text(text) => WsMessage::Text(text),
                         Decoded::Binary(bytes) => WsMessage::Binary(bytes),
                         // Answered before the next read, only the latest of those read
                         // together (RFC 6455 5.5.3).
@@ -723,7 +723,7 @@ mod tests {
         assert_eq!(
             got,
             vec![
-                Decoded::Text(Bytes::from_static(b"[2,\"c\",\"p\"]")),
+                Decoded::Text(Utf8Bytes::from_static("[2,\"c\",\"p\"]")),
                 Decoded::Binary(Bytes::from_static(&[1, 2, 3])),
                 Decoded::Ping(Bytes::from_static(b"hi")),
                 Decoded::Pong(Bytes::new()),
@@ -750,7 +750,7 @@ mod tests {
                 got.push(m);
             }
             assert_eq!(got.len(), 2, "cut at {cut}");
-            assert_eq!(got[0], Decoded::Text(Bytes::from(long.clone())));
+            assert_eq!(got[0], Decoded::Text(Utf8Bytes::from(long.clone())));
         }
     }
 
@@ -766,7 +766,7 @@ mod tests {
             got,
             vec![
                 Decoded::Ping(Bytes::from_static(b"p")),
-                Decoded::Text(Bytes::from_static(b"[2,\"c\",\"p\"]")),
+                Decoded::Text(Utf8Bytes::from_static("[2,\"c\",\"p\"]")),
             ]
         );
     }

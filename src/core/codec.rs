@@ -346,7 +346,14 @@ pub mod v1 {
     /// ```
     #[must_use]
     pub fn encode_call_result(call_id: &str, result: &Value) -> String {
-        to_text(&(3, call_id, result))
+        let bytes = super::exact(|out| {
+            out.extend_from_slice(b"[3,");
+            crate::core::json::write_str(out, call_id);
+            out.push(b',');
+            crate::core::json::write_value(out, result);
+            out.push(b']');
+        });
+        String::from_utf8(bytes).unwrap_or_default()
     }
 
     /// `[4, callId, errorUri, errorDesc]`, plus `errorDetails` only when there are details.

@@ -13,6 +13,7 @@ pub(crate) mod broker;
 pub mod codec;
 pub mod curie;
 mod id;
+pub mod json;
 pub mod matching;
 mod message;
 pub(crate) mod pattern;

@@ -392,7 +392,7 @@ pub fn encode_json_result(request: u64, result: &Value) -> Vec<u8> {
     super::exact(|out| {
         use std::io::Write as _;
         let _ = write!(out, "[50,{request},{{}},[");
-        serde_json::to_writer(&mut *out, result).expect("JSON values always serialize");
+        crate::core::json::write_value(out, result);
         out.extend_from_slice(b"]]");
     })
 }
