@@ -138,9 +138,10 @@ pub(crate) enum DirOp {
 pub(crate) const HOLD_FOR: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A hold not renewed for this long is stale: its node renews every 3 s (the heartbeat's
-/// third beat), so a live one's hold has more than 6.5 s left.
+/// third beat), so a live one's hold has 7 s or more left (5.5 s with a heartbeat 1.5 s
+/// late), and a node lost (silent for 5 s) renewed its own 5 s ago or more.
 #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-pub(crate) const STALE_AFTER: std::time::Duration = std::time::Duration::from_millis(3500);
+pub(crate) const STALE_AFTER: std::time::Duration = std::time::Duration::from_millis(4500);
 
 /// What carries serialized publications between the nodes of a deployment.
 pub(crate) trait Carrier: fmt::Debug + Send + Sync + 'static {
@@ -338,6 +339,15 @@ mod redis_backplane {
     const RELEASE: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
         return redis.call('DEL', KEYS[1]) else return 0 end";
 
+    /// Aborts a task when dropped.
+    struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+
     /// Deletes `KEYS[1]` if it is held for `ARGV[1]` with less than `ARGV[2]` ms left.
     const RELEASE_STALE: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] and \
         redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then \
@@ -491,7 +501,9 @@ mod redis_backplane {
         // in a task of their own (the carrier does not wait for their answers), one after
         // another: a release is never overtaken by a renewal sent before it.
         let (ordered, requests) = tokio::sync::mpsc::channel::<super::DirOp>(super::QUEUE);
-        tokio::spawn(directory_worker(directory_conn, requests));
+        // Ended with this connection: a worker of an earlier one never runs beside the next.
+        let worker = tokio::spawn(directory_worker(directory_conn, requests));
+        let _worker = AbortOnDrop(worker);
         loop {
             tokio::select! {
                 n = outgoing.recv_many(&mut batch, BATCH) => {

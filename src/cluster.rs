@@ -406,6 +406,8 @@ pub(crate) struct Cluster {
     presence: Mutex<Presence>,
     /// When this node last told each other node its sessions.
     told: Mutex<HashMap<u64, Instant>>,
+    /// When this node last sent each other node its list on request.
+    resent: Mutex<HashMap<u64, Instant>>,
     /// The version of this node's list of registrations last told, and the list.
     announced: Mutex<(u64, Vec<Reg>)>,
     /// Other nodes' lists of registrations coming in parts: the next part, and the list.
@@ -444,6 +446,7 @@ impl Cluster {
             told: Mutex::default(),
             assembling: Mutex::default(),
             announced: Mutex::default(),
+            resent: Mutex::default(),
             leaving: std::sync::atomic::AtomicBool::new(false),
             queue,
             metrics,
@@ -503,7 +506,12 @@ impl Cluster {
             let mut held = lock(&self.held);
             // Still held from a registration of it under another policy that just ended
             // here (let go at the announcer's pace): let go first.
-            if let Some(stale) = held.get(&key).filter(|v| **v != value).cloned() {
+            let claimed_now = lock(&self.claiming).contains_key(&key);
+            if let Some(stale) = held
+                .get(&key)
+                .filter(|v| **v != value && !claimed_now)
+                .cloned()
+            {
                 held.remove(&key);
                 if stale.starts_with("single:") {
                     let op = DirOp::Release {
@@ -603,6 +611,9 @@ impl Cluster {
         if self.leaving.load(Ordering::Relaxed) {
             return;
         }
+        // Read under `announced`: two announcements (the heartbeat's, the announcer's) tell
+        // their lists in the order they read them.
+        let mut told = lock(&self.announced);
         let regs: Vec<Reg> = hub
             .registrations()
             .summary()
@@ -619,7 +630,6 @@ impl Cluster {
             .collect();
         // Unchanged since last told: only the version (a node that does not have it asks
         // for the list).
-        let mut told = lock(&self.announced);
         if told.0 > 0 && told.1 == regs {
             self.send(None, &Wire::Alive { version: told.0 });
             return;
@@ -732,12 +742,32 @@ impl Cluster {
         match wire {
             Wire::Event(_) => {}
             Wire::Alive { version } => {
+                self.touch_presence(from);
                 let known = lock(&self.peers).get(&from).map(|p| p.version);
-                if known != Some(version) {
+                let coming = lock(&self.assembling).contains_key(&from);
+                if known != Some(version) && !coming {
                     self.send(Some(from), &Wire::Resend);
                 }
             }
             Wire::Resend => {
+                // Not from a node that is leaving (it would be taken as alive again), and
+                // to one asker at most every few seconds.
+                if self.leaving.load(Ordering::Relaxed) {
+                    return;
+                }
+                {
+                    let mut resent = lock(&self.resent);
+                    if resent
+                        .get(&from)
+                        .is_some_and(|at| at.elapsed() < PRESENCE_AGAIN)
+                    {
+                        return;
+                    }
+                    if resent.len() >= 1024 {
+                        resent.clear();
+                    }
+                    resent.insert(from, Instant::now());
+                }
                 let told = lock(&self.announced);
                 if told.0 > 0 {
                     self.send_registrations(Some(from), &told.1, told.0);
@@ -771,7 +801,12 @@ impl Cluster {
                     self.rebuild(&peers);
                 }
             }
-            Wire::Leaving => self.lost(from),
+            Wire::Leaving => {
+                // Its sessions' leaves follow: they are told as left only if it then falls
+                // silent (see `leave_orphans`).
+                self.touch_presence(from);
+                self.lost(from);
+            }
             Wire::Presence => {
                 // Told only with the meta API on (else no joins or leaves follow), and to
                 // one asker at most every few seconds.
@@ -1051,11 +1086,15 @@ impl Cluster {
             self.rebuild(&peers);
             peer.regs
         };
+        lock(&self.received).remove(&node);
+        lock(&self.assembling).remove(&node);
         tracing::warn!(node, "another node is lost");
         // Its names are let go now rather than when their hold lapses (up to 10 s later), so
         // that another node may take its procedures: only those still held for it and not
         // renewed for longer than a live node lets pass (a node only this one lost sight of
         // keeps its names), in one request; every node that saw it go sends the same.
+        // Not while the backplane is down or just back: then no node could renew, and
+        // every hold looks stale.
         let held_for = format!("single:{node}");
         let holds: Vec<(String, String)> = regs
             .iter()
@@ -1063,6 +1102,7 @@ impl Cluster {
             .map(|reg| (self.carrier.key(&reg.policy, &reg.uri), held_for.clone()))
             .collect();
         if !holds.is_empty()
+            && self.steadily_up()
             && self
                 .directory
                 .try_send(DirOp::ReleaseStale { holds })
@@ -1104,11 +1144,7 @@ impl Cluster {
     /// backplane is down or just back (a node unheard of then may be alive; its sessions
     /// are asked anew when it is heard again).
     fn leave_orphans(&self, hub: &Arc<Hub>) {
-        let connected_ms = self.metrics.backplane_connected_at.load(Ordering::Relaxed);
-        let up_for = crate::core::broker::now_ms().saturating_sub(connected_ms);
-        if self.metrics.backplane_up.load(Ordering::Relaxed) == 0
-            || up_for < u64::try_from(DEAD_AFTER.as_millis()).unwrap_or(u64::MAX)
-        {
+        if !self.steadily_up() {
             return;
         }
         let live: std::collections::HashSet<u64> = lock(&self.peers).keys().copied().collect();
@@ -1131,10 +1167,26 @@ impl Cluster {
         }
     }
 
+    /// Whether the backplane is up, and has been for [`DEAD_AFTER`] (every live node was
+    /// heard since it came back).
+    fn steadily_up(&self) -> bool {
+        let connected_ms = self.metrics.backplane_connected_at.load(Ordering::Relaxed);
+        let up_for = crate::core::broker::now_ms().saturating_sub(connected_ms);
+        self.metrics.backplane_up.load(Ordering::Relaxed) == 1
+            && up_for >= u64::try_from(DEAD_AFTER.as_millis()).unwrap_or(u64::MAX)
+    }
+
     /// Asks every other node for its sessions (with the meta API on).
     pub(crate) fn ask_presence(&self, hub: &Hub) {
         if hub.meta_api.load(Ordering::Relaxed) {
             self.send(None, &Wire::Presence);
+        }
+    }
+
+    /// Marks `node` as heard of now, for its sessions (if any are kept).
+    fn touch_presence(&self, node: u64) {
+        if let Some(of) = lock(&self.presence).by_node.get_mut(&node) {
+            of.seen = Instant::now();
         }
     }
 

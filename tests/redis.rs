@@ -1312,6 +1312,9 @@ fn a_lost_nodes_procedures_may_be_registered_elsewhere_once_it_is_lost() {
             callee_on(b, "com.example.taken", json!({})).await.err(),
             Some("wamp.error.procedure_already_exists".into())
         );
+        // B's backplane is up for longer than a node takes to be lost (names are let go
+        // only then: not after an outage, when every hold looks stale).
+        tokio::time::sleep(Duration::from_secs(2)).await;
         (b, callee)
     });
     let lost_at = std::time::Instant::now();
