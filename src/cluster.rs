@@ -420,6 +420,23 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Whether `node` may be answered now: not within [`PRESENCE_AGAIN`] of the last answer
+/// (`last` holds when each node was last answered, for at most 1024 nodes).
+fn now_and_again(last: &Mutex<HashMap<u64, Instant>>, node: u64) -> bool {
+    let mut last = lock(last);
+    if last
+        .get(&node)
+        .is_some_and(|at| at.elapsed() < PRESENCE_AGAIN)
+    {
+        return false;
+    }
+    if last.len() >= 1024 {
+        last.clear();
+    }
+    last.insert(node, Instant::now());
+    true
+}
+
 /// How many calls of ours may be pending on other nodes at once.
 const MAX_CALLS: usize = 65_536;
 
@@ -752,21 +769,8 @@ impl Cluster {
             Wire::Resend => {
                 // Not from a node that is leaving (it would be taken as alive again), and
                 // to one asker at most every few seconds.
-                if self.leaving.load(Ordering::Relaxed) {
+                if self.leaving.load(Ordering::Relaxed) || !now_and_again(&self.resent, from) {
                     return;
-                }
-                {
-                    let mut resent = lock(&self.resent);
-                    if resent
-                        .get(&from)
-                        .is_some_and(|at| at.elapsed() < PRESENCE_AGAIN)
-                    {
-                        return;
-                    }
-                    if resent.len() >= 1024 {
-                        resent.clear();
-                    }
-                    resent.insert(from, Instant::now());
                 }
                 let told = lock(&self.announced);
                 if told.0 > 0 {
@@ -810,21 +814,8 @@ impl Cluster {
             Wire::Presence => {
                 // Told only with the meta API on (else no joins or leaves follow), and to
                 // one asker at most every few seconds.
-                if !hub.meta_api.load(Ordering::Relaxed) {
+                if !hub.meta_api.load(Ordering::Relaxed) || !now_and_again(&self.told, from) {
                     return;
-                }
-                {
-                    let mut told = lock(&self.told);
-                    if told
-                        .get(&from)
-                        .is_some_and(|at| at.elapsed() < PRESENCE_AGAIN)
-                    {
-                        return;
-                    }
-                    if told.len() >= 1024 {
-                        told.clear();
-                    }
-                    told.insert(from, Instant::now());
                 }
                 // In order with this node's `on_leave`s: a session that leaves after it was
                 // listed has its leave queued after the list.

@@ -567,24 +567,25 @@ async fn a_procedure_registered_on_one_node_is_called_from_another() {
     assert!(gone, "the registration stayed known after its callee left");
 }
 
-#[test]
-fn a_lost_node_fails_the_calls_pending_there() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+/// A multi-threaded runtime of `workers` threads (a node in one of its own can be killed
+/// as in a crash by shutting it down).
+fn runtime(workers: usize) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
         .enable_all()
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn a_lost_node_fails_the_calls_pending_there() {
+    let (rt, doomed) = (runtime(2), runtime(1));
     let Some(redis) = rt.block_on(RedisServer::start()) else {
         return;
     };
     let url = redis.url();
-    // The callee's node runs in a runtime of its own, shut down mid-call: its tasks, its
-    // heartbeat and its Redis connections end at once, as in a crash.
-    let doomed = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    // The callee's node runs in a runtime of its own (`doomed`), shut down mid-call: its
+    // tasks, its heartbeat and its Redis connections end at once, as in a crash.
     let a = doomed.block_on(serve_router(node(&url, "lost")));
     let (mut caller, callee, request) = rt.block_on(async {
         let b = serve_router(node(&url, "lost")).await;
@@ -1175,23 +1176,51 @@ async fn shared_policies_and_best_matches_hold_across_nodes() {
     );
 }
 
+/// The sessions told as left to `watcher` (subscribed to `wamp.session.on_leave` as
+/// `subscription`) until `until`, or until `want` of them came; sorted. Answers to calls
+/// the watcher made are passed over.
+async fn leaves_until(
+    watcher: &mut V2,
+    subscription: u64,
+    until: tokio::time::Instant,
+    want: Option<usize>,
+) -> Vec<u64> {
+    let mut left = Vec::new();
+    while want.is_none_or(|n| left.len() < n) {
+        let Ok(frame) =
+            tokio::time::timeout_at(until, futures_util::StreamExt::next(&mut watcher.ws)).await
+        else {
+            break;
+        };
+        let bytes = frame.unwrap().unwrap().into_data();
+        if bytes.is_empty() {
+            continue;
+        }
+        match tower_wamp::core::codec::v2::decode(Serializer::Json, &bytes).unwrap() {
+            Message::Event {
+                subscription: s,
+                args,
+                ..
+            } => {
+                assert_eq!(s, subscription);
+                left.push(args[0].as_u64().unwrap());
+            }
+            Message::Error { .. } | Message::Result { .. } => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    left.sort_unstable();
+    left
+}
+
 #[test]
 fn a_lost_nodes_sessions_leave_on_the_other_nodes() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let (rt, doomed) = (runtime(2), runtime(1));
     let Some(redis) = rt.block_on(RedisServer::start()) else {
         return;
     };
     let url = redis.url();
     // The node that dies runs in a runtime of its own (see the lost-node test above).
-    let doomed = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
     let b = doomed.block_on(serve_router(node(&url, "gone").meta_api(true)));
     let (mut watcher, gone, ons) = rt.block_on(async {
         // One session joined before the other node listened, one after.
@@ -1215,33 +1244,9 @@ fn a_lost_nodes_sessions_leave_on_the_other_nodes() {
     });
     doomed.shutdown_background();
     rt.block_on(async move {
-        let mut left = Vec::new();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while left.len() < gone.len() {
-            let frame =
-                tokio::time::timeout_at(deadline, futures_util::StreamExt::next(&mut watcher.ws))
-                    .await
-                    .expect("every session of the lost node left")
-                    .unwrap()
-                    .unwrap();
-            let bytes = frame.into_data();
-            if bytes.is_empty() {
-                continue;
-            }
-            match tower_wamp::core::codec::v2::decode(Serializer::Json, &bytes).unwrap() {
-                Message::Event {
-                    subscription, args, ..
-                } => {
-                    assert_eq!(subscription, ons);
-                    left.push(args[0].as_u64().unwrap());
-                }
-                // The probe call's answer.
-                Message::Error { .. } | Message::Result { .. } => {}
-                other => panic!("{other:?}"),
-            }
-        }
-        left.sort_unstable();
-        assert_eq!(left, gone);
+        let until = tokio::time::Instant::now() + Duration::from_secs(10);
+        let left = leaves_until(&mut watcher, ons, until, Some(gone.len())).await;
+        assert_eq!(left, gone, "every session of the lost node left");
         drop(redis);
     });
 }
@@ -1288,20 +1293,11 @@ async fn a_burst_of_publications_does_not_push_out_a_call() {
 
 #[test]
 fn a_lost_nodes_procedures_may_be_registered_elsewhere_once_it_is_lost() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let (rt, doomed) = (runtime(2), runtime(1));
     let Some(redis) = rt.block_on(RedisServer::start()) else {
         return;
     };
     let url = redis.url();
-    let doomed = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
     let a = doomed.block_on(serve_router(node(&url, "taken")));
     let (b, callee) = rt.block_on(async {
         let b = serve_router(node(&url, "taken")).await;
@@ -1422,27 +1418,8 @@ async fn a_node_that_shuts_down_tells_each_leave_once() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(handle_b.shutdown(Duration::from_secs(2)).await);
     // Each leave once: none told again when A finds B gone (5 s later).
-    let mut left = Vec::new();
     let until = tokio::time::Instant::now() + Duration::from_secs(8);
-    while let Ok(frame) =
-        tokio::time::timeout_at(until, futures_util::StreamExt::next(&mut watcher.ws)).await
-    {
-        let bytes = frame.unwrap().unwrap().into_data();
-        if bytes.is_empty() {
-            continue;
-        }
-        match tower_wamp::core::codec::v2::decode(Serializer::Json, &bytes).unwrap() {
-            Message::Event {
-                subscription, args, ..
-            } => {
-                assert_eq!(subscription, leaves);
-                left.push(args[0].as_u64().unwrap());
-            }
-            Message::Error { .. } | Message::Result { .. } => {}
-            other => panic!("{other:?}"),
-        }
-    }
-    left.sort_unstable();
+    let left = leaves_until(&mut watcher, leaves, until, None).await;
     assert_eq!(left, gone);
     drop((others, callee));
 }
