@@ -21,7 +21,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::{
     RpcError,
@@ -372,7 +372,7 @@ struct OutCall {
 }
 
 /// Where a call's CANCELs go.
-type CancelSender = watch::Sender<Option<CancelMode>>;
+type CancelSender = crate::cancel::Sender;
 
 /// This node's side of the cluster.
 #[derive(Debug)]
@@ -882,7 +882,7 @@ impl Cluster {
             } => {
                 // Known as served before anything else is read: a CANCEL right behind it
                 // finds it.
-                let (cancel_tx, cancel) = watch::channel(None);
+                let (cancel_tx, cancel) = crate::cancel::channel();
                 lock(&self.served).insert((from, call), cancel_tx);
                 let mut upto = lock(&self.received);
                 let newest = upto.entry(from).or_default();
@@ -1337,7 +1337,7 @@ impl Cluster {
         let mut killed = false;
         let answered = loop {
             if let Some(c) = cancel.as_mut() {
-                match *c.borrow_and_update() {
+                match c.borrow_and_update() {
                     // Once; its answer, whatever it is, goes to the caller.
                     Some(CancelMode::Kill) if !killed => {
                         killed = true;
@@ -1382,7 +1382,7 @@ impl Cluster {
         (procedure, called): (&str, Option<&str>),
         payload: Payload,
         caller: Disclosure,
-        (receive_progress, cancel): (bool, watch::Receiver<Option<CancelMode>>),
+        (receive_progress, cancel): (bool, crate::cancel::Receiver),
     ) {
         let Some(routed) = hub.route(procedure) else {
             lock(&self.served).remove(&(from, call));

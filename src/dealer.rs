@@ -176,7 +176,7 @@ impl ProgressSink {
 #[derive(Debug, Default)]
 pub(crate) struct CallControl {
     pub(crate) progress: Option<ProgressSink>,
-    pub(crate) cancel: Option<tokio::sync::watch::Receiver<Option<CancelMode>>>,
+    pub(crate) cancel: Option<crate::cancel::Receiver>,
     /// A progressive call invocation's later chunks (its first CALL had `progress`).
     pub(crate) chunks: Option<tokio::sync::mpsc::Receiver<Chunk>>,
 }
@@ -809,7 +809,7 @@ pub(crate) async fn invoke(
     let answered = loop {
         if let Some(cancel) = cancel.as_mut() {
             // The latest CANCEL (one may have come before the INVOCATION went out).
-            let mode = *cancel.borrow_and_update();
+            let mode = cancel.borrow_and_update();
             // A callee that cannot be interrupted is treated as `skip`.
             let mode = mode.map(|m| {
                 if callee.features.call_canceling {
@@ -913,8 +913,8 @@ pub(crate) async fn invoke(
 
 /// The next CANCEL of a call that may take some (never, for one that may not).
 pub(crate) async fn cancel_changed(
-    cancel: &mut Option<tokio::sync::watch::Receiver<Option<CancelMode>>>,
-) -> Result<(), tokio::sync::watch::error::RecvError> {
+    cancel: &mut Option<crate::cancel::Receiver>,
+) -> Result<(), crate::cancel::Closed> {
     match cancel.as_mut() {
         Some(c) => c.changed().await,
         None => std::future::pending().await,

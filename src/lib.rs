@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod backplane;
+mod cancel;
 mod clip;
 mod cluster;
 pub mod core;

@@ -2,7 +2,6 @@
 
 use std::{
     any::Any,
-    collections::HashMap,
     convert::Infallible,
     fmt,
     future::Future,
@@ -342,7 +341,7 @@ struct Hooks {
 }
 
 pub(crate) struct Inner<S> {
-    pub(crate) procedures: HashMap<String, ErasedRpc<S>>,
+    pub(crate) procedures: crate::core::hash::FastMap<String, ErasedRpc<S>>,
     topics: PatternTable<Topic>,
     /// The topic patterns as written, for the permission summary of a successful auth.
     pub(crate) topic_patterns: Vec<(String, Topic)>,
@@ -353,11 +352,11 @@ pub(crate) struct Inner<S> {
     disclose_callers: bool,
     pub(crate) auth: Option<Arc<WampCra>>,
     call_timeout: Option<Duration>,
-    procedure_timeouts: HashMap<String, Duration>,
+    procedure_timeouts: crate::core::hash::FastMap<String, Duration>,
     /// The WAMP v2 realms served (empty: any realm name opens the one realm).
     realms: Vec<String>,
     /// Other names of procedures and topics: alias → the URI they are registered under.
-    aliases: HashMap<String, String>,
+    aliases: crate::core::hash::FastMap<String, String>,
     /// The WAMP v2 meta API is on.
     pub(crate) meta_api: bool,
     /// Authorization as data: permissions and disclosure by authrole.
@@ -470,7 +469,7 @@ impl<S: Clone + Send + Sync + 'static> WampRouter<S> {
     pub fn new() -> Self {
         Self {
             inner: Arc::new(Inner {
-                procedures: HashMap::new(),
+                procedures: crate::core::hash::FastMap::default(),
                 topics: PatternTable::default(),
                 topic_patterns: Vec::new(),
                 hooks: Hooks::default(),
@@ -479,9 +478,9 @@ impl<S: Clone + Send + Sync + 'static> WampRouter<S> {
                 disclose_callers: false,
                 auth: None,
                 call_timeout: None,
-                procedure_timeouts: HashMap::new(),
+                procedure_timeouts: crate::core::hash::FastMap::default(),
                 realms: Vec::new(),
-                aliases: HashMap::new(),
+                aliases: crate::core::hash::FastMap::default(),
                 meta_api: false,
                 roles: None,
                 subscribers: Vec::new(),
@@ -1046,6 +1045,12 @@ enum Target<'a> {
 /// A call on its way: a handler's own future, or any other target's.
 enum Running<'a> {
     Handler(crate::handler::BoxFuture<Result<Value, RpcError>>),
+    /// A v2 caller's call to a handler: dropped when canceled (whatever the mode), and not
+    /// started when canceled before.
+    Cancelable(
+        crate::handler::BoxFuture<Result<Value, RpcError>>,
+        crate::cancel::Receiver,
+    ),
     Other(Pin<Box<dyn Future<Output = Result<Outcome, RpcError>> + Send + 'a>>),
 }
 
@@ -1055,6 +1060,15 @@ impl Future for Running<'_> {
     fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
         match self.get_mut() {
             Self::Handler(running) => running.as_mut().poll(cx).map(|r| r.map(Outcome::Value)),
+            Self::Cancelable(running, cancel) => {
+                if cancel.poll_canceled(cx).is_ready() {
+                    return Poll::Ready(Err(RpcError::new(
+                        crate::dealer::CANCELED,
+                        "the call was canceled",
+                    )));
+                }
+                running.as_mut().poll(cx).map(|r| r.map(Outcome::Value))
+            }
             Self::Other(running) => running.as_mut().poll(cx),
         }
     }
@@ -1099,11 +1113,8 @@ impl Inner<()> {
         call.hub = Some(self.wamp.hub.clone());
         // The name the caller called, when an alias changes it (a pattern's callee is told it).
         let mut called = None;
-        if !self.aliases.is_empty() {
-            let canonical = self.canonical(call.procedure.clone());
-            if canonical != call.procedure {
-                called = Some(std::mem::replace(&mut call.procedure, canonical));
-            }
+        if let Some(canonical) = self.aliases.get(call.procedure.as_str()) {
+            called = Some(std::mem::replace(&mut call.procedure, canonical.clone()));
         }
         // What the after-call hooks see; built only when there are such hooks.
         let hooks = &self.hooks;
@@ -1192,31 +1203,13 @@ impl Inner<()> {
         let cancel = call.control.cancel.take();
         let mut running: Running<'_> = match target {
             // The handler's own future, not boxed again (most calls).
-            Target::User(handler) if cancel.is_none() => Running::Handler(handler(call, ())),
+            Target::User(handler) => match cancel {
+                None => Running::Handler(handler(call, ())),
+                // Not boxed again: the CANCEL is looked at before each poll.
+                Some(cancel) => Running::Cancelable(handler(call, ()), cancel),
+            },
             target => Running::Other(match target {
-                Target::User(handler) => match cancel {
-                    None => Box::pin(async move { value(handler(call, ()).await) }),
-                    Some(mut cancel) => Box::pin(async move {
-                        let canceled =
-                            || RpcError::new(crate::dealer::CANCELED, "the call was canceled");
-                        if cancel.borrow_and_update().is_some() {
-                            return Err(canceled());
-                        }
-                        // Most handlers answer at once: the CANCEL wait is set up only for
-                        // one that has to wait.
-                        let mut running = std::pin::pin!(handler(call, ()));
-                        let first =
-                            std::future::poll_fn(|cx| Poll::Ready(running.as_mut().poll(cx))).await;
-                        if let Poll::Ready(result) = first {
-                            return value(result);
-                        }
-                        tokio::select! {
-                            biased;
-                            Ok(_) = cancel.wait_for(Option::is_some) => Err(canceled()),
-                            result = running => value(result),
-                        }
-                    }),
-                },
+                Target::User(handler) => Box::pin(async move { value(handler(call, ()).await) }),
                 Target::Remote(routed) => Box::pin(async move {
                     let control = crate::dealer::CallControl {
                         progress: call.control.progress.take(),

@@ -696,7 +696,7 @@ struct Conn {
     pending: Arc<crate::dealer::Pending>,
     /// As a WAMP v2 caller: how to cancel its calls in flight, by request id. Ended calls
     /// are swept out when the map has doubled since the last sweep.
-    cancels: HashMap<u64, tokio::sync::watch::Sender<Option<v2s::CancelMode>>>,
+    cancels: HashMap<u64, crate::cancel::Sender>,
     sweep_cancels_at: usize,
     /// As a WAMP v2 caller: where the later chunks of its progressive call invocations go,
     /// by request id (at most `v2s::MAX_STREAMING_CALLS`).
@@ -1054,7 +1054,7 @@ impl Conn {
             return;
         }
         let timeout = (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms));
-        let (cancel, canceled) = tokio::sync::watch::channel(None);
+        let (cancel, canceled) = crate::cancel::channel();
         let mut stream = None;
         let chunks = progress.then(|| {
             let (tx, rx) = tokio::sync::mpsc::channel(4);

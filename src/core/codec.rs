@@ -226,21 +226,26 @@ pub mod v1 {
     /// # Errors
     /// A [`DecodeError`] saying what is wrong with the frame.
     pub fn decode(text: &str) -> Result<Message, DecodeError> {
-        let value: Value =
-            serde_json::from_str(text).map_err(|e| DecodeError::InvalidJson(e.to_string()))?;
-        let Value::Array(items) = value else {
+        let value = match crate::core::json::parse(text) {
+            Some(value) => value,
+            None => {
+                serde_json::from_str(text).map_err(|e| DecodeError::InvalidJson(e.to_string()))?
+            }
+        };
+        let Value::Array(mut rest) = value else {
             return Err(DecodeError::NotAnArray);
         };
-        let mut items = items.into_iter();
-        let type_id = match items.next() {
+        // The items after the type id stay in the list's own allocation (a short shift,
+        // not a second list).
+        let type_id = match rest.first() {
             Some(Value::Number(n)) => n.as_i64().ok_or(DecodeError::BadTypeId)?,
             _ => return Err(DecodeError::BadTypeId),
         };
+        rest.remove(0);
         let ty = match u8::try_from(type_id) {
             Ok(t @ 0..=8) => t,
             _ => return Err(DecodeError::UnknownType(type_id)),
         };
-        let rest: Vec<Value> = items.collect();
         match ty {
             1 => {
                 let [prefix, uri]: [Value; 2] = rest
@@ -252,13 +257,14 @@ pub mod v1 {
                 })
             }
             2 => {
-                let mut rest = rest.into_iter();
-                let call_id = match rest.next() {
-                    Some(Value::String(id)) => id,
+                let mut args = rest;
+                let call_id = match args.first_mut() {
+                    Some(Value::String(id)) => std::mem::take(id),
                     Some(_) => return Err(shape(2, None, "the call id must be a string")),
                     None => return Err(shape(2, None, "CALL without a call id")),
                 };
-                let procedure = match rest.next() {
+                args.remove(0);
+                let procedure = match (!args.is_empty()).then(|| args.remove(0)) {
                     Some(Value::String(p)) => p,
                     Some(other) => {
                         return Err(shape(
@@ -272,7 +278,7 @@ pub mod v1 {
                 Ok(Message::Call {
                     call_id,
                     procedure,
-                    args: rest.collect(),
+                    args,
                 })
             }
             5 | 6 => {

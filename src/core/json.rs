@@ -8,19 +8,33 @@ use serde_json::Value;
 const LO: u64 = 0x0101_0101_0101_0101;
 const HI: u64 = 0x8080_8080_8080_8080;
 
-/// Whether any byte of `w` is zero (may flag a byte above a zero one too: only a hint).
-const fn has_zero(w: u64) -> bool {
-    w.wrapping_sub(LO) & !w & HI != 0
+/// The bytes of `w` that need a closer look in a JSON string, as their top bits: a
+/// control character, `"` (0x22) or `\` (0x5c). Bits above the lowest may be false alarms
+/// (a borrow carried up from a byte that is flagged); the lowest is exact.
+const fn special(w: u64) -> u64 {
+    // A byte below 0x20: subtracting 0x20 borrows into its top bit while its own top bit
+    // is clear. A byte equal to `c`: zero after xor with `c`.
+    let control = w.wrapping_sub(LO * 0x20) & !w;
+    let quote = w ^ (LO * 0x22);
+    let backslash = w ^ (LO * 0x5c);
+    (control | (quote.wrapping_sub(LO) & !quote) | (backslash.wrapping_sub(LO) & !backslash)) & HI
 }
 
-/// Whether any of the eight bytes may need escaping: a control character, `"` (0x22) or
-/// `\` (0x5c).
-const fn may_need_escape(w: u64) -> bool {
-    // A byte below 0x20: subtracting 0x20 borrows into its top bit while its own top bit
-    // is clear.
-    (w.wrapping_sub(LO * 0x20) & !w & HI != 0)
-        || has_zero(w ^ (LO * 0x22))
-        || has_zero(w ^ (LO * 0x5c))
+/// Where the first byte at or after `i` that a JSON string cannot hold as it is stands
+/// (`bytes.len()` when there is none), eight bytes at a time.
+fn scan(bytes: &[u8], mut i: usize) -> usize {
+    while let Some(chunk) = bytes.get(i..i + 8) {
+        let w = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
+        let hits = special(w);
+        if hits != 0 {
+            return i + (hits.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while i < bytes.len() && !matches!(bytes[i], 0..0x20 | b'"' | b'\\') {
+        i += 1;
+    }
+    i
 }
 
 /// Writes `s` as a JSON string, escaped as serde_json escapes it.
@@ -35,53 +49,59 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
     out.reserve(bytes.len() + 2);
     out.push(b'"');
     let mut start = 0;
-    let mut i = 0;
-    while i < bytes.len() {
-        if let Some(chunk) = bytes.get(i..i + 8) {
-            let w = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
-            if !may_need_escape(w) {
-                i += 8;
-                continue;
-            }
+    loop {
+        let i = scan(bytes, start);
+        out.extend_from_slice(&bytes[start..i]);
+        let Some(&b) = bytes.get(i) else {
+            break;
+        };
+        let escape: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            _ => b"",
+        };
+        if escape.is_empty() {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 0xf)],
+            ]);
+        } else {
+            out.extend_from_slice(escape);
         }
-        // Byte by byte through this chunk (or the tail).
-        let end = (i + 8).min(bytes.len());
-        while i < end {
-            let b = bytes[i];
-            let escape: &[u8] = match b {
-                b'"' => b"\\\"",
-                b'\\' => b"\\\\",
-                b'\n' => b"\\n",
-                b'\r' => b"\\r",
-                b'\t' => b"\\t",
-                0x08 => b"\\b",
-                0x0c => b"\\f",
-                0..=0x1f => b"",
-                _ => {
-                    i += 1;
-                    continue;
-                }
-            };
-            out.extend_from_slice(&bytes[start..i]);
-            if escape.is_empty() {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                out.extend_from_slice(&[
-                    b'\\',
-                    b'u',
-                    b'0',
-                    b'0',
-                    HEX[usize::from(b >> 4)],
-                    HEX[usize::from(b & 0xf)],
-                ]);
-            } else {
-                out.extend_from_slice(escape);
-            }
-            i += 1;
-            start = i;
+        start = i + 1;
+    }
+    out.push(b'"');
+}
+
+/// Writes `n` in decimal.
+///
+/// ```
+/// let mut out = Vec::new();
+/// tower_wamp::core::json::write_u64(&mut out, 9_007_199_254_740_993);
+/// assert_eq!(out, b"9007199254740993");
+/// ```
+pub fn write_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
         }
     }
-    out.extend_from_slice(&bytes[start..]);
-    out.push(b'"');
+    out.extend_from_slice(&digits[at..]);
 }
 
 /// Writes `value` as JSON, the same bytes as `serde_json::to_writer` writes.
@@ -127,6 +147,212 @@ pub fn write_value(out: &mut Vec<u8>, value: &Value) {
     }
 }
 
+/// Nesting deeper than this is left to serde_json (which refuses past 128 levels).
+const MAX_NESTING: usize = 100;
+
+/// Parses a whole JSON text into a [`Value`], as `serde_json::from_str` does, on the hot
+/// path of every message: strings are scanned eight bytes at a time, arrays start with room
+/// for a few items (a message's list, its arguments), and no `serde` visitor is involved.
+///
+/// `None` when the text is not JSON, or is JSON this parser leaves to serde_json (a lone
+/// surrogate escape, nesting deeper than 100 levels): the caller asks serde_json then, for
+/// its value or its error. So when this returns a value, it is the one serde_json returns.
+///
+/// ```
+/// use serde_json::json;
+/// let text = r#"[48, 7, {}, "com.example.echo", ["x\u00e9\n", -3, 2.5e3, true, null]]"#;
+/// let value = tower_wamp::core::json::parse(text).unwrap();
+/// assert_eq!(value, serde_json::from_str::<serde_json::Value>(text).unwrap());
+/// assert_eq!(tower_wamp::core::json::parse("[1,]"), None);
+/// ```
+#[must_use]
+pub fn parse(text: &str) -> Option<Value> {
+    let mut p = Parser {
+        text,
+        bytes: text.as_bytes(),
+        at: 0,
+    };
+    let value = p.value(0)?;
+    p.skip_whitespace();
+    (p.at == p.bytes.len()).then_some(value)
+}
+
+struct Parser<'a> {
+    text: &'a str,
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl Parser<'_> {
+    fn skip_whitespace(&mut self) {
+        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.bytes.get(self.at) {
+            self.at += 1;
+        }
+    }
+
+    /// The next byte that is not whitespace, consumed.
+    fn next_token(&mut self) -> Option<u8> {
+        self.skip_whitespace();
+        let b = *self.bytes.get(self.at)?;
+        self.at += 1;
+        Some(b)
+    }
+
+    fn literal(&mut self, rest: &[u8], value: Value) -> Option<Value> {
+        let end = self.at.checked_add(rest.len())?;
+        (self.bytes.get(self.at..end)? == rest).then(|| {
+            self.at = end;
+            value
+        })
+    }
+
+    fn value(&mut self, depth: usize) -> Option<Value> {
+        match self.next_token()? {
+            b'"' => self.string().map(Value::String),
+            b'[' => {
+                if depth >= MAX_NESTING {
+                    return None;
+                }
+                // A message's own list has up to seven items; nested lists start as small
+                // as the standard library starts them.
+                let mut items = Vec::with_capacity(if depth == 0 { 8 } else { 4 });
+                self.skip_whitespace();
+                if self.bytes.get(self.at) == Some(&b']') {
+                    self.at += 1;
+                    return Some(Value::Array(items));
+                }
+                loop {
+                    items.push(self.value(depth + 1)?);
+                    match self.next_token()? {
+                        b',' => {}
+                        b']' => return Some(Value::Array(items)),
+                        _ => return None,
+                    }
+                }
+            }
+            b'{' => {
+                if depth >= MAX_NESTING {
+                    return None;
+                }
+                let mut map = serde_json::Map::new();
+                if self.next_token()? == b'}' {
+                    return Some(Value::Object(map));
+                }
+                self.at -= 1;
+                loop {
+                    if self.next_token()? != b'"' {
+                        return None;
+                    }
+                    let key = self.string()?;
+                    if self.next_token()? != b':' {
+                        return None;
+                    }
+                    let value = self.value(depth + 1)?;
+                    // A repeated key keeps its last value, as serde_json's.
+                    map.insert(key, value);
+                    match self.next_token()? {
+                        b',' => {}
+                        b'}' => return Some(Value::Object(map)),
+                        _ => return None,
+                    }
+                }
+            }
+            b't' => self.literal(b"rue", Value::Bool(true)),
+            b'f' => self.literal(b"alse", Value::Bool(false)),
+            b'n' => self.literal(b"ull", Value::Null),
+            b'-' | b'0'..=b'9' => self.number(),
+            _ => None,
+        }
+    }
+
+    /// A number, its first byte consumed.
+    fn number(&mut self) -> Option<Value> {
+        let start = self.at - 1;
+        let mut end = self.at;
+        while let Some(b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-') = self.bytes.get(end) {
+            end += 1;
+        }
+        self.at = end;
+        let token = &self.bytes[start..end];
+        let (negative, digits) = match token.split_first() {
+            Some((b'-', digits)) => (true, digits),
+            _ => (false, token),
+        };
+        // Plain integers here; anything else (a fraction, an exponent, a leading zero, an
+        // integer beyond 64 bits, -0) is read by serde_json's own number parser.
+        let plain = !digits.is_empty()
+            && digits.len() <= 19
+            && digits.iter().all(u8::is_ascii_digit)
+            && (digits[0] != b'0' || (digits.len() == 1 && !negative));
+        if plain {
+            let n = digits
+                .iter()
+                .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+            if !negative {
+                return Some(Value::from(n));
+            }
+            if let Some(n) = 0i64.checked_sub_unsigned(n) {
+                return Some(Value::from(n));
+            }
+        }
+        let token = std::str::from_utf8(token).ok()?;
+        serde_json::from_str::<serde_json::Number>(token)
+            .ok()
+            .map(Value::Number)
+    }
+
+    /// A string's contents, its opening quote consumed.
+    fn string(&mut self) -> Option<String> {
+        let start = self.at;
+        let mut i = scan(self.bytes, start);
+        if *self.bytes.get(i)? == b'"' {
+            self.at = i + 1;
+            // The text is a `str` and the quote is ASCII: a char boundary.
+            return Some(self.text[start..i].to_owned());
+        }
+        // With escapes: what came before, then piece by piece.
+        let mut out = String::with_capacity(i - start + 16);
+        let mut plain = start;
+        loop {
+            out.push_str(&self.text[plain..i]);
+            match *self.bytes.get(i)? {
+                b'"' => {
+                    self.at = i + 1;
+                    return Some(out);
+                }
+                b'\\' => {
+                    let unescaped = match *self.bytes.get(i + 1)? {
+                        b'"' => '"',
+                        b'\\' => '\\',
+                        b'/' => '/',
+                        b'b' => '\u{8}',
+                        b'f' => '\u{c}',
+                        b'n' => '\n',
+                        b'r' => '\r',
+                        b't' => '\t',
+                        b'u' => {
+                            let hex = std::str::from_utf8(self.bytes.get(i + 2..i + 6)?).ok()?;
+                            if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                                return None;
+                            }
+                            let code = u32::from_str_radix(hex, 16).ok()?;
+                            i += 4;
+                            // A surrogate (paired or not) is left to serde_json.
+                            char::from_u32(code)?
+                        }
+                        _ => return None,
+                    };
+                    out.push(unescaped);
+                    plain = i + 2;
+                    i = scan(self.bytes, plain);
+                }
+                // A control character.
+                _ => return None,
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,6 +386,162 @@ mod tests {
             let mut out = Vec::new();
             write_value(&mut out, &value);
             prop_assert_eq!(out, serde_json::to_vec(&value).unwrap());
+        }
+    }
+
+    /// `text` with whitespace put between its tokens (outside strings).
+    fn spaced(text: &str, spaces: &[u8]) -> String {
+        let mut out = String::new();
+        let (mut in_string, mut escaped, mut k) = (false, false, 0);
+        for c in text.chars() {
+            if !in_string && matches!(c, '[' | ']' | '{' | '}' | ',' | ':') {
+                out.push(char::from(
+                    b" \t\n\r"[usize::from(spaces[k % spaces.len()] % 4)],
+                ));
+                k += 1;
+            }
+            out.push(c);
+            if in_string {
+                if escaped {
+                    escaped = false;
+                } else if c == '\\' {
+                    escaped = true;
+                } else if c == '"' {
+                    in_string = false;
+                }
+            } else if c == '"' {
+                in_string = true;
+            }
+        }
+        out
+    }
+
+    /// What serde_json makes of `text`, and that `parse` never disagrees: a value it
+    /// returns is serde_json's, and it returns none where serde_json fails.
+    fn agrees(text: &str) -> Result<Option<Value>, TestCaseError> {
+        let ours = parse(text);
+        let theirs = serde_json::from_str::<Value>(text).ok();
+        if let Some(ours) = &ours {
+            prop_assert_eq!(Some(ours), theirs.as_ref(), "text {:?}", text);
+        }
+        Ok(ours)
+    }
+
+    proptest! {
+        #[test]
+        fn parses_what_serde_json_parses(
+            value in json_value(),
+            spaces in proptest::collection::vec(any::<u8>(), 1..8),
+            pretty in any::<bool>(),
+        ) {
+            let text = if pretty {
+                serde_json::to_string_pretty(&value).unwrap()
+            } else {
+                spaced(&serde_json::to_string(&value).unwrap(), &spaces)
+            };
+            // Every value serde_json writes is parsed here, not left to it.
+            prop_assert_eq!(agrees(&text)?, Some(value));
+        }
+
+        #[test]
+        fn never_accepts_what_serde_json_refuses(
+            value in json_value(),
+            at in any::<prop::sample::Index>(),
+            edit in 0usize..4,
+            byte in prop_oneof![Just(b'"'), Just(b'\\'), Just(b','), Just(b']'), Just(b'}'),
+                Just(b'0'), Just(b'-'), Just(b'.'), Just(b'e'), Just(b'u'), Just(b' '),
+                Just(0x01u8), Just(b'['), Just(b'{'), Just(b':'), Just(b'n'), Just(b'x')],
+        ) {
+            let mut bytes = serde_json::to_vec(&value).unwrap();
+            let i = at.index(bytes.len() + 1);
+            match edit {
+                0 if i < bytes.len() => { bytes.remove(i); }
+                1 if i < bytes.len() => bytes[i] = byte,
+                2 => bytes.truncate(i),
+                _ => bytes.insert(i, byte),
+            }
+            if let Ok(text) = std::str::from_utf8(&bytes) {
+                agrees(text)?;
+            }
+        }
+
+        #[test]
+        fn escapes_read_as_serde_json_reads_them(code in 0u32..0x1_0000, s in ".{0,12}") {
+            let text = format!(r#"["{s}\u{code:04x}\u{code:04X}\n\/\"{s}"]"#);
+            agrees(&text)?;
+        }
+    }
+
+    #[test]
+    fn numbers_read_as_serde_json_reads_them() {
+        for text in [
+            "0",
+            "-0",
+            "1",
+            "-1",
+            "01",
+            "-01",
+            "1.",
+            ".5",
+            "1.5",
+            "-1.5e3",
+            "1e400",
+            "1E-7",
+            "18446744073709551615",
+            "18446744073709551616",
+            "9223372036854775807",
+            "-9223372036854775808",
+            "-9223372036854775809",
+            "9999999999999999999",
+            "99999999999999999999",
+            "1e",
+            "1e+",
+            "--1",
+            "+1",
+            "1-2",
+            "0.1e-2",
+            "123456789012345678901234567890",
+        ] {
+            for text in [
+                text.to_owned(),
+                format!("[{text}]"),
+                format!(r#"{{"k":{text}}}"#),
+            ] {
+                let ours = parse(&text);
+                let theirs = serde_json::from_str::<Value>(&text).ok();
+                assert_eq!(ours, theirs, "{text}");
+            }
+        }
+    }
+
+    #[test]
+    fn deep_nesting_and_surrogates_are_left_to_serde_json() {
+        let deep = format!("{}{}", "[".repeat(120), "]".repeat(120));
+        assert_eq!(parse(&deep), None);
+        assert!(serde_json::from_str::<Value>(&deep).is_ok());
+        assert_eq!(parse(r#"["\ud83d\ude00"]"#), None);
+        assert_eq!(parse("[]").unwrap(), serde_json::json!([]));
+        assert_eq!(
+            parse(r#" {"a":1,"a":2} "#).unwrap(),
+            serde_json::json!({"a": 2})
+        );
+        for bad in [
+            "",
+            " ",
+            "[",
+            "]",
+            "[1 2]",
+            r#"{"a" 1}"#,
+            r#"{1:2}"#,
+            "[1,]",
+            "{,}",
+            "tru",
+            "nul",
+            r#"["\u12"]"#,
+            "\"\t\"",
+            "[1]x",
+        ] {
+            assert_eq!(parse(bad), None, "{bad:?}");
         }
     }
 

@@ -12,6 +12,7 @@ pub mod auth;
 pub(crate) mod broker;
 pub mod codec;
 pub mod curie;
+pub(crate) mod hash;
 mod id;
 pub mod json;
 pub mod matching;

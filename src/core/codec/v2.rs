@@ -314,7 +314,12 @@ pub fn decode(serializer: Serializer, bytes: &[u8]) -> Result<Message, DecodeErr
             // string when it reads bytes.
             let text = std::str::from_utf8(bytes)
                 .map_err(|_| DecodeError::Syntax("JSON text is not UTF-8".into()))?;
-            serde_json::from_str(text).map_err(|e| DecodeError::Syntax(e.to_string()))?
+            match crate::core::json::parse(text) {
+                Some(value) => value,
+                None => {
+                    serde_json::from_str(text).map_err(|e| DecodeError::Syntax(e.to_string()))?
+                }
+            }
         }
         Serializer::MsgPack => {
             // 0xc1 is never used; rmpv would read it as nil.
@@ -390,8 +395,9 @@ pub fn encode(serializer: Serializer, message: &Message) -> Vec<u8> {
 #[must_use]
 pub fn encode_json_result(request: u64, result: &Value) -> Vec<u8> {
     super::exact(|out| {
-        use std::io::Write as _;
-        let _ = write!(out, "[50,{request},{{}},[");
+        out.extend_from_slice(b"[50,");
+        crate::core::json::write_u64(out, request);
+        out.extend_from_slice(b",{},[");
         crate::core::json::write_value(out, result);
         out.extend_from_slice(b"]]");
     })

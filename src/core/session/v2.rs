@@ -957,6 +957,22 @@ impl State {
 /// ```
 #[must_use]
 pub fn valid_uri(uri: &str) -> bool {
+    // Byte by byte (every message with a URI passes here); a URI with other than ASCII
+    // in it is checked char by char, for Unicode's whitespace.
+    let mut after_dot = true;
+    for &b in uri.as_bytes() {
+        match b {
+            b'.' if after_dot => return false,
+            b'.' => after_dot = true,
+            b'#' | b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r' => return false,
+            0x80.. => return valid_uri_by_chars(uri),
+            _ => after_dot = false,
+        }
+    }
+    !after_dot
+}
+
+fn valid_uri_by_chars(uri: &str) -> bool {
     uri.split('.')
         .all(|c| !c.is_empty() && !c.chars().any(|ch| ch == '#' || ch.is_whitespace()))
 }
@@ -1081,6 +1097,22 @@ fn option_ids(options: &Dict, key: &str) -> Result<Option<Vec<u64>>, ()> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn valid_uri_reads_bytes_as_the_rule_reads_chars() {
+        let parts = [
+            "", ".", "a", "com", "#", " ", "\t", "\u{b}", "\u{c}", "\r", "\n", "é", "\u{a0}",
+            "\u{85}", "\u{2028}", "x_y", "1",
+        ];
+        for a in parts {
+            for b in parts {
+                for c in parts {
+                    let uri = format!("{a}{b}{c}");
+                    assert_eq!(valid_uri(&uri), valid_uri_by_chars(&uri), "{uri:?}");
+                }
+            }
+        }
+    }
+
     use super::*;
     use crate::core::codec::v2::encode;
     use serde_json::json;
