@@ -5,6 +5,7 @@ use std::{
     collections::VecDeque,
     fmt,
     sync::{Arc, Mutex, MutexGuard, PoisonError, Weak},
+    task::{Poll, Waker},
 };
 
 use serde::Serialize;
@@ -83,6 +84,11 @@ struct QueueState {
     bytes: usize,
     close: Option<CloseRequest>,
     ended: bool,
+    /// The writer, waiting for frames.
+    writer: Option<Waker>,
+    /// The session's task is polling its reader, and polls its writer right after: a frame
+    /// queued meanwhile needs no wake-up (which would only poll the task once more).
+    in_poll: bool,
 }
 
 impl QueueState {
@@ -267,10 +273,14 @@ impl Outbox {
         });
         q.frames.clear();
         q.bytes = 0;
+        let writer = q.writer.take();
         drop(q);
         Metrics::add(&self.0.metrics.slow_consumers_disconnected, 1);
         tracing::warn!("outbound queue full: closing slow consumer");
         self.0.notify.notify_one();
+        if let Some(writer) = writer {
+            writer.wake();
+        }
         Err(SendError::QueueFull)
     }
 
@@ -334,11 +344,16 @@ impl Outbox {
         let was_empty = q.frames.is_empty();
         q.bytes += len;
         q.frames.push_back(item);
-        drop(q);
         // The socket task drains the whole queue on each wake-up: only the first frame
         // of a batch needs to wake it.
-        if was_empty {
-            self.0.notify.notify_one();
+        let writer = if was_empty && !q.in_poll {
+            q.writer.take()
+        } else {
+            None
+        };
+        drop(q);
+        if let Some(writer) = writer {
+            writer.wake();
         }
         Ok(())
     }
@@ -355,7 +370,7 @@ impl Outbox {
     }
 
     fn close_request(&self, code: u16, reason: &str, drain: bool, goodbye: Option<Arc<str>>) {
-        {
+        let writer = {
             let mut q = self.state();
             if q.ended || q.close.is_some() {
                 return;
@@ -371,8 +386,17 @@ impl Outbox {
                 drain,
                 goodbye,
             });
-        }
+            q.writer.take()
+        };
         self.0.notify.notify_one();
+        if let Some(writer) = writer {
+            writer.wake();
+        }
+    }
+
+    /// Marks the session's task as polling its reader (see `QueueState::in_poll`).
+    pub(crate) fn set_in_poll(&self, in_poll: bool) {
+        self.state().in_poll = in_poll;
     }
 
     /// Whether the session is closing or closed.
@@ -383,23 +407,26 @@ impl Outbox {
 
     /// Waits for frames to write or a close request (the socket task's side).
     pub(crate) async fn next(&self) -> Next {
-        loop {
-            {
-                let mut q = self.state();
-                if let Some(close) = q.close.take() {
-                    q.ended = true;
-                    if !close.drain {
-                        q.frames = VecDeque::new();
-                        q.bytes = 0;
-                    }
-                    return Next::Close(close);
+        std::future::poll_fn(|cx| {
+            let mut q = self.state();
+            if let Some(close) = q.close.take() {
+                q.ended = true;
+                if !close.drain {
+                    q.frames = VecDeque::new();
+                    q.bytes = 0;
                 }
-                if !q.frames.is_empty() {
-                    return Next::Frames;
-                }
+                return Poll::Ready(Next::Close(close));
             }
-            self.0.notify.notified().await;
-        }
+            if !q.frames.is_empty() {
+                return Poll::Ready(Next::Frames);
+            }
+            match &q.writer {
+                Some(waiting) if waiting.will_wake(cx.waker()) => {}
+                _ => q.writer = Some(cx.waker().clone()),
+            }
+            Poll::Pending
+        })
+        .await
     }
 
     /// Waits until a close that does not drain is requested: the writer stops writing
@@ -818,6 +845,57 @@ mod tests {
             .iter()
             .map(|f| f.frame.to_string())
             .collect()
+    }
+
+    struct Wakes(std::sync::atomic::AtomicUsize);
+    impl std::task::Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_frame_queued_while_the_reader_polls_wakes_no_one_and_is_still_taken() {
+        let o = outbox(100, 1 << 20, SlowConsumerPolicy::DropNewest);
+        let wakes = Arc::new(Wakes(Default::default()));
+        let waker = Waker::from(wakes.clone());
+        let mut cx = std::task::Context::from_waker(&waker);
+        let woken = || wakes.0.load(std::sync::atomic::Ordering::SeqCst);
+        let mut next = Box::pin(o.next());
+        assert!(next.as_mut().poll(&mut cx).is_pending());
+        // Queued by the reader (or by another task while the reader is polled): the writer
+        // is polled next, and takes it without a wake-up.
+        o.set_in_poll(true);
+        o.push_reply(Frame::from("a")).unwrap();
+        o.set_in_poll(false);
+        assert_eq!(woken(), 0);
+        assert!(matches!(
+            next.as_mut().poll(&mut cx),
+            Poll::Ready(Next::Frames)
+        ));
+        let mut batch = VecDeque::new();
+        o.take_into(&mut batch);
+        batch.clear();
+        // Queued from elsewhere while the task waits: it is woken.
+        let mut next = Box::pin(o.next());
+        assert!(next.as_mut().poll(&mut cx).is_pending());
+        o.push_reply(Frame::from("b")).unwrap();
+        assert_eq!(woken(), 1);
+        assert!(matches!(
+            next.as_mut().poll(&mut cx),
+            Poll::Ready(Next::Frames)
+        ));
+        o.take_into(&mut batch);
+        // And a close wakes it whatever the task is doing.
+        let mut next = Box::pin(o.next());
+        assert!(next.as_mut().poll(&mut cx).is_pending());
+        o.set_in_poll(true);
+        o.close(1000, "bye", true);
+        assert_eq!(woken(), 2);
+        assert!(matches!(
+            next.as_mut().poll(&mut cx),
+            Poll::Ready(Next::Close(_))
+        ));
     }
 
     #[test]

@@ -339,10 +339,21 @@ async fn session(
             &session,
             auth_deadline
         ));
-        tokio::select! {
-            reason = &mut reader => (reason, EndedBy::Reader),
-            (reason, sent) = &mut writer => (reason, EndedBy::Writer { close_sent: sent }),
-        }
+        // The reader first, then the writer, in the same poll: what the reader queues is
+        // written at once, and wakes no one (which would only poll this task again).
+        std::future::poll_fn(|cx| {
+            outbox.set_in_poll(true);
+            let read = reader.as_mut().poll(cx);
+            outbox.set_in_poll(false);
+            if let Poll::Ready(reason) = read {
+                return Poll::Ready((reason, EndedBy::Reader));
+            }
+            writer
+                .as_mut()
+                .poll(cx)
+                .map(|(reason, sent)| (reason, EndedBy::Writer { close_sent: sent }))
+        })
+        .await
     };
     // The session's calls end with it; its tables are cleaned up and `on_close` runs now,
     // before the last I/O of the close handshake. Calls to its procedures fail.
@@ -545,10 +556,12 @@ async fn write_loop(
             sleep.as_mut().reset(deadline);
         }
         tokio::select! {
+            biased;
             next = outbox.next() => match next {
                 Next::Frames => {
                     outbox.take_into(&mut batch);
                     let written = tokio::select! {
+                        biased;
                         r = write_batch(sink, &mut batch, config.write_timeout) => r,
                         () = outbox.abandoned() => Err(WriteError::Abandoned),
                     };
@@ -569,6 +582,7 @@ async fn write_loop(
                     // Boxed: a ping is rare, and this future lives as long as the session.
                     let ping = Box::pin(async {
                         tokio::select! {
+                            biased;
                             r = step(config.write_timeout, sink.send(WsMessage::Ping(Default::default()))) => r,
                             () = outbox.abandoned() => Err(WriteError::Abandoned),
                         }
