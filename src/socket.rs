@@ -770,7 +770,7 @@ impl Conn {
                             self.act_v1_now(action, size, clock).await;
                         }
                         ProtoState::V2(state) => {
-                            let (action, size) = state.handle_sized(text.as_bytes(), false);
+                            let (action, size) = state.handle_text_sized(text.as_str());
                             self.act_v2_now(action, size, clock).await;
                         }
                     }

@@ -314,12 +314,7 @@ pub fn decode(serializer: Serializer, bytes: &[u8]) -> Result<Message, DecodeErr
             // string when it reads bytes.
             let text = std::str::from_utf8(bytes)
                 .map_err(|_| DecodeError::Syntax("JSON text is not UTF-8".into()))?;
-            match crate::core::json::parse(text) {
-                Some(value) => value,
-                None => {
-                    serde_json::from_str(text).map_err(|e| DecodeError::Syntax(e.to_string()))?
-                }
-            }
+            return decode_json(text);
         }
         Serializer::MsgPack => {
             // 0xc1 is never used; rmpv would read it as nil.
@@ -344,6 +339,24 @@ pub fn decode(serializer: Serializer, bytes: &[u8]) -> Result<Message, DecodeErr
             }
             from_cbor(v)?
         }
+    };
+    from_value(value)
+}
+
+/// Decodes one JSON message from text known to be UTF-8 (a WebSocket text frame, checked
+/// as it was read): [`decode`] without checking it again.
+///
+/// ```
+/// use tower_wamp::core::codec::v2::{decode_json, Message};
+/// assert!(matches!(decode_json("[6, {}, \"wamp.close.normal\"]"), Ok(Message::Goodbye { .. })));
+/// ```
+///
+/// # Errors
+/// As [`decode`].
+pub fn decode_json(text: &str) -> Result<Message, DecodeError> {
+    let value = match crate::core::json::parse(text) {
+        Some(value) => value,
+        None => serde_json::from_str(text).map_err(|e| DecodeError::Syntax(e.to_string()))?,
     };
     from_value(value)
 }

@@ -445,10 +445,26 @@ impl State {
     /// while it runs).
     pub fn handle_sized(&mut self, bytes: &[u8], binary: bool) -> (Action, usize) {
         let size = v2::decoded_size(self.serializer, bytes);
-        (self.handle_measured(bytes, binary, size), size)
+        (self.handle_measured(bytes, binary, None, size), size)
     }
 
-    fn handle_measured(&mut self, bytes: &[u8], binary: bool, size: usize) -> Action {
+    /// [`handle_sized`](Self::handle_sized) for a text frame already known to be UTF-8
+    /// (as a WebSocket reads it): not checked again.
+    pub fn handle_text_sized(&mut self, text: &str) -> (Action, usize) {
+        let size = v2::decoded_size(self.serializer, text.as_bytes());
+        (
+            self.handle_measured(text.as_bytes(), false, Some(text), size),
+            size,
+        )
+    }
+
+    fn handle_measured(
+        &mut self,
+        bytes: &[u8],
+        binary: bool,
+        text: Option<&str>,
+        size: usize,
+    ) -> Action {
         if matches!(self.phase, Phase::Closed) {
             return Action::None;
         }
@@ -471,7 +487,11 @@ impl State {
                 reason: why,
             };
         }
-        let message = match v2::decode(self.serializer, bytes) {
+        let decoded = match text {
+            Some(text) if self.serializer == Serializer::Json => v2::decode_json(text),
+            _ => v2::decode(self.serializer, bytes),
+        };
+        let message = match decoded {
             Ok(m) => m,
             Err(e) => return self.violation(e.to_string()),
         };
