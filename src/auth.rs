@@ -658,7 +658,8 @@ impl Inner<()> {
         };
         match cached {
             Some(p) => Granted::These(p),
-            None => match self.permissions_of(cra, session, key).await {
+            // Boxed: asked once per session, and every check's future would be as large.
+            None => match Box::pin(self.permissions_of(cra, session, key)).await {
                 Some(p) => Granted::These(p),
                 None => Granted::Nothing,
             },

@@ -81,6 +81,13 @@ pub(crate) struct Receiver {
     seen: u32,
 }
 
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        // The ended call's waker would keep its task's memory while the sender lives.
+        self.shared.state().waker = None;
+    }
+}
+
 /// No more CANCELs can come: the sender is gone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Closed;
@@ -98,6 +105,11 @@ impl Receiver {
             Some(w) if w.will_wake(cx.waker()) => {}
             slot => *slot = Some(cx.waker().clone()),
         }
+    }
+
+    /// Whether the call has been canceled (in any mode).
+    pub(crate) fn is_canceled(&self) -> bool {
+        self.shared.state().mode.is_some()
     }
 
     /// Ready once a mode not seen yet is sent (`Err` once none can come any more).

@@ -1042,6 +1042,18 @@ enum Target<'a> {
     Auth,
 }
 
+/// Starts a handler: a panic in its synchronous part is raised again from its future, where
+/// the call's panics are caught.
+fn start(
+    handler: &ErasedRpc<()>,
+    call: Call,
+) -> crate::handler::BoxFuture<Result<Value, RpcError>> {
+    match std::panic::catch_unwind(AssertUnwindSafe(|| handler(call, ()))) {
+        Ok(running) => running,
+        Err(panic) => Box::pin(async move { std::panic::resume_unwind(panic) }),
+    }
+}
+
 /// A call on its way: a handler's own future, or any other target's.
 enum Running<'a> {
     Handler(crate::handler::BoxFuture<Result<Value, RpcError>>),
@@ -1113,20 +1125,23 @@ impl Inner<()> {
         call.hub = Some(self.wamp.hub.clone());
         // The name the caller called, when an alias changes it (a pattern's callee is told it).
         let mut called = None;
-        if let Some(canonical) = self.aliases.get(call.procedure.as_str()) {
+        if let Some(canonical) = self.aliases.get(call.procedure.as_str())
+            && *canonical != call.procedure
+        {
             called = Some(std::mem::replace(&mut call.procedure, canonical.clone()));
         }
         // What the after-call hooks see; built only when there are such hooks.
         let hooks = &self.hooks;
+        // Boxed: it lives across every await of the call, and most routers have no hooks.
         let info =
             (hooks.after_call_success.is_some() || hooks.after_call_error.is_some()).then(|| {
-                CallInfo {
+                Box::new(CallInfo {
                     session_id: call.session.id().clone(),
                     procedure: call.procedure.clone(),
                     call_id: call.call_id.clone(),
-                }
+                })
             });
-        let info = info.as_ref();
+        let info = info.as_deref();
         let deadline = self
             .procedure_timeouts
             .get(&call.procedure)
@@ -1180,9 +1195,8 @@ impl Inner<()> {
             // gives back.
             let control = std::mem::take(&mut call.control);
             // Inside an async block, a panic before the future exists is caught too.
-            match AssertUnwindSafe(async move { before(call).await })
-                .catch_unwind()
-                .await
+            // Boxed: it holds the call, which every call's future would hold twice.
+            match Box::pin(AssertUnwindSafe(async move { before(call).await }).catch_unwind()).await
             {
                 Ok(Ok(rewritten)) => {
                     call = rewritten;
@@ -1204,9 +1218,16 @@ impl Inner<()> {
         let mut running: Running<'_> = match target {
             // The handler's own future, not boxed again (most calls).
             Target::User(handler) => match cancel {
-                None => Running::Handler(handler(call, ())),
+                None => Running::Handler(start(handler, call)),
+                // Canceled before it started: it does not start.
+                Some(cancel) if cancel.is_canceled() => Running::Other(Box::pin(async {
+                    Err(RpcError::new(
+                        crate::dealer::CANCELED,
+                        "the call was canceled",
+                    ))
+                })),
                 // Not boxed again: the CANCEL is looked at before each poll.
-                Some(cancel) => Running::Cancelable(handler(call, ()), cancel),
+                Some(cancel) => Running::Cancelable(start(handler, call), cancel),
             },
             target => Running::Other(match target {
                 Target::User(handler) => Box::pin(async move { value(handler(call, ()).await) }),

@@ -462,6 +462,9 @@ impl Outbox {
         q.close = None;
         q.frames = VecDeque::new();
         q.bytes = 0;
+        // Its task's waker would keep the ended task's memory for as long as a clone of
+        // this queue lives.
+        q.writer = None;
     }
 }
 

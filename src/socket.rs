@@ -467,9 +467,12 @@ impl Timers {
                 outbox.close(1008, "authentication timeout", false);
             }
         }
+        // A deadline that fired is disarmed (the session is closing): the writer looks at
+        // its timers first, and one that stayed due would be all it did.
         if let Some(idle) = self.idle
             && now >= clock.last_message() + idle
         {
+            self.idle = None;
             tracing::info!("idle timeout: closing");
             outbox.close_with_goodbye(1000, "idle timeout", crate::session::KILLED);
         }
@@ -477,6 +480,9 @@ impl Timers {
             if clock.last_read() >= sent {
                 self.ping_sent = None;
             } else if now >= sent + self.pong_timeout && !clock.busy.load(Ordering::Relaxed) {
+                self.ping_sent = None;
+                self.ping_interval = None;
+                self.next_ping = None;
                 tracing::warn!("no pong before the deadline: closing");
                 outbox.close(1008, "keepalive timeout: no pong", false);
             }
@@ -555,8 +561,29 @@ async fn write_loop(
         if sleep.deadline() != deadline {
             sleep.as_mut().reset(deadline);
         }
+        // The deadlines first: a queue that is never empty (a busy topic, a client that
+        // reads just fast enough) must not keep the idle, keepalive and authentication
+        // deadlines from firing.
         tokio::select! {
             biased;
+            () = &mut sleep => {
+                if timers.fire(Instant::now(), clock, outbox, session) {
+                    // Boxed: a ping is rare, and this future lives as long as the session.
+                    let ping = Box::pin(async {
+                        tokio::select! {
+                            biased;
+                            r = step(config.write_timeout, sink.send(WsMessage::Ping(Default::default()))) => r,
+                            () = outbox.abandoned() => Err(WriteError::Abandoned),
+                        }
+                    })
+                    .await;
+                    match ping {
+                        Ok(()) | Err(WriteError::Abandoned) => {}
+                        Err(WriteError::Timeout) => return write_timed_out(&metrics, config),
+                        Err(WriteError::Io(e)) => return (CloseReason::Error(e.to_string()), false),
+                    }
+                }
+            }
             next = outbox.next() => match next {
                 Next::Frames => {
                     outbox.take_into(&mut batch);
@@ -577,24 +604,6 @@ async fn write_loop(
                 // Boxed, as the session's other one-off steps: see `session`.
                 Next::Close(request) => return Box::pin(close(sink, outbox, request)).await,
             },
-            () = &mut sleep => {
-                if timers.fire(Instant::now(), clock, outbox, session) {
-                    // Boxed: a ping is rare, and this future lives as long as the session.
-                    let ping = Box::pin(async {
-                        tokio::select! {
-                            biased;
-                            r = step(config.write_timeout, sink.send(WsMessage::Ping(Default::default()))) => r,
-                            () = outbox.abandoned() => Err(WriteError::Abandoned),
-                        }
-                    })
-                    .await;
-                    match ping {
-                        Ok(()) | Err(WriteError::Abandoned) => {}
-                        Err(WriteError::Timeout) => return write_timed_out(&metrics, config),
-                        Err(WriteError::Io(e)) => return (CloseReason::Error(e.to_string()), false),
-                    }
-                }
-            }
         }
     }
 }
@@ -979,29 +988,33 @@ impl Conn {
         .controlled(control);
         let router = self.router.clone();
         let outbox = self.outbox.clone();
-        let metrics = self.metrics.clone();
         let call = async move {
             // A v2 caller's `timeout` option: the call (and a client callee's
             // invocation with it) ends at the deadline, which, once progressive results
             // flow, runs from the last one (as the spec has it).
             let reply = match timeout {
+                // Boxed: a timer is large, and most calls have none.
                 Some(limit) => {
-                    let mut running = std::pin::pin!(router.dispatch(call));
-                    let mut deadline = tokio::time::Instant::now() + limit;
-                    loop {
-                        if let Ok(reply) = tokio::time::timeout_at(deadline, &mut running).await {
-                            break reply;
-                        }
-                        match progress.as_ref().and_then(|p| p.last_sent()) {
-                            Some(last) if last + limit > deadline => deadline = last + limit,
-                            _ => {
-                                break CallReply::Error(RpcError::new(
-                                    error_uri::TIMEOUT,
-                                    "call timed out",
-                                ));
+                    Box::pin(async {
+                        let mut running = std::pin::pin!(router.dispatch(call));
+                        let mut deadline = tokio::time::Instant::now() + limit;
+                        loop {
+                            if let Ok(reply) = tokio::time::timeout_at(deadline, &mut running).await
+                            {
+                                break reply;
+                            }
+                            match progress.as_ref().and_then(|p| p.last_sent()) {
+                                Some(last) if last + limit > deadline => deadline = last + limit,
+                                _ => {
+                                    break CallReply::Error(RpcError::new(
+                                        error_uri::TIMEOUT,
+                                        "call timed out",
+                                    ));
+                                }
                             }
                         }
-                    }
+                    })
+                    .await
                 }
                 None => router.dispatch(call).await,
             };
@@ -1016,7 +1029,7 @@ impl Conn {
                     reply_to.arguments(Payload { args, kwargs })
                 }
                 CallReply::Error(error) => {
-                    metrics.error(error.uri());
+                    outbox.metrics().error(error.uri());
                     let frame = reply_to.error(&error);
                     if error.kills() {
                         let _ = outbox.push_reply(frame);
@@ -1643,5 +1656,89 @@ fn client_close(frame: Option<CloseFrame>) -> CloseReason {
             code: None,
             reason: String::new(),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{session::QueueLimits, wire::Proto};
+    use std::pin::Pin;
+
+    /// A client that takes every frame at once and, as it takes one, has another queued
+    /// (a busy topic): the writer's queue is never empty when it looks. Every other flush
+    /// waits a millisecond, as a socket does now and then.
+    struct Refilling {
+        outbox: Outbox,
+        flushes: usize,
+        pause: Option<Pin<Box<tokio::time::Sleep>>>,
+    }
+
+    impl futures_util::Sink<WsMessage> for Refilling {
+        type Error = axum::Error;
+
+        fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn start_send(self: Pin<&mut Self>, _: WsMessage) -> Result<(), Self::Error> {
+            let _ = self.outbox.push(Frame::from("[8,\"t\",1]"));
+            Ok(())
+        }
+
+        fn poll_flush(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Result<(), Self::Error>> {
+            if self.pause.is_none() {
+                self.flushes += 1;
+                if self.flushes % 2 == 1 {
+                    return Poll::Ready(Ok(()));
+                }
+                self.pause = Some(Box::pin(tokio::time::sleep(Duration::from_millis(1))));
+            }
+            let pause = self.pause.as_mut().expect("set above");
+            std::task::ready!(pause.as_mut().poll(cx));
+            self.pause = None;
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[test]
+    fn deadlines_fire_while_the_queue_never_runs_dry() {
+        let (done, ended) = std::sync::mpsc::channel();
+        // On a thread of its own: a writer that never looks at its timers would never end.
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let outbox = Outbox::new(QueueLimits::default(), Arc::default(), Proto::V1);
+                let _ = outbox.push(Frame::from("[8,\"t\",0]"));
+                let mut sink: Sink = Box::pin(Refilling {
+                    outbox: outbox.clone(),
+                    flushes: 0,
+                    pause: None,
+                });
+                let config = Config {
+                    idle_timeout: Some(Duration::from_millis(100)),
+                    ..Config::default()
+                };
+                let clock = Clock::new(Instant::now());
+                let session = Session::detached(SessionId::random());
+                let ended = write_loop(&mut sink, &outbox, &config, &clock, &session, None).await;
+                let _ = done.send(ended);
+            });
+        });
+        let (reason, close_sent) = ended
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the idle timeout fired while frames kept coming");
+        assert!(close_sent);
+        assert!(matches!(reason, CloseReason::Server { .. }), "{reason:?}");
     }
 }

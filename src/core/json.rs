@@ -213,14 +213,14 @@ impl Parser<'_> {
                 if depth >= MAX_NESTING {
                     return None;
                 }
-                // A message's own list has up to seven items; nested lists start as small
-                // as the standard library starts them.
-                let mut items = Vec::with_capacity(if depth == 0 { 8 } else { 4 });
                 self.skip_whitespace();
                 if self.bytes.get(self.at) == Some(&b']') {
                     self.at += 1;
-                    return Some(Value::Array(items));
+                    return Some(Value::Array(Vec::new()));
                 }
+                // A message's own list has up to seven items; nested lists start as small
+                // as the standard library starts them.
+                let mut items = Vec::with_capacity(if depth == 0 { 8 } else { 4 });
                 loop {
                     items.push(self.value(depth + 1)?);
                     match self.next_token()? {
@@ -244,6 +244,12 @@ impl Parser<'_> {
                         return None;
                     }
                     let key = self.string()?;
+                    // serde_json reads an object with such a first key as its own raw
+                    // value or number (with its `raw_value` or `arbitrary_precision`
+                    // features, which other crates may turn on): left to it.
+                    if map.is_empty() && key.starts_with("$serde_json::private::") {
+                        return None;
+                    }
                     if self.next_token()? != b':' {
                         return None;
                     }
@@ -520,6 +526,17 @@ mod tests {
         assert_eq!(parse(&deep), None);
         assert!(serde_json::from_str::<Value>(&deep).is_ok());
         assert_eq!(parse(r#"["\ud83d\ude00"]"#), None);
+        // serde_json's private keys (its `raw_value` and `arbitrary_precision` features).
+        for text in [
+            r#"{"$serde_json::private::RawValue":"[1]"}"#,
+            r#"{"$serde_json::private::RawValue":1}"#,
+            r#"[{"$serde_json::private::Number":"1"}]"#,
+        ] {
+            assert_eq!(parse(text), None, "{text}");
+        }
+        let later = r#"{"a":1,"$serde_json::private::RawValue":"[1]"}"#;
+        assert!(parse(later).is_some());
+        assert_eq!(parse(later), serde_json::from_str(later).ok());
         assert_eq!(parse("[]").unwrap(), serde_json::json!([]));
         assert_eq!(
             parse(r#" {"a":1,"a":2} "#).unwrap(),
