@@ -1354,7 +1354,6 @@ impl Inner<()> {
         }
     }
 
-    /// The URI an alias stands for, or the URI itself.
     /// Whether every callee is told who calls: the realm's policy, the caller's
     /// `disclose_me`, or its role's rule.
     async fn always_disclose_caller(&self, call: &Call) -> bool {
@@ -1372,6 +1371,7 @@ impl Inner<()> {
             .is_some_and(|rules| !matches!(rules.publish, PublishRule::Deny))
     }
 
+    /// The URI an alias stands for, or the URI itself.
     pub(crate) fn canonical(&self, uri: String) -> String {
         match self.aliases.get(&uri) {
             Some(target) => target.clone(),
