@@ -62,6 +62,8 @@ pub(crate) struct Config {
     pub(crate) allowed_hosts: Option<Vec<String>>,
     /// The subprotocols served, in the router's order of preference.
     pub(crate) protocols: Vec<Proto>,
+    /// The level of the `wamp_session` span.
+    pub(crate) session_span_level: tracing::Level,
 }
 
 impl Default for Config {
@@ -80,6 +82,7 @@ impl Default for Config {
             rate_limit: None,
             max_sessions: None,
             write_timeout: Duration::from_secs(10),
+            session_span_level: tracing::Level::DEBUG,
             limits: SessionLimits::default(),
             subscriptions: Budget {
                 entries: 1024,
@@ -481,6 +484,27 @@ impl WampLayer {
     #[must_use]
     pub fn strict_request_ids(mut self, yes: bool) -> Self {
         self.config_mut().strict_request_ids = yes;
+        self
+    }
+
+    /// The level of the `wamp_session` span (default `DEBUG`, as tower-http's `TraceLayer`
+    /// has its request span).
+    ///
+    /// A session's task enters its span every time it runs, that is once or more per
+    /// message, and an enabled span costs an enter and an exit in the subscriber each time.
+    /// At `DEBUG`, an application whose subscriber is at `INFO` pays nothing per message;
+    /// its log still has the session's id on `session opened` and `session closed`, but not
+    /// on the lines in between (the router's own, and those your handlers write). At
+    /// `INFO`, every line a session writes, yours included, is in a span with its
+    /// `session_id` and `protocol`, for that cost.
+    ///
+    /// ```
+    /// # use tower_wamp::{WampLayer, WampRouter};
+    /// let layer = WampLayer::new(WampRouter::new()).session_span_level(tracing::Level::INFO);
+    /// ```
+    #[must_use]
+    pub fn session_span_level(mut self, level: tracing::Level) -> Self {
+        self.config_mut().session_span_level = level;
         self
     }
 

@@ -115,8 +115,20 @@ pub(crate) fn run_on(
         // WAMP v2 session ids are numbers, drawn at random in [1, 2^53].
         Proto::V2(_) => SessionId::numeric(random_id()),
     };
-    let span = tracing::info_span!("wamp_session", session_id = %id, protocol = ?proto);
+    let span = session_span(config.session_span_level, &id, proto);
     session(slot, sink, stream, id, router, config, parts, proto).instrument(span)
+}
+
+/// The session's span, at the layer's level (`tracing`'s macros take a constant one).
+fn session_span(level: tracing::Level, id: &SessionId, proto: Proto) -> tracing::Span {
+    use tracing::Level;
+    match level {
+        Level::ERROR => tracing::error_span!("wamp_session", session_id = %id, protocol = ?proto),
+        Level::WARN => tracing::warn_span!("wamp_session", session_id = %id, protocol = ?proto),
+        Level::INFO => tracing::info_span!("wamp_session", session_id = %id, protocol = ?proto),
+        Level::DEBUG => tracing::debug_span!("wamp_session", session_id = %id, protocol = ?proto),
+        _ => tracing::trace_span!("wamp_session", session_id = %id, protocol = ?proto),
+    }
 }
 
 struct SlotGuard(Arc<Inner<()>>);
@@ -149,7 +161,7 @@ impl Drop for OpenSession {
             .hub
             .remove_registrations(self.session.id());
         self.pending.close();
-        tracing::info!(reason = ?self.reason, "session closed");
+        tracing::info!(session_id = %self.session.id(), reason = ?self.reason, "session closed");
         self.router
             .closed(&self.session, &self.reason, &registrations);
         // Whatever ended it (GOODBYE too, as the spec has it; not `kill_all`), what it left
@@ -304,7 +316,7 @@ async fn session(
             auth_deadline = Some(Instant::now() + cra.timeout);
         }
     }
-    tracing::info!("session opened");
+    tracing::info!(session_id = %session.id(), protocol = ?proto, "session opened");
     router.opened(&session);
     let metrics = hub.metrics.clone();
     let clock = Clock::new(Instant::now());

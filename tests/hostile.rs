@@ -618,6 +618,39 @@ async fn a_topic_cannot_forge_or_flood_log_lines() {
     assert_no_forged_or_huge_lines(&captured);
 }
 
+/// An application's INFO subscriber pays nothing per message for the session's span: it
+/// is at DEBUG unless the layer raises it, and then a handler's own line is in it.
+#[tokio::test]
+async fn the_session_span_is_at_debug_unless_the_layer_raises_it() {
+    for raised in [false, true] {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let router = WampRouter::new().rpc("urn:log", |Args((v,)): Args<(Value,)>| async move {
+            tracing::info!("handler ran");
+            v
+        });
+        let mut layer = WampLayer::new(router);
+        if raised {
+            layer = layer.session_span_level(tracing::Level::INFO);
+        }
+        let mut c = connect(serve_layer(layer).await).await;
+        c.send(json!([2, "c1", "urn:log", 1])).await;
+        assert_eq!(c.recv().await, json!([3, "c1", 1]));
+        let text = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
+        let span = format!("wamp_session{{session_id={}", c.session_id);
+        let line = text.lines().find(|l| l.contains("handler ran")).expect("the handler's line");
+        assert_eq!(line.contains(&span), raised, "raised: {raised}, line: {line}");
+        let opened = text.lines().find(|l| l.contains("session opened")).expect("opened");
+        assert!(opened.contains(&c.session_id), "{opened}");
+    }
+}
+
 #[tokio::test]
 async fn binary_frames_count_against_the_rate_limit() {
     let layer = WampLayer::new(router()).rate_limit(Some(RateLimit::new(1, 5)));
