@@ -644,9 +644,19 @@ async fn the_session_span_is_at_debug_unless_the_layer_raises_it() {
         assert_eq!(c.recv().await, json!([3, "c1", 1]));
         let text = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
         let span = format!("wamp_session{{session_id={}", c.session_id);
-        let line = text.lines().find(|l| l.contains("handler ran")).expect("the handler's line");
-        assert_eq!(line.contains(&span), raised, "raised: {raised}, line: {line}");
-        let opened = text.lines().find(|l| l.contains("session opened")).expect("opened");
+        let line = text
+            .lines()
+            .find(|l| l.contains("handler ran"))
+            .expect("the handler's line");
+        assert_eq!(
+            line.contains(&span),
+            raised,
+            "raised: {raised}, line: {line}"
+        );
+        let opened = text
+            .lines()
+            .find(|l| l.contains("session opened"))
+            .expect("opened");
         assert!(opened.contains(&c.session_id), "{opened}");
     }
 }

@@ -178,6 +178,30 @@ pub mod v1 {
         decoded_size_of(text.as_bytes())
     }
 
+    /// The estimate of [`decoded_size`] from what the parser counted.
+    pub(crate) fn estimate(len: usize, counts: crate::core::json::Counts) -> usize {
+        len.saturating_add(counts.marks.saturating_add(1).saturating_mul(PER_ITEM))
+            .saturating_add(counts.objects.saturating_mul(PER_OBJECT))
+    }
+
+    /// Whether a text of `len` bytes is within `max` once decoded whatever it holds, that
+    /// is, even if every byte were a `{`: then it need not be scanned before it is decoded.
+    pub(crate) fn surely_within(len: usize, max: usize) -> bool {
+        len.saturating_mul(1 + PER_ITEM + PER_OBJECT)
+            .saturating_add(PER_ITEM)
+            <= max
+    }
+
+    /// [`decode`] and [`decoded_size`] together, in one pass over the text when it parses on
+    /// the fast path. For a frame that is [`surely_within`] the limit (no estimate is
+    /// needed before decoding).
+    pub(crate) fn decode_measured(text: &str) -> (Result<Message, DecodeError>, usize) {
+        match crate::core::json::parse_counted(text) {
+            Some((value, counts)) => (from_parsed(value), estimate(text.len(), counts)),
+            None => (decode(text), decoded_size(text)),
+        }
+    }
+
     /// [`decoded_size`] of JSON text as bytes (v2's JSON frames arrive as bytes). Strings,
     /// most of a frame, are skipped with `memchr` rather than byte by byte.
     pub(crate) fn decoded_size_of(bytes: &[u8]) -> usize {
@@ -232,6 +256,11 @@ pub mod v1 {
                 serde_json::from_str(text).map_err(|e| DecodeError::InvalidJson(e.to_string()))?
             }
         };
+        from_parsed(value)
+    }
+
+    /// The message a frame's parsed value is.
+    fn from_parsed(value: Value) -> Result<Message, DecodeError> {
         let Value::Array(mut rest) = value else {
             return Err(DecodeError::NotAnArray);
         };
@@ -263,18 +292,19 @@ pub mod v1 {
                     Some(_) => return Err(shape(2, None, "the call id must be a string")),
                     None => return Err(shape(2, None, "CALL without a call id")),
                 };
-                args.remove(0);
-                let procedure = match (!args.is_empty()).then(|| args.remove(0)) {
-                    Some(Value::String(p)) => p,
+                let procedure = match args.get_mut(1) {
+                    Some(Value::String(p)) => std::mem::take(p),
                     Some(other) => {
                         return Err(shape(
                             2,
                             Some(call_id),
-                            format!("the procedure URI must be a string, not {}", kind(&other)),
+                            format!("the procedure URI must be a string, not {}", kind(other)),
                         ));
                     }
                     None => return Err(shape(2, Some(call_id), "CALL without a procedure URI")),
                 };
+                // Both out in one shift.
+                args.drain(..2);
                 Ok(Message::Call {
                     call_id,
                     procedure,

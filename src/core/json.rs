@@ -167,20 +167,37 @@ const MAX_NESTING: usize = 100;
 /// ```
 #[must_use]
 pub fn parse(text: &str) -> Option<Value> {
+    parse_counted(text).map(|(value, _)| value)
+}
+
+/// What a parsed text held, as the codecs' decoded-size estimate counts it
+/// ([`crate::core::codec::v1::decoded_size`]): the `,`, `[` and `{` outside strings, and the
+/// `{` alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Counts {
+    pub(crate) marks: usize,
+    pub(crate) objects: usize,
+}
+
+/// [`parse`], and what the text held, counted on the way (so that a frame is not scanned
+/// once for its size and once more for its value).
+pub(crate) fn parse_counted(text: &str) -> Option<(Value, Counts)> {
     let mut p = Parser {
         text,
         bytes: text.as_bytes(),
         at: 0,
+        counts: Counts::default(),
     };
     let value = p.value(0)?;
     p.skip_whitespace();
-    (p.at == p.bytes.len()).then_some(value)
+    (p.at == p.bytes.len()).then_some((value, p.counts))
 }
 
 struct Parser<'a> {
     text: &'a str,
     bytes: &'a [u8],
     at: usize,
+    counts: Counts,
 }
 
 impl Parser<'_> {
@@ -213,6 +230,7 @@ impl Parser<'_> {
                 if depth >= MAX_NESTING {
                     return None;
                 }
+                self.counts.marks += 1;
                 self.skip_whitespace();
                 if self.bytes.get(self.at) == Some(&b']') {
                     self.at += 1;
@@ -224,7 +242,7 @@ impl Parser<'_> {
                 loop {
                     items.push(self.value(depth + 1)?);
                     match self.next_token()? {
-                        b',' => {}
+                        b',' => self.counts.marks += 1,
                         b']' => return Some(Value::Array(items)),
                         _ => return None,
                     }
@@ -234,6 +252,8 @@ impl Parser<'_> {
                 if depth >= MAX_NESTING {
                     return None;
                 }
+                self.counts.marks += 1;
+                self.counts.objects += 1;
                 let mut map = serde_json::Map::new();
                 if self.next_token()? == b'}' {
                     return Some(Value::Object(map));
@@ -257,7 +277,7 @@ impl Parser<'_> {
                     // A repeated key keeps its last value, as serde_json's.
                     map.insert(key, value);
                     match self.next_token()? {
-                        b',' => {}
+                        b',' => self.counts.marks += 1,
                         b'}' => return Some(Value::Object(map)),
                         _ => return None,
                     }
@@ -447,6 +467,12 @@ mod tests {
             };
             // Every value serde_json writes is parsed here, not left to it.
             prop_assert_eq!(agrees(&text)?, Some(value));
+            // And counted as the decoded-size scan counts it.
+            let (_, counts) = parse_counted(&text).expect("parsed");
+            prop_assert_eq!(
+                crate::core::codec::v1::estimate(text.len(), counts),
+                crate::core::codec::v1::decoded_size(&text)
+            );
         }
 
         #[test]

@@ -192,6 +192,11 @@ impl SessionState {
     /// Handles one text frame; also returns the estimate of its decoded size (what a call
     /// holds while it runs).
     pub fn handle_text_sized(&mut self, text: &str) -> (Action, usize) {
+        // A frame too short to go past the limit whatever it holds is sized as it is parsed.
+        if v1::surely_within(text.len(), self.limits.max_decoded_size) {
+            let (decoded, size) = v1::decode_measured(text);
+            return (self.act(decoded), size);
+        }
         let size = v1::decoded_size(text);
         if size > self.limits.max_decoded_size {
             let close = Action::Close {
@@ -207,7 +212,11 @@ impl SessionState {
     }
 
     fn decode_and_act(&mut self, text: &str) -> Action {
-        match v1::decode(text) {
+        self.act(v1::decode(text))
+    }
+
+    fn act(&mut self, decoded: Result<Message, v1::DecodeError>) -> Action {
+        match decoded {
             Ok(Message::Prefix { prefix, uri }) => {
                 if prefix.len() > self.limits.max_uri_length
                     || uri.len() > self.limits.max_uri_length
@@ -290,6 +299,32 @@ impl SessionState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_frame_is_sized_the_same_counted_as_it_is_parsed_or_scanned_first() {
+        for text in [
+            r#"[2,"c","urn:f",{"a":[1,{}],"b":"x\",y"},[],"z"]"#,
+            r#"[7, "urn:t", [[], {}, {"k": "v,[{"}]]"#,
+            // Not JSON: sized by the scan.
+            r#"[2,"c","urn:f",1,]"#,
+        ] {
+            let mut s = SessionState::new(false);
+            assert_eq!(
+                s.handle_text_sized(text).1,
+                v1::decoded_size(text),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_a_frame_that_cannot_pass_the_limit_skips_the_scan() {
+        // A frame of `{` alone is the most a byte can decode to.
+        let worst = "{".repeat(10);
+        let limit = v1::decoded_size(&worst);
+        assert!(v1::surely_within(10, limit));
+        assert!(!v1::surely_within(11, limit));
+    }
 
     #[test]
     fn curies_resolve_in_every_message_that_names_a_uri() {

@@ -361,6 +361,18 @@ pub fn decode_json(text: &str) -> Result<Message, DecodeError> {
     from_value(value)
 }
 
+/// [`decode_json`] and [`decoded_size`] together, in one pass over the text when it parses
+/// on the fast path (for a frame too short to need its estimate before it is decoded).
+pub(crate) fn decode_json_measured(text: &str) -> (Result<Message, DecodeError>, usize) {
+    match crate::core::json::parse_counted(text) {
+        Some((value, counts)) => (from_value(value), super::v1::estimate(text.len(), counts)),
+        None => (
+            decode_json(text),
+            decoded_size(Serializer::Json, text.as_bytes()),
+        ),
+    }
+}
+
 /// Encodes one message.
 ///
 /// # Panics

@@ -451,11 +451,42 @@ impl State {
     /// [`handle_sized`](Self::handle_sized) for a text frame already known to be UTF-8
     /// (as a WebSocket reads it): not checked again.
     pub fn handle_text_sized(&mut self, text: &str) -> (Action, usize) {
+        // A JSON frame too short to go past the limit whatever it holds is sized as it is
+        // parsed, not scanned first.
+        if self.serializer == Serializer::Json
+            && crate::core::codec::v1::surely_within(text.len(), self.limits.max_decoded_size)
+        {
+            if let Some(refused) = self.refused_before_decoding(false) {
+                return (refused, text.len());
+            }
+            let (decoded, size) = v2::decode_json_measured(text);
+            let action = match decoded {
+                Ok(message) => self.act(message),
+                Err(e) => self.violation(e.to_string()),
+            };
+            return (action, size);
+        }
         let size = v2::decoded_size(self.serializer, text.as_bytes());
         (
             self.handle_measured(text.as_bytes(), false, Some(text), size),
             size,
         )
+    }
+
+    /// What a frame gets before it is decoded: nothing once closed, a protocol violation
+    /// for the wrong kind of frame.
+    fn refused_before_decoding(&mut self, binary: bool) -> Option<Action> {
+        if matches!(self.phase, Phase::Closed) {
+            return Some(Action::None);
+        }
+        if binary != self.serializer.is_binary() {
+            return Some(self.violation(if binary {
+                "a binary frame on a text serializer"
+            } else {
+                "a text frame on a binary serializer"
+            }));
+        }
+        None
     }
 
     fn handle_measured(
@@ -465,15 +496,8 @@ impl State {
         text: Option<&str>,
         size: usize,
     ) -> Action {
-        if matches!(self.phase, Phase::Closed) {
-            return Action::None;
-        }
-        if binary != self.serializer.is_binary() {
-            return self.violation(if binary {
-                "a binary frame on a text serializer"
-            } else {
-                "a text frame on a binary serializer"
-            });
+        if let Some(refused) = self.refused_before_decoding(binary) {
+            return refused;
         }
         if size > self.limits.max_decoded_size {
             let why = format!(
@@ -491,10 +515,14 @@ impl State {
             Some(text) if self.serializer == Serializer::Json => v2::decode_json(text),
             _ => v2::decode(self.serializer, bytes),
         };
-        let message = match decoded {
-            Ok(m) => m,
-            Err(e) => return self.violation(e.to_string()),
-        };
+        match decoded {
+            Ok(message) => self.act(message),
+            Err(e) => self.violation(e.to_string()),
+        }
+    }
+
+    /// What a decoded message does in this phase.
+    fn act(&mut self, message: Message) -> Action {
         match self.phase {
             Phase::Establishing => self.establishing(message),
             Phase::Challenging => match message {
