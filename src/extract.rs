@@ -101,36 +101,30 @@ impl Call {
         }
     }
 
+    /// A call as a client made it, built in place (each builder step would move it again,
+    /// and drop an empty map).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn from_wire(
         call_id: String,
         procedure: String,
         args: Vec<Value>,
+        kwargs: serde_json::Map<String, Value>,
         session: Session,
         parts: Arc<Parts>,
+        disclose_me: bool,
+        control: crate::dealer::CallControl,
     ) -> Self {
         Self {
             call_id,
             procedure,
             args: Value::Array(args),
-            kwargs: Value::Object(serde_json::Map::new()),
+            kwargs: Value::Object(kwargs),
             session,
             parts,
             hub: None,
-            disclose_me: false,
-            control: crate::dealer::CallControl::default(),
+            disclose_me,
+            control,
         }
-    }
-
-    /// Gives the call a v2 caller's progressive-result sink and CANCEL.
-    pub(crate) fn controlled(mut self, control: crate::dealer::CallControl) -> Self {
-        self.control = control;
-        self
-    }
-
-    /// Marks the call as asking to name its caller to a client callee (v2 `disclose_me`).
-    pub(crate) fn disclosing(mut self, disclose_me: bool) -> Self {
-        self.disclose_me = disclose_me;
-        self
     }
 
     /// Sets the keyword arguments (what a WAMP v2 caller sends as `kwargs`).

@@ -996,12 +996,12 @@ impl Conn {
             call_id,
             procedure,
             args,
+            kwargs,
             self.session.clone(),
             self.parts.clone(),
-        )
-        .with_kwargs(kwargs)
-        .disclosing(disclose_me)
-        .controlled(control);
+            disclose_me,
+            control,
+        );
         let router = self.router.clone();
         let outbox = self.outbox.clone();
         let call = async move {
