@@ -603,6 +603,12 @@ pub(crate) enum Granted {
 
 /// The router's side of WAMP-CRA: the two procedures and the permission checks.
 impl Inner<()> {
+    /// Whether every session may do everything (no authentication, no role table): then
+    /// [`permitted`](Self::permitted) is always `true`.
+    pub(crate) fn open_to_all(&self) -> bool {
+        self.roles.is_none() && self.auth.is_none()
+    }
+
     /// Whether the session may do `action` on `uri`: always without authentication
     /// configured; otherwise only once authenticated and permitted.
     pub(crate) async fn permitted(&self, session: &Session, action: Action, uri: &str) -> bool {
