@@ -1086,6 +1086,35 @@ impl Future for Running<'_> {
     }
 }
 
+/// A call to one of the router's handlers, started by [`Inner::try_start`]: a future that
+/// is not pinned (it can be polled once where it is made and moved into a task only if it
+/// waits) and answers as [`Inner::dispatch`] would.
+pub(crate) struct Started {
+    router: Arc<Inner<()>>,
+    /// `None` once it answered (or panicked): it is not polled again.
+    running: Option<Running<'static>>,
+    info: Option<Box<CallInfo>>,
+}
+
+impl Future for Started {
+    type Output = CallReply;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<CallReply> {
+        let this = self.get_mut();
+        let Some(running) = this.running.as_mut() else {
+            return Poll::Pending;
+        };
+        let outcome =
+            match std::panic::catch_unwind(AssertUnwindSafe(|| Pin::new(&mut *running).poll(cx))) {
+                Ok(Poll::Pending) => return Poll::Pending,
+                Ok(Poll::Ready(result)) => Ok(result),
+                Err(panic) => Err(panic),
+            };
+        this.running = None;
+        Poll::Ready(this.router.finish(this.info.as_deref(), outcome))
+    }
+}
+
 /// What a procedure returned: one value (the router's handlers), or v2 arguments (a
 /// client's procedure).
 enum Outcome {
@@ -1314,7 +1343,76 @@ impl Inner<()> {
                     })
             }));
         }
-        match AssertUnwindSafe(running).catch_unwind().await {
+        let outcome = AssertUnwindSafe(running).catch_unwind().await;
+        self.finish(info, outcome)
+    }
+
+    /// Starts `call` at once when nothing before its handler has to wait: no
+    /// authentication or roles, no `before_call` hook, no timeout, a handler of the router's
+    /// own (not the meta API's, a client's or another node's, under its name or an alias),
+    /// no stream of arguments, not canceled already. Gives the call back untouched
+    /// otherwise, for [`dispatch`](Self::dispatch). What it starts answers as `dispatch`
+    /// would have.
+    pub(crate) fn try_start(self: &Arc<Self>, mut call: Call) -> Result<Started, Call> {
+        if !self.open_to_all()
+            || self.hooks.before_call.is_some()
+            || self.call_timeout.is_some()
+            || call.control.chunks.is_some()
+            || call
+                .control
+                .cancel
+                .as_ref()
+                .is_some_and(crate::cancel::Receiver::is_canceled)
+        {
+            return Err(call);
+        }
+        // As `dispatch` resolves it: one alias, to another name.
+        let canonical = self
+            .aliases
+            .get(call.procedure.as_str())
+            .filter(|canonical| **canonical != call.procedure);
+        let name = canonical.unwrap_or(&call.procedure);
+        let handler = match self.procedures.get(name) {
+            Some(handler)
+                if !(self.meta_api && crate::meta::Meta::of(name).is_some())
+                    && !self.procedure_timeouts.contains_key(name) =>
+            {
+                handler
+            }
+            _ => return Err(call),
+        };
+        if let Some(canonical) = canonical {
+            call.procedure = canonical.clone();
+        }
+        call.hub = Some(self.wamp.hub.clone());
+        let info = (self.hooks.after_call_success.is_some()
+            || self.hooks.after_call_error.is_some())
+        .then(|| {
+            Box::new(CallInfo {
+                session_id: call.session.id().clone(),
+                procedure: call.procedure.clone(),
+                call_id: call.call_id.clone(),
+            })
+        });
+        let running = match call.control.cancel.take() {
+            None => Running::Handler(start(handler, call)),
+            Some(cancel) => Running::Cancelable(start(handler, call), cancel),
+        };
+        Ok(Started {
+            router: self.clone(),
+            running: Some(running),
+            info,
+        })
+    }
+
+    /// The answer to a call from what its target returned (or the panic it raised), through
+    /// the after-call hooks.
+    fn finish(
+        &self,
+        info: Option<&CallInfo>,
+        outcome: std::thread::Result<Result<Outcome, RpcError>>,
+    ) -> CallReply {
+        match outcome {
             Ok(Ok(Outcome::Arguments(payload))) => match &self.hooks.after_call_success {
                 Some(hook) => match guarded("after_call_success", || {
                     hook(info.expect("built when hooks are set"), payload.to_event())

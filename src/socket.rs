@@ -15,6 +15,7 @@
 use std::{
     collections::{HashMap, VecDeque},
     future::Future,
+    pin::Pin,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
@@ -1002,6 +1003,30 @@ impl Conn {
             disclose_me,
             control,
         );
+        // Most calls: a handler of the router's own that starts at once. Not boxed: polled
+        // here once, and moved into a task only if it waits.
+        let call = match (timeout, &span) {
+            (None, None) => match self.router.try_start(call) {
+                Ok(started) => {
+                    let mut call = Answering {
+                        started,
+                        guard: Some(guard),
+                        progress,
+                        reply_to: Some(reply_to),
+                        outbox: self.outbox.clone(),
+                    };
+                    let mut cx = Context::from_waker(Waker::noop());
+                    if Pin::new(&mut call).poll(&mut cx).is_pending() {
+                        while self.calls.try_join_next().is_some() {}
+                        self.calls.spawn(call);
+                        return true;
+                    }
+                    return false;
+                }
+                Err(call) => call,
+            },
+            _ => call,
+        };
         let router = self.router.clone();
         let outbox = self.outbox.clone();
         let call = async move {
@@ -1034,29 +1059,7 @@ impl Conn {
                 }
                 None => router.dispatch(call).await,
             };
-            drop(guard);
-            // Nothing of the call's progress may follow its answer.
-            if let Some(progress) = progress {
-                progress.close();
-            }
-            let frame = match reply {
-                CallReply::Result(result) => reply_to.result(result),
-                CallReply::Arguments { args, kwargs } => {
-                    reply_to.arguments(Payload { args, kwargs })
-                }
-                CallReply::Error(error) => {
-                    outbox.metrics().error(error.uri());
-                    let frame = reply_to.error(&error);
-                    if error.kills() {
-                        let _ = outbox.push_reply(frame);
-                        outbox.close(1002, "closed after a fatal call error", true);
-                        return;
-                    }
-                    frame
-                }
-                CallReply::Suppressed => return,
-            };
-            let _ = outbox.push_reply(frame);
+            answer(reply, guard, progress, &reply_to, &outbox);
         };
         let mut call: std::pin::Pin<Box<dyn Future<Output = ()> + Send>> = match span {
             Some(span) => Box::pin(call.instrument(span)),
@@ -1564,6 +1567,60 @@ impl Conn {
 }
 
 /// Whom a call's answer goes to, and in which form.
+/// Sends a call's answer: its in-flight budget is given back and its progress closed
+/// first (nothing of it may follow the answer).
+fn answer(
+    reply: CallReply,
+    guard: InFlightGuard,
+    progress: Option<crate::dealer::ProgressSink>,
+    reply_to: &ReplyTo,
+    outbox: &Outbox,
+) {
+    drop(guard);
+    if let Some(progress) = progress {
+        progress.close();
+    }
+    let frame = match reply {
+        CallReply::Result(result) => reply_to.result(result),
+        CallReply::Arguments { args, kwargs } => reply_to.arguments(Payload { args, kwargs }),
+        CallReply::Error(error) => {
+            outbox.metrics().error(error.uri());
+            let frame = reply_to.error(&error);
+            if error.kills() {
+                let _ = outbox.push_reply(frame);
+                outbox.close(1002, "closed after a fatal call error", true);
+                return;
+            }
+            frame
+        }
+        CallReply::Suppressed => return,
+    };
+    let _ = outbox.push_reply(frame);
+}
+
+/// A call started at once ([`Inner::try_start`]), and where its answer goes.
+struct Answering {
+    started: crate::router::Started,
+    /// Taken when it answers.
+    guard: Option<InFlightGuard>,
+    progress: Option<crate::dealer::ProgressSink>,
+    reply_to: Option<ReplyTo>,
+    outbox: Outbox,
+}
+
+impl Future for Answering {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        let reply = std::task::ready!(Pin::new(&mut this.started).poll(cx));
+        if let (Some(guard), Some(reply_to)) = (this.guard.take(), this.reply_to.take()) {
+            answer(reply, guard, this.progress.take(), &reply_to, &this.outbox);
+        }
+        Poll::Ready(())
+    }
+}
+
 enum ReplyTo {
     /// A v1 CALL: CALLRESULT or CALLERROR with this call id.
     V1(String),
