@@ -691,7 +691,7 @@ impl Inner<()> {
                 Some(p)
             }
             Err(p) => {
-                tracing::error!(panic = %Clip(&panic_message(&*p)), "permissions provider panicked");
+                tracing::error!(session_id = %session.id(), panic = %Clip(&panic_message(&*p)), "permissions provider panicked");
                 None
             }
         }
@@ -749,7 +749,7 @@ impl Inner<()> {
         if let Some(key) = &key
             && cra.throttle.exhausted(key, peer_ip(&call.parts))
         {
-            tracing::warn!(auth_key = %Clip(key), "authreq refused: too many failed attempts for this key or address");
+            tracing::warn!(session_id = %session.id(), auth_key = %Clip(key), "authreq refused: too many failed attempts for this key or address");
             return Err(too_many_attempts());
         }
         let Some(key) = key else {
@@ -760,7 +760,7 @@ impl Inner<()> {
                 ));
             }
             set_pending(session, AuthKey::Anonymous, None)?;
-            tracing::info!("anonymous authentication requested");
+            tracing::info!(session_id = %session.id(), "anonymous authentication requested");
             return Ok(Value::Null);
         };
         let secret = match AssertUnwindSafe(async {
@@ -777,7 +777,7 @@ impl Inner<()> {
                 ));
             }
             Err(p) => {
-                tracing::error!(panic = %Clip(&panic_message(&*p)), "secret provider panicked");
+                tracing::error!(session_id = %session.id(), panic = %Clip(&panic_message(&*p)), "secret provider panicked");
                 return Err(RpcError::internal("secret provider failed"));
             }
         };
@@ -808,7 +808,7 @@ impl Inner<()> {
             }
         };
         set_pending(session, AuthKey::Key(key), Some(expected))?;
-        tracing::info!("authentication challenge issued");
+        tracing::info!(session_id = %session.id(), "authentication challenge issued");
         Ok(Value::String(challenge))
     }
 
@@ -873,11 +873,11 @@ impl Inner<()> {
         };
         match outcome {
             Ok(key) => {
-                tracing::info!(auth_key = %Clip(&key.to_string()), "authenticated");
+                tracing::info!(session_id = %session.id(), auth_key = %Clip(&key.to_string()), "authenticated");
                 Ok(self.permission_summary(cra, session, key).await)
             }
             Err((failures, locked, delay, key)) => {
-                tracing::warn!(failures, "invalid WAMP-CRA signature");
+                tracing::warn!(session_id = %session.id(), failures, "invalid WAMP-CRA signature");
                 if let Some(key) = &key {
                     cra.throttle.record_failure(key, peer_ip(&call.parts));
                 }
@@ -1018,7 +1018,7 @@ impl Inner<()> {
         };
         let identity = cra.identity.as_ref().and_then(|identity| {
             std::panic::catch_unwind(AssertUnwindSafe(|| identity(parts))).unwrap_or_else(|p| {
-                tracing::error!(panic = %Clip(&panic_message(&*p)), "identity_from panicked: WAMP-CRA is required");
+                tracing::error!(session_id = %session.id(), panic = %Clip(&panic_message(&*p)), "identity_from panicked: WAMP-CRA is required");
                 None
             })
         });
@@ -1110,7 +1110,7 @@ impl Inner<()> {
             extra.insert("iterations".into(), Value::from(salt.iterations));
             extra.insert("keylen".into(), Value::from(salt.keylen));
         }
-        tracing::info!("authentication challenge issued");
+        tracing::info!(session_id = %session.id(), "authentication challenge issued");
         V2Auth::Challenge {
             method: "wampcra",
             extra,
@@ -1159,7 +1159,7 @@ impl Inner<()> {
         {
             Ok(owner) => owner,
             Err(p) => {
-                tracing::error!(panic = %Clip(&panic_message(&*p)), "cryptosign key provider panicked");
+                tracing::error!(session_id = %session.id(), panic = %Clip(&panic_message(&*p)), "cryptosign key provider panicked");
                 return V2Auth::Abort {
                     reason: "wamp.error.authentication_failed",
                     message: "key provider failed".into(),
@@ -1319,7 +1319,7 @@ async fn v2_secret(
     key: &str,
 ) -> Result<Secret, V2Auth> {
     if cra.throttle.exhausted(key, peer_ip(parts)) {
-        tracing::warn!(auth_key = %Clip(key), "HELLO refused: too many failed attempts for this key or address");
+        tracing::warn!(session_id = %session.id(), auth_key = %Clip(key), "HELLO refused: too many failed attempts for this key or address");
         return Err(V2Auth::Abort {
             reason: "wamp.error.authentication_denied",
             message: "too many failed authentication attempts: try again later".into(),
@@ -1336,7 +1336,7 @@ async fn v2_secret(
             message: "no such authid".into(),
         }),
         Err(p) => {
-            tracing::error!(panic = %Clip(&panic_message(&*p)), "secret provider panicked");
+            tracing::error!(session_id = %session.id(), panic = %Clip(&panic_message(&*p)), "secret provider panicked");
             Err(V2Auth::Abort {
                 reason: "wamp.error.authentication_failed",
                 message: "secret provider failed".into(),
@@ -1352,7 +1352,7 @@ fn auth_error(name: &str, description: &str) -> RpcError {
 /// Answers the attempt that used up the session's failures and closes the session (1008)
 /// without waiting.
 fn close_after_failures(session: &Session, call_id: &str, error: &RpcError) {
-    tracing::warn!("too many failed authentication attempts: closing");
+    tracing::warn!(session_id = %session.id(), "too many failed authentication attempts: closing");
     if let Some(outbox) = session.outbox() {
         let _ = outbox.push_reply(v1::encode_call_error(call_id, error).into());
         outbox.close(1008, "too many failed authentication attempts", true);

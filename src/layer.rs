@@ -493,10 +493,12 @@ impl WampLayer {
     /// A session's task enters its span every time it runs, that is once or more per
     /// message, and an enabled span costs an enter and an exit in the subscriber each time.
     /// At `DEBUG`, an application whose subscriber is at `INFO` pays nothing per message;
-    /// its log still has the session's id on `session opened` and `session closed`, but not
-    /// on the lines in between (the router's own, and those your handlers write). At
-    /// `INFO`, every line a session writes, yours included, is in a span with its
-    /// `session_id` and `protocol`, for that cost.
+    /// the router's own lines about a session (opened, closed, authenticated, refused,
+    /// timed out, closing) carry its `session_id`, but the lines your handlers write are
+    /// in no session's span. At `INFO`, what the session's task writes and what its calls
+    /// write (a handler's lines, also after it waited) are in a span with the session's
+    /// `session_id` and `protocol`, for that cost. Server-side event subscribers
+    /// ([`WampRouter::on_event`]) run outside any session.
     ///
     /// ```
     /// # use tower_wamp::{WampLayer, WampRouter};

@@ -1353,6 +1353,9 @@ impl Inner<()> {
     /// no stream of arguments, not canceled already. Gives the call back untouched
     /// otherwise, for [`dispatch`](Self::dispatch). What it starts answers as `dispatch`
     /// would have.
+    // The call is given back as it came, by value: boxing it would cost the allocation this
+    // path saves.
+    #[allow(clippy::result_large_err)]
     pub(crate) fn try_start(self: &Arc<Self>, mut call: Call) -> Result<Started, Call> {
         if !self.open_to_all()
             || self.hooks.before_call.is_some()
@@ -1374,8 +1377,8 @@ impl Inner<()> {
         let name = canonical.unwrap_or(&call.procedure);
         let handler = match self.procedures.get(name) {
             Some(handler)
-                if !(self.meta_api && crate::meta::Meta::of(name).is_some())
-                    && !self.procedure_timeouts.contains_key(name) =>
+                if !(self.procedure_timeouts.contains_key(name)
+                    || self.meta_api && crate::meta::Meta::of(name).is_some()) =>
             {
                 handler
             }
@@ -1700,7 +1703,7 @@ impl Inner<()> {
                 {
                     Ok(allowed) => allowed,
                     Err(p) => {
-                        tracing::error!(panic = %Clip(&panic_message(&*p)), "subscribe predicate panicked");
+                        tracing::error!(session_id = %session.id(), panic = %Clip(&panic_message(&*p)), "subscribe predicate panicked");
                         false
                     }
                 }
@@ -1746,7 +1749,7 @@ impl Inner<()> {
             Subscribed::Already => {}
             Subscribed::OverBudget => {
                 let budget = budget.expect("only a budget can be spent");
-                tracing::warn!(
+                tracing::warn!(session_id = %session.id(),
                     limit = budget.entries,
                     bytes = budget.bytes,
                     "too many subscriptions: closing"
@@ -1878,7 +1881,7 @@ impl Inner<()> {
                         return Err(Refused::NotAuthorized);
                     }
                     Err(p) => {
-                        tracing::error!(panic = %Clip(&panic_message(&*p)), "broker function panicked");
+                        tracing::error!(session_id = %session.id(), panic = %Clip(&panic_message(&*p)), "broker function panicked");
                         return Err(Refused::NotAuthorized);
                     }
                 }

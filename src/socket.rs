@@ -304,12 +304,12 @@ async fn session(
         let identity = cra.identity.as_ref().and_then(|identity| {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| identity(&parts)))
                 .unwrap_or_else(|p| {
-                    tracing::error!(panic = %panic_message(&*p), "identity_from panicked: WAMP-CRA is required");
+                    tracing::error!(session_id = %session.id(), panic = %panic_message(&*p), "identity_from panicked: WAMP-CRA is required");
                     None
                 })
         });
         if let Some(key) = identity {
-            tracing::info!(auth_key = %Clip(&key), "authenticated by the upgrade request");
+            tracing::info!(session_id = %session.id(), auth_key = %Clip(&key), "authenticated by the upgrade request");
             let key = AuthKey::Key(key);
             session.auth_slot().assigned_role = router.role_of(&key).map(Into::into);
             session.mark_authenticated(key);
@@ -476,7 +476,7 @@ impl Timers {
         if self.auth_deadline.is_some_and(|d| now >= d) {
             self.auth_deadline = None;
             if session.auth_key().is_none() {
-                tracing::warn!("not authenticated in time: closing");
+                tracing::warn!(session_id = %session.id(), "not authenticated in time: closing");
                 outbox.close(1008, "authentication timeout", false);
             }
         }
@@ -486,7 +486,7 @@ impl Timers {
             && now >= clock.last_message() + idle
         {
             self.idle = None;
-            tracing::info!("idle timeout: closing");
+            tracing::info!(session_id = %session.id(), "idle timeout: closing");
             outbox.close_with_goodbye(1000, "idle timeout", crate::session::KILLED);
         }
         if let Some(sent) = self.ping_sent {
@@ -496,7 +496,7 @@ impl Timers {
                 self.ping_sent = None;
                 self.ping_interval = None;
                 self.next_ping = None;
-                tracing::warn!("no pong before the deadline: closing");
+                tracing::warn!(session_id = %session.id(), "no pong before the deadline: closing");
                 outbox.close(1008, "keepalive timeout: no pong", false);
             }
         }
@@ -754,7 +754,7 @@ impl Conn {
             let now = Instant::now();
             let message = match incoming {
                 Err(e) if is_oversize(&e) => {
-                    tracing::warn!(error = %e, "oversize message: closing with 1009");
+                    tracing::warn!(session_id = %self.session.id(), error = %e, "oversize message: closing with 1009");
                     self.outbox.close(1009, "message too big", false);
                     // The writer sends the close frame and ends the session.
                     return std::future::pending().await;
@@ -833,7 +833,7 @@ impl Conn {
             rate.tokens -= 1.0;
             true
         } else {
-            tracing::warn!("rate limit exceeded: closing");
+            tracing::warn!(session_id = %self.session.id(), "rate limit exceeded: closing");
             self.outbox.close(1008, "rate limit exceeded", false);
             false
         }
@@ -935,7 +935,7 @@ impl Conn {
             }
             Action::Ignore(reason) => tracing::debug!(reason = %Clip(&reason), "frame ignored"),
             Action::Close { code, reason } => {
-                tracing::warn!(code, reason = %Clip(&reason), "closing");
+                tracing::warn!(session_id = %self.session.id(), code, reason = %Clip(&reason), "closing");
                 self.outbox.close(code, &reason, true);
             }
             other @ (Action::Subscribe { .. } | Action::Publish { .. }) => return Some(other),
@@ -1018,7 +1018,8 @@ impl Conn {
                     let mut cx = Context::from_waker(Waker::noop());
                     if Pin::new(&mut call).poll(&mut cx).is_pending() {
                         while self.calls.try_join_next().is_some() {}
-                        self.calls.spawn(call);
+                        // In its own task, still in the session's span (when it is on).
+                        self.calls.spawn(call.in_current_span());
                         return true;
                     }
                     return false;
@@ -1072,7 +1073,9 @@ impl Conn {
         let mut cx = Context::from_waker(Waker::noop());
         if call.as_mut().poll(&mut cx).is_pending() {
             while self.calls.try_join_next().is_some() {}
-            self.calls.spawn(call);
+            // In its own task, still in the session's span (when it is on; a call's span
+            // has that one for parent).
+            self.calls.spawn(call.in_current_span());
             return true;
         }
         false
@@ -1379,7 +1382,7 @@ impl Conn {
                 {
                     Ok(_) | Err("closing") => {}
                     Err("budget") => {
-                        tracing::warn!(
+                        tracing::warn!(session_id = %self.session.id(),
                             entries = budget.entries,
                             bytes = budget.bytes,
                             "too many registrations: closing"

@@ -631,10 +631,17 @@ async fn the_session_span_is_at_debug_unless_the_layer_raises_it() {
             .with_writer(move || writer.clone())
             .finish();
         let _guard = tracing::subscriber::set_default(subscriber);
-        let router = WampRouter::new().rpc("urn:log", |Args((v,)): Args<(Value,)>| async move {
-            tracing::info!("handler ran");
-            v
-        });
+        let router = WampRouter::new()
+            .rpc("urn:log", |Args((v,)): Args<(Value,)>| async move {
+                tracing::info!("handler ran");
+                v
+            })
+            // One that waits: it goes on in a task of its own.
+            .rpc("urn:later", |Args((v,)): Args<(Value,)>| async move {
+                tokio::task::yield_now().await;
+                tracing::info!("waiting handler ran");
+                v
+            });
         let mut layer = WampLayer::new(router);
         if raised {
             layer = layer.session_span_level(tracing::Level::INFO);
@@ -642,22 +649,30 @@ async fn the_session_span_is_at_debug_unless_the_layer_raises_it() {
         let mut c = connect(serve_layer(layer).await).await;
         c.send(json!([2, "c1", "urn:log", 1])).await;
         assert_eq!(c.recv().await, json!([3, "c1", 1]));
+        c.send(json!([2, "c2", "urn:later", 2])).await;
+        assert_eq!(c.recv().await, json!([3, "c2", 2]));
+        let _ = c.ws.close(None).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
         let text = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
         let span = format!("wamp_session{{session_id={}", c.session_id);
-        let line = text
-            .lines()
-            .find(|l| l.contains("handler ran"))
-            .expect("the handler's line");
-        assert_eq!(
-            line.contains(&span),
-            raised,
-            "raised: {raised}, line: {line}"
-        );
-        let opened = text
-            .lines()
-            .find(|l| l.contains("session opened"))
-            .expect("opened");
-        assert!(opened.contains(&c.session_id), "{opened}");
+        for said in ["handler ran", "waiting handler ran"] {
+            let line = text
+                .lines()
+                .find(|l| l.contains(said))
+                .expect("the handler's line");
+            assert_eq!(
+                line.contains(&span),
+                raised,
+                "raised: {raised}, line: {line}"
+            );
+        }
+        for said in ["session opened", "session closed"] {
+            let line = text
+                .lines()
+                .find(|l| l.contains(said))
+                .expect("opened and closed");
+            assert!(line.contains(&c.session_id), "{line}");
+        }
     }
 }
 

@@ -198,7 +198,13 @@ pub mod v1 {
     pub(crate) fn decode_measured(text: &str) -> (Result<Message, DecodeError>, usize) {
         match crate::core::json::parse_counted(text) {
             Some((value, counts)) => (from_parsed(value), estimate(text.len(), counts)),
-            None => (decode(text), decoded_size(text)),
+            // Left to serde_json, for its value or its error (not parsed here again).
+            None => {
+                let decoded = serde_json::from_str(text)
+                    .map_err(|e| DecodeError::InvalidJson(e.to_string()))
+                    .and_then(from_parsed);
+                (decoded, decoded_size(text))
+            }
         }
     }
 
@@ -468,9 +474,31 @@ pub mod v1 {
     }
 
     #[cfg(test)]
-    mod tests {
+    pub(crate) mod tests {
         use super::*;
         use serde_json::json;
+
+        /// Frames the fast parser takes, and frames it leaves to serde_json (a surrogate
+        /// pair, deep nesting, not JSON).
+        pub(crate) fn frames() -> Vec<String> {
+            vec![
+                r#"[2,"c","urn:f",{"a":[1,{}],"b":"x\",y"},[],"z"]"#.to_owned(),
+                r#" [7 , "urn:t", [[], {}, {"k": "v,[{"}]] "#.to_owned(),
+                r#"[2,"c","urn:f","\ud83d\ude00"]"#.to_owned(),
+                format!(r#"[2,"c","urn:f",{}1{}]"#, "[".repeat(120), "]".repeat(120)),
+                r#"[2,"c","urn:f",1,]"#.to_owned(),
+                r#"[2,"c"]"#.to_owned(),
+            ]
+        }
+
+        #[test]
+        fn decoding_and_sizing_at_once_is_decoding_then_sizing() {
+            for text in frames() {
+                let (decoded, size) = decode_measured(&text);
+                assert_eq!(decoded, decode(&text), "{text}");
+                assert_eq!(size, decoded_size(&text), "{text}");
+            }
+        }
 
         /// The byte-by-byte scan that `decoded_size_of` replaced, as the reference.
         fn decoded_size_naive(text: &[u8]) -> usize {

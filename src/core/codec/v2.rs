@@ -366,8 +366,11 @@ pub fn decode_json(text: &str) -> Result<Message, DecodeError> {
 pub(crate) fn decode_json_measured(text: &str) -> (Result<Message, DecodeError>, usize) {
     match crate::core::json::parse_counted(text) {
         Some((value, counts)) => (from_value(value), super::v1::estimate(text.len(), counts)),
+        // Left to serde_json, for its value or its error (not parsed here again).
         None => (
-            decode_json(text),
+            serde_json::from_str(text)
+                .map_err(|e| DecodeError::Syntax(e.to_string()))
+                .and_then(from_value),
             decoded_size(Serializer::Json, text.as_bytes()),
         ),
     }
@@ -1362,6 +1365,23 @@ pub fn id_value(v: &Value) -> Option<u64> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn decoding_and_sizing_at_once_is_decoding_then_sizing() {
+        let mut frames = super::super::v1::tests::frames();
+        frames.push(
+            r#"[48, 7, {"receive_progress": true}, "a.b", [{"x": [1, 2]}], {"k": {}}]"#.into(),
+        );
+        for text in frames {
+            let (decoded, size) = decode_json_measured(&text);
+            assert_eq!(decoded, decode_json(&text), "{text}");
+            assert_eq!(
+                size,
+                decoded_size(Serializer::Json, text.as_bytes()),
+                "{text}"
+            );
+        }
+    }
 
     fn hex(s: &str) -> Vec<u8> {
         (0..s.len())

@@ -457,7 +457,7 @@ impl State {
             && crate::core::codec::v1::surely_within(text.len(), self.limits.max_decoded_size)
         {
             if let Some(refused) = self.refused_before_decoding(false) {
-                return (refused, text.len());
+                return (refused, v2::decoded_size(self.serializer, text.as_bytes()));
             }
             let (decoded, size) = v2::decode_json_measured(text);
             let action = match decoded {
