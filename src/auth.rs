@@ -719,7 +719,7 @@ impl Inner<()> {
                 tracing::debug!("authreq before the last failure's delay passed: refused");
                 let error = too_many_attempts();
                 if locked {
-                    close_after_failures(session, &call.call_id, &error);
+                    close_after_failures(session, call.call_id.as_str(), &error);
                 }
                 return Err(error);
             }
@@ -887,7 +887,7 @@ impl Inner<()> {
                 );
                 if locked {
                     // The last attempt: answer at once and close without waiting.
-                    close_after_failures(session, &call.call_id, &error);
+                    close_after_failures(session, call.call_id.as_str(), &error);
                     return Err(error);
                 }
                 tokio::time::sleep(delay).await;

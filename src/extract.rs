@@ -67,7 +67,7 @@ use crate::{RpcError, Session, Wamp, core::SessionId, hub::Hub};
 /// assert_eq!(call.parts().headers["x-user"], "ada");
 /// ```
 pub struct Call {
-    pub(crate) call_id: String,
+    pub(crate) call_id: CallIdText,
     pub(crate) procedure: String,
     pub(crate) args: Value,
     /// Keyword arguments (WAMP v2; always empty for v1 calls).
@@ -81,6 +81,23 @@ pub struct Call {
     pub(crate) control: crate::dealer::CallControl,
 }
 
+/// A call's id as text: a v1 client's own, or a v2 request id, written out only when
+/// something asks for it (most calls are answered without).
+#[derive(Debug)]
+pub(crate) enum CallIdText {
+    Text(String),
+    Request(u64, std::sync::OnceLock<String>),
+}
+
+impl CallIdText {
+    pub(crate) fn as_str(&self) -> &str {
+        match self {
+            Self::Text(id) => id,
+            Self::Request(request, text) => text.get_or_init(|| request.to_string()),
+        }
+    }
+}
+
 fn empty_parts() -> Arc<Parts> {
     Arc::new(http::Request::new(()).into_parts().0)
 }
@@ -89,7 +106,7 @@ impl Call {
     /// A call of `procedure` with `args` from a detached session with a random id.
     pub fn new(procedure: impl Into<String>, args: Vec<Value>) -> Self {
         Self {
-            call_id: "call".into(),
+            call_id: CallIdText::Text("call".into()),
             procedure: procedure.into(),
             args: Value::Array(args),
             kwargs: Value::Object(serde_json::Map::new()),
@@ -105,7 +122,7 @@ impl Call {
     /// and drop an empty map).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn from_wire(
-        call_id: String,
+        call_id: CallIdText,
         procedure: String,
         args: Vec<Value>,
         kwargs: serde_json::Map<String, Value>,
@@ -155,7 +172,7 @@ impl Call {
     /// Sets the call id.
     #[must_use]
     pub fn with_call_id(mut self, call_id: impl Into<String>) -> Self {
-        self.call_id = call_id.into();
+        self.call_id = CallIdText::Text(call_id.into());
         self
     }
 
@@ -195,7 +212,7 @@ impl Call {
     /// The client's call id.
     #[must_use]
     pub fn call_id(&self) -> &str {
-        &self.call_id
+        self.call_id.as_str()
     }
 
     /// The procedure URI (CURIEs resolved).
@@ -249,7 +266,7 @@ fn parts_mut(parts: &mut Arc<Parts>) -> &mut Parts {
 impl fmt::Debug for Call {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Call")
-            .field("call_id", &self.call_id)
+            .field("call_id", &self.call_id.as_str())
             .field("procedure", &self.procedure)
             .field("args", &self.args)
             .field("session", &self.session.id())
@@ -538,7 +555,7 @@ impl<S: Sync> FromCall<S> for CallId {
     type Rejection = std::convert::Infallible;
 
     async fn from_call(call: &Call, _state: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self(call.call_id.clone()))
+        Ok(Self(call.call_id.as_str().to_owned()))
     }
 }
 

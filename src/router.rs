@@ -1096,21 +1096,45 @@ pub(crate) struct Started {
     info: Option<Box<CallInfo>>,
 }
 
+impl Started {
+    /// Makes a call that waits cancelable: the sender of its CANCEL, unless it answered
+    /// already or has its channel.
+    pub(crate) fn cancelable(&mut self) -> Option<crate::cancel::Sender> {
+        let Some(Running::Handler(_)) = self.running else {
+            return None;
+        };
+        let Some(Running::Handler(running)) = self.running.take() else {
+            unreachable!("just seen");
+        };
+        let (cancel, canceled) = crate::cancel::channel();
+        self.running = Some(Running::Cancelable(running, canceled));
+        Some(cancel)
+    }
+}
+
 impl Future for Started {
     type Output = CallReply;
 
     fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<CallReply> {
         let this = self.get_mut();
-        let Some(running) = this.running.as_mut() else {
-            return Poll::Pending;
-        };
-        let outcome =
-            match std::panic::catch_unwind(AssertUnwindSafe(|| Pin::new(&mut *running).poll(cx))) {
-                Ok(Poll::Pending) => return Poll::Pending,
-                Ok(Poll::Ready(result)) => Ok(result),
-                Err(panic) => Err(panic),
+        debug_assert!(this.running.is_some(), "polled after it answered");
+        let slot = &mut this.running;
+        // The handler's future is let go inside the guard too (its drop may panic).
+        let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| {
+            let Some(running) = slot.as_mut() else {
+                return Poll::Pending;
             };
-        this.running = None;
+            let result = std::task::ready!(Pin::new(running).poll(cx));
+            *slot = None;
+            Poll::Ready(result)
+        })) {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(result)) => Ok(result),
+            Err(panic) => {
+                let _ = std::panic::catch_unwind(AssertUnwindSafe(|| this.running = None));
+                Err(panic)
+            }
+        };
         Poll::Ready(this.router.finish(this.info.as_deref(), outcome))
     }
 }
@@ -1154,22 +1178,10 @@ impl Inner<()> {
         call.hub = Some(self.wamp.hub.clone());
         // The name the caller called, when an alias changes it (a pattern's callee is told it).
         let mut called = None;
-        if let Some(canonical) = self.aliases.get(call.procedure.as_str())
-            && *canonical != call.procedure
-        {
+        if let Some(canonical) = self.alias_of(&call.procedure) {
             called = Some(std::mem::replace(&mut call.procedure, canonical.clone()));
         }
-        // What the after-call hooks see; built only when there are such hooks.
-        let hooks = &self.hooks;
-        // Boxed: it lives across every await of the call, and most routers have no hooks.
-        let info =
-            (hooks.after_call_success.is_some() || hooks.after_call_error.is_some()).then(|| {
-                Box::new(CallInfo {
-                    session_id: call.session.id().clone(),
-                    procedure: call.procedure.clone(),
-                    call_id: call.call_id.clone(),
-                })
-            });
+        let info = self.call_info(&call);
         let info = info.as_deref();
         let deadline = self
             .procedure_timeouts
@@ -1369,11 +1381,7 @@ impl Inner<()> {
         {
             return Err(call);
         }
-        // As `dispatch` resolves it: one alias, to another name.
-        let canonical = self
-            .aliases
-            .get(call.procedure.as_str())
-            .filter(|canonical| **canonical != call.procedure);
+        let canonical = self.alias_of(&call.procedure);
         let name = canonical.unwrap_or(&call.procedure);
         let handler = match self.procedures.get(name) {
             Some(handler)
@@ -1388,15 +1396,7 @@ impl Inner<()> {
             call.procedure = canonical.clone();
         }
         call.hub = Some(self.wamp.hub.clone());
-        let info = (self.hooks.after_call_success.is_some()
-            || self.hooks.after_call_error.is_some())
-        .then(|| {
-            Box::new(CallInfo {
-                session_id: call.session.id().clone(),
-                procedure: call.procedure.clone(),
-                call_id: call.call_id.clone(),
-            })
-        });
+        let info = self.call_info(&call);
         let running = match call.control.cancel.take() {
             None => Running::Handler(start(handler, call)),
             Some(cancel) => Running::Cancelable(start(handler, call), cancel),
@@ -1405,6 +1405,28 @@ impl Inner<()> {
             router: self.clone(),
             running: Some(running),
             info,
+        })
+    }
+
+    /// The name `procedure` is an alias of, if it is one (of another name: an alias to
+    /// itself is none). One level, for [`dispatch`](Self::dispatch) and
+    /// [`try_start`](Self::try_start) alike.
+    fn alias_of(&self, procedure: &str) -> Option<&String> {
+        self.aliases
+            .get(procedure)
+            .filter(|canonical| canonical.as_str() != procedure)
+    }
+
+    /// What the after-call hooks see of `call`; made only when there are such hooks, and
+    /// boxed (it lives across every await of the call, and most routers have no hooks).
+    fn call_info(&self, call: &Call) -> Option<Box<CallInfo>> {
+        let hooks = &self.hooks;
+        (hooks.after_call_success.is_some() || hooks.after_call_error.is_some()).then(|| {
+            Box::new(CallInfo {
+                session_id: call.session.id().clone(),
+                procedure: call.procedure.clone(),
+                call_id: call.call_id.as_str().to_owned(),
+            })
         })
     }
 

@@ -45,6 +45,7 @@ use crate::{
         random_id,
         session::{Action, SessionState, v2 as v2s},
     },
+    extract::CallIdText,
     layer::Config,
     metrics::Metrics,
     router::{Inner, Refused, panic_message},
@@ -982,16 +983,19 @@ impl Conn {
         timeout: Option<Duration>,
         disclose_me: bool,
         control: crate::dealer::CallControl,
-    ) -> bool {
+    ) -> Ran {
         Metrics::add(&self.metrics.calls_total, 1);
         let Some(guard) = self.admit(&reply_to, size) else {
-            return false;
+            return Ran::Answered;
         };
+        // A v2 call can be canceled while it waits: its CANCEL's channel is made once it is
+        // known to wait (no CANCEL can come in between: the session reads nothing meanwhile).
+        let cancelable = matches!(reply_to, ReplyTo::V2 { .. });
         let progress = control.progress.clone();
         let call_id = reply_to.call_id();
         // The call's span is entered only when it is recorded: a disabled one would still
         // cost an enter and an exit per poll.
-        let span = tracing::debug_span!("wamp_call", call_id = %Clip(&call_id), procedure = %Clip(&procedure));
+        let span = tracing::debug_span!("wamp_call", call_id = %Clip(call_id.as_str()), procedure = %Clip(&procedure));
         let span = (!span.is_disabled()).then_some(span);
         let call = Call::from_wire(
             call_id,
@@ -1017,17 +1021,22 @@ impl Conn {
                     };
                     let mut cx = Context::from_waker(Waker::noop());
                     if Pin::new(&mut call).poll(&mut cx).is_pending() {
-                        while self.calls.try_join_next().is_some() {}
-                        // In its own task, still in the session's span (when it is on).
-                        self.calls.spawn(call.in_current_span());
-                        return true;
+                        let cancel = cancelable.then(|| call.started.cancelable());
+                        self.go_on_waiting(call);
+                        return Ran::Waiting(cancel.flatten());
                     }
-                    return false;
+                    return Ran::Answered;
                 }
                 Err(call) => call,
             },
             _ => call,
         };
+        let mut call = call;
+        let cancel = cancelable.then(|| {
+            let (cancel, canceled) = crate::cancel::channel();
+            call.control.cancel = Some(canceled);
+            cancel
+        });
         let router = self.router.clone();
         let outbox = self.outbox.clone();
         let call = async move {
@@ -1072,13 +1081,17 @@ impl Conn {
         // to the session: they are aborted when it ends.
         let mut cx = Context::from_waker(Waker::noop());
         if call.as_mut().poll(&mut cx).is_pending() {
-            while self.calls.try_join_next().is_some() {}
-            // In its own task, still in the session's span (when it is on; a call's span
-            // has that one for parent).
-            self.calls.spawn(call.in_current_span());
-            return true;
+            self.go_on_waiting(call);
+            return Ran::Waiting(cancel);
         }
-        false
+        Ran::Answered
+    }
+
+    /// Moves a call that waits into a task of the session's (aborted when it ends), still
+    /// in the session's span when that is on (a call's own span has it for parent).
+    fn go_on_waiting(&mut self, call: impl Future<Output = ()> + Send + 'static) {
+        while self.calls.try_join_next().is_some() {}
+        self.calls.spawn(call.in_current_span());
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1103,7 +1116,6 @@ impl Conn {
             return;
         }
         let timeout = (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms));
-        let (cancel, canceled) = crate::cancel::channel();
         let mut stream = None;
         let chunks = progress.then(|| {
             let (tx, rx) = tokio::sync::mpsc::channel(4);
@@ -1114,10 +1126,10 @@ impl Conn {
             progress: receive_progress.then(|| {
                 crate::dealer::ProgressSink::new(self.outbox.clone(), serializer, request)
             }),
-            cancel: Some(canceled),
+            cancel: None,
             chunks,
         };
-        let pending = self.spawn_call(
+        let ran = self.spawn_call(
             reply_to,
             procedure,
             args,
@@ -1127,7 +1139,8 @@ impl Conn {
             disclose_me,
             control,
         );
-        if pending {
+        let pending = matches!(ran, Ran::Waiting(_));
+        if let Ran::Waiting(Some(cancel)) = ran {
             // Only a call still running can be canceled; the senders of ended calls are
             // swept out once the map has doubled, so it stays within twice the calls in
             // flight (which `admit` bounds).
@@ -1569,7 +1582,14 @@ impl Conn {
     }
 }
 
-/// Whom a call's answer goes to, and in which form.
+/// How a call went on once made.
+enum Ran {
+    /// Answered already (or refused).
+    Answered,
+    /// Waiting, in a task of its own; a v2 call's CANCEL goes to this sender.
+    Waiting(Option<crate::cancel::Sender>),
+}
+
 /// Sends a call's answer: its in-flight budget is given back and its progress closed
 /// first (nothing of it may follow the answer).
 fn answer(
@@ -1624,6 +1644,7 @@ impl Future for Answering {
     }
 }
 
+/// Whom a call's answer goes to, and in which form.
 enum ReplyTo {
     /// A v1 CALL: CALLRESULT or CALLERROR with this call id.
     V1(String),
@@ -1635,10 +1656,11 @@ enum ReplyTo {
 }
 
 impl ReplyTo {
-    fn call_id(&self) -> String {
+    /// The call's id, for the call: a v2 request id is written out only if asked for.
+    fn call_id(&self) -> CallIdText {
         match self {
-            Self::V1(id) => id.clone(),
-            Self::V2 { request, .. } => request.to_string(),
+            Self::V1(id) => CallIdText::Text(id.clone()),
+            Self::V2 { request, .. } => CallIdText::Request(*request, Default::default()),
         }
     }
 

@@ -440,88 +440,97 @@ impl Drop for Dropped {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handler_streams_progress_through_its_extractor_and_is_dropped_when_canceled() {
-    let dropped = Arc::new(AtomicBool::new(false));
-    let flag = dropped.clone();
-    let spoke_late = Arc::new(AtomicBool::new(false));
-    let late = spoke_late.clone();
-    let router = router()
-        .rpc("com.example.count", move |progress: Progress| {
-            let late = late.clone();
-            async move {
-                let wanted = progress.wanted();
-                for n in 1..=3 {
-                    progress.send(&n);
-                }
-                // Moved elsewhere, it cannot speak after the answer.
-                tokio::spawn(async move {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    if progress.send(&"after") {
-                        late.store(true, Ordering::SeqCst);
+    for whole_pipeline in [false, true] {
+        let dropped = Arc::new(AtomicBool::new(false));
+        let flag = dropped.clone();
+        let spoke_late = Arc::new(AtomicBool::new(false));
+        let late = spoke_late.clone();
+        let router = router()
+            .rpc("com.example.count", move |progress: Progress| {
+                let late = late.clone();
+                async move {
+                    let wanted = progress.wanted();
+                    for n in 1..=3 {
+                        progress.send(&n);
                     }
-                });
-                json!({"wanted": wanted})
-            }
-        })
-        .rpc("com.example.forever", move || {
-            let guard = Dropped(flag.clone());
-            async move {
-                let _guard = guard;
-                std::future::pending::<()>().await;
-            }
-        });
-    let addr = serve_router(router).await;
-    let mut caller = V2::join(addr, Serializer::MsgPack).await;
-    let request = caller.request();
-    caller
-        .send(&Message::Call {
-            request,
-            options: dict(json!({"receive_progress": true})),
-            procedure: "com.example.count".into(),
-            args: vec![],
-            kwargs: Dict::new(),
-        })
-        .await;
-    for n in 1..=3 {
-        assert_eq!(result(caller.recv().await), (1, true, vec![json!(n)]));
-    }
-    assert_eq!(
-        result(caller.recv().await),
-        (1, false, vec![json!({"wanted": true})])
-    );
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    assert!(!spoke_late.load(Ordering::SeqCst));
-    // Without receive_progress: the final result alone.
-    match caller.call("com.example.count", json!([]), json!({})).await {
-        Message::Result { details, args, .. } => {
-            assert!(details.get("progress").is_none());
-            assert_eq!(args, vec![json!({"wanted": false})]);
+                    // Moved elsewhere, it cannot speak after the answer.
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        if progress.send(&"after") {
+                            late.store(true, Ordering::SeqCst);
+                        }
+                    });
+                    json!({"wanted": wanted})
+                }
+            })
+            .rpc("com.example.forever", move || {
+                let guard = Dropped(flag.clone());
+                async move {
+                    let _guard = guard;
+                    std::future::pending::<()>().await;
+                }
+            });
+        // Through the router's quick start, and through its whole pipeline (which a
+        // before_call hook, even one that changes nothing, takes calls through).
+        let router = if whole_pipeline {
+            router.before_call(|call| async move { Ok(call) })
+        } else {
+            router
+        };
+        let addr = serve_router(router).await;
+        let mut caller = V2::join(addr, Serializer::MsgPack).await;
+        let request = caller.request();
+        caller
+            .send(&Message::Call {
+                request,
+                options: dict(json!({"receive_progress": true})),
+                procedure: "com.example.count".into(),
+                args: vec![],
+                kwargs: Dict::new(),
+            })
+            .await;
+        for n in 1..=3 {
+            assert_eq!(result(caller.recv().await), (1, true, vec![json!(n)]));
         }
-        other => panic!("{other:?}"),
-    }
-    nothing_queued(&mut caller).await;
+        assert_eq!(
+            result(caller.recv().await),
+            (1, false, vec![json!({"wanted": true})])
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!spoke_late.load(Ordering::SeqCst));
+        // Without receive_progress: the final result alone.
+        match caller.call("com.example.count", json!([]), json!({})).await {
+            Message::Result { details, args, .. } => {
+                assert!(details.get("progress").is_none());
+                assert_eq!(args, vec![json!({"wanted": false})]);
+            }
+            other => panic!("{other:?}"),
+        }
+        nothing_queued(&mut caller).await;
 
-    let request = caller.request();
-    caller
-        .send(&Message::Call {
-            request,
-            options: Dict::new(),
-            procedure: "com.example.forever".into(),
-            args: vec![],
-            kwargs: Dict::new(),
-        })
-        .await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    assert!(!dropped.load(Ordering::SeqCst));
-    cancel(&mut caller, request, json!({"mode": "kill"})).await;
-    assert_eq!(
-        error(caller.recv().await),
-        (request, "wamp.error.canceled".into())
-    );
-    assert!(dropped.load(Ordering::SeqCst), "the handler was dropped");
-    assert!(
-        tokio::time::timeout(QUIET, caller.ws.next()).await.is_err(),
-        "nothing follows"
-    );
+        let request = caller.request();
+        caller
+            .send(&Message::Call {
+                request,
+                options: Dict::new(),
+                procedure: "com.example.forever".into(),
+                args: vec![],
+                kwargs: Dict::new(),
+            })
+            .await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!dropped.load(Ordering::SeqCst));
+        cancel(&mut caller, request, json!({"mode": "kill"})).await;
+        assert_eq!(
+            error(caller.recv().await),
+            (request, "wamp.error.canceled".into())
+        );
+        assert!(dropped.load(Ordering::SeqCst), "the handler was dropped");
+        assert!(
+            tokio::time::timeout(QUIET, caller.ws.next()).await.is_err(),
+            "nothing follows"
+        );
+    }
 }
 
 /// A caller that announced progressive call invocations.
@@ -716,6 +725,36 @@ async fn progressive_call_invocations_that_end_early_free_their_place() {
                 assert_eq!((r, error.as_str()), (request, "com.example.enough"));
             }
             other => panic!("{other:?}"),
+        }
+    }
+}
+
+/// A v2 call's id, as the `CallId` extractor gives it, is its request id written out (made
+/// only when asked for), in a handler that answers at once and in one that waits.
+#[tokio::test]
+async fn a_handler_sees_a_v2_call_id_as_its_request_id() {
+    let router = router()
+        .rpc(
+            "com.example.id",
+            |tower_wamp::CallId(id): tower_wamp::CallId| async move { id },
+        )
+        .rpc(
+            "com.example.id_later",
+            |tower_wamp::CallId(id): tower_wamp::CallId| async move {
+                tokio::task::yield_now().await;
+                id
+            },
+        );
+    let addr = serve_router(router).await;
+    for serializer in [Serializer::Json, Serializer::MsgPack] {
+        let mut c = V2::join(addr, serializer).await;
+        for procedure in ["com.example.id", "com.example.id_later"] {
+            match c.call(procedure, json!([]), json!({})).await {
+                Message::Result { request, args, .. } => {
+                    assert_eq!(args, vec![json!(request.to_string())], "{procedure}");
+                }
+                other => panic!("{other:?}"),
+            }
         }
     }
 }
