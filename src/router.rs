@@ -1118,24 +1118,31 @@ impl Future for Started {
     fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<CallReply> {
         let this = self.get_mut();
         debug_assert!(this.running.is_some(), "polled after it answered");
-        let slot = &mut this.running;
-        // The handler's future is let go inside the guard too (its drop may panic).
-        let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| {
-            let Some(running) = slot.as_mut() else {
-                return Poll::Pending;
-            };
-            let result = std::task::ready!(Pin::new(running).poll(cx));
-            *slot = None;
-            Poll::Ready(result)
-        })) {
-            Ok(Poll::Pending) => return Poll::Pending,
-            Ok(Poll::Ready(result)) => Ok(result),
-            Err(panic) => {
-                let _ = std::panic::catch_unwind(AssertUnwindSafe(|| this.running = None));
-                Err(panic)
-            }
-        };
+        let outcome = std::task::ready!(poll_guarded(&mut this.running, cx));
         Poll::Ready(this.router.finish(this.info.as_deref(), outcome))
+    }
+}
+
+/// Polls a call's target under the panic guard, and lets it go (once it answered or
+/// panicked) under the guard too: its drop may panic as well.
+fn poll_guarded(
+    slot: &mut Option<Running<'_>>,
+    cx: &mut std::task::Context<'_>,
+) -> Poll<std::thread::Result<Result<Outcome, RpcError>>> {
+    match std::panic::catch_unwind(AssertUnwindSafe(|| {
+        let Some(running) = slot.as_mut() else {
+            return Poll::Pending;
+        };
+        let result = std::task::ready!(Pin::new(running).poll(cx));
+        *slot = None;
+        Poll::Ready(result)
+    })) {
+        Ok(Poll::Pending) => Poll::Pending,
+        Ok(Poll::Ready(result)) => Poll::Ready(Ok(result)),
+        Err(panic) => {
+            let _ = std::panic::catch_unwind(AssertUnwindSafe(|| *slot = None));
+            Poll::Ready(Err(panic))
+        }
     }
 }
 
@@ -1355,7 +1362,8 @@ impl Inner<()> {
                     })
             }));
         }
-        let outcome = AssertUnwindSafe(running).catch_unwind().await;
+        let mut running = Some(running);
+        let outcome = std::future::poll_fn(|cx| poll_guarded(&mut running, cx)).await;
         self.finish(info, outcome)
     }
 

@@ -1022,6 +1022,8 @@ impl Conn {
                     let mut cx = Context::from_waker(Waker::noop());
                     if Pin::new(&mut call).poll(&mut cx).is_pending() {
                         let cancel = cancelable.then(|| call.started.cancelable());
+                        // A v2 call that waits can be canceled (its CANCEL has a sender).
+                        debug_assert!(cancel.as_ref().is_none_or(Option::is_some));
                         self.go_on_waiting(call);
                         return Ran::Waiting(cancel.flatten());
                     }

@@ -324,6 +324,38 @@ async fn a_call_that_reuses_the_id_of_a_running_one_is_a_protocol_violation() {
     }
 }
 
+/// The same with a handler of the router's own that waits (its CANCEL's sender is made
+/// once it waits), and with one that answered: its id is free again.
+#[tokio::test]
+async fn a_call_that_reuses_the_id_of_a_waiting_handler_call_is_a_protocol_violation() {
+    let router = router().rpc("com.example.forever", || std::future::pending::<()>());
+    let addr = serve_router(router).await;
+    let mut caller = V2::join(addr, Serializer::Json).await;
+    let call = |request, procedure: &str| Message::Call {
+        request,
+        options: Dict::new(),
+        procedure: procedure.into(),
+        args: vec![json!(1), json!(2)],
+        kwargs: Dict::new(),
+    };
+    caller.send(&call(1, "com.example.add")).await;
+    assert!(matches!(
+        caller.recv().await,
+        Message::Result { request: 1, .. }
+    ));
+    caller.send(&call(1, "com.example.add")).await;
+    assert!(matches!(
+        caller.recv().await,
+        Message::Result { request: 1, .. }
+    ));
+    caller.send(&call(2, "com.example.forever")).await;
+    caller.send(&call(2, "com.example.forever")).await;
+    match caller.recv().await {
+        Message::Abort { reason, .. } => assert_eq!(reason, "wamp.error.protocol_violation"),
+        other => panic!("{other:?}"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_callee_streaming_faster_than_its_caller_reads_ends_the_call_not_the_caller() {
     let layer = tower_wamp::WampLayer::new(router()).outbound_queue_bytes(1 << 20);

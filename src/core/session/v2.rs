@@ -1203,6 +1203,33 @@ mod tests {
     }
 
     #[test]
+    fn valid_uri_reads_every_byte_at_every_offset_of_its_words_as_the_rule() {
+        // Every ASCII byte at every place of a 25-byte URI (three words and a tail).
+        for b in 0..0x80u8 {
+            for at in 0..25 {
+                let mut uri = vec![b'a'; 25];
+                uri[at] = b;
+                let uri = String::from_utf8(uri).unwrap();
+                assert_eq!(valid_uri(&uri), valid_uri_by_chars(&uri), "{uri:?}");
+            }
+        }
+        // Two dots side by side, across words too; a dot first or last at word lengths.
+        for at in 0..24 {
+            let mut uri = vec![b'a'; 25];
+            uri[at] = b'.';
+            uri[at + 1] = b'.';
+            let uri = String::from_utf8(uri).unwrap();
+            assert!(!valid_uri(&uri), "{uri:?}");
+        }
+        for len in [7, 8, 9, 16, 17] {
+            let a = "a".repeat(len);
+            assert!(valid_uri(&a));
+            assert!(!valid_uri(&format!(".{a}")) && !valid_uri(&format!("{a}.")));
+            assert!(valid_uri(&format!("{a}.{a}")));
+        }
+    }
+
+    #[test]
     fn valid_uri_reads_bytes_as_the_rule_reads_chars() {
         let parts = [
             "", ".", "a", "com", "#", " ", "\t", "\u{b}", "\u{c}", "\r", "\n", "é", "\u{a0}",
