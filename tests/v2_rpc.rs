@@ -328,7 +328,7 @@ async fn a_call_that_reuses_the_id_of_a_running_one_is_a_protocol_violation() {
 /// once it waits), and with one that answered: its id is free again.
 #[tokio::test]
 async fn a_call_that_reuses_the_id_of_a_waiting_handler_call_is_a_protocol_violation() {
-    let router = router().rpc("com.example.forever", || std::future::pending::<()>());
+    let router = router().rpc("com.example.forever", std::future::pending::<()>);
     let addr = serve_router(router).await;
     let mut caller = V2::join(addr, Serializer::Json).await;
     let call = |request, procedure: &str| Message::Call {
