@@ -559,10 +559,15 @@ impl std::io::Write for Captured {
 /// Captures TRACE logs of this thread (the tests using it run on a current-thread runtime,
 /// so the server's tasks log here too).
 fn capture_logs() -> (Captured, tracing::subscriber::DefaultGuard) {
+    capture_logs_at(tracing::Level::TRACE)
+}
+
+/// Captures this thread's logs at `level` and above.
+fn capture_logs_at(level: tracing::Level) -> (Captured, tracing::subscriber::DefaultGuard) {
     let captured = Captured::default();
     let writer = captured.clone();
     let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
+        .with_max_level(level)
         .with_ansi(false)
         .with_writer(move || writer.clone())
         .finish();
@@ -623,14 +628,7 @@ async fn a_topic_cannot_forge_or_flood_log_lines() {
 #[tokio::test]
 async fn the_session_span_is_at_debug_unless_the_layer_raises_it() {
     for raised in [false, true] {
-        let captured = Captured::default();
-        let writer = captured.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::INFO)
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish();
-        let _guard = tracing::subscriber::set_default(subscriber);
+        let (captured, _guard) = capture_logs_at(tracing::Level::INFO);
         let router = WampRouter::new()
             .rpc("urn:log", |Args((v,)): Args<(Value,)>| async move {
                 tracing::info!("handler ran");
