@@ -1100,15 +1100,17 @@ impl Started {
     /// Makes a call that waits cancelable: the sender of its CANCEL, unless it answered
     /// already or has its channel.
     pub(crate) fn cancelable(&mut self) -> Option<crate::cancel::Sender> {
-        let Some(Running::Handler(_)) = self.running else {
-            return None;
-        };
-        let Some(Running::Handler(running)) = self.running.take() else {
-            unreachable!("just seen");
-        };
-        let (cancel, canceled) = crate::cancel::channel();
-        self.running = Some(Running::Cancelable(running, canceled));
-        Some(cancel)
+        match self.running.take() {
+            Some(Running::Handler(running)) => {
+                let (cancel, canceled) = crate::cancel::channel();
+                self.running = Some(Running::Cancelable(running, canceled));
+                Some(cancel)
+            }
+            other => {
+                self.running = other;
+                None
+            }
+        }
     }
 }
 
@@ -1370,7 +1372,8 @@ impl Inner<()> {
     /// Starts `call` at once when nothing before its handler has to wait: no
     /// authentication or roles, no `before_call` hook, no timeout, a handler of the router's
     /// own (not the meta API's, a client's or another node's, under its name or an alias),
-    /// no stream of arguments, not canceled already. Gives the call back untouched
+    /// no stream of arguments, no CANCEL channel yet (a call that waits is given one by
+    /// [`Started::cancelable`]). Gives the call back untouched
     /// otherwise, for [`dispatch`](Self::dispatch). What it starts answers as `dispatch`
     /// would have.
     // The call is given back as it came, by value: boxing it would cost the allocation this
@@ -1381,11 +1384,7 @@ impl Inner<()> {
             || self.hooks.before_call.is_some()
             || self.call_timeout.is_some()
             || call.control.chunks.is_some()
-            || call
-                .control
-                .cancel
-                .as_ref()
-                .is_some_and(crate::cancel::Receiver::is_canceled)
+            || call.control.cancel.is_some()
         {
             return Err(call);
         }
@@ -1405,13 +1404,9 @@ impl Inner<()> {
         }
         call.hub = Some(self.wamp.hub.clone());
         let info = self.call_info(&call);
-        let running = match call.control.cancel.take() {
-            None => Running::Handler(start(handler, call)),
-            Some(cancel) => Running::Cancelable(start(handler, call), cancel),
-        };
         Ok(Started {
             router: self.clone(),
-            running: Some(running),
+            running: Some(Running::Handler(start(handler, call))),
             info,
         })
     }

@@ -1009,7 +1009,7 @@ impl Conn {
         );
         // Most calls: a handler of the router's own that starts at once. Not boxed: polled
         // here once, and moved into a task only if it waits.
-        let call = match (timeout, &span) {
+        let mut call = match (timeout, &span) {
             (None, None) => match self.router.try_start(call) {
                 Ok(started) => {
                     let mut call = Answering {
@@ -1033,7 +1033,6 @@ impl Conn {
             },
             _ => call,
         };
-        let mut call = call;
         let cancel = cancelable.then(|| {
             let (cancel, canceled) = crate::cancel::channel();
             call.control.cancel = Some(canceled);
