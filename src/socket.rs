@@ -574,17 +574,22 @@ async fn write_loop(
     let far = clock.base + Duration::from_secs(86400 * 365);
     let sleep = tokio::time::sleep_until(timers.next_deadline(clock).unwrap_or(far));
     tokio::pin!(sleep);
+    // Whether the timer holds this task's waker for its current deadline: then it need not
+    // be polled again until it fires (it is polled on each of the writer's wake-ups
+    // otherwise, twice per call).
+    let mut armed = false;
     loop {
         let deadline = timers.next_deadline(clock).unwrap_or(far);
         if sleep.deadline() != deadline {
             sleep.as_mut().reset(deadline);
+            armed = false;
         }
         // The deadlines first: a queue that is never empty (a busy topic, a client that
         // reads just fast enough) must not keep the idle, keepalive and authentication
         // deadlines from firing.
         tokio::select! {
             biased;
-            () = &mut sleep => {
+            () = std::future::poll_fn(|cx| poll_deadline(sleep.as_mut(), &mut armed, cx)) => {
                 if timers.fire(Instant::now(), clock, outbox, session) {
                     // Boxed: a ping is rare, and this future lives as long as the session.
                     let ping = Box::pin(async {
@@ -624,6 +629,23 @@ async fn write_loop(
             },
         }
     }
+}
+
+/// Polls the writer's deadline only when it has to be: once after each new deadline (which
+/// gives the timer this task's waker), and once the timer has fired. A poll that tokio's
+/// cooperative budget turned away registered nothing, so the next one polls again.
+fn poll_deadline(
+    sleep: Pin<&mut tokio::time::Sleep>,
+    armed: &mut bool,
+    cx: &mut Context<'_>,
+) -> Poll<()> {
+    if *armed && !sleep.is_elapsed() {
+        return Poll::Pending;
+    }
+    let budget = tokio::task::coop::has_budget_remaining();
+    let polled = sleep.poll(cx);
+    *armed = polled.is_pending() && budget;
+    polled
 }
 
 fn write_timed_out(metrics: &Metrics, config: &Config) -> (CloseReason, bool) {

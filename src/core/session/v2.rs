@@ -812,20 +812,14 @@ impl State {
                 args,
                 kwargs,
             } => {
-                let timeout_ms = match options.get("timeout") {
-                    None | Some(Value::Null) => 0,
-                    Some(Value::Number(n)) if n.as_u64().is_some() => n.as_u64().unwrap_or(0),
-                    Some(_) => return self.violation("CALL.Options.timeout must be an integer"),
-                };
-                let Ok(disclose_me) = option_bool(&options, "disclose_me") else {
-                    return self.violation("CALL.Options.disclose_me must be a boolean");
-                };
-                let Ok(receive_progress) = option_bool(&options, "receive_progress") else {
-                    return self.violation("CALL.Options.receive_progress must be a boolean");
-                };
-                let progress = match option_bool(&options, "progress") {
-                    Ok(p) => p.unwrap_or(false),
-                    Err(()) => return self.violation("CALL.Options.progress must be a boolean"),
+                let CallOptions {
+                    timeout_ms,
+                    disclose_me,
+                    receive_progress,
+                    progress,
+                } = match CallOptions::of(&options) {
+                    Ok(options) => options,
+                    Err(why) => return self.violation(why),
                 };
                 if progress && !self.caller_streams {
                     return self.violation(
@@ -860,8 +854,8 @@ impl State {
                     args,
                     kwargs,
                     timeout_ms,
-                    disclose_me: disclose_me.unwrap_or(false),
-                    receive_progress: receive_progress.unwrap_or(false),
+                    disclose_me,
+                    receive_progress,
                     progress,
                 }
             }
@@ -1133,6 +1127,43 @@ fn option_str<'a>(options: &'a Dict, key: &str) -> Result<Option<&'a str>, ()> {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
         Some(_) => Err(()),
+    }
+}
+
+/// The options of a CALL that the router acts on.
+#[derive(Debug, Default)]
+struct CallOptions {
+    timeout_ms: u64,
+    disclose_me: bool,
+    receive_progress: bool,
+    progress: bool,
+}
+
+impl CallOptions {
+    /// `Err` names the option of the wrong type. Most CALLs have none (`{}`): no lookups.
+    fn of(options: &Dict) -> Result<Self, &'static str> {
+        if options.is_empty() {
+            return Ok(Self::default());
+        }
+        let timeout_ms = match options.get("timeout") {
+            None | Some(Value::Null) => 0,
+            Some(Value::Number(n)) if n.as_u64().is_some() => n.as_u64().unwrap_or(0),
+            Some(_) => return Err("CALL.Options.timeout must be an integer"),
+        };
+        let flag = |key, why| {
+            option_bool(options, key)
+                .map(Option::unwrap_or_default)
+                .map_err(|()| why)
+        };
+        Ok(Self {
+            timeout_ms,
+            disclose_me: flag("disclose_me", "CALL.Options.disclose_me must be a boolean")?,
+            receive_progress: flag(
+                "receive_progress",
+                "CALL.Options.receive_progress must be a boolean",
+            )?,
+            progress: flag("progress", "CALL.Options.progress must be a boolean")?,
+        })
     }
 }
 
