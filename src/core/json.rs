@@ -193,6 +193,90 @@ pub(crate) fn parse_counted(text: &str) -> Option<(Value, Counts)> {
     (p.at == p.bytes.len()).then_some((value, p.counts))
 }
 
+/// The items of a JSON text that is a list, parsed one at a time as they are taken: a
+/// message is decoded straight from its text, with no list of its items built first.
+///
+/// The iterator ends at the list's end or at the first text that [`parse`] would not take;
+/// [`finish`](Self::finish) tells which, once the rest is parsed too.
+pub(crate) struct ListItems<'a> {
+    parser: Parser<'a>,
+    state: ListState,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ListState {
+    First,
+    More,
+    Done,
+    Failed,
+}
+
+impl<'a> ListItems<'a> {
+    /// `None` unless the text starts (after whitespace) with `[`.
+    pub(crate) fn new(text: &'a str) -> Option<Self> {
+        let mut parser = Parser {
+            text,
+            bytes: text.as_bytes(),
+            at: 0,
+            counts: Counts::default(),
+        };
+        (parser.next_token()? == b'[').then_some(())?;
+        parser.counts.marks += 1;
+        Some(Self {
+            parser,
+            state: ListState::First,
+        })
+    }
+
+    /// Parses what is left of the text: what it held, as [`parse_counted`] counts it, when
+    /// the whole text is JSON that [`parse`] takes (`None` otherwise).
+    pub(crate) fn finish(mut self) -> Option<Counts> {
+        while self.next().is_some() {}
+        if self.state == ListState::Failed {
+            return None;
+        }
+        self.parser.skip_whitespace();
+        (self.parser.at == self.parser.bytes.len()).then_some(self.parser.counts)
+    }
+}
+
+impl Iterator for ListItems<'_> {
+    type Item = Value;
+
+    fn next(&mut self) -> Option<Value> {
+        let p = &mut self.parser;
+        match self.state {
+            ListState::First => {
+                p.skip_whitespace();
+                if p.bytes.get(p.at) == Some(&b']') {
+                    p.at += 1;
+                    self.state = ListState::Done;
+                    return None;
+                }
+            }
+            ListState::More => match p.next_token() {
+                Some(b',') => p.counts.marks += 1,
+                Some(b']') => {
+                    self.state = ListState::Done;
+                    return None;
+                }
+                _ => {
+                    self.state = ListState::Failed;
+                    return None;
+                }
+            },
+            ListState::Done | ListState::Failed => return None,
+        }
+        let item = p.value(1);
+        self.state = if item.is_some() {
+            ListState::More
+        } else {
+            ListState::Failed
+        };
+        item
+    }
+}
+
 struct Parser<'a> {
     text: &'a str,
     bytes: &'a [u8],

@@ -364,6 +364,13 @@ pub fn decode_json(text: &str) -> Result<Message, DecodeError> {
 /// [`decode_json`] and [`decoded_size`] together, in one pass over the text when it parses
 /// on the fast path (for a frame too short to need its estimate before it is decoded).
 pub(crate) fn decode_json_measured(text: &str) -> (Result<Message, DecodeError>, usize) {
+    // A list (every message): decoded item by item as they are parsed.
+    if let Some(mut items) = crate::core::json::ListItems::new(text) {
+        let decoded = from_items(&mut items);
+        if let Some(counts) = items.finish() {
+            return (decoded, super::v1::estimate(text.len(), counts));
+        }
+    }
     match crate::core::json::parse_counted(text) {
         Some((value, counts)) => (from_value(value), super::v1::estimate(text.len(), counts)),
         // Left to serde_json, for its value or its error (not parsed here again).
@@ -550,12 +557,14 @@ fn shape(code: u64, reason: impl Into<String>) -> DecodeError {
     }
 }
 
-struct Fields {
+/// A message's items after its code, taken in order (from a parsed list, or parsed one by
+/// one from the text: one `dyn` for both, not two copies of [`from_items`]).
+struct Fields<'a> {
     code: u64,
-    items: std::vec::IntoIter<Value>,
+    items: &'a mut dyn Iterator<Item = Value>,
 }
 
-impl Fields {
+impl Fields<'_> {
     fn next(&mut self, what: &str) -> Result<Value, DecodeError> {
         self.items
             .next()
@@ -621,7 +630,11 @@ fn from_value(value: Value) -> Result<Message, DecodeError> {
     let Value::Array(items) = value else {
         return Err(DecodeError::NotAMessage);
     };
-    let mut items = items.into_iter();
+    from_items(&mut items.into_iter())
+}
+
+/// A message from its list's items (the code first).
+fn from_items(items: &mut dyn Iterator<Item = Value>) -> Result<Message, DecodeError> {
     let code = match items.next() {
         Some(Value::Number(n)) => n.as_u64().ok_or(DecodeError::NotAMessage)?,
         _ => return Err(DecodeError::NotAMessage),
@@ -1369,8 +1382,23 @@ mod tests {
     #[test]
     fn decoding_and_sizing_at_once_is_decoding_then_sizing() {
         let mut frames = super::super::v1::tests::frames();
-        frames.push(
-            r#"[48, 7, {"receive_progress": true}, "a.b", [{"x": [1, 2]}], {"k": {}}]"#.into(),
+        frames.extend(
+            [
+                r#"[48, 7, {"receive_progress": true}, "a.b", [{"x": [1, 2]}], {"k": {}}]"#,
+                r#"[1, "realm1", {"roles": {"caller": {}}}]"#,
+                r#" [ 16 , 2 , {} , "t.u" , [ "\u00e9" ] ] "#,
+                r#"[70, 3, {}, [1], {"a": null}]"#,
+                r#"[8, 48, 4, {}, "wamp.error.x", [], {}]"#,
+                "[48, 1, 5, \"a.b\"]",
+                "[48, 1, {}, \"a.b\", [], {}, 1]",
+                "[48, 1, {}, \"a.b\", [], {}, tru]",
+                "[48, \"x\", {}, tru]",
+                "[]",
+                "[\"\\ud800\", 1]",
+                "{\"a\": 1}",
+                "[48, 1, {}, \"a.b\"] x",
+            ]
+            .map(String::from),
         );
         for text in frames {
             let (decoded, size) = decode_json_measured(&text);
@@ -1380,6 +1408,52 @@ mod tests {
                 decoded_size(Serializer::Json, text.as_bytes()),
                 "{text}"
             );
+        }
+    }
+
+    /// Pieces of messages, good and bad: codes, ids, dicts, URIs, lists, numbers serde_json
+    /// reads for this parser, a lone surrogate (left to serde_json), and syntax errors.
+    const PIECES: &[&str] = &[
+        "48",
+        "1",
+        "0",
+        "6",
+        "70",
+        "{}",
+        r#"{"progress":true}"#,
+        r#""a.b""#,
+        "[]",
+        r#"[1,"x"]"#,
+        r#"{"k":[{}]}"#,
+        "-1",
+        "1.5",
+        r#""\ud800""#,
+        "x",
+        "]",
+        "[",
+        "",
+        "null",
+        r#""""#,
+        "9007199254740993",
+    ];
+
+    proptest::proptest! {
+        #[test]
+        fn decoding_a_list_item_by_item_is_decoding_it_whole(
+            open in proptest::bool::weighted(0.95),
+            close in proptest::bool::weighted(0.9),
+            items in proptest::collection::vec(proptest::sample::select(PIECES), 0..8),
+            separator in proptest::sample::select(&[",", " , ", ",,", " "][..]),
+        ) {
+            let text = format!(
+                "{}{}{}",
+                if open { "[" } else { "" },
+                items.join(separator),
+                if close { "]" } else { "" }
+            );
+            let (decoded, size) = decode_json_measured(&text);
+            proptest::prop_assert_eq!(decoded, decode_json(&text), "{}", text);
+            proptest::prop_assert_eq!(size, decoded_size(Serializer::Json, text.as_bytes()), "{}", text);
         }
     }
 
