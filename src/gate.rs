@@ -66,8 +66,10 @@ impl<F: Future> Future for Gated<F> {
         if !self.flag.woken.swap(false, Ordering::AcqRel) {
             return Poll::Pending;
         }
-        let waker = self.waker.clone();
-        self.inner.as_mut().poll(&mut Context::from_waker(&waker))
+        let this = &mut *self;
+        this.inner
+            .as_mut()
+            .poll(&mut Context::from_waker(&this.waker))
     }
 }
 

@@ -118,7 +118,13 @@ pub(crate) fn run_on(
         Proto::V2(_) => SessionId::numeric(random_id()),
     };
     let span = session_span(config.session_span_level, &id, proto);
-    session(slot, sink, stream, id, router, config, parts, proto).instrument(span)
+    let session = session(slot, sink, stream, id, router, config, parts, proto);
+    // A disabled span is not entered and left on every poll of the session.
+    if span.is_disabled() {
+        futures_util::future::Either::Left(session)
+    } else {
+        futures_util::future::Either::Right(session.instrument(span))
+    }
 }
 
 /// The session's span, at the layer's level (`tracing`'s macros take a constant one).

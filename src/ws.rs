@@ -314,8 +314,10 @@ fn encode_close(out: &mut Vec<u8>, frame: Option<&CloseFrame>) {
     }
 }
 
-/// The sending side's state, shared with the receiving side, which queues pongs and the
-/// answer to a close frame.
+/// The connection and the sending side's state, shared by the two halves: the receiving
+/// side reads through it, and queues pongs and the answer to a close frame. (One lock for
+/// both ways: the halves are polled by one task, and `tokio::io::split` would add a lock of
+/// its own to every read and write.)
 struct Outgoing<W> {
     io: W,
     out: Vec<u8>,
@@ -387,8 +389,7 @@ fn lock<W>(shared: &Shared<W>) -> std::sync::MutexGuard<'_, Outgoing<W>> {
 }
 
 /// The receiving half.
-pub(crate) struct Incoming<R, W> {
-    io: R,
+pub(crate) struct Incoming<W> {
     buf: BytesMut,
     read_size: usize,
     decoder: Decoder,
@@ -413,19 +414,15 @@ pub(crate) struct Sending<W> {
 }
 
 /// The two halves of a connection, as [`split`] makes them.
-pub(crate) type Halves<T> = (
-    Sending<tokio::io::WriteHalf<T>>,
-    Incoming<tokio::io::ReadHalf<T>, tokio::io::WriteHalf<T>>,
-);
+pub(crate) type Halves<T> = (Sending<T>, Incoming<T>);
 
 /// Splits an upgraded connection into the session's two halves.
 pub(crate) fn split<T>(io: T, read_size: usize, max_message: usize) -> Halves<T>
 where
-    T: AsyncRead + AsyncWrite,
+    T: AsyncRead + AsyncWrite + Unpin,
 {
-    let (r, w) = tokio::io::split(io);
     let shared = Arc::new(Mutex::new(Outgoing {
-        io: w,
+        io,
         out: Vec::new(),
         sent: 0,
         close_sent: false,
@@ -438,7 +435,6 @@ where
             control_pending: control_pending.clone(),
         },
         Incoming {
-            io: r,
             buf: BytesMut::new(),
             read_size: read_size.max(256),
             decoder: Decoder::new(max_message),
@@ -453,7 +449,7 @@ where
     )
 }
 
-impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Incoming<R, W> {
+impl<W: AsyncRead + AsyncWrite + Unpin> Incoming<W> {
     /// Queues a control frame behind what is being sent and tries to send it now.
     fn answer(&self, cx: &mut Context<'_>, message: &WsMessage) {
         let mut out = lock(&self.shared);
@@ -508,7 +504,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Incoming<R, W> {
         let mut scratch = [0u8; 1024];
         loop {
             let mut read = tokio::io::ReadBuf::new(&mut scratch);
-            match ready!(Pin::new(&mut self.io).poll_read(cx, &mut read)) {
+            let polled = Pin::new(&mut lock(&self.shared).io).poll_read(cx, &mut read);
+            match ready!(polled) {
                 Ok(()) if !read.filled().is_empty() => {}
                 _ => {
                     self.done = true;
@@ -519,7 +516,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Incoming<R, W> {
     }
 }
 
-impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> futures_util::Stream for Incoming<R, W> {
+impl<W: AsyncRead + AsyncWrite + Unpin> futures_util::Stream for Incoming<W> {
     type Item = Result<WsMessage, axum::Error>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
@@ -619,11 +616,12 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> futures_util::Stream for Incom
                 this.grown |= want > chunk;
             }
             let room = this.buf.capacity() - this.buf.len();
-            match ready!(tokio_util::io::poll_read_buf(
-                Pin::new(&mut this.io),
+            let read = tokio_util::io::poll_read_buf(
+                Pin::new(&mut lock(&this.shared).io),
                 cx,
-                &mut this.buf
-            )) {
+                &mut this.buf,
+            );
+            match ready!(read) {
                 // The peer went away without a close frame.
                 Ok(0) => {
                     this.done = true;
@@ -869,7 +867,7 @@ mod tests {
         (split(server, 4096, 1 << 20), client)
     }
 
-    fn unsent<W>(incoming: &Incoming<impl Sized, W>) -> usize {
+    fn unsent<W>(incoming: &Incoming<W>) -> usize {
         let out = lock(&incoming.shared);
         out.out.len() - out.sent
     }
