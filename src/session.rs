@@ -86,9 +86,6 @@ struct QueueState {
     ended: bool,
     /// The writer, waiting for frames.
     writer: Option<Waker>,
-    /// The session's task is polling its reader, and polls its writer right after: a frame
-    /// queued meanwhile needs no wake-up (which would only poll the task once more).
-    in_poll: bool,
 }
 
 impl QueueState {
@@ -123,11 +120,19 @@ struct Shared {
     testaments: Mutex<Option<Box<Testaments<crate::meta::Testament>>>>,
     /// Ended by `wamp.session.kill_all`: it leaves without meta events or testaments.
     quiet: std::sync::atomic::AtomicBool,
+    /// `ended || close.is_some()` of the state, which never goes back: set under its lock,
+    /// read without it (every read frame and every delivery asks).
+    closed: std::sync::atomic::AtomicBool,
+    /// The session's task is polling its reader, and polls its writer right after: a frame
+    /// queued meanwhile needs no wake-up (which would only poll the task once more). Set
+    /// by that task alone, without the lock; read under it (so that an `enqueue` that
+    /// comes after the writer looked at the queue sees it cleared).
+    in_poll: std::sync::atomic::AtomicBool,
 }
 
 /// What the socket task does next.
 pub(crate) enum Next {
-    /// Frames are queued: take them with [`Outbox::take_into`].
+    /// Frames were queued: [`Outbox::next_into`] moved them into its batch.
     Frames,
     Close(CloseRequest),
 }
@@ -154,6 +159,8 @@ impl Outbox {
             auth: Arc::default(),
             testaments: Mutex::default(),
             quiet: std::sync::atomic::AtomicBool::new(false),
+            closed: std::sync::atomic::AtomicBool::new(false),
+            in_poll: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -265,6 +272,7 @@ impl Outbox {
 
     /// Closes the session as a slow consumer (the queue lock is held by the caller).
     fn disconnect_slow(&self, mut q: MutexGuard<'_, QueueState>) -> Result<(), SendError> {
+        self.mark_closed();
         q.close = Some(CloseRequest {
             code: 1008,
             reason: SLOW_CONSUMER.into(),
@@ -346,7 +354,7 @@ impl Outbox {
         q.frames.push_back(item);
         // The socket task drains the whole queue on each wake-up: only the first frame
         // of a batch needs to wake it.
-        let writer = if was_empty && !q.in_poll {
+        let writer = if was_empty && !self.0.in_poll.load(std::sync::atomic::Ordering::Relaxed) {
             q.writer.take()
         } else {
             None
@@ -380,6 +388,7 @@ impl Outbox {
                 q.frames = VecDeque::new();
                 q.bytes = 0;
             }
+            self.mark_closed();
             q.close = Some(CloseRequest {
                 code,
                 reason: reason.to_owned(),
@@ -394,19 +403,29 @@ impl Outbox {
         }
     }
 
-    /// Marks the session's task as polling its reader (see `QueueState::in_poll`).
+    /// Marks the session's task as polling its reader (see `Shared::in_poll`).
     pub(crate) fn set_in_poll(&self, in_poll: bool) {
-        self.state().in_poll = in_poll;
+        self.0
+            .in_poll
+            .store(in_poll, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Whether the session is closing or closed.
     pub(crate) fn is_closed(&self) -> bool {
-        let q = self.state();
-        q.ended || q.close.is_some()
+        self.0.closed.load(std::sync::atomic::Ordering::Acquire)
     }
 
-    /// Waits for frames to write or a close request (the socket task's side).
-    pub(crate) async fn next(&self) -> Next {
+    /// Records (under the state's lock) that the session is closing or closed.
+    fn mark_closed(&self) {
+        self.0
+            .closed
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Waits for frames to write or a close request (the socket task's side). Frames are
+    /// moved into `batch` (an empty buffer whose capacity is reused: no allocation in the
+    /// steady state), under the same lock that found them.
+    pub(crate) async fn next_into(&self, batch: &mut VecDeque<Queued>) -> Next {
         std::future::poll_fn(|cx| {
             let mut q = self.state();
             if let Some(close) = q.close.take() {
@@ -418,6 +437,8 @@ impl Outbox {
                 return Poll::Ready(Next::Close(close));
             }
             if !q.frames.is_empty() {
+                q.bytes = 0;
+                std::mem::swap(&mut q.frames, batch);
                 return Poll::Ready(Next::Frames);
             }
             match &q.writer {
@@ -440,14 +461,6 @@ impl Outbox {
         }
     }
 
-    /// Moves every queued frame into `batch` (an empty buffer whose capacity is reused:
-    /// no allocation in the steady state).
-    pub(crate) fn take_into(&self, batch: &mut VecDeque<Queued>) {
-        let mut q = self.state();
-        q.bytes = 0;
-        std::mem::swap(&mut q.frames, batch);
-    }
-
     /// What is left to send once closing (only with a draining close).
     pub(crate) fn take_remaining(&self) -> VecDeque<Queued> {
         let mut q = self.state();
@@ -458,6 +471,7 @@ impl Outbox {
     /// Marks the session ended: later pushes fail, queued frames are freed.
     pub(crate) fn end(&self) {
         let mut q = self.state();
+        self.mark_closed();
         q.ended = true;
         q.close = None;
         q.frames = VecDeque::new();
@@ -864,7 +878,8 @@ mod tests {
         let waker = Waker::from(wakes.clone());
         let mut cx = std::task::Context::from_waker(&waker);
         let woken = || wakes.0.load(std::sync::atomic::Ordering::SeqCst);
-        let mut next = Box::pin(o.next());
+        let mut batch = VecDeque::new();
+        let mut next = Box::pin(o.next_into(&mut batch));
         assert!(next.as_mut().poll(&mut cx).is_pending());
         // Queued by the reader (or by another task while the reader is polled): the writer
         // is polled next, and takes it without a wake-up.
@@ -876,11 +891,11 @@ mod tests {
             next.as_mut().poll(&mut cx),
             Poll::Ready(Next::Frames)
         ));
-        let mut batch = VecDeque::new();
-        o.take_into(&mut batch);
+        drop(next);
+        assert_eq!(batch.len(), 1);
         batch.clear();
         // Queued from elsewhere while the task waits: it is woken.
-        let mut next = Box::pin(o.next());
+        let mut next = Box::pin(o.next_into(&mut batch));
         assert!(next.as_mut().poll(&mut cx).is_pending());
         o.push_reply(Frame::from("b")).unwrap();
         assert_eq!(woken(), 1);
@@ -888,9 +903,11 @@ mod tests {
             next.as_mut().poll(&mut cx),
             Poll::Ready(Next::Frames)
         ));
-        o.take_into(&mut batch);
+        drop(next);
+        assert_eq!(batch.len(), 1);
+        batch.clear();
         // And a close wakes it whatever the task is doing.
-        let mut next = Box::pin(o.next());
+        let mut next = Box::pin(o.next_into(&mut batch));
         assert!(next.as_mut().poll(&mut cx).is_pending());
         o.set_in_poll(true);
         o.close(1000, "bye", true);
@@ -899,6 +916,35 @@ mod tests {
             next.as_mut().poll(&mut cx),
             Poll::Ready(Next::Close(_))
         ));
+    }
+
+    #[test]
+    fn every_way_of_closing_shows_in_is_closed() {
+        let fresh = || outbox(1, 1 << 20, SlowConsumerPolicy::Disconnect);
+        let o = fresh();
+        assert!(!o.is_closed());
+        o.close(1000, "bye", true);
+        assert!(o.is_closed());
+        let o = fresh();
+        o.close_with_goodbye(1001, "going", "wamp.close.system_shutdown");
+        assert!(o.is_closed());
+        let o = fresh();
+        o.end();
+        assert!(o.is_closed());
+        // A slow consumer: its second frame does not fit.
+        let o = fresh();
+        o.push(Frame::from("a")).unwrap();
+        assert_eq!(o.push(Frame::from("b")), Err(SendError::QueueFull));
+        assert!(o.is_closed());
+        // Taken by the writer, the close request still shows.
+        let mut batch = VecDeque::new();
+        let waker = Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        assert!(matches!(
+            Box::pin(o.next_into(&mut batch)).as_mut().poll(&mut cx),
+            Poll::Ready(Next::Close(_))
+        ));
+        assert!(o.is_closed());
     }
 
     #[test]

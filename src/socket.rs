@@ -613,9 +613,8 @@ async fn write_loop(
                     }
                 }
             }
-            next = outbox.next() => match next {
+            next = outbox.next_into(&mut batch) => match next {
                 Next::Frames => {
-                    outbox.take_into(&mut batch);
                     let written = tokio::select! {
                         biased;
                         r = write_batch(sink, &mut batch, config.write_timeout) => r,
