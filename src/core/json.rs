@@ -378,6 +378,28 @@ impl Parser<'_> {
     /// A number, its first byte consumed.
     fn number(&mut self) -> Option<Value> {
         let start = self.at - 1;
+        // Most numbers in a message are small unsigned integers (its code, a request id):
+        // read as their digits are scanned, up to 19 (any 19 digits fit a u64).
+        let first = self.bytes[start];
+        if first.is_ascii_digit() {
+            let mut n = u64::from(first - b'0');
+            let mut end = self.at;
+            while end - start < 19
+                && let Some(&d) = self.bytes.get(end)
+                && d.is_ascii_digit()
+            {
+                n = n * 10 + u64::from(d - b'0');
+                end += 1;
+            }
+            let more = matches!(
+                self.bytes.get(end),
+                Some(b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-')
+            );
+            if !more && (first != b'0' || end == self.at) {
+                self.at = end;
+                return Some(Value::from(n));
+            }
+        }
         let mut end = self.at;
         while let Some(b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-') = self.bytes.get(end) {
             end += 1;
