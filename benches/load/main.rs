@@ -61,6 +61,40 @@ pub struct Latency {
     pub p99: f64,
     pub p999: f64,
     pub max: f64,
+    /// Calls scheduled in the measured window, results recorded, and error answers.
+    pub sent: u64,
+    pub results: u64,
+    pub errors: u64,
+}
+
+impl Latency {
+    /// The figures of `h` (microseconds), in milliseconds.
+    pub fn of(
+        h: &hdrhistogram::Histogram<u64>,
+        rate: f64,
+        achieved: f64,
+        sent: u64,
+        errors: u64,
+    ) -> Self {
+        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        Self {
+            rate,
+            achieved,
+            p50: ms(0.5),
+            p99: ms(0.99),
+            p999: ms(0.999),
+            max: h.max() as f64 / 1000.0,
+            sent,
+            results: h.len(),
+            errors,
+        }
+    }
+
+    /// Every call scheduled was answered with a result (1 % slack for the last ones in
+    /// flight when the window closed), and some were.
+    pub fn served(&self) -> bool {
+        self.results > 0 && self.errors == 0 && self.results * 100 >= self.sent * 99
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -462,11 +496,24 @@ pub async fn rpc(server: &Server, s: Settings, n: usize, k: usize, size: usize) 
     rate
 }
 
-fn publish_frame(seq: u64, pad: &str, wire: Wire) -> Vec<u8> {
+/// The v1 topic of the fan-out on `kind`: the demo routes v1 topics under its own URIs (a
+/// plain topic matched by its `prefix*` pattern).
+fn v1_fan_topic(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Demo => "http://clj-wamp-example/event#prefix-bench",
+        _ => "urn:bench:fan",
+    }
+}
+
+fn publish_frame(seq: u64, pad: &str, wire: Wire, kind: Kind) -> Vec<u8> {
     match wire {
-        Wire::V1 => {
-            text_frame(format!(r#"[7,"urn:bench:fan",{{"seq":{seq},"p":"{pad}"}}]"#).as_bytes())
-        }
+        Wire::V1 => text_frame(
+            format!(
+                r#"[7,"{}",{{"seq":{seq},"p":"{pad}"}}]"#,
+                v1_fan_topic(kind)
+            )
+            .as_bytes(),
+        ),
         Wire::V2Json | Wire::V2Msgpack => text_frame(
             format!(
                 r#"[16,{},{{}},"com.example.bench.fan",[{{"seq":{seq},"p":"{pad}"}}]]"#,
@@ -491,7 +538,8 @@ pub async fn fanout_as(server: &Server, s: Settings, n: usize, window: u64, wire
     let publisher = conns.pop().unwrap();
     match wire {
         Wire::V1 => {
-            let subscribe = text_frame(br#"[5,"urn:bench:fan"]"#);
+            let subscribe =
+                text_frame(format!(r#"[5,"{}"]"#, v1_fan_topic(server.kind)).as_bytes());
             for c in &mut conns {
                 c.stream_write(&subscribe).await.unwrap();
             }
@@ -564,6 +612,7 @@ pub async fn fanout_as(server: &Server, s: Settings, n: usize, window: u64, wire
         while own_reader.read_batch(|_| {}).await.is_ok() {}
     }));
     let stop_p = stop.clone();
+    let kind = server.kind;
     tasks.push(tokio::spawn(async move {
         let pad = "x".repeat(60);
         let mut sent = 0u64;
@@ -576,7 +625,7 @@ pub async fn fanout_as(server: &Server, s: Settings, n: usize, window: u64, wire
                 .unwrap_or(sent);
             burst.clear();
             while sent < slowest + window {
-                burst.extend_from_slice(&publish_frame(sent, &pad, wire));
+                burst.extend_from_slice(&publish_frame(sent, &pad, wire, kind));
                 sent += 1;
             }
             if burst.is_empty() {
@@ -602,6 +651,15 @@ pub async fn fanout_as(server: &Server, s: Settings, n: usize, window: u64, wire
 /// Open loop at `rate` calls/s over 10 connections; latency from each call's scheduled
 /// send time (no coordinated omission).
 pub async fn latency(server: &Server, s: Settings, rate: f64) -> Latency {
+    latency_run(server, s, rate).await.0
+}
+
+/// [`latency`], with the histogram of the measured calls (to pool rounds).
+pub async fn latency_run(
+    server: &Server,
+    s: Settings,
+    rate: f64,
+) -> (Latency, hdrhistogram::Histogram<u64>) {
     const CONNS: usize = 10;
     let kind = server.kind;
     let conns = connect_all(server.addr, CONNS).await;
@@ -612,33 +670,41 @@ pub async fn latency(server: &Server, s: Settings, rate: f64) -> Latency {
     let hist = Arc::new(std::sync::Mutex::new(
         hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap(),
     ));
+    // Calls scheduled after the warm-up, and what came back for them: results, and answers
+    // that are not results (errors). The rest went unanswered.
+    let sent = Arc::new(AtomicU64::new(0));
     let answered = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let warm_ns = s.warmup.as_nanos() as u64;
     let tasks: Vec<_> = conns
         .into_iter()
         .enumerate()
         .map(|(ci, c)| {
-            let (hist, answered) = (hist.clone(), answered.clone());
+            let (hist, sent, answered, errors) =
+                (hist.clone(), sent.clone(), answered.clone(), errors.clone());
             tokio::spawn(async move {
                 let (mut reader, mut writer) = c.split();
                 let scheduled: Arc<Vec<AtomicU64>> =
                     Arc::new((0..ids / CONNS + 2).map(|_| AtomicU64::new(0)).collect());
                 let sched = scheduled.clone();
-                let warm = s.warmup;
                 let read = tokio::spawn(async move {
                     loop {
                         let Ok(_) = reader
                             .read_batch(|p| {
                                 let now = start.elapsed().as_nanos() as u64;
+                                let Some(i) = call_id_of(p) else { return };
+                                let at = sched[i].load(Relaxed);
+                                if at < warm_ns {
+                                    return;
+                                }
                                 // Results only (the ceiling echoes the CALL): an error
-                                // answer is not a served call.
-                                let served = kind == Kind::Ceiling || p.starts_with(b"[3,");
-                                if let Some(i) = call_id_of(p).filter(|_| served) {
-                                    let at = sched[i].load(Relaxed);
-                                    if at >= warm.as_nanos() as u64 {
-                                        let us = (now.saturating_sub(at) / 1000).max(1);
-                                        let _ = hist.lock().unwrap().record(us);
-                                        answered.fetch_add(1, Relaxed);
-                                    }
+                                // answer is not a served call, and counts apart.
+                                if kind == Kind::Ceiling || p.starts_with(b"[3,") {
+                                    let us = (now.saturating_sub(at) / 1000).max(1);
+                                    let _ = hist.lock().unwrap().record(us);
+                                    answered.fetch_add(1, Relaxed);
+                                } else {
+                                    errors.fetch_add(1, Relaxed);
                                 }
                             })
                             .await
@@ -653,6 +719,10 @@ pub async fn latency(server: &Server, s: Settings, rate: f64) -> Latency {
                 };
                 let off = payload_offset(payload.len()) + 4;
                 let template = text_frame(&payload);
+                // The connections take turns: call `i` of connection `ci` is due at
+                // `(i + ci / CONNS) / per_conn`, so that calls arrive evenly spaced rather
+                // than ten at a time.
+                let phase = ci as f64 / CONNS as f64;
                 let mut i = 0usize;
                 let mut out = Vec::new();
                 loop {
@@ -660,14 +730,19 @@ pub async fn latency(server: &Server, s: Settings, rate: f64) -> Latency {
                     if elapsed >= total {
                         break;
                     }
-                    // Calls scheduled at or before now: call `i` is due at `i / per_conn`.
-                    // (Counting `floor(t * per_conn)` sent each call one interval late,
-                    // which counted as latency: 1.2 ms at 9k/s over 10 connections.)
-                    let due = (elapsed.as_secs_f64() * per_conn) as usize + 1;
+                    // Calls scheduled at or before now. (Counting `floor(t * per_conn)`
+                    // sent each call one interval late, which counted as latency: 1.2 ms at
+                    // 9k/s over 10 connections.)
+                    let due = (elapsed.as_secs_f64() * per_conn - phase).floor() as i64 + 1;
+                    let due = usize::try_from(due).unwrap_or(0);
                     out.clear();
                     while i < due.min(scheduled.len() - 1) {
-                        let at = Duration::from_secs_f64(i as f64 / per_conn);
-                        scheduled[i].store(at.as_nanos() as u64, Relaxed);
+                        let at = Duration::from_secs_f64((i as f64 + phase) / per_conn);
+                        let at = at.as_nanos() as u64;
+                        scheduled[i].store(at, Relaxed);
+                        if at >= warm_ns {
+                            sent.fetch_add(1, Relaxed);
+                        }
                         let mut f = template.clone();
                         f[off..off + 8].copy_from_slice(format!("{i:08}").as_bytes());
                         out.extend_from_slice(&f);
@@ -678,23 +753,24 @@ pub async fn latency(server: &Server, s: Settings, rate: f64) -> Latency {
                     }
                     tokio::task::yield_now().await;
                 }
-                let _ = ci;
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 read.abort();
             })
         })
         .collect();
     join_all(tasks).await;
-    let h = hist.lock().unwrap();
-    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-    Latency {
+    let h = std::mem::replace(
+        &mut *hist.lock().unwrap(),
+        hdrhistogram::Histogram::<u64>::new(3).unwrap(),
+    );
+    let latency = Latency::of(
+        &h,
         rate,
-        achieved: answered.load(Relaxed) as f64 / s.measure.as_secs_f64(),
-        p50: ms(0.5),
-        p99: ms(0.99),
-        p999: ms(0.999),
-        max: h.max() as f64 / 1000.0,
-    }
+        answered.load(Relaxed) as f64 / s.measure.as_secs_f64(),
+        sent.load(Relaxed),
+        errors.load(Relaxed),
+    );
+    (latency, h)
 }
 
 /// `n` idle sessions with one subscription each: server memory per session and the
@@ -703,7 +779,7 @@ pub async fn memory(server: &Server, n: usize) -> Memory {
     let mut warm = connect_all(server.addr, 1).await;
     let before = server.rss_kib();
     let started = Instant::now();
-    let conns = idle_sessions(server.addr, n).await;
+    let conns = idle_sessions(server.addr, n, server.kind).await;
     let connect_secs = started.elapsed().as_secs_f64();
     warm[0]
         .stream_write(&text_frame(&call_payload(0, 0)))
@@ -722,11 +798,15 @@ pub async fn memory(server: &Server, n: usize) -> Memory {
 
 /// `n` idle v1 sessions, each subscribed to one of 100 topics (unless
 /// `BENCH_NO_SUBSCRIBE` is set), after a round trip that shows the subscriptions are in.
-async fn idle_sessions(addr: SocketAddr, n: usize) -> Vec<Conn> {
+async fn idle_sessions(addr: SocketAddr, n: usize, kind: Kind) -> Vec<Conn> {
     let mut conns = connect_all(addr, n).await;
     let subscribe = std::env::var_os("BENCH_NO_SUBSCRIBE").is_none();
+    let prefix = match kind {
+        Kind::Demo => "http://clj-wamp-example/event#prefix-idle-",
+        _ => "urn:bench:idle:",
+    };
     for (i, c) in conns.iter_mut().enumerate().filter(|_| subscribe) {
-        let sub = text_frame(format!(r#"[5,"urn:bench:idle:{}"]"#, i % 100).as_bytes());
+        let sub = text_frame(format!(r#"[5,"{prefix}{}"]"#, i % 100).as_bytes());
         c.stream_write(&sub).await.unwrap();
     }
     let first = conns.first_mut().unwrap();
@@ -756,7 +836,7 @@ fn main() {
             .build()
             .unwrap();
         rt.block_on(async {
-            let conns = idle_sessions(addr, n).await;
+            let conns = idle_sessions(addr, n, Kind::TowerWamp).await;
             tokio::time::sleep(Duration::from_secs(secs)).await;
             drop(conns);
         });
@@ -898,8 +978,14 @@ pub struct Results {
     /// msgpack (to a client callee), v2 json fan-out to 1000 subscribers.
     pub versions: Vec<(Kind, [Option<Rate>; 6])>,
     /// Latency at half of each server's own maximum (its median v1 rate at N=100), round
-    /// by round: the ceiling and the demo.
-    pub target_latency: Vec<(Kind, Vec<Latency>)>,
+    /// by round, and over all rounds' calls: the ceiling and the demo.
+    pub target_latency: Vec<(Kind, Vec<Latency>, Latency)>,
+    /// The RPC-to-a-handler rounds, in the order taken: v1, v2 json, v2 msgpack.
+    pub handler_rounds: Vec<(Kind, [Vec<Rate>; 3])>,
+    /// The demo's v1 fan-out (to the v2 fan-out's number of subscribers) and its memory
+    /// per idle session.
+    pub demo_fanout_v1: Option<Rate>,
+    pub demo_memory: Option<Memory>,
 }
 
 async fn run(smoke: bool) -> Results {
@@ -959,6 +1045,9 @@ async fn run(smoke: bool) -> Results {
         client_check: (Rate::default(), Rate::default()),
         versions: vec![],
         target_latency: vec![],
+        handler_rounds: vec![],
+        demo_fanout_v1: None,
+        demo_memory: None,
     };
     let n100 = if smoke { 10 } else { 100 };
     {
@@ -1022,24 +1111,45 @@ async fn run(smoke: bool) -> Results {
     // The latency target: p99 at half of each server's own maximum (its median v1 rate
     // above), rounds in turn again: a hiccup of the host lands on one round, not on one
     // server.
+    let mut pooled: Vec<(Kind, Vec<Latency>, hdrhistogram::Histogram<u64>)> = vec![];
     for _ in 0..rounds {
         for kind in [Kind::Ceiling, Kind::Demo] {
             let Some(max) = median(kind, 0) else { continue };
             let server = servers::spawn(kind, "0");
-            let l = latency(&server, settings, (max.per_second * 0.5).max(100.0)).await;
+            let (l, h) = latency_run(&server, settings, (max.per_second * 0.5).max(100.0)).await;
             eprintln!(
-                "{} latency at {:.0}/s: p50 {:.3} p99 {:.3} ms",
+                "{} latency at {:.0}/s: p50 {:.3} p99 {:.3} ms; {} of {} answered with results, {} errors",
                 kind.name(),
                 l.rate,
                 l.p50,
-                l.p99
+                l.p99,
+                l.results,
+                l.sent,
+                l.errors
             );
-            match results.target_latency.iter_mut().find(|(k, _)| *k == kind) {
-                Some((_, all)) => all.push(l),
-                None => results.target_latency.push((kind, vec![l])),
+            match pooled.iter_mut().find(|(k, _, _)| *k == kind) {
+                Some((_, all, hist)) => {
+                    all.push(l);
+                    hist.add(&h).expect("same bounds");
+                }
+                None => pooled.push((kind, vec![l], h)),
             }
         }
     }
+    results.target_latency = pooled
+        .into_iter()
+        .map(|(kind, all, hist)| {
+            let n = all.len() as f64;
+            let all_calls = Latency::of(
+                &hist,
+                all[0].rate,
+                all.iter().map(|l| l.achieved).sum::<f64>() / n,
+                all.iter().map(|l| l.sent).sum(),
+                all.iter().map(|l| l.errors).sum(),
+            );
+            (kind, all, all_calls)
+        })
+        .collect();
     for kind in version_kinds {
         let spawn = || servers::spawn(kind, "0");
         // Peers are routers only: no v1, no server-side procedure.
@@ -1049,11 +1159,7 @@ async fn run(smoke: bool) -> Results {
         } else {
             let hop = two_hop(&spawn(), settings, n100).await;
             let hopm = two_hop_as(&spawn(), settings, n100, Wire::V2Msgpack).await;
-            let fan = if kind == Kind::Demo {
-                None
-            } else {
-                Some(fanout_as(&spawn(), settings, fan_n, 16, Wire::V2Json).await)
-            };
+            let fan = Some(fanout_as(&spawn(), settings, fan_n, 16, Wire::V2Json).await);
             (Some(hop), Some(hopm), fan)
         };
         let show =
@@ -1074,6 +1180,23 @@ async fn run(smoke: bool) -> Results {
                 .sum::<u64>()
         );
         results.versions.push((kind, [v1, v2, v2m, hop, hopm, fan]));
+    }
+    results.handler_rounds = handler_rpc;
+    // The demo's own v1 fan-out and idle memory, for the targets (set on the demo).
+    {
+        let fan = fanout(&servers::spawn(Kind::Demo, "0"), settings, fan_n, 16).await;
+        eprintln!(
+            "demo v1 fan-out n={fan_n}: {:.0}/s, anomalies {}",
+            fan.per_second, fan.anomalies
+        );
+        results.demo_fanout_v1 = Some(fan);
+        let m = memory(
+            &servers::spawn(Kind::Demo, "0"),
+            if smoke { 100 } else { 10_000 },
+        )
+        .await;
+        eprintln!("demo memory: {:.1} KiB/session", m.kib_per_session);
+        results.demo_memory = Some(m);
     }
     for &kind in &available {
         eprintln!("== {}", kind.name());

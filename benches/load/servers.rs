@@ -324,7 +324,8 @@ pub fn serve(kind: &str, port: u16) {
     rt.block_on(async move {
         let app = match kind {
             "demo" => {
-                // As the demo's main does: the fmt subscriber at info, on stderr.
+                // As the demo's main does: the fmt subscriber at info (formatted here to
+                // stderr, which the bench discards; the demo's main writes to stdout).
                 tracing_subscriber::fmt()
                     .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
                     .with_writer(std::io::stderr)
