@@ -580,15 +580,17 @@ async fn write_loop(
     let far = clock.base + Duration::from_secs(86400 * 365);
     let sleep = tokio::time::sleep_until(timers.next_deadline(clock).unwrap_or(far));
     tokio::pin!(sleep);
-    // Whether the timer holds this task's waker for its current deadline: then it need not
-    // be polled again until it fires (it is polled on each of the writer's wake-ups
-    // otherwise, twice per call).
-    let mut armed = false;
+    // The waker the timer holds for its current deadline: while it is this task's, the
+    // timer need not be polled again until it fires (it was polled on each of the writer's
+    // wake-ups, twice per call).
+    let mut armed: Option<Waker> = None;
     loop {
         let deadline = timers.next_deadline(clock).unwrap_or(far);
         if sleep.deadline() != deadline {
             sleep.as_mut().reset(deadline);
-            armed = false;
+            // tokio's timer keeps its waker through a reset; one that replaced its entry
+            // would not, so the next poll registers it again.
+            armed = None;
         }
         // The deadlines first: a queue that is never empty (a busy topic, a client that
         // reads just fast enough) must not keep the idle, keepalive and authentication
@@ -636,20 +638,21 @@ async fn write_loop(
     }
 }
 
-/// Polls the writer's deadline only when it has to be: once after each new deadline (which
-/// gives the timer this task's waker), and once the timer has fired. A poll that tokio's
-/// cooperative budget turned away registered nothing, so the next one polls again.
+/// Polls the writer's deadline only when it has to be: after each new deadline, when the
+/// task's waker is not the one the timer holds, and once the timer has fired. A poll that
+/// tokio's cooperative budget turned away registered nothing, so the next one polls again
+/// (`select!` itself yields first when the budget is spent: this only makes sure).
 fn poll_deadline(
     sleep: Pin<&mut tokio::time::Sleep>,
-    armed: &mut bool,
+    armed: &mut Option<Waker>,
     cx: &mut Context<'_>,
 ) -> Poll<()> {
-    if *armed && !sleep.is_elapsed() {
+    if armed.as_ref().is_some_and(|w| w.will_wake(cx.waker())) && !sleep.is_elapsed() {
         return Poll::Pending;
     }
     let budget = tokio::task::coop::has_budget_remaining();
     let polled = sleep.poll(cx);
-    *armed = polled.is_pending() && budget;
+    *armed = (polled.is_pending() && budget).then(|| cx.waker().clone());
     polled
 }
 
@@ -1832,6 +1835,36 @@ mod tests {
         fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
             Poll::Ready(Ok(()))
         }
+    }
+
+    /// Counts its wake-ups.
+    #[derive(Default)]
+    struct Wakes(AtomicU64);
+
+    impl std::task::Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_deadline_wakes_the_waker_it_was_last_polled_with() {
+        let sleep = tokio::time::sleep(Duration::from_secs(1));
+        tokio::pin!(sleep);
+        let mut armed = None;
+        let (a, b) = (Arc::new(Wakes::default()), Arc::new(Wakes::default()));
+        let (wa, wb) = (Waker::from(a.clone()), Waker::from(b.clone()));
+        let mut poll = |waker: &Waker| {
+            poll_deadline(sleep.as_mut(), &mut armed, &mut Context::from_waker(waker))
+        };
+        assert!(poll(&wa).is_pending());
+        // The same waker again: the timer holds it already.
+        assert!(poll(&wa).is_pending());
+        // Another waker (the future moved to another task): the timer must be given it.
+        assert!(poll(&wb).is_pending());
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(b.0.load(Ordering::SeqCst), 1, "the latest waker is woken");
+        assert!(poll(&wb).is_ready());
     }
 
     #[test]

@@ -364,23 +364,28 @@ pub fn decode_json(text: &str) -> Result<Message, DecodeError> {
 /// [`decode_json`] and [`decoded_size`] together, in one pass over the text when it parses
 /// on the fast path (for a frame too short to need its estimate before it is decoded).
 pub(crate) fn decode_json_measured(text: &str) -> (Result<Message, DecodeError>, usize) {
-    // A list (every message): decoded item by item as they are parsed.
-    if let Some(mut items) = crate::core::json::ListItems::new(text) {
-        let decoded = from_items(&mut items);
-        if let Some(counts) = items.finish() {
-            return (decoded, super::v1::estimate(text.len(), counts));
+    match crate::core::json::ListItems::new(text) {
+        // A list (every message): decoded item by item as they are parsed.
+        Some(mut items) => {
+            let decoded = from_items(&mut items);
+            if let Some(counts) = items.finish() {
+                return (decoded, super::v1::estimate(text.len(), counts));
+            }
+            // `parse_counted` would take the same steps and fail the same way.
+        }
+        None => {
+            if let Some((value, counts)) = crate::core::json::parse_counted(text) {
+                return (from_value(value), super::v1::estimate(text.len(), counts));
+            }
         }
     }
-    match crate::core::json::parse_counted(text) {
-        Some((value, counts)) => (from_value(value), super::v1::estimate(text.len(), counts)),
-        // Left to serde_json, for its value or its error (not parsed here again).
-        None => (
-            serde_json::from_str(text)
-                .map_err(|e| DecodeError::Syntax(e.to_string()))
-                .and_then(from_value),
-            decoded_size(Serializer::Json, text.as_bytes()),
-        ),
-    }
+    // Left to serde_json, for its value or its error (not parsed here again).
+    (
+        serde_json::from_str(text)
+            .map_err(|e| DecodeError::Syntax(e.to_string()))
+            .and_then(from_value),
+        decoded_size(Serializer::Json, text.as_bytes()),
+    )
 }
 
 /// Encodes one message.
@@ -1435,6 +1440,16 @@ mod tests {
         "null",
         r#""""#,
         "9007199254740993",
+        // Nesting, and numbers the fast path leaves to the slow one.
+        "[[[]]]",
+        r#"{"a":{"b":[1,{"c":2}]}}"#,
+        "01",
+        "007",
+        "1e3",
+        "-0",
+        "18446744073709551616",
+        "12345678901234567890",
+        "1234567890123456789",
     ];
 
     proptest::proptest! {
