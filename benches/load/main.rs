@@ -982,6 +982,9 @@ pub struct Results {
     pub target_latency: Vec<(Kind, Vec<Latency>, Latency)>,
     /// The RPC-to-a-handler rounds, in the order taken: v1, v2 json, v2 msgpack.
     pub handler_rounds: Vec<(Kind, [Vec<Rate>; 3])>,
+    /// The ceiling's figures just before and just after each of the demo's (v1, v2 json,
+    /// v2 msgpack), round by round.
+    pub demo_brackets: [Vec<(Rate, Rate)>; 3],
     /// The demo's v1 fan-out (to the v2 fan-out's number of subscribers) and its memory
     /// per idle session.
     pub demo_fanout_v1: Option<Rate>,
@@ -1046,6 +1049,7 @@ async fn run(smoke: bool) -> Results {
         versions: vec![],
         target_latency: vec![],
         handler_rounds: vec![],
+        demo_brackets: [vec![], vec![], vec![]],
         demo_fanout_v1: None,
         demo_memory: None,
     };
@@ -1081,25 +1085,61 @@ async fn run(smoke: bool) -> Results {
     // RPC to a handler, the figures the targets compare with the ceiling: five rounds in
     // turn (ceiling, tower-wamp, demo, ceiling, ...) and the median of each, so that a slow
     // phase of the machine does not land on one server only.
+    // Each of the demo's figures is taken between two of the ceiling's (ceiling, demo v1,
+    // ceiling, demo v2 json, ceiling, demo v2 msgpack, ceiling), and compared with their
+    // mean: the machine's speed drifts between phases of seconds, and a figure is compared
+    // with the ceiling as it was then. The bench router's follow, in the same rounds.
     let rounds = if smoke { 1 } else { 5 };
-    let mut handler_rpc: Vec<(Kind, [Vec<Rate>; 3])> = vec![];
-    for _ in 0..rounds {
-        for kind in [Kind::Ceiling, Kind::TowerWamp, Kind::Demo] {
-            let spawn = || servers::spawn(kind, "0");
-            let mut got = [vec![], vec![], vec![]];
-            got[0].push(rpc_on(&spawn(), settings, n100, 1, 100, Wire::V1).await);
-            if kind != Kind::Ceiling {
-                got[1].push(rpc_on(&spawn(), settings, n100, 1, 100, Wire::V2Json).await);
-                got[2].push(rpc_on(&spawn(), settings, n100, 1, 100, Wire::V2Msgpack).await);
-            }
-            match handler_rpc.iter_mut().find(|(k, _)| *k == kind) {
-                Some((_, all)) => {
-                    for (all, got) in all.iter_mut().zip(got) {
-                        all.extend(got);
-                    }
-                }
-                None => handler_rpc.push((kind, got)),
-            }
+    let mut handler_rpc: Vec<(Kind, [Vec<Rate>; 3])> = [Kind::Ceiling, Kind::TowerWamp, Kind::Demo]
+        .into_iter()
+        .map(|kind| (kind, [vec![], vec![], vec![]]))
+        .collect();
+    let wires = [Wire::V1, Wire::V2Json, Wire::V2Msgpack];
+    let ceiling_rpc = || async {
+        rpc_on(
+            &servers::spawn(Kind::Ceiling, "0"),
+            settings,
+            n100,
+            1,
+            100,
+            Wire::V1,
+        )
+        .await
+    };
+    for round in 0..rounds {
+        let mut before = ceiling_rpc().await;
+        handler_rpc[0].1[0].push(before);
+        for (col, wire) in wires.into_iter().enumerate() {
+            let demo = rpc_on(
+                &servers::spawn(Kind::Demo, "0"),
+                settings,
+                n100,
+                1,
+                100,
+                wire,
+            )
+            .await;
+            let after = ceiling_rpc().await;
+            eprintln!(
+                "round {round}: demo {wire:?} {:.0}/s between the ceiling's {:.0} and {:.0}/s",
+                demo.per_second, before.per_second, after.per_second
+            );
+            handler_rpc[2].1[col].push(demo);
+            handler_rpc[0].1[0].push(after);
+            results.demo_brackets[col].push((before, after));
+            before = after;
+        }
+        for (col, wire) in wires.into_iter().enumerate() {
+            let bench = rpc_on(
+                &servers::spawn(Kind::TowerWamp, "0"),
+                settings,
+                n100,
+                1,
+                100,
+                wire,
+            )
+            .await;
+            handler_rpc[1].1[col].push(bench);
         }
     }
     let median = |kind: Kind, which: usize| -> Option<Rate> {
