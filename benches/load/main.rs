@@ -1082,9 +1082,7 @@ async fn run(smoke: bool) -> Results {
             }
         }
     }
-    // RPC to a handler, the figures the targets compare with the ceiling: five rounds in
-    // turn (ceiling, tower-wamp, demo, ceiling, ...) and the median of each, so that a slow
-    // phase of the machine does not land on one server only.
+    // RPC to a handler, the figures the targets compare with the ceiling, in five rounds.
     // Each of the demo's figures is taken between two of the ceiling's (ceiling, demo v1,
     // ceiling, demo v2 json, ceiling, demo v2 msgpack, ceiling), and compared with their
     // mean: the machine's speed drifts between phases of seconds, and a figure is compared
@@ -1146,6 +1144,7 @@ async fn run(smoke: bool) -> Results {
         let (_, all) = handler_rpc.iter().find(|(k, _)| *k == kind)?;
         let mut rates = all[which].clone();
         rates.sort_by(|a, b| a.per_second.total_cmp(&b.per_second));
+        // (Of an even count, the upper of the middle two.)
         rates.get(rates.len() / 2).copied()
     };
     // The latency target: p99 at half of each server's own maximum (its median v1 rate
@@ -1154,7 +1153,9 @@ async fn run(smoke: bool) -> Results {
     let mut pooled: Vec<(Kind, Vec<Latency>, hdrhistogram::Histogram<u64>)> = vec![];
     for _ in 0..rounds {
         for kind in [Kind::Ceiling, Kind::Demo] {
-            let Some(max) = median(kind, 0) else { continue };
+            let Some(max) = median(kind, 0).filter(|r| r.per_second >= 1.0) else {
+                continue;
+            };
             let server = servers::spawn(kind, "0");
             let (l, h) = latency_run(&server, settings, (max.per_second * 0.5).max(100.0)).await;
             eprintln!(
