@@ -1093,31 +1093,16 @@ async fn run(smoke: bool) -> Results {
         .map(|kind| (kind, [vec![], vec![], vec![]]))
         .collect();
     let wires = [Wire::V1, Wire::V2Json, Wire::V2Msgpack];
-    let ceiling_rpc = || async {
-        rpc_on(
-            &servers::spawn(Kind::Ceiling, "0"),
-            settings,
-            n100,
-            1,
-            100,
-            Wire::V1,
-        )
-        .await
+    // One closed-loop figure (N=100, one call in flight, ~100-byte frames) on a fresh server.
+    let rpc_at = |kind: Kind, wire: Wire| async move {
+        rpc_on(&servers::spawn(kind, "0"), settings, n100, 1, 100, wire).await
     };
     for round in 0..rounds {
-        let mut before = ceiling_rpc().await;
+        let mut before = rpc_at(Kind::Ceiling, Wire::V1).await;
         handler_rpc[0].1[0].push(before);
         for (col, wire) in wires.into_iter().enumerate() {
-            let demo = rpc_on(
-                &servers::spawn(Kind::Demo, "0"),
-                settings,
-                n100,
-                1,
-                100,
-                wire,
-            )
-            .await;
-            let after = ceiling_rpc().await;
+            let demo = rpc_at(Kind::Demo, wire).await;
+            let after = rpc_at(Kind::Ceiling, Wire::V1).await;
             eprintln!(
                 "round {round}: demo {wire:?} {:.0}/s between the ceiling's {:.0} and {:.0}/s",
                 demo.per_second, before.per_second, after.per_second
@@ -1128,16 +1113,7 @@ async fn run(smoke: bool) -> Results {
             before = after;
         }
         for (col, wire) in wires.into_iter().enumerate() {
-            let bench = rpc_on(
-                &servers::spawn(Kind::TowerWamp, "0"),
-                settings,
-                n100,
-                1,
-                100,
-                wire,
-            )
-            .await;
-            handler_rpc[1].1[col].push(bench);
+            handler_rpc[1].1[col].push(rpc_at(Kind::TowerWamp, wire).await);
         }
     }
     let median = |kind: Kind, which: usize| -> Option<Rate> {
