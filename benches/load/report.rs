@@ -189,13 +189,6 @@ pub fn render(r: &Results) -> (String, String) {
         }
         let _ = writeln!(md);
     }
-    let best_peer = |col: usize| {
-        r.versions
-            .iter()
-            .filter(|(kind, _)| kind.is_peer())
-            .filter_map(|(kind, f)| f[col].map(|rate| (*kind, rate.per_second)))
-            .max_by(|a, b| a.1.total_cmp(&b.1))
-    };
     let ours = |col: usize| {
         r.versions
             .iter()
@@ -208,11 +201,11 @@ pub fn render(r: &Results) -> (String, String) {
         (4, "two-hop calls (msgpack)"),
         (5, "v2 fan-out"),
     ] {
-        if let Some((peer, rate)) = best_peer(col) {
+        if let Some((peer, rate)) = fastest_peer(r, col) {
             let _ = writeln!(
                 md,
                 "\n{what}: tower-wamp {:.1}× the fastest v2 peer in this run ({}).",
-                ours(col) / rate.max(1.0),
+                ours(col) / rate.per_second,
                 peer.name()
             );
         }
@@ -340,6 +333,16 @@ pub fn render(r: &Results) -> (String, String) {
     (md, svg)
 }
 
+/// The fastest v2 peer in a column of `versions` (one that served at least a call a second).
+fn fastest_peer(r: &Results, col: usize) -> Option<(Kind, crate::Rate)> {
+    r.versions
+        .iter()
+        .filter(|(kind, _)| kind.is_peer())
+        .filter_map(|(kind, f)| f[col].map(|rate| (*kind, rate)))
+        .filter(|(_, rate)| rate.per_second >= 1.0)
+        .max_by(|a, b| a.1.per_second.total_cmp(&b.1.per_second))
+}
+
 /// The targets for the demo, as this run measured them: each with what it compares
 /// and whether it holds ("not measured" when a term is missing or zero, never "yes").
 fn targets(md: &mut String, r: &Results) {
@@ -367,15 +370,7 @@ fn targets(md: &mut String, r: &Results) {
             .and_then(|(_, v)| v[col])
             .filter(|rate| rate.per_second >= 1.0)
     };
-    // The fastest v2 peer in a column, with the error answers it gave (not counted).
-    let best_peer = |col: usize| {
-        r.versions
-            .iter()
-            .filter(|(kind, _)| kind.is_peer())
-            .filter_map(|(kind, f)| f[col].map(|rate| (*kind, rate)))
-            .filter(|(_, rate)| rate.per_second >= 1.0)
-            .max_by(|a, b| a.1.per_second.total_cmp(&b.1.per_second))
-    };
+    let best_peer = |col: usize| fastest_peer(r, col);
     let peer_note = |kind: Kind, rate: &crate::Rate| {
         if rate.anomalies > 0 {
             format!(

@@ -182,12 +182,7 @@ pub(crate) struct Counts {
 /// [`parse`], and what the text held, counted on the way (so that a frame is not scanned
 /// once for its size and once more for its value).
 pub(crate) fn parse_counted(text: &str) -> Option<(Value, Counts)> {
-    let mut p = Parser {
-        text,
-        bytes: text.as_bytes(),
-        at: 0,
-        counts: Counts::default(),
-    };
+    let mut p = Parser::new(text);
     let value = p.value(0)?;
     p.skip_whitespace();
     (p.at == p.bytes.len()).then_some((value, p.counts))
@@ -214,12 +209,7 @@ enum ListState {
 impl<'a> ListItems<'a> {
     /// `None` unless the text starts (after whitespace) with `[`.
     pub(crate) fn new(text: &'a str) -> Option<Self> {
-        let mut parser = Parser {
-            text,
-            bytes: text.as_bytes(),
-            at: 0,
-            counts: Counts::default(),
-        };
+        let mut parser = Parser::new(text);
         (parser.next_token()? == b'[').then_some(())?;
         parser.counts.marks += 1;
         Some(Self {
@@ -284,7 +274,16 @@ struct Parser<'a> {
     counts: Counts,
 }
 
-impl Parser<'_> {
+impl<'a> Parser<'a> {
+    fn new(text: &'a str) -> Self {
+        Self {
+            text,
+            bytes: text.as_bytes(),
+            at: 0,
+            counts: Counts::default(),
+        }
+    }
+
     fn skip_whitespace(&mut self) {
         while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.bytes.get(self.at) {
             self.at += 1;
