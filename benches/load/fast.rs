@@ -7,7 +7,7 @@
 use std::{
     io::{self, Read as _, Write as _},
     sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use mio::{Events, Interest, Poll, Token, net::TcpStream};
@@ -42,6 +42,23 @@ pub fn parse(b: &[u8]) -> Option<(u8, usize, usize)> {
 }
 
 impl Conn {
+    /// `s`, non-blocking, registered with `poll` for reading as token `token`.
+    fn register(s: std::net::TcpStream, poll: &Poll, token: usize) -> io::Result<Self> {
+        s.set_nonblocking(true)?;
+        let mut stream = TcpStream::from_std(s);
+        poll.registry()
+            .register(&mut stream, Token(token), Interest::READABLE)?;
+        Ok(Self {
+            stream,
+            buf: vec![0; 16 << 10],
+            start: 0,
+            end: 0,
+            out: Vec::with_capacity(4 << 10),
+            sent: 0,
+            writable_wanted: false,
+        })
+    }
+
     /// Reads until the socket would block, handing each complete text or binary frame's
     /// payload to `each`; `Err` when the server closed.
     fn read(
@@ -120,19 +137,7 @@ pub fn drive(
     let mut poll = Poll::new()?;
     let mut conns = Vec::with_capacity(streams.len());
     for (i, s) in streams.into_iter().enumerate() {
-        s.set_nonblocking(true)?;
-        let mut stream = TcpStream::from_std(s);
-        poll.registry()
-            .register(&mut stream, Token(i), Interest::READABLE)?;
-        let mut c = Conn {
-            stream,
-            buf: vec![0; 16 << 10],
-            start: 0,
-            end: 0,
-            out: Vec::with_capacity(4 << 10),
-            sent: 0,
-            writable_wanted: false,
-        };
+        let mut c = Conn::register(s, &poll, i)?;
         start(i, &mut c.out);
         conns.push(Some(c));
     }
@@ -189,4 +194,152 @@ fn flush_one(
 /// Counts one more operation.
 pub fn bump(count: &AtomicU64) {
     count.fetch_add(1, Relaxed);
+}
+
+/// One set of connections that takes turns with others in [`drive_turns`].
+pub struct Group {
+    /// Connected, past their handshake, nothing unread.
+    pub streams: Vec<std::net::TcpStream>,
+    /// The request every connection sends at its turn's start and again on every answer
+    /// while the turn lasts.
+    pub frame: Vec<u8>,
+    /// Whether an answer is a served call (otherwise it counts as an error).
+    pub served: fn(&[u8]) -> bool,
+}
+
+/// One turn of one group: the calls answered in it and how long it took, with what `probe`
+/// read just before it started and just after its last answer.
+#[derive(Clone, Copy, Debug)]
+pub struct Turn<P> {
+    pub calls: u64,
+    pub errors: u64,
+    pub time: Duration,
+    pub before: P,
+    pub after: P,
+}
+
+/// Closed loop, one call in flight per connection, the groups taking turns of `slice`
+/// each (group 0, 1, ..., 0, 1, ...) for `cycles` cycles: in its turn a group's
+/// connections each send a call and answer every answer with the next; at the turn's end
+/// they stop sending, and the next turn starts when every call in flight has been answered.
+/// So every group sees the machine as it is over the whole run, in slices, rather than in
+/// one phase of it. Returns each group's turns, in order.
+pub fn drive_turns<P>(
+    groups: Vec<Group>,
+    slice: Duration,
+    cycles: usize,
+    mut probe: impl FnMut(usize) -> P,
+) -> io::Result<Vec<Vec<Turn<P>>>> {
+    let mut poll = Poll::new()?;
+    let mut conns = vec![];
+    let mut group_of = vec![];
+    let mut members: Vec<std::ops::Range<usize>> = vec![];
+    let mut frames = vec![];
+    let mut served = vec![];
+    for (g, group) in groups.into_iter().enumerate() {
+        let first = conns.len();
+        for s in group.streams {
+            conns.push(Some(Conn::register(s, &poll, conns.len())?));
+            group_of.push(g);
+        }
+        members.push(first..conns.len());
+        frames.push(group.frame);
+        served.push(group.served);
+    }
+    let mut live = conns.len();
+    // Calls in flight per connection: a connection lost with one counts it as an error.
+    let mut pending = vec![0u64; conns.len()];
+    let mut events = Events::with_capacity(1024);
+    let mut turns: Vec<Vec<Turn<P>>> = (0..frames.len()).map(|_| vec![]).collect();
+    for _ in 0..cycles {
+        for g in 0..frames.len() {
+            let before = probe(g);
+            let started = Instant::now();
+            let ends = started + slice;
+            let (mut calls, mut errors, mut in_flight) = (0u64, 0u64, 0u64);
+            // What a lost connection had in flight: no longer awaited, counted as errors.
+            let lost = |conns: &[Option<Conn>], pending: &mut [u64], i: usize| {
+                if conns[i].is_none() {
+                    std::mem::take(&mut pending[i])
+                } else {
+                    0
+                }
+            };
+            for i in members[g].clone() {
+                if let Some(c) = conns[i].as_mut() {
+                    c.out.extend_from_slice(&frames[g]);
+                    in_flight += 1;
+                    pending[i] += 1;
+                } else {
+                    // A connection lost in an earlier turn: every turn of its group shows it.
+                    errors += 1;
+                }
+                flush_one(&mut poll, &mut conns, i, &mut live)?;
+                let gone = lost(&conns, &mut pending, i);
+                (in_flight, errors) = (in_flight - gone, errors + gone);
+            }
+            let mut sending = true;
+            loop {
+                let now = Instant::now();
+                sending &= now < ends;
+                if !sending && in_flight == 0 {
+                    break;
+                }
+                if now > ends + Duration::from_secs(5) {
+                    return Err(io::Error::other(format!(
+                        "{in_flight} calls of group {g} unanswered"
+                    )));
+                }
+                let wait = if sending {
+                    ends - now
+                } else {
+                    Duration::from_millis(50)
+                };
+                poll.poll(&mut events, Some(wait))?;
+                for event in &events {
+                    let i = event.token().0;
+                    let Some(c) = conns[i].as_mut() else { continue };
+                    // Only this turn's group has calls in flight; a frame on a connection
+                    // without a call in flight answers nothing.
+                    let mine = group_of[i] == g;
+                    let waiting = &mut pending[i];
+                    let mut answer = |_: usize, payload: &[u8], out: &mut Vec<u8>| {
+                        if !mine || *waiting == 0 {
+                            return;
+                        }
+                        in_flight -= 1;
+                        *waiting -= 1;
+                        if (served[g])(payload) {
+                            calls += 1;
+                        } else {
+                            errors += 1;
+                        }
+                        if sending {
+                            out.extend_from_slice(&frames[g]);
+                            in_flight += 1;
+                            *waiting += 1;
+                        }
+                    };
+                    if event.is_readable() && c.read(i, &mut answer).is_err() {
+                        conns[i] = None;
+                        live -= 1;
+                    } else {
+                        flush_one(&mut poll, &mut conns, i, &mut live)?;
+                    }
+                    let gone = lost(&conns, &mut pending, i);
+                    (in_flight, errors) = (in_flight - gone, errors + gone);
+                }
+            }
+            let time = started.elapsed();
+            let after = probe(g);
+            turns[g].push(Turn {
+                calls,
+                errors,
+                time,
+                before,
+                after,
+            });
+        }
+    }
+    Ok(turns)
 }

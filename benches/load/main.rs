@@ -41,6 +41,13 @@ pub struct Settings {
     pub measure: Duration,
 }
 
+impl Settings {
+    /// The length of one server's turn where servers are measured in turns.
+    pub fn turn(&self) -> Duration {
+        Duration::from_millis(if self.smoke { 20 } else { 100 })
+    }
+}
+
 /// One throughput figure with the CPU it cost.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Rate {
@@ -51,6 +58,23 @@ pub struct Rate {
     pub client_cpu: f64,
     /// Fan-out only: events lost, duplicated or out of order.
     pub anomalies: u64,
+}
+
+impl Rate {
+    /// `ops` operations in `secs` seconds, which cost the server and the client the CPU
+    /// seconds given; no anomalies.
+    pub fn of(ops: f64, secs: f64, server_cpu: f64, client_cpu: f64) -> Self {
+        Self {
+            per_second: ops / secs,
+            server_us_per_op: if ops > 0.0 {
+                server_cpu * 1e6 / ops
+            } else {
+                0.0
+            },
+            client_cpu: client_cpu / secs * 100.0,
+            anomalies: 0,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -222,16 +246,7 @@ async fn measure(server: &Server, s: Settings, count: &AtomicU64) -> Rate {
     let secs = t0.elapsed().as_secs_f64();
     let server_cpu = (server.cpu() - s0).as_secs_f64();
     let client_cpu = (self_cpu() - me0).as_secs_f64();
-    Rate {
-        per_second: ops / secs,
-        server_us_per_op: if ops > 0.0 {
-            server_cpu * 1e6 / ops
-        } else {
-            0.0
-        },
-        client_cpu: client_cpu / secs * 100.0,
-        anomalies: 0,
-    }
+    Rate::of(ops, secs, server_cpu, client_cpu)
 }
 
 fn call_payload(id: usize, pad: usize) -> Vec<u8> {
@@ -308,6 +323,78 @@ pub async fn rpc_on(
     let _ = driver.join();
     rate.anomalies = errors.load(Relaxed);
     rate
+}
+
+/// A turn with the server's and the client's CPU time before and after it.
+type CpuTurn = fast::Turn<(Duration, Duration)>;
+
+/// The RPC-to-a-handler figures that the targets compare, taken in turns: `n`
+/// connections for each `(server, wire)` of `plan`, closed loop with one call in flight
+/// each, the entries taking turns of `s.turn()` (see [`fast::drive_turns`]) for `rounds`
+/// rounds of `s.measure` per entry (in whole turns), after about `s.warmup` per entry of
+/// warm-up (whole turns, at least one). Every entry
+/// sees the machine's slow and fast phases alike, which figures taken one after another
+/// (seconds apart) do not. Each entry's figure in each round.
+pub async fn rpc_turns(
+    plan: &[(&Server, Wire)],
+    s: Settings,
+    n: usize,
+    rounds: usize,
+) -> Vec<Vec<Rate>> {
+    let slice = s.turn();
+    let per_round = (s.measure.as_millis() / slice.as_millis()).max(1) as usize;
+    let warm = (s.warmup.as_millis() / slice.as_millis()).max(1) as usize;
+    let mut groups = vec![];
+    let mut pids = vec![];
+    for &(server, wire) in plan {
+        let streams = connect_all_as(server.addr, n, wire)
+            .await
+            .into_iter()
+            .map(|c| c.into_std().expect("socket"))
+            .collect();
+        let served: fn(&[u8]) -> bool = match (server.kind, wire) {
+            // The ceiling echoes the CALL.
+            (Kind::Ceiling, _) => |_| true,
+            (_, Wire::V1) => |p| Wire::V1.is_result(p),
+            (_, Wire::V2Json) => |p| Wire::V2Json.is_result(p),
+            (_, Wire::V2Msgpack) => |p| Wire::V2Msgpack.is_result(p),
+        };
+        groups.push(fast::Group {
+            streams,
+            frame: wire.frame(&echo_call(server.kind, wire, 100)),
+            served,
+        });
+        pids.push(server.pid());
+    }
+    let turns = tokio::task::spawn_blocking(move || {
+        fast::drive_turns(groups, slice, warm + rounds * per_round, |g| {
+            (servers::proc_cpu(pids[g]), self_cpu())
+        })
+    })
+    .await
+    .expect("client thread")
+    .expect("turns");
+    turns
+        .into_iter()
+        .map(|all| {
+            all[warm..]
+                .chunks(per_round)
+                .map(|round| {
+                    let sum = |f: &dyn Fn(&CpuTurn) -> Duration| {
+                        round.iter().map(f).sum::<Duration>().as_secs_f64()
+                    };
+                    let calls = round.iter().map(|t| t.calls).sum::<u64>() as f64;
+                    let secs = sum(&|t| t.time);
+                    let server_cpu = sum(&|t| t.after.0.saturating_sub(t.before.0));
+                    let client_cpu = sum(&|t| t.after.1.saturating_sub(t.before.1));
+                    Rate {
+                        anomalies: round.iter().map(|t| t.errors).sum(),
+                        ..Rate::of(calls, secs, server_cpu, client_cpu)
+                    }
+                })
+                .collect()
+        })
+        .collect()
 }
 
 /// Exactly `calls` closed-loop calls over `n` connections (see `--drive`).
@@ -651,126 +738,171 @@ pub async fn fanout_as(server: &Server, s: Settings, n: usize, window: u64, wire
 /// Open loop at `rate` calls/s over 10 connections; latency from each call's scheduled
 /// send time (no coordinated omission).
 pub async fn latency(server: &Server, s: Settings, rate: f64) -> Latency {
-    latency_run(server, s, rate).await.0
+    let (l, _) = latency_turns(&[(server, rate)], s)
+        .await
+        .pop()
+        .expect("one figure");
+    l
 }
 
-/// [`latency`], with the histogram of the measured calls (to pool rounds).
-pub async fn latency_run(
-    server: &Server,
+/// Open-loop latency of each `(server, rate)` of `targets` at once, the servers taking
+/// turns of `s.turn()` (one server alone: no turns): 10 connections per server, whose calls
+/// are due only in its turns, at its rate while the turn lasts, `s.warmup` then
+/// `s.measure` of turns per server. Latency counts from each call's scheduled send time
+/// (no coordinated omission), so a call held back by a stall of either side counts late.
+/// Each server's figures, with the histogram of its measured calls (to pool rounds).
+pub async fn latency_turns(
+    targets: &[(&Server, f64)],
     s: Settings,
-    rate: f64,
-) -> (Latency, hdrhistogram::Histogram<u64>) {
+) -> Vec<(Latency, hdrhistogram::Histogram<u64>)> {
     const CONNS: usize = 10;
-    let kind = server.kind;
-    let conns = connect_all(server.addr, CONNS).await;
+    let turns = targets.len() as u32;
+    let slice = s.turn();
+    let mut connected = vec![];
+    for &(server, _) in targets {
+        connected.push(connect_all(server.addr, CONNS).await);
+    }
     let start = Instant::now() + Duration::from_millis(50);
     let total = s.warmup + s.measure;
-    let ids = (rate * total.as_secs_f64()) as usize + 1;
-    let per_conn = rate / CONNS as f64;
-    let hist = Arc::new(std::sync::Mutex::new(
-        hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap(),
-    ));
-    // Calls scheduled after the warm-up, and what came back for them: results, and answers
-    // that are not results (errors). The rest went unanswered.
-    let sent = Arc::new(AtomicU64::new(0));
-    let answered = Arc::new(AtomicU64::new(0));
-    let errors = Arc::new(AtomicU64::new(0));
-    let warm_ns = s.warmup.as_nanos() as u64;
-    let tasks: Vec<_> = conns
-        .into_iter()
-        .enumerate()
-        .map(|(ci, c)| {
-            let (hist, sent, answered, errors) =
-                (hist.clone(), sent.clone(), answered.clone(), errors.clone());
-            tokio::spawn(async move {
-                let (mut reader, mut writer) = c.split();
-                let scheduled: Arc<Vec<AtomicU64>> =
-                    Arc::new((0..ids / CONNS + 2).map(|_| AtomicU64::new(0)).collect());
-                let sched = scheduled.clone();
-                let read = tokio::spawn(async move {
-                    loop {
-                        let Ok(_) = reader
-                            .read_batch(|p| {
-                                let now = start.elapsed().as_nanos() as u64;
-                                let Some(i) = call_id_of(p) else { return };
-                                let at = sched[i].load(Relaxed);
-                                if at < warm_ns {
-                                    return;
-                                }
-                                // Results only (the ceiling echoes the CALL): an error
-                                // answer is not a served call, and counts apart.
-                                if kind == Kind::Ceiling || p.starts_with(b"[3,") {
-                                    let us = (now.saturating_sub(at) / 1000).max(1);
-                                    let _ = hist.lock().unwrap().record(us);
-                                    answered.fetch_add(1, Relaxed);
-                                } else {
-                                    errors.fetch_add(1, Relaxed);
-                                }
-                            })
-                            .await
-                        else {
-                            return;
-                        };
-                    }
-                });
-                let payload = match kind {
-                    Kind::Demo => call_payload_to("http://clj-wamp-example/api#echo", 0, 40),
-                    _ => call_payload(0, 40),
-                };
-                let off = payload_offset(payload.len()) + 4;
-                let template = text_frame(&payload);
-                // The connections take turns: call `i` of connection `ci` is due at
-                // `(i + ci / CONNS) / per_conn`, so that calls arrive evenly spaced rather
-                // than ten at a time.
+    // Where a server's time `active` (in its own turns) falls in the run.
+    let wall = move |turn: u32, active: Duration| {
+        let cycle = active.as_nanos() / slice.as_nanos();
+        let into = active - slice * cycle as u32;
+        slice * (cycle as u32 * turns + turn) + into
+    };
+    // The other way: how much of a server's time has passed by `wall`. (A call due
+    // exactly at a turn's end counts as due here, but `wall` puts it at the start of the
+    // next turn, and the sender waits for that.)
+    let active_by = move |turn: u32, wall: Duration| {
+        let cycle_len = slice * turns;
+        let cycle = (wall.as_nanos() / cycle_len.as_nanos()) as u32;
+        let into = wall - cycle_len * cycle;
+        let mine = into.saturating_sub(slice * turn).min(slice);
+        slice * cycle + mine
+    };
+    let mut runs = vec![];
+    for (turn, (&(server, rate), conns)) in targets.iter().zip(connected).enumerate() {
+        let turn = turn as u32;
+        let kind = server.kind;
+        let ids = (rate * total.as_secs_f64()) as usize + 1;
+        let per_conn = rate / CONNS as f64;
+        let hist = Arc::new(std::sync::Mutex::new(
+            hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap(),
+        ));
+        // Calls scheduled after the warm-up, and what came back for them: results, and
+        // answers that are not results (errors). The rest went unanswered.
+        let sent = Arc::new(AtomicU64::new(0));
+        let answered = Arc::new(AtomicU64::new(0));
+        let errors = Arc::new(AtomicU64::new(0));
+        let tasks: Vec<_> = conns
+            .into_iter()
+            .enumerate()
+            .map(|(ci, c)| {
+                let (hist, sent, answered, errors) =
+                    (hist.clone(), sent.clone(), answered.clone(), errors.clone());
+                // The connections take turns too: call `i` of connection `ci` is due at
+                // `(i + ci / CONNS) / per_conn` of the server's time, so that calls
+                // arrive evenly spaced rather than ten at a time.
                 let phase = ci as f64 / CONNS as f64;
-                let mut i = 0usize;
-                let mut out = Vec::new();
-                loop {
-                    let elapsed = Instant::now().saturating_duration_since(start);
-                    if elapsed >= total {
-                        break;
-                    }
-                    // Calls scheduled at or before now. (Counting `floor(t * per_conn)`
-                    // sent each call one interval late, which counted as latency: 1.2 ms at
-                    // 9k/s over 10 connections.)
-                    let due = (elapsed.as_secs_f64() * per_conn - phase).floor() as i64 + 1;
-                    let due = usize::try_from(due).unwrap_or(0);
-                    out.clear();
-                    while i < due.min(scheduled.len() - 1) {
-                        let at = Duration::from_secs_f64((i as f64 + phase) / per_conn);
-                        let at = at.as_nanos() as u64;
-                        scheduled[i].store(at, Relaxed);
-                        if at >= warm_ns {
-                            sent.fetch_add(1, Relaxed);
+                // The first call after the warm-up.
+                let first = (s.warmup.as_secs_f64() * per_conn - phase).ceil().max(0.0) as usize;
+                tokio::spawn(async move {
+                    let (mut reader, mut writer) = c.split();
+                    let scheduled: Arc<Vec<AtomicU64>> =
+                        Arc::new((0..ids / CONNS + 2).map(|_| AtomicU64::new(0)).collect());
+                    let sched = scheduled.clone();
+                    let read = tokio::spawn(async move {
+                        loop {
+                            let Ok(_) = reader
+                                .read_batch(|p| {
+                                    let now = start.elapsed().as_nanos() as u64;
+                                    let Some(i) = call_id_of(p) else { return };
+                                    if i < first {
+                                        return;
+                                    }
+                                    let at = sched[i].load(Relaxed);
+                                    // Results only (the ceiling echoes the CALL): an error
+                                    // answer is not a served call, and counts apart.
+                                    if kind == Kind::Ceiling || p.starts_with(b"[3,") {
+                                        let us = (now.saturating_sub(at) / 1000).max(1);
+                                        let _ = hist.lock().unwrap().record(us);
+                                        answered.fetch_add(1, Relaxed);
+                                    } else {
+                                        errors.fetch_add(1, Relaxed);
+                                    }
+                                })
+                                .await
+                            else {
+                                return;
+                            };
                         }
-                        let mut f = template.clone();
-                        f[off..off + 8].copy_from_slice(format!("{i:08}").as_bytes());
-                        out.extend_from_slice(&f);
-                        i += 1;
+                    });
+                    let payload = match kind {
+                        Kind::Demo => call_payload_to("http://clj-wamp-example/api#echo", 0, 40),
+                        _ => call_payload(0, 40),
+                    };
+                    let off = payload_offset(payload.len()) + 4;
+                    let template = text_frame(&payload);
+                    let mut i = 0usize;
+                    let mut out = Vec::new();
+                    loop {
+                        let elapsed = Instant::now().saturating_duration_since(start);
+                        let active = active_by(turn, elapsed);
+                        if active >= total {
+                            break;
+                        }
+                        // Calls scheduled at or before now. (Counting `floor(t * per_conn)`
+                        // sent each call one interval late, which counted as latency: 1.2
+                        // ms at 9k/s over 10 connections.)
+                        let due = (active.as_secs_f64() * per_conn - phase).floor() as i64 + 1;
+                        let due = usize::try_from(due).unwrap_or(0);
+                        out.clear();
+                        while i < due.min(scheduled.len() - 1) {
+                            let at = Duration::from_secs_f64((i as f64 + phase) / per_conn);
+                            // Never before its time: a call due exactly at the end of the
+                            // server's turn belongs to its next turn.
+                            let at = wall(turn, at);
+                            if at > elapsed {
+                                break;
+                            }
+                            scheduled[i].store(at.as_nanos() as u64, Relaxed);
+                            if i >= first {
+                                sent.fetch_add(1, Relaxed);
+                            }
+                            let mut f = template.clone();
+                            f[off..off + 8].copy_from_slice(format!("{i:08}").as_bytes());
+                            out.extend_from_slice(&f);
+                            i += 1;
+                        }
+                        if !out.is_empty() && writer.write(&out).await.is_err() {
+                            break;
+                        }
+                        tokio::task::yield_now().await;
                     }
-                    if !out.is_empty() && writer.write(&out).await.is_err() {
-                        break;
-                    }
-                    tokio::task::yield_now().await;
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                read.abort();
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    read.abort();
+                })
             })
-        })
-        .collect();
-    join_all(tasks).await;
-    let h = std::mem::replace(
-        &mut *hist.lock().unwrap(),
-        hdrhistogram::Histogram::<u64>::new(3).unwrap(),
-    );
-    let latency = Latency::of(
-        &h,
-        rate,
-        answered.load(Relaxed) as f64 / s.measure.as_secs_f64(),
-        sent.load(Relaxed),
-        errors.load(Relaxed),
-    );
-    (latency, h)
+            .collect();
+        runs.push((rate, tasks, hist, sent, answered, errors));
+    }
+    let mut figures = vec![];
+    for (rate, tasks, hist, sent, answered, errors) in runs {
+        join_all(tasks).await;
+        let h = std::mem::replace(
+            &mut *hist.lock().unwrap(),
+            hdrhistogram::Histogram::<u64>::new(3).unwrap(),
+        );
+        let latency = Latency::of(
+            &h,
+            rate,
+            answered.load(Relaxed) as f64 / s.measure.as_secs_f64(),
+            sent.load(Relaxed),
+            errors.load(Relaxed),
+        );
+        figures.push((latency, h));
+    }
+    figures
 }
 
 /// `n` idle sessions with one subscription each: server memory per session and the
@@ -818,6 +950,60 @@ async fn idle_sessions(addr: SocketAddr, n: usize, kind: Kind) -> Vec<Conn> {
     conns
 }
 
+/// Spins for `span`, reading the clock: the time lost in gaps of over 0.5 ms between two
+/// readings (the thread was not running), and the longest gap.
+fn gaps(span: Duration) -> (Duration, Duration) {
+    let started = Instant::now();
+    let (mut last, mut lost, mut longest) = (started, Duration::ZERO, Duration::ZERO);
+    while last - started < span {
+        let now = Instant::now();
+        let gap = now - last;
+        if gap > Duration::from_micros(500) {
+            lost += gap;
+            longest = longest.max(gap);
+        }
+        last = now;
+    }
+    (lost, longest)
+}
+
+/// The host's stalls on each core, as [`gaps`] sees them over `span` with one spinning
+/// process pinned to each core at once: (lost, longest) per core, in milliseconds, or
+/// `None` for a core where the check failed.
+pub fn host_stalls(span: Duration) -> Vec<Option<(f64, f64)>> {
+    let exe = std::env::current_exe().unwrap();
+    let children: Vec<_> = ["0", "1"]
+        .into_iter()
+        .map(|core| {
+            std::process::Command::new("taskset")
+                .args(["-c", core])
+                .arg(&exe)
+                .args(["--gaps", &span.as_secs_f64().to_string()])
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+        })
+        .collect();
+    children
+        .into_iter()
+        .map(|child| {
+            let out = child.and_then(|c| c.wait_with_output()).ok()?;
+            if !out.status.success() {
+                return None;
+            }
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let us: Vec<f64> = text
+                .split_whitespace()
+                .map(|x| x.parse::<f64>().map(|us| us / 1000.0))
+                .collect::<Result<_, _>>()
+                .ok()?;
+            match us[..] {
+                [lost, longest] => Some((lost, longest)),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--serve") {
@@ -825,6 +1011,15 @@ fn main() {
         return;
     }
     let smoke = args.iter().any(|a| a == "--smoke");
+    if let Some(i) = args.iter().position(|a| a == "--gaps") {
+        // The host's stalls as one spinning thread sees them: --gaps SECONDS prints the
+        // time lost in gaps of over 0.5 ms between two readings of the clock, and the
+        // longest, in microseconds.
+        let secs: f64 = args[i + 1].parse().unwrap();
+        let (lost, longest) = gaps(Duration::from_secs_f64(secs));
+        println!("{} {}", lost.as_micros(), longest.as_micros());
+        return;
+    }
     if let Some(i) = args.iter().position(|a| a == "--hold") {
         // Idle sessions held on a server started elsewhere (for a heap profiler such as
         // `valgrind --tool=dhat`): --hold ADDR SESSIONS SECONDS
@@ -866,6 +1061,7 @@ fn main() {
     if let Some(i) = args.iter().position(|a| a == "--profile") {
         // Hold one load on one server, for profiling it with perf:
         // --profile rpc|rpc-tokio|rpc2|rpc2-msgpack|two-hop|two-hop-msgpack|fanout|fanout2|memory|latency
+        //   (or turns|latency-turns N SECONDS: the ceiling and the demo at once, in turns)
         //   N SECONDS [ceiling|demo|crossbar|xconn|battler]
         let what = args[i + 1].clone();
         let n: usize = args[i + 2].parse().unwrap();
@@ -892,13 +1088,60 @@ fn main() {
             return;
         }
         rt.block_on(async {
-            let server = servers::spawn(kind, "0");
-            eprintln!("server pid {}", server.pid());
             let s = Settings {
                 smoke: false,
                 warmup: Duration::from_millis(500),
                 measure: Duration::from_secs(secs),
             };
+            if what == "turns" || what == "latency-turns" {
+                // The ceiling and the demo at once, taking turns (N connections each, or
+                // for latency N calls/s each), three rounds of SECONDS per server.
+                let (ceiling, demo) = (
+                    servers::spawn(Kind::Ceiling, "0"),
+                    servers::spawn(Kind::Demo, "0"),
+                );
+                eprintln!(
+                    "in turns: ceiling pid {}, demo pid {}",
+                    ceiling.pid(),
+                    demo.pid()
+                );
+                if what == "turns" {
+                    let plan = [
+                        (&ceiling, Wire::V1),
+                        (&demo, Wire::V1),
+                        (&demo, Wire::V2Json),
+                    ];
+                    let figures = rpc_turns(&plan, s, n, 3).await;
+                    let rounds = figures[0].iter().zip(&figures[1]).zip(&figures[2]);
+                    for (round, ((c, d1), d2)) in rounds.enumerate() {
+                        let at = |g: usize| [c, d1, d2][g];
+                        eprintln!(
+                            "round {round}: ceiling {:.0}/s (client {:.0} %); demo v1 {:.0}/s = {:.2}×, v2 json {:.0}/s = {:.2}×; server µs/call {:.2} {:.2} {:.2}",
+                            at(0).per_second,
+                            at(0).client_cpu,
+                            at(1).per_second,
+                            at(1).per_second / at(0).per_second,
+                            at(2).per_second,
+                            at(2).per_second / at(0).per_second,
+                            at(0).server_us_per_op,
+                            at(1).server_us_per_op,
+                            at(2).server_us_per_op,
+                        );
+                    }
+                } else {
+                    let figures =
+                        latency_turns(&[(&ceiling, n as f64), (&demo, n as f64)], s).await;
+                    for (name, (l, _)) in ["ceiling", "demo"].iter().zip(figures) {
+                        eprintln!(
+                            "{name} at {:.0}/s (achieved {:.0}): p50 {:.3} p99 {:.3} p99.9 {:.3} max {:.3} ms",
+                            l.rate, l.achieved, l.p50, l.p99, l.p999, l.max
+                        );
+                    }
+                }
+                return;
+            }
+            let server = servers::spawn(kind, "0");
+            eprintln!("server pid {}", server.pid());
             if what == "latency" {
                 // N is the rate, calls/s.
                 let l = latency(&server, s, n as f64).await;
@@ -980,11 +1223,14 @@ pub struct Results {
     /// Latency at half of each server's own maximum (its median v1 rate at N=100), round
     /// by round, and over all rounds' calls: the ceiling and the demo.
     pub target_latency: Vec<(Kind, Vec<Latency>, Latency)>,
-    /// The RPC-to-a-handler rounds, in the order taken: v1, v2 json, v2 msgpack.
+    /// Before each latency round: per core, the milliseconds a spinning process lost in
+    /// gaps of over 0.5 ms in one second, and the longest gap.
+    pub host_stalls: Vec<Vec<Option<(f64, f64)>>>,
+    /// The ceiling's v1 RPC alone, taken just before the demo's two-hop figures.
+    pub two_hop_ceiling: Option<Rate>,
+    /// The RPC-to-a-handler figures (v1, v2 json, v2 msgpack), round by round; round `i`
+    /// of every server was taken in the same cycles of turns (`rpc_turns`).
     pub handler_rounds: Vec<(Kind, [Vec<Rate>; 3])>,
-    /// The ceiling's figures just before and just after each of the demo's (v1, v2 json,
-    /// v2 msgpack), round by round.
-    pub demo_brackets: [Vec<(Rate, Rate)>; 3],
     /// The demo's v1 fan-out (to the v2 fan-out's number of subscribers) and its memory
     /// per idle session.
     pub demo_fanout_v1: Option<Rate>,
@@ -1048,8 +1294,9 @@ async fn run(smoke: bool) -> Results {
         client_check: (Rate::default(), Rate::default()),
         versions: vec![],
         target_latency: vec![],
+        host_stalls: vec![],
+        two_hop_ceiling: None,
         handler_rounds: vec![],
-        demo_brackets: [vec![], vec![], vec![]],
         demo_fanout_v1: None,
         demo_memory: None,
     };
@@ -1082,39 +1329,55 @@ async fn run(smoke: bool) -> Results {
             }
         }
     }
-    // RPC to a handler, the figures the targets compare with the ceiling, in five rounds.
-    // Each of the demo's figures is taken between two of the ceiling's (ceiling, demo v1,
-    // ceiling, demo v2 json, ceiling, demo v2 msgpack, ceiling), and compared with their
-    // mean: the machine's speed drifts between phases of seconds, and a figure is compared
-    // with the ceiling as it was then. The bench router's follow, in the same rounds.
+    // RPC to a handler, the figures the targets compare with the ceiling: the ceiling, the
+    // demo (v1, v2 json, v2 msgpack) and the bench router (the same three) all at once,
+    // taking turns of `settings.turn()` (see `rpc_turns`), in five rounds.
     let rounds = if smoke { 1 } else { 5 };
-    let mut handler_rpc: Vec<(Kind, [Vec<Rate>; 3])> = [Kind::Ceiling, Kind::TowerWamp, Kind::Demo]
+    let wires = [Wire::V1, Wire::V2Json, Wire::V2Msgpack];
+    let kinds3 = [Kind::Ceiling, Kind::TowerWamp, Kind::Demo];
+    let turn_servers: Vec<Server> = kinds3.iter().map(|&k| servers::spawn(k, "0")).collect();
+    let mut plan: Vec<(&Server, Wire)> = vec![(&turn_servers[0], Wire::V1)];
+    for server in [&turn_servers[2], &turn_servers[1]] {
+        plan.extend(wires.iter().map(|&w| (server, w)));
+    }
+    let figures = rpc_turns(&plan, settings, n100, rounds).await;
+    drop(plan);
+    drop(turn_servers);
+    let mut handler_rpc: Vec<(Kind, [Vec<Rate>; 3])> = kinds3
         .into_iter()
         .map(|kind| (kind, [vec![], vec![], vec![]]))
         .collect();
-    let wires = [Wire::V1, Wire::V2Json, Wire::V2Msgpack];
-    // One closed-loop figure (N=100, one call in flight, ~100-byte frames) on a fresh server.
-    let rpc_at = |kind: Kind, wire: Wire| async move {
-        rpc_on(&servers::spawn(kind, "0"), settings, n100, 1, 100, wire).await
-    };
+    let entries = [(Kind::Ceiling, Wire::V1)]
+        .into_iter()
+        .chain(wires.map(|w| (Kind::Demo, w)))
+        .chain(wires.map(|w| (Kind::TowerWamp, w)));
+    for ((kind, wire), rates) in entries.zip(figures) {
+        let col = wires.iter().position(|w| *w == wire).expect("a wire");
+        let (_, all) = handler_rpc
+            .iter_mut()
+            .find(|(k, _)| *k == kind)
+            .expect("a kind");
+        all[col] = rates;
+    }
     for round in 0..rounds {
-        let mut before = rpc_at(Kind::Ceiling, Wire::V1).await;
-        handler_rpc[0].1[0].push(before);
-        for (col, wire) in wires.into_iter().enumerate() {
-            let demo = rpc_at(Kind::Demo, wire).await;
-            let after = rpc_at(Kind::Ceiling, Wire::V1).await;
-            eprintln!(
-                "round {round}: demo {wire:?} {:.0}/s between the ceiling's {:.0} and {:.0}/s",
-                demo.per_second, before.per_second, after.per_second
-            );
-            handler_rpc[2].1[col].push(demo);
-            handler_rpc[0].1[0].push(after);
-            results.demo_brackets[col].push((before, after));
-            before = after;
-        }
-        for (col, wire) in wires.into_iter().enumerate() {
-            handler_rpc[1].1[col].push(rpc_at(Kind::TowerWamp, wire).await);
-        }
+        let at = |kind: Kind, col: usize| {
+            handler_rpc
+                .iter()
+                .find(|(k, _)| *k == kind)
+                .and_then(|(_, all)| all[col].get(round))
+                .map_or(0.0, |r| r.per_second)
+        };
+        eprintln!(
+            "round {round}: ceiling {:.0}/s; demo v1 {:.0}, v2 json {:.0}, v2 msgpack {:.0}/s; \
+             bench router v1 {:.0}, v2 json {:.0}, v2 msgpack {:.0}/s",
+            at(Kind::Ceiling, 0),
+            at(Kind::Demo, 0),
+            at(Kind::Demo, 1),
+            at(Kind::Demo, 2),
+            at(Kind::TowerWamp, 0),
+            at(Kind::TowerWamp, 1),
+            at(Kind::TowerWamp, 2),
+        );
     }
     let median = |kind: Kind, which: usize| -> Option<Rate> {
         let (_, all) = handler_rpc.iter().find(|(k, _)| *k == kind)?;
@@ -1124,16 +1387,31 @@ async fn run(smoke: bool) -> Results {
         rates.get(rates.len() / 2).copied()
     };
     // The latency target: p99 at half of each server's own maximum (its median v1 rate
-    // above), rounds in turn again: a hiccup of the host lands on one round, not on one
-    // server.
+    // above), the ceiling and the demo at once, taking turns of `settings.turn()`, in rounds.
     let mut pooled: Vec<(Kind, Vec<Latency>, hdrhistogram::Histogram<u64>)> = vec![];
+    let lat_kinds: Vec<(Kind, f64)> = [Kind::Ceiling, Kind::Demo]
+        .into_iter()
+        .filter_map(|kind| {
+            let max = median(kind, 0).filter(|r| r.per_second >= 1.0)?;
+            Some((kind, (max.per_second * 0.5).max(100.0)))
+        })
+        .collect();
     for _ in 0..rounds {
-        for kind in [Kind::Ceiling, Kind::Demo] {
-            let Some(max) = median(kind, 0).filter(|r| r.per_second >= 1.0) else {
-                continue;
-            };
-            let server = servers::spawn(kind, "0");
-            let (l, h) = latency_run(&server, settings, (max.per_second * 0.5).max(100.0)).await;
+        // What the host takes from each core just now (a spinning process per core).
+        let stalls = host_stalls(Duration::from_secs(1));
+        eprintln!("host stalls (lost, longest ms per core): {stalls:?}");
+        results.host_stalls.push(stalls);
+        let spawned: Vec<Server> = lat_kinds
+            .iter()
+            .map(|&(kind, _)| servers::spawn(kind, "0"))
+            .collect();
+        let targets: Vec<(&Server, f64)> = spawned
+            .iter()
+            .zip(&lat_kinds)
+            .map(|(server, &(_, rate))| (server, rate))
+            .collect();
+        let figures = latency_turns(&targets, settings).await;
+        for (&(kind, _), (l, h)) in lat_kinds.iter().zip(figures) {
             eprintln!(
                 "{} latency at {:.0}/s: p50 {:.3} p99 {:.3} ms; {} of {} answered with results, {} errors",
                 kind.name(),
@@ -1174,6 +1452,13 @@ async fn run(smoke: bool) -> Results {
         let (hop, hopm, fan) = if kind == Kind::Ceiling {
             (None, None, None)
         } else {
+            if kind == Kind::Demo {
+                // The ceiling alone, just before, for the two-hop target: the two-hop
+                // figures are taken alone too, not in turns.
+                let ceiling = servers::spawn(Kind::Ceiling, "0");
+                let alone = rpc_on(&ceiling, settings, n100, 1, 100, Wire::V1).await;
+                results.two_hop_ceiling = Some(alone);
+            }
             let hop = two_hop(&spawn(), settings, n100).await;
             let hopm = two_hop_as(&spawn(), settings, n100, Wire::V2Msgpack).await;
             let fan = Some(fanout_as(&spawn(), settings, fan_n, 16, Wire::V2Json).await);
