@@ -18,6 +18,11 @@
 mod app;
 mod client;
 mod fast;
+/// The tests' setup of the Python peers: the bench's autobahn 0.8 router runs in the same
+/// virtualenv, created on first use.
+#[path = "../../tests/common/peers.rs"]
+#[allow(dead_code)]
+mod peers;
 mod report;
 mod servers;
 

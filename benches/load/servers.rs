@@ -184,9 +184,13 @@ pub fn unavailable(kind: Kind) -> Option<String> {
             }
             None
         }
-        Kind::Autobahn => (!autobahn_python().exists()).then(|| {
-            "no .venv-wamp1 (run `cargo test --test interop_autobahn` once to create it)".into()
-        }),
+        Kind::Autobahn => {
+            if autobahn_python().exists() {
+                return None;
+            }
+            eprintln!("installing autobahn 0.8.15 into .venv-wamp1 (once)");
+            crate::peers::setup_autobahn08().err()
+        }
         Kind::Crossbar => venv("crossbar", "crossbar==26.10.1", "crossbar"),
         Kind::Xconn => venv("xconn", "xconn==0.5.1", "xconn"),
         Kind::Battler => {

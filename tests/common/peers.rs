@@ -55,8 +55,9 @@ fn python27() -> Option<PathBuf> {
     versions.pop()
 }
 
-/// The venv's python with autobahn 0.8.15, created if needed.
-fn setup_autobahn08() -> Result<PathBuf, String> {
+/// The venv's python with autobahn 0.8.15, created if needed (also the load bench's
+/// autobahn 0.8 router, `benches/load/servers.rs`).
+pub fn setup_autobahn08() -> Result<PathBuf, String> {
     let venv = root().join(".venv-wamp1");
     let py = venv.join("bin/python");
     let ready =
