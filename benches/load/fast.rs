@@ -253,8 +253,8 @@ pub fn drive_turns<P>(
     let mut turns: Vec<Vec<Turn<P>>> = (0..frames.len()).map(|_| vec![]).collect();
     let n = frames.len();
     for cycle in 0..cycles {
-        // Each cycle starts one group later, so that no group always follows the same one
-        // (and whatever that one leaves behind on the machine).
+        // Each cycle starts one group later, so that the seam between cycles falls before a
+        // different group each time; within a cycle a group still follows the same one.
         for g in (0..n).map(|k| (cycle + k) % n) {
             let before = probe(g);
             let started = Instant::now();
