@@ -1346,17 +1346,17 @@ async fn run(smoke: bool) -> Results {
         plan.extend(wires.iter().map(|&w| (server, w)));
     }
     let figures = rpc_turns(&plan, settings, n100, rounds).await;
+    let entries: Vec<(Kind, Wire)> = plan
+        .iter()
+        .map(|(server, wire)| (server.kind, *wire))
+        .collect();
     drop(plan);
     drop(turn_servers);
     let mut handler_rpc: Vec<(Kind, [Vec<Rate>; 3])> = kinds3
         .into_iter()
         .map(|kind| (kind, [vec![], vec![], vec![]]))
         .collect();
-    let entries = [(Kind::Ceiling, Wire::V1)]
-        .into_iter()
-        .chain(wires.map(|w| (Kind::Demo, w)))
-        .chain(wires.map(|w| (Kind::TowerWamp, w)));
-    for ((kind, wire), rates) in entries.zip(figures) {
+    for ((kind, wire), rates) in entries.into_iter().zip(figures) {
         let col = wires.iter().position(|w| *w == wire).expect("a wire");
         let (_, all) = handler_rpc
             .iter_mut()
